@@ -52,3 +52,34 @@ bfloat16 inputs are carried out in float32; results keep float32 or float64.
 
 References: arXiv:2412.20496, arXiv:2407.16427.
 """
+
+from .esd import esd, validate_matrix
+from .matrices import MatrixView, iter_matrices, matrices_of
+from .spacing import (
+    freedman_diaconis_edges,
+    histogram_mean,
+    mean_spacing_ratio,
+    pair_spacings,
+    spacing_ratios,
+    spacings,
+    unfolded_spacings,
+)
+from .summary import spectral_norm, spectrum_summary, stable_rank
+
+__all__ = [
+    "MatrixView",
+    "esd",
+    "freedman_diaconis_edges",
+    "histogram_mean",
+    "iter_matrices",
+    "matrices_of",
+    "mean_spacing_ratio",
+    "pair_spacings",
+    "spacing_ratios",
+    "spacings",
+    "spectral_norm",
+    "spectrum_summary",
+    "stable_rank",
+    "unfolded_spacings",
+    "validate_matrix",
+]

@@ -1,0 +1,136 @@
+r"""Scalar statistics of a Gram spectrum: extremes, norms, stable rank, mean spacing ratio.
+
+Inputs are the normalised Gram eigenvalues of :func:`rmt_callbacks.spectral.esd` (``kind="gram"``), shape
+``(..., N)``; every statistic is computed per matrix, giving shape ``(...)``. Conventions:
+:mod:`rmt_callbacks.spectral`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .spacing import _check_levels, _ratios
+
+__all__ = ["spectral_norm", "spectrum_summary", "stable_rank"]
+
+
+def _check_rows(rows: object) -> int:
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be a positive int (M, the number of rows of W), got {rows!r}")
+    return rows
+
+
+def stable_rank(eigs: torch.Tensor) -> torch.Tensor:
+    r"""Stable rank :math:`\|W\|_F^2 / \|W\|_2^2` from the Gram eigenvalues.
+
+    .. math::
+
+        r_s = \frac{\sum_i \lambda_i}{\max_i \lambda_i} \in [1, \min(M, N)],
+
+    independent of the normalisation of the Gram matrix; NaN for a zero matrix (all :math:`\lambda_i = 0`).
+
+    Args:
+        eigs: Gram eigenvalues, shape ``(..., N)``, in any order.
+
+    Returns:
+        Shape ``(...)``.
+
+    Raises:
+        TypeError: ``eigs`` is not a real floating tensor.
+        ValueError: ``eigs`` is empty or has non-finite entries.
+
+    References: Rudelson, Vershynin, J. ACM 54 (2007), arXiv:math/0503442.
+
+    Example:
+        >>> stable_rank(torch.tensor([0.0, 1.0, 4.0])).item()
+        1.25
+    """
+    return _stable_rank(_check_levels(eigs, min_levels=1))
+
+
+def _stable_rank(eigs: torch.Tensor) -> torch.Tensor:
+    return eigs.sum(dim=-1) / eigs.amax(dim=-1)
+
+
+def spectral_norm(eigs: torch.Tensor, *, rows: int) -> torch.Tensor:
+    r"""Spectral norm :math:`\|W\|_2` from the normalised Gram eigenvalues (:math:`X = W^\top W / M`).
+
+    .. math::
+
+        \|W\|_2 = \sqrt{M \lambda_{\max}}.
+
+    For eigenvalues of the unnormalised :math:`W^\top W` pass ``rows=1``.
+
+    Args:
+        eigs: Gram eigenvalues, shape ``(..., N)``, in any order.
+        rows: :math:`M`, the number of rows of ``W`` (``W.shape[-2]``).
+
+    Returns:
+        Shape ``(...)``.
+
+    Raises:
+        TypeError: ``eigs`` is not a real floating tensor.
+        ValueError: ``eigs`` is empty or non-finite, or ``rows`` is not a positive int.
+
+    References: arXiv:2412.20496.
+
+    Example:
+        >>> spectral_norm(torch.tensor([0.5, 4.5]), rows=2).item()
+        3.0
+    """
+    return _spectral_norm(_check_levels(eigs, min_levels=1), _check_rows(rows))
+
+
+def _spectral_norm(eigs: torch.Tensor, rows: int) -> torch.Tensor:
+    return (rows * eigs.amax(dim=-1).clamp_min(0.0)).sqrt()
+
+
+def spectrum_summary(eigs: torch.Tensor, *, rows: int) -> dict[str, torch.Tensor]:
+    r"""The standard per-matrix statistics of a normalised Gram spectrum, as a dict of tensors of shape ``(...)``.
+
+    Keys: ``lambda_min``, ``lambda_max``, ``lambda_mean`` (:math:`= \|W\|_F^2 / (MN)`), ``spectral_norm``
+    (:func:`spectral_norm`), ``stable_rank`` (:func:`stable_rank`) and ``mean_spacing_ratio``
+    (:func:`~rmt_callbacks.spectral.mean_spacing_ratio`). The ratio is taken over the non-structural levels
+    only: when :math:`N > M` the :math:`N - M` smallest eigenvalues (the structural zeros of
+    :func:`~rmt_callbacks.spectral.esd`) are left out; it is NaN when fewer than 3 levels remain.
+
+    .. math::
+
+        \langle r \rangle = \Big\langle \frac{\min(S_i, S_{i+1})}{\max(S_i, S_{i+1})} \Big\rangle_i,
+        \qquad S_i = \lambda_{i+1} - \lambda_i,\ \ i \ge \max(N - M, 0).
+
+    Args:
+        eigs: Gram eigenvalues from ``esd(W)``, shape ``(..., N)``, in any order.
+        rows: :math:`M`, the number of rows of ``W``.
+
+    Returns:
+        A dict of six tensors, each of shape ``(...)``.
+
+    Raises:
+        TypeError: ``eigs`` is not a real floating tensor.
+        ValueError: ``eigs`` is empty or non-finite, or ``rows`` is not a positive int.
+
+    References: arXiv:2412.20496; Atas et al., PRL 110, 084101 (2013), arXiv:1212.5611.
+
+    Example:
+        >>> s = spectrum_summary(torch.tensor([1.0, 2.0, 4.0, 8.0]), rows=4)
+        >>> s["lambda_max"].item(), s["spectral_norm"].item(), s["mean_spacing_ratio"].item()
+        (8.0, 5.656854152679443, 0.5)
+    """
+    rows = _check_rows(rows)
+    eigs = _check_levels(eigs, min_levels=1).sort(dim=-1).values
+    bulk = eigs[..., max(eigs.shape[-1] - rows, 0) :]  # drop the structural zeros of N > M
+    if bulk.shape[-1] >= 3:
+        ratio = torch.nanmean(_ratios(bulk), dim=-1)
+    else:
+        ratio = torch.full(eigs.shape[:-1], math.nan, dtype=eigs.dtype, device=eigs.device)
+    return {
+        "lambda_min": eigs[..., 0],
+        "lambda_max": eigs[..., -1],
+        "lambda_mean": eigs.mean(dim=-1),
+        "spectral_norm": _spectral_norm(eigs, rows),
+        "stable_rank": _stable_rank(eigs),
+        "mean_spacing_ratio": ratio,
+    }
