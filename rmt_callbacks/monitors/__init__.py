@@ -1,0 +1,24 @@
+"""Lightning callbacks that watch the spectra of weight matrices during training.
+
+:class:`SpectrumMonitor` is imported on first use, so that the pure helpers of this package
+(``_schedule``, ``_selection``) load without Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["SpectrumMonitor"]
+
+_LAZY = {"SpectrumMonitor": "rmt_callbacks.monitors.spectrum"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rmt_callbacks.monitors' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
