@@ -66,8 +66,8 @@ def sanitize(key: str, *, max_length: int = MAX_KEY_LENGTH) -> str:
     if clean != key and key not in _warned:
         _warned.add(key)
         warnings.warn(
-            f"metric key {key!r} is not valid for MLflow (allowed: [A-Za-z0-9_/. -], at most {max_length} "
-            f"characters); logging it as {clean!r}",
+            f"metric key {key!r} is not valid for MLflow (allowed: [A-Za-z0-9_/. -] as a normalised relative "
+            f"path, at most {max_length} characters); logging it as {clean!r}",
             UserWarning,
             stacklevel=2,
         )

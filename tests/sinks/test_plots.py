@@ -1,0 +1,75 @@
+"""Figures: density histograms that integrate to one, curves drawn as given, capped bins, no pyplot."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from rmt_callbacks.sinks.plots import MAX_BINS, Curve, Panel, close_figure, matrix_figure
+
+
+def _bars(ax) -> tuple[np.ndarray, np.ndarray]:
+    heights = np.array([p.get_height() for p in ax.patches])
+    widths = np.array([p.get_width() for p in ax.patches])
+    return heights, widths
+
+
+def test_histograms_are_densities_and_curves_are_drawn_as_given() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 400))  # a batch is pooled: 1200 samples
+    x = np.linspace(-4.0, 4.0, 101)
+    y = np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi)
+    s = rng.exponential(size=500)
+    fig = matrix_figure(
+        [Panel("spectrum", values, [Curve("normal", x, y)]), Panel("spacings", s, value_range=(0.0, 4.0))],
+        title="w, step 3",
+    )
+    assert isinstance(fig.canvas, FigureCanvasAgg)
+    assert len(fig.axes) == 2 and fig.get_suptitle() == "w, step 3"
+    heights, widths = _bars(fig.axes[0])
+    assert np.sum(heights * widths) == pytest.approx(1.0, abs=1e-9)
+    (line,) = fig.axes[0].get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), x)
+    np.testing.assert_array_equal(line.get_ydata(), y)
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "data (n=1200)"
+    lo, hi = fig.axes[1].patches[0].get_x(), fig.axes[1].patches[-1].get_x() + fig.axes[1].patches[-1].get_width()
+    assert (lo, hi) == pytest.approx((0.0, 4.0))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+    close_figure(fig)
+    assert fig.axes == []
+
+
+def test_bins_are_capped_and_non_finite_values_dropped() -> None:
+    # Cauchy tails: numpy's "auto" rule asks for its own cap of 2 sqrt(n) = 282 bins here, above MAX_BINS
+    cauchy = np.random.default_rng(1).standard_cauchy(20000)
+    assert len(np.histogram_bin_edges(cauchy, bins="auto")) - 1 > MAX_BINS
+    values = np.concatenate([cauchy, [np.nan, np.inf]])
+    fig = matrix_figure([Panel("spiky", values)])
+    heights, widths = _bars(fig.axes[0])
+    assert len(heights) == MAX_BINS
+    assert np.sum(heights * widths) == pytest.approx(1.0)
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "data (n=20000)"
+
+
+def test_bad_input_raises() -> None:
+    with pytest.raises(ValueError, match="panels must not be empty"):
+        matrix_figure([])
+    with pytest.raises(ValueError, match=r"Curve 'c': x and y must be 1-D of one length, got \(3,\) and \(2,\)"):
+        Curve("c", np.zeros(3), np.zeros(2))
+
+
+def test_plots_never_load_pyplot() -> None:
+    code = (
+        "import sys, numpy as np\nfrom rmt_callbacks.sinks.plots import Panel, matrix_figure\n"
+        "matrix_figure([Panel('p', np.arange(10.0))]).savefig('/dev/null', format='png')\n"
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
