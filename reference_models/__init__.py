@@ -1,0 +1,44 @@
+"""Reference models of arXiv:2407.16427 and arXiv:2412.20496 as Lightning modules that train whole ensembles.
+
+Each model keeps its ensemble of E networks in one ``nn.Parameter`` named ``weight`` of shape
+``(E, rows, cols)`` (the way the project's monitors see an ensemble), is stepped by ``torch.optim.SGD(lr=α)``
+with one optimizer step per ``training_step``, reads its mini-batch size from ``hparams.batch_size``, and
+draws its randomness from a module-owned generator seeded by ``hparams.seed``.
+
+* :class:`GaussianRBM` — the Gaussian RBM learning a free lattice field (paper.md 3), float64.
+* :class:`TeacherStudent2x2` — the 2×2 teacher–student model with GOE gradient noise (paper.md 4).
+* :class:`HiddenLayerNetwork` — the project's linear network with a fixed hidden layer (paper.md 6).
+
+:func:`fit_reference` trains one for a number of steps.
+
+Example:
+    >>> from reference_models import TeacherStudent2x2, fit_reference
+    >>> trainer = fit_reference(TeacherStudent2x2(networks=2, batch_size=4, batches_per_epoch=5), 7)
+    >>> trainer.global_step
+    7
+
+References: arXiv:2407.16427, arXiv:2412.20496.
+"""
+
+from __future__ import annotations
+
+from .data import EnsembleModule, StepIndexDataset, fit_reference, goe_noise, lattice_kinetic_operator, lattice_spectrum
+from .gaussian_rbm import TARGET_KAPPA, TARGET_X, GaussianRBM
+from .hidden_layer import HIDDEN_LAYERS, HiddenLayerNetwork
+from .teacher_student import TeacherStudent2x2, predicted_mean_spacing
+
+__all__ = [
+    "HIDDEN_LAYERS",
+    "TARGET_KAPPA",
+    "TARGET_X",
+    "EnsembleModule",
+    "GaussianRBM",
+    "HiddenLayerNetwork",
+    "StepIndexDataset",
+    "TeacherStudent2x2",
+    "fit_reference",
+    "goe_noise",
+    "lattice_kinetic_operator",
+    "lattice_spectrum",
+    "predicted_mean_spacing",
+]
