@@ -1,0 +1,224 @@
+"""Spacings, unfolding and ratios against the classical ensembles, and the papers' pair statistics (paper.md 7.1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from rmt_callbacks.laws import MEAN_SPACING_RATIO
+from rmt_callbacks.spectral import (
+    freedman_diaconis_edges,
+    histogram_mean,
+    mean_spacing_ratio,
+    pair_spacings,
+    spacing_ratios,
+    spacings,
+    unfolded_spacings,
+)
+
+GOE_LARGE_N_MEAN_SQUARE = 1.286  # <s^2> of the exact (Gaudin) GOE spacing law; the 2x2 surmise gives 4/pi = 1.273
+
+
+def _goe(batch: int, n: int, seed: int) -> torch.Tensor:
+    a = torch.randn(batch, n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.linalg.eigvalsh((a + a.mT) / 2)
+
+
+def _gue(batch: int, n: int, seed: int) -> torch.Tensor:
+    a = torch.randn(batch, n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.complex128)
+    return torch.linalg.eigvalsh((a + a.mH) / 2)
+
+
+def _poisson(batch: int, n: int, seed: int) -> torch.Tensor:
+    return torch.rand(batch, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def goe() -> torch.Tensor:
+    return _goe(200, 100, seed=0)  # (200, 100): 200 independent spectra of 100 levels
+
+
+def _within(per_matrix: torch.Tensor, expected: float, *, sigmas: float = 4.0, bias: float = 0.0) -> None:
+    """The ensemble mean of a per-matrix statistic is within `sigmas` standard errors (+ a stated bias) of a value.
+
+    The matrices are independent, so the standard error is the spread of the per-matrix values / sqrt(count).
+    """
+    mean = float(per_matrix.mean())
+    se = float(per_matrix.std()) / math.sqrt(per_matrix.numel())
+    assert abs(mean - expected) < sigmas * se + bias, (mean, se, expected)
+
+
+def test_spacings_match_numpy_diff_of_the_sorted_spectrum() -> None:
+    x = torch.randn(3, 4, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    np.testing.assert_array_equal(spacings(x).numpy(), np.diff(np.sort(x.numpy(), axis=-1), axis=-1))
+
+
+def test_mean_spacing_ratio_of_goe(goe: torch.Tensor) -> None:
+    _within(mean_spacing_ratio(goe), MEAN_SPACING_RATIO["goe"])
+
+
+def test_mean_spacing_ratio_of_gue() -> None:
+    _within(mean_spacing_ratio(_gue(100, 100, seed=1)), MEAN_SPACING_RATIO["gue"])
+
+
+def test_mean_spacing_ratio_of_poisson_levels() -> None:
+    # ratios of spacings of sorted uniforms are ratios of i.i.d. exponentials: exactly 2 ln 2 - 1
+    _within(mean_spacing_ratio(_poisson(200, 200, seed=2)), MEAN_SPACING_RATIO["poisson"])
+
+
+def test_ratios_are_batched_and_order_free() -> None:
+    x = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    s = np.diff(np.sort(x.numpy(), axis=-1), axis=-1)
+    ref = np.minimum(s[..., :-1], s[..., 1:]) / np.maximum(s[..., :-1], s[..., 1:])
+    shuffled = x[..., torch.randperm(7, generator=torch.Generator().manual_seed(4))]
+    np.testing.assert_allclose(spacing_ratios(shuffled).numpy(), ref, rtol=1e-14)
+    np.testing.assert_allclose(mean_spacing_ratio(x).numpy(), ref.mean(-1), rtol=1e-14)
+
+
+def test_undefined_ratios_are_nan_and_left_out_of_the_mean() -> None:
+    x = torch.tensor([[0.0, 1.0, 1.0, 1.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    r = spacing_ratios(x)
+    assert r[0, 0].item() == 0.0 and math.isnan(r[0, 1].item()) and r[0, 2].item() == 0.0
+    m = mean_spacing_ratio(x)
+    assert m[0].item() == 0.0 and math.isnan(m[1].item())  # all ratios undefined: NaN, not 0
+
+
+def test_unfolded_goe_bulk_has_unit_mean_and_the_goe_second_moment(goe: torch.Tensor) -> None:
+    s = unfolded_spacings(goe, degree=5, trim=0.1)
+    assert s.shape == (200, 100 - 2 * 10 - 1)
+    torch.testing.assert_close(s.mean(-1), torch.ones(200, dtype=torch.float64), rtol=0, atol=1e-12)
+    # 200 x 79 spacings give a standard error ~0.004 on <s^2>: this separates GOE from GUE (1.178) and
+    # Poisson (2), not from the surmise's 4/pi (1.273), which is only 0.013 away
+    _within((s**2).mean(-1), GOE_LARGE_N_MEAN_SQUARE)
+
+
+def test_unfolding_poisson_levels_of_a_non_uniform_density() -> None:
+    levels = torch.randn(50, 1000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    s = unfolded_spacings(levels, degree=5, trim=0.1)
+    _within((s**2).mean(-1), 2.0)  # exponential spacings; the finite-n bias (~0.01) is below 4 SE (~0.045)
+    raw = spacings(levels)
+    assert float(((raw / raw.mean(-1, keepdim=True)) ** 2).mean()) > 3.0  # without unfolding: far from 2
+
+
+def test_unfolding_is_per_matrix_and_trims_the_edges() -> None:
+    x = torch.randn(2, 3, 40, generator=torch.Generator().manual_seed(6), dtype=torch.float32)
+    s = unfolded_spacings(x, degree=3, trim=0.1)
+    assert s.shape == (2, 3, 40 - 2 * 4 - 1) and s.dtype == torch.float32
+    torch.testing.assert_close(s[1, 2], unfolded_spacings(x[1, 2], degree=3, trim=0.1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"degree": 0}, ValueError, "degree must be >= 1, got 0"),
+        ({"degree": 2.0}, TypeError, "degree must be an int, got 2.0"),
+        ({"trim": 0.5}, ValueError, r"trim must be in \[0, 0.5\), got 0.5"),
+        ({"degree": 10}, ValueError, r"n >= 12, got shape \(11,\)"),
+        ({"trim": 0.46}, ValueError, "leaves fewer than 2 of the n=11 levels"),
+    ],
+)
+def test_unfolding_rejects_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        unfolded_spacings(torch.arange(11.0), **kwargs)
+
+
+def test_unfolding_rejects_a_degenerate_spectrum() -> None:
+    with pytest.raises(ValueError, match="all levels equal"):
+        unfolded_spacings(torch.ones(2, 10), degree=2)
+
+
+def test_level_validation() -> None:
+    with pytest.raises(ValueError, match=r"n >= 3, got shape \(4, 2\)"):
+        spacing_ratios(torch.ones(4, 2))
+    with pytest.raises(ValueError, match="1 of its 3 entries are NaN or Inf"):
+        spacings(torch.tensor([0.0, float("nan"), 1.0]))
+    with pytest.raises(TypeError, match=r"real floating dtype, got torch\.int64"):
+        mean_spacing_ratio(torch.arange(5))
+
+
+def _goe_pairs(n: int, center: float, sigma: float, seed: int) -> torch.Tensor:
+    """Eigenvalues (n, 2) of 2x2 GOE blocks: diagonal N(center, sigma^2), off-diagonal N(0, sigma^2/2)."""
+    g = torch.Generator().manual_seed(seed)
+    d = center + sigma * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    off = sigma / math.sqrt(2.0) * torch.randn(n, generator=g, dtype=torch.float64)
+    h = torch.stack([torch.stack([d[:, 0], off], -1), torch.stack([off, d[:, 1]], -1)], -2)
+    return torch.linalg.eigvalsh(h)
+
+
+def test_pair_spacing_of_2x2_goe_blocks_paper_7_1_2() -> None:
+    center, sigma = 1.3, 0.7
+    eigs = _goe_pairs(200_000, center, sigma, seed=7)
+    s = pair_spacings(eigs, [(1, 0)])[:, 0]
+    # paper.md 7.1.2: <S> = sqrt(pi) sigma to 1% with 2e5 samples (the standard error is 0.12%)
+    assert float(s.mean()) == pytest.approx(math.sqrt(math.pi) * sigma, rel=0.01)
+    assert histogram_mean(s) == pytest.approx(math.sqrt(math.pi) * sigma, rel=0.01)
+    assert float(eigs.std()) == pytest.approx(sigma * math.sqrt(1.5), rel=0.01)
+
+
+def test_pair_spacings_use_the_given_order() -> None:
+    x = torch.tensor([[5.0, 2.0, 1.5, 0.0], [4.0, 3.0, 1.0, -1.0]])  # e.g. descending, as in the papers
+    torch.testing.assert_close(pair_spacings(x, [(1, 2), (3, 0)]), torch.tensor([[0.5, 5.0], [2.0, 5.0]]))
+
+
+@pytest.mark.parametrize(
+    ("pairs", "error", "match"),
+    [
+        ([], ValueError, "at least one"),
+        ([(0, 4)], ValueError, r"pair \(0, 4\) must hold two different indices in \[0, 4\)"),
+        ([(1, 1)], ValueError, "two different indices"),
+        ([(0, 1.0)], TypeError, "two ints"),
+    ],
+)
+def test_pair_spacings_reject_bad_pairs(pairs: list, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        pair_spacings(torch.arange(4.0), pairs)
+
+
+def _numpy_histogram_mean(y: np.ndarray) -> tuple[float, np.ndarray]:
+    """The authors' recipe (paper.md Section 5, steps 2-3), written directly with numpy."""
+    q75, q25 = np.percentile(y, [75, 25])
+    width = 2 * (q75 - q25) / len(y) ** (1 / 3)
+    bins = max(int(np.floor((y.max() - y.min()) / width)), 1) if width > 0 else 1
+    heights, edges = np.histogram(y, bins=bins, range=(y.min(), y.max()), density=True)
+    centres = (edges[1:] + edges[:-1]) / 2
+    return float((centres * heights).sum() / heights.sum()), edges
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        lambda g: torch.randn(1000, generator=g, dtype=torch.float64),
+        lambda g: torch.empty(300, dtype=torch.float64).exponential_(generator=g),
+        lambda g: torch.rand(5, generator=g, dtype=torch.float64),
+        lambda g: torch.randint(0, 6, (301,), generator=g).double(),  # ties on the bin edges
+    ],
+)
+def test_histogram_mean_matches_the_numpy_recipe(sample: Callable[[torch.Generator], torch.Tensor]) -> None:
+    y = sample(torch.Generator().manual_seed(8))
+    ref, edges = _numpy_histogram_mean(y.numpy())
+    assert histogram_mean(y) == pytest.approx(ref, rel=1e-12)
+    np.testing.assert_array_equal(freedman_diaconis_edges(y).numpy(), edges)
+
+
+def test_histogram_mean_is_exact_with_millions_of_bins() -> None:
+    y = torch.rand(2000, generator=torch.Generator().manual_seed(8), dtype=torch.float64) ** -1.2  # heavy tail
+    ref, edges = _numpy_histogram_mean(y.numpy())
+    assert len(edges) > 10**6
+    index = np.minimum(np.searchsorted(edges, y.numpy(), side="right") - 1, len(edges) - 2)  # numpy's binning
+    exact = sum((Fraction(edges[k]) + Fraction(edges[k + 1])) / 2 for k in index) / len(index)
+    assert histogram_mean(y) == pytest.approx(float(exact), rel=1e-14)
+    assert histogram_mean(y) == pytest.approx(ref, rel=1e-8)  # numpy's sum over 3e6 bins loses ~1e-10
+
+
+def test_histogram_mean_differs_from_the_arithmetic_mean_and_handles_degenerate_input() -> None:
+    y = torch.tensor([0.0, 1.0, 2.0, 10.0])
+    assert histogram_mean(y) == 3.75 and float(y.mean()) == 3.25
+    assert histogram_mean(torch.full((7,), 2.5)) == 2.5
+    assert histogram_mean(torch.tensor([[1.0, 2.0], [3.0, 4.0]])) == pytest.approx(2.5)  # values are pooled
+    with pytest.raises(ValueError, match=r"n >= 1, got shape \(0,\)"):
+        histogram_mean(torch.tensor([]))
