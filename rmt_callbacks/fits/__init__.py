@@ -1,0 +1,43 @@
+"""Fits of the spectral laws to data, and goodness-of-fit distances.
+
+Every fit is a pure function of a tensor of any shape (pooled) that returns a frozen result dataclass with
+named parameters, the KS distance to the fitted law, ``n``, an honest ``converged`` flag and a ``message``;
+``to_metrics(prefix)`` turns it into scalar metrics and ``law()`` into the fitted
+:class:`~rmt_callbacks.laws.SpectralLaw`. Non-finite input raises ``ValueError``; fewer than
+:data:`MIN_VALUES` values (or all-equal values) give a failed result, never an exception. SciPy (the
+optimisers) is imported on first use only.
+
+Conventions (orientation, normalisation, β): :mod:`rmt_callbacks.spectral`.
+"""
+
+from ._result import (
+    MIN_VALUES,
+    FitResult,
+    MarchenkoPasturFit,
+    PairDensityFit,
+    SemicircleFit,
+    SurmiseFit,
+    TwoSpeciesFit,
+)
+from .distances import ks_distance, l1_distance
+from .marchenko_pastur import fit_marchenko_pastur
+from .pair_density import fit_pair_density, fit_two_species
+from .semicircle import fit_semicircle
+from .surmise import fit_surmise
+
+__all__ = [
+    "MIN_VALUES",
+    "FitResult",
+    "MarchenkoPasturFit",
+    "PairDensityFit",
+    "SemicircleFit",
+    "SurmiseFit",
+    "TwoSpeciesFit",
+    "fit_marchenko_pastur",
+    "fit_pair_density",
+    "fit_semicircle",
+    "fit_surmise",
+    "fit_two_species",
+    "ks_distance",
+    "l1_distance",
+]

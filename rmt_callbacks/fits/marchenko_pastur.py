@@ -1,0 +1,183 @@
+r"""Marchenko–Pastur fit of Gram eigenvalues, robust to outliers ("spikes") above the bulk.
+
+Conventions (:mod:`rmt_callbacks.spectral`): ``W`` is ``(M, N)``, :math:`X = W^\top W / M` has :math:`N`
+eigenvalues (with the :math:`N - M` structural zeros when :math:`q = N/M > 1`), and for i.i.d. entries of
+variance :math:`\sigma^2` their mean is :math:`\sigma^2` and their law :math:`\mathrm{MP}(\sigma^2, q)`.
+
+**Spikes and the trace.** A rank-one signal of strength :math:`\theta` (``W = Z + P`` with
+:math:`P^\top P / M = \theta vv^\top`, or a row covariance :math:`\sigma^2(1 + vv^\top\theta/\sigma^2)`) adds
+:math:`\theta` to :math:`\operatorname{tr} X`, and for :math:`\theta > \sigma^2\sqrt q` (the BBP threshold) it
+pushes one eigenvalue out of the bulk, to
+
+.. math::
+
+    \ell = \frac{(\theta + \sigma^2)(\theta + q\sigma^2)}{\theta} > \lambda_+ = \sigma^2(1 + \sqrt q)^2
+    \quad\Longleftrightarrow\quad
+    \theta(\ell) = \tfrac12\Big[\ell - \sigma^2(1+q) + \sqrt{(\ell - \sigma^2(1+q))^2 - 4q\sigma^4}\Big].
+
+Both spiked models give the same two relations, so with :math:`k` outliers :math:`\ell_j` among :math:`n`
+eigenvalues (pooled over matrices), :math:`\operatorname{tr} X = n\sigma^2 + \sum_j \theta_j`, i.e.
+
+.. math::
+
+    \sigma^2 = \frac1n\Big(\sum_{i=1}^n \lambda_i - \sum_{j=1}^k \theta(\ell_j; \sigma^2)\Big),
+
+which is the bulk mean corrected for the trace the spikes carry away: to leading order the :math:`n - k` bulk
+eigenvalues sum to :math:`\sigma^2 (n - k(1 + q))`, not :math:`\sigma^2 (n - k)`.
+
+**Finite-size edge.** The largest bulk eigenvalue fluctuates on the Tracy–Widom scale
+:math:`s_{\rm TW} = \sigma^2(\sqrt M + \sqrt N)(1/\sqrt M + 1/\sqrt N)^{1/3}/M` around :math:`\lambda_+`
+(Johnstone 2001), with mean :math:`\approx -1.2\,s_{\rm TW}` and a TW1 tail
+:math:`P(> c) \approx 2\cdot10^{-4}` at :math:`c = 4`. An eigenvalue counts as a spike when it exceeds
+:math:`\lambda_+ + c\, s_{\rm TW}`, ``c = margin``; with the default ``margin = 4`` Gaussian matrices from
+:math:`5\times20` to :math:`400\times400` gave no false spike in 10^4 matrices (largest observed: 3.6).
+Spikes closer to the edge than this margin stay in the bulk.
+
+References: Marchenko & Pastur (1967); Baik, Ben Arous & Péché, Ann. Probab. 33 (2005) 1643;
+Benaych-Georges & Nadakuditi, J. Multivar. Anal. 111 (2012) 120 (arXiv:1103.2221); Johnstone, Ann. Stat. 29
+(2001) 295.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..laws import MarchenkoPastur
+from ._result import MarchenkoPasturFit, check_size, pooled_values
+from .distances import ks_sorted, sort_values
+
+__all__ = ["fit_marchenko_pastur"]
+
+_MAX_ITERATIONS = 100
+_RELATIVE_TOLERANCE = 1e-12
+_NEGATIVE_TOLERANCE = 1e-4  # eigenvalues below -this * max are not Gram eigenvalues
+
+
+def fit_marchenko_pastur(
+    eigs: torch.Tensor, *, ratio: float, rows: int | None = None, margin: float = 4.0
+) -> MarchenkoPasturFit:
+    r"""Fit :math:`\mathrm{MP}(\sigma^2, q)` to Gram eigenvalues at known :math:`q`, counting spikes.
+
+    Iterates from a robust start (:math:`\sigma^2` = the median of the continuous part of the sample over
+    that of :math:`\mathrm{MP}(1, q)`): spikes are the eigenvalues above :math:`\lambda_+ + c\,s_{\rm TW}`;
+    :math:`\sigma^2` is re-estimated from the trace with the spikes' signal removed (module docstring), until
+    the spike count is stable and :math:`\sigma^2` settles. The KS distance is that of the bulk (all but the
+    spikes) to :math:`\mathrm{MP}(\hat\sigma^2, q)`, atom included.
+
+    Args:
+        eigs: Gram eigenvalues in the project normalisation, any shape (pooled over matrices), including the
+            structural zeros when ``ratio > 1``; at least :data:`~rmt_callbacks.fits.MIN_VALUES` of them.
+        ratio: :math:`q = N/M > 0` of the matrices.
+        rows: :math:`M`, the rows of each matrix (for the Tracy–Widom margin). ``None``: ``eigs`` are the
+            :math:`N` eigenvalues of one matrix, :math:`M = n / q`. Pass it when pooling matrices.
+        margin: :math:`c \ge 0`, the spike threshold in Tracy–Widom units above :math:`\lambda_+`.
+
+    Returns:
+        The fit; failed (``converged=False``, with the reason) for too few or all-equal values, a
+        non-positive :math:`\sigma^2`, or a spike count that does not settle.
+
+    Raises:
+        TypeError: ``eigs`` is not a real floating tensor; ``ratio``/``margin`` not real numbers; ``rows`` not
+            an int.
+        ValueError: non-finite entries (the message gives how many) or negative eigenvalues in ``eigs``;
+            ``ratio <= 0``, ``rows < 1``, ``margin < 0`` or not finite.
+
+    References: arXiv:1103.2221; arXiv:2411.13512 (Marchenko–Pastur at initialisation).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> w = torch.randn(800, 200, generator=g, dtype=torch.float64)
+        >>> w[:, 0] += 3.0  # a rank-one signal: theta = 9 >> sqrt(q) = 0.5
+        >>> fit = fit_marchenko_pastur(torch.linalg.eigvalsh(w.T @ w / 800), ratio=0.25)
+        >>> fit.num_spikes, round(fit.sigma2, 2)
+        (1, 1.0)
+    """
+    q = _positive("ratio", ratio)
+    c = _non_negative("margin", margin)
+    x = sort_values(pooled_values(eigs, name="eigs"))
+    if x.numel() and float(x[0]) < -_NEGATIVE_TOLERANCE * float(x.abs().max()):
+        negative = int((x < -_NEGATIVE_TOLERANCE * float(x.abs().max())).sum())
+        raise ValueError(f"eigs must be Gram eigenvalues (>= 0), but {negative} of them are negative")
+    failed = check_size(MarchenkoPasturFit, x)
+    if failed is not None:
+        return failed
+    n = x.numel()
+    m = float(n) / q if rows is None else float(_rows(rows))
+    sigma2, k, message = _iterate(x, q, m, c)
+    if message:
+        return MarchenkoPasturFit.failed(n, message)
+    law = MarchenkoPastur(sigma2=sigma2, ratio=q)
+    return MarchenkoPasturFit(
+        ks=ks_sorted(x[: n - k], law),
+        n=n,
+        converged=True,
+        message=f"sigma2 from the trace less {k} spikes' signal (BBP), margin {c:g} Tracy-Widom units",
+        sigma2=sigma2,
+        ratio=q,
+        lambda_minus=law.lambda_minus,
+        lambda_plus=law.lambda_plus,
+        num_spikes=k,
+    )
+
+
+def _iterate(x: torch.Tensor, q: float, m: float, c: float) -> tuple[float, int, str]:
+    """The fixed point ``(sigma2, spikes, "")`` for ascending ``x``, or ``(nan, -1, reason)``."""
+    n, total = x.numel(), float(x.sum())
+    sigma2 = _robust_start(x, q)
+    tw = (math.sqrt(m) + math.sqrt(m * q)) * (1.0 / math.sqrt(m) + 1.0 / math.sqrt(m * q)) ** (1.0 / 3.0) / m
+    k = -1
+    for _ in range(_MAX_ITERATIONS):
+        if not sigma2 > 0.0:
+            return math.nan, -1, f"non-positive sigma2 estimate {sigma2!r}: the spectrum is not Marchenko-Pastur"
+        threshold = torch.tensor([sigma2 * ((1.0 + math.sqrt(q)) ** 2 + c * tw)], dtype=torch.float64)
+        k_new = n - int(torch.searchsorted(x, threshold, right=True))
+        theta = _signal_strength(x[n - k_new :], sigma2, q)
+        sigma2_new = (total - float(theta.sum())) / n
+        if k_new == k and abs(sigma2_new - sigma2) <= _RELATIVE_TOLERANCE * sigma2:
+            return sigma2_new, k, ""
+        sigma2, k = sigma2_new, k_new
+    return math.nan, -1, f"spike count did not settle in {_MAX_ITERATIONS} iterations (last {k})"
+
+
+def _signal_strength(ell: torch.Tensor, sigma2: float, q: float) -> torch.Tensor:
+    r"""The :math:`\theta` whose BBP outlier is at :math:`\ell \ge \lambda_+` (module docstring)."""
+    b = ell - sigma2 * (1.0 + q)
+    return 0.5 * (b + torch.sqrt((b * b - 4.0 * q * sigma2**2).clamp(min=0.0)))
+
+
+def _robust_start(x: torch.Tensor, q: float) -> float:
+    """Median of the continuous part of the sample over that of MP(1, q): insensitive to a few spikes."""
+    unit = MarchenkoPastur(sigma2=1.0, ratio=q)
+    p = unit.atom + 0.5 * (1.0 - unit.atom)
+    lo, hi = unit.lambda_minus, unit.lambda_plus
+    for _ in range(60):  # bisection of the continuous cdf
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if float(unit.cdf(mid)) < p else (lo, mid)
+    sample = float(x[min(int(p * x.numel()), x.numel() - 1)])
+    return sample / (0.5 * (lo + hi))
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _non_negative(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _rows(rows: object) -> int:
+    if isinstance(rows, bool) or not isinstance(rows, int):
+        raise TypeError(f"rows must be an int or None, got {rows!r}")
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    return rows
