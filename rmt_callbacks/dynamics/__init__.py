@@ -1,0 +1,30 @@
+"""Dyson-Brownian-motion observables: trajectory estimators, near-degenerate pairs, jackknife, scaling fits.
+
+Conventions (orientation, ordering, the papers' pair spacing): :mod:`rmt_callbacks.spectral`; trajectories and
+Langevin time: :mod:`rmt_callbacks.dynamics.estimators`.
+"""
+
+from .estimators import (
+    coulomb_repulsion,
+    diffusion_coefficient,
+    drift,
+    fluctuation_width,
+    noise_temperature,
+    predicted_pair_spacing,
+    wishart_repulsion,
+)
+from .pairs import PairSummary, fit_slope_through_origin, jackknife, summarize_pair
+
+__all__ = [
+    "PairSummary",
+    "coulomb_repulsion",
+    "diffusion_coefficient",
+    "drift",
+    "fit_slope_through_origin",
+    "fluctuation_width",
+    "jackknife",
+    "noise_temperature",
+    "predicted_pair_spacing",
+    "summarize_pair",
+    "wishart_repulsion",
+]

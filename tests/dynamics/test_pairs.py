@@ -1,0 +1,76 @@
+"""Pair summaries, jackknife and the scaling fit against independent references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import curve_fit
+
+from rmt_callbacks.dynamics import fit_slope_through_origin, jackknife, summarize_pair
+
+
+def _goe_pairs(n: int, center: float, sigma: float, seed: int) -> torch.Tensor:
+    """Eigenvalues (n, 2) of 2×2 GOE blocks: diagonal N(center, σ²), off-diagonal N(0, σ²/2) (paper.md 7.1.2)."""
+    g = torch.Generator().manual_seed(seed)
+    d = center + sigma * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    off = sigma / math.sqrt(2.0) * torch.randn(n, generator=g, dtype=torch.float64)
+    h = torch.stack([torch.stack([d[:, 0], off], -1), torch.stack([off, d[:, 1]], -1)], -2)
+    return torch.linalg.eigvalsh(h)
+
+
+def test_slope_matches_scipy_curve_fit() -> None:
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.02, 0.2, 12)
+    err = 0.01 + 0.02 * rng.random(12)
+    y = 2.3 * x + err * rng.standard_normal(12)
+    popt, pcov = curve_fit(lambda t, a: a * t, x, y, sigma=err)
+    a, da = fit_slope_through_origin(torch.tensor(x), torch.tensor(y), torch.tensor(err))
+    assert a == pytest.approx(popt[0], rel=1e-10)
+    assert da == pytest.approx(math.sqrt(pcov[0, 0]), rel=1e-8)
+
+
+def test_slope_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fit_slope_through_origin(torch.tensor([1.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="positive"):
+        fit_slope_through_origin(torch.ones(3), torch.ones(3), torch.tensor([1.0, 0.0, 1.0]))
+
+
+def test_leave_one_out_jackknife_of_the_mean_is_the_standard_error() -> None:
+    x = torch.randn(200, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    est, err = jackknife(x, lambda v: float(v.mean()), blocks=None)
+    assert est == pytest.approx(float(x.mean()))
+    assert err == pytest.approx(float(x.std() / math.sqrt(200)), rel=1e-10)
+
+
+def test_blocked_jackknife_of_the_mean_is_close_to_the_standard_error() -> None:
+    x = torch.randn(5000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    _, err = jackknife(x, lambda v: float(v.mean()), blocks=50)
+    # 50 blocks estimate the error itself to ~1/sqrt(2*49) = 10 %.
+    assert err == pytest.approx(float(x.std() / math.sqrt(5000)), rel=0.35)
+
+
+def test_jackknife_needs_two_blocks() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        jackknife(torch.ones(1), lambda v: float(v.sum()))
+
+
+def test_goe_pairs_give_sqrt_pi_sigma_spacing_and_the_fitted_width() -> None:
+    sigma, n = 0.2, 20_000
+    summary = summarize_pair(_goe_pairs(n, 3.0, sigma, seed=4))
+    # ⟨S⟩ = √π σ (E13); the spacing has relative std √(4/π − 1) ≈ 0.52, so its mean is known to 0.52/√n ≈ 0.4 %;
+    # the histogram-weighted mean adds a binning bias below 1 %; allow 3 %.
+    assert summary.mean_spacing == pytest.approx(math.sqrt(math.pi) * sigma, rel=0.03)
+    assert summary.sigma == pytest.approx(sigma, rel=0.03)
+    assert summary.mean == pytest.approx(3.0, abs=5 * sigma * math.sqrt(1.5 / (2 * n)))
+    # jackknife errors are of the size expected from the sample: std(S)/√n.
+    assert summary.mean_spacing_err == pytest.approx(0.52 * summary.mean_spacing / math.sqrt(n), rel=0.5)
+    assert set(summary.to_metrics("p/")) >= {"p/mean", "p/mean_spacing", "p/sigma", "p/ks"}
+
+
+def test_summarize_pair_rejects_wrong_shape() -> None:
+    with pytest.raises(ValueError, match=r"shape \(E, 2\)"):
+        summarize_pair(torch.zeros(5, 3))
