@@ -24,9 +24,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["MAX_BINS", "Curve", "Panel", "close_figure", "matrix_figure"]
+__all__ = ["MAX_BINS", "Y_HEADROOM", "Curve", "Panel", "close_figure", "matrix_figure"]
 
 MAX_BINS: int = 200
+Y_HEADROOM: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,15 @@ class Panel:
 def _draw(ax: Axes, panel: Panel) -> None:
     values = np.asarray(panel.values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
+    top = 0.0
     if values.size:
         edges = _edges(values, panel.value_range)
-        ax.hist(values, bins=edges, density=True, color="0.75", label=f"data (n={values.size})")
+        heights, _, _ = ax.hist(values, bins=edges, density=True, color="0.75", label=f"data (n={values.size})")
+        top = float(np.max(heights))
     for curve in panel.curves:
         ax.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), lw=1.5, label=curve.label)
+    if top > 0:  # an integrable singularity of a density (MP at q = 1) must not flatten the histogram
+        ax.set_ylim(0.0, min(ax.get_ylim()[1], Y_HEADROOM * top))
     ax.set_title(panel.title, fontsize="medium")
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel("density")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from rmt_callbacks.sinks.plots import MAX_BINS, Curve, Panel, close_figure, matrix_figure
+from rmt_callbacks.sinks.plots import MAX_BINS, Y_HEADROOM, Curve, Panel, close_figure, matrix_figure
 
 
 def _bars(ax) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +73,13 @@ def test_plots_never_load_pyplot() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_density_singularity_does_not_flatten_the_histogram() -> None:
+    x = np.linspace(1e-8, 1.0, 200)
+    y = 0.5 / np.sqrt(x)  # integrable, unbounded at 0 (Marchenko–Pastur at q = 1 behaves like this)
+    values = np.random.default_rng(2).uniform(size=500) ** 2  # density 0.5 / sqrt(x) on (0, 1]
+    fig = matrix_figure([Panel("q=1", values, [Curve("law", x, y)])])
+    heights, _ = _bars(fig.axes[0])
+    assert fig.axes[0].get_ylim()[1] == pytest.approx(Y_HEADROOM * heights.max())
+    assert y.max() > Y_HEADROOM * heights.max()  # the cap was needed

@@ -1,0 +1,263 @@
+r"""``SpectrumMonitor``: spectra, spacings and random-matrix fits of the weights, logged while training.
+
+A drop-in Lightning callback. On its cadence it copies the selected weights (detached, float64, no grads, no
+random numbers drawn), analyses them with :func:`rmt_callbacks.analysis.analyze_views` (the code path of
+:func:`rmt_callbacks.analyze`) and sends the scalars to every logger; with an ``MLFlowLogger`` it also writes
+raw spectra, a fit table and figures into that logger's run.
+
+.. math::
+
+    \text{key} = \texttt{log\_key\_prefix} \,\Vert\, \text{matrix} \,\Vert\, \texttt{/} \,\Vert\, \text{statistic},
+    \qquad \text{step} = \texttt{trainer.global\_step}.
+
+References: arXiv:2412.20496, arXiv:2407.16427; Lightning ``LearningRateMonitor`` / ``DeviceStatsMonitor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
+from ..sinks.keys import artifact_path, metric_key
+from ..sinks.lightning import log_to_loggers, mlflow_loggers
+from ._schedule import check_count, figure_due, is_due, resolve_cadence
+from ._selection import validate_filter, validate_patterns
+
+__all__ = ["SpectrumMonitor"]
+
+log = logging.getLogger(__name__)
+
+
+class SpectrumMonitor(Callback):
+    r"""Log the spectra of weight matrices, their level spacings and random-matrix fits during training.
+
+    Each selected parameter is viewed as matrices ``(..., M, N)`` (``nn.Linear`` as is, ``nn.ConvNd`` one
+    matrix per kernel position, ``nn.MultiheadAttention`` in-projection split into ``.q/.k/.v``, a parameter
+    ``(E, M, N)`` an ensemble of :math:`E` matrices). Per matrix, with :math:`X = W^\top W / M`, summary
+    statistics are averaged over the batch and fits use the eigenvalues pooled over it
+    (:mod:`rmt_callbacks.analysis`).
+
+    The monitor analyses once when training starts (the initial spectrum) and then on its cadence, never twice
+    at one ``global_step``. Metrics go to every logger in ``trainer.loggers`` through
+    ``logger.log_metrics(metrics, step=trainer.global_step)``: the step is the number of optimizer steps taken
+    when the analysis ran (0 for the initial one). Only rank zero analyses and logs; ``pl_module.log`` is never
+    used. A matrix with NaN/Inf entries or fewer than 2 rows or columns is skipped: ``skipped = 1`` is logged, a
+    warning is issued once per (matrix, reason) and the reason goes to the fit table (and, with MLflow, a run tag
+    ``rmt.skipped.<matrix>``). Nothing in the hooks raises on bad weights.
+
+    Logged metrics (``{log_key_prefix}{matrix}/{statistic}``):
+        * ``skipped``: 1 if the matrix was skipped (then nothing else is logged for it), else 0.
+        * ``lambda_min``, ``lambda_max``, ``lambda_mean``: extreme and mean eigenvalues of :math:`X`.
+        * ``spectral_norm``: :math:`\|W\|_2 = \sqrt{M \lambda_{\max}}`.
+        * ``stable_rank``: :math:`\sum_i \lambda_i / \lambda_{\max} = \|W\|_F^2 / \|W\|_2^2`.
+        * ``mean_spacing_ratio``: :math:`\langle r \rangle` of the non-structural levels (GOE 0.5307, Poisson
+          0.3863).
+        * ``mp/converged``, ``mp/sigma2``, ``mp/ratio``, ``mp/lambda_minus``, ``mp/lambda_plus``,
+          ``mp/num_spikes``, ``mp/ks``: the Marchenko–Pastur fit (``"marchenko_pastur"``).
+        * ``semicircle/converged``, ``semicircle/center``, ``semicircle/radius``, ``semicircle/ks``: the
+          semicircle fit of :math:`(W + W^\top)/2`, square matrices only (``"semicircle"``).
+        * ``surmise/converged``, ``surmise/beta``, ``surmise/ks``: the Wigner-surmise fit of the normalised
+          spacings (``"spacings"``).
+
+        A failed fit logs only its ``…/converged = 0``.
+
+    MLflow artifacts (with an ``MLFlowLogger``, written into its run):
+        * ``spectra/step_{step:08d}.npz``: the Gram eigenvalues, one array ``(..., N)`` per matrix name;
+          ``spectra/symmetric/step_{step:08d}.npz``: the symmetric-part eigenvalues of square matrices.
+        * ``fits/step_{step:08d}.json``: an MLflow table, one row per matrix (shape, skip reason, failures,
+          every statistic).
+        * ``figures/{matrix}/step_{step:08d}.png``: histograms with the fitted laws, every
+          ``figure_every_n_analyses``-th analysis.
+
+    Args:
+        every_n_train_steps: analyse every this many optimizer steps (``trainer.global_step``).
+        every_n_epochs: analyse at the end of every this many epochs; exclusive with ``every_n_train_steps``.
+            Neither given: every 50 optimizer steps.
+        include: fnmatch patterns on dotted parameter names (``named_parameters()``); ``None``: every weight of
+            Linear, ConvNd, Embedding and MultiheadAttention modules, and any ``weight`` with 3+ dimensions.
+        exclude: fnmatch patterns to leave out.
+        param_filter: ``(name, param) -> bool`` selecting parameters, alone or on top of ``include``.
+        analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings"]``; ``None``: all.
+        log_key_prefix: the metric-key prefix.
+        figure_every_n_analyses: draw figures (MLflow only) on analyses number 0, k, 2k, …; ``None`` or 0: never.
+
+    Raises:
+        ValueError, TypeError: a bad argument (in ``__init__``), naming it, its value and what is allowed; at fit
+            start, a selection that matches no matrix (listing the parameters available).
+
+    References: arXiv:2412.20496, arXiv:2407.16427.
+
+    Example:
+        >>> monitor = SpectrumMonitor(every_n_train_steps=10, include=["encoder.*"])
+        >>> monitor.state_key.startswith("SpectrumMonitor")
+        True
+        >>> SpectrumMonitor(every_n_train_steps=10, every_n_epochs=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: every_n_train_steps and every_n_epochs are mutually exclusive, got every_n_train_steps=10 and every_n_epochs=1; set one of them
+    """  # noqa: E501
+
+    def __init__(
+        self,
+        every_n_train_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        param_filter: Callable[[str, torch.Tensor], bool] | None = None,
+        analyses: list[Analysis] | None = None,
+        log_key_prefix: str = "rmt/",
+        figure_every_n_analyses: int | None = 10,
+    ) -> None:
+        self.every_n_train_steps, self.every_n_epochs = resolve_cadence(every_n_train_steps, every_n_epochs)
+        self.include = validate_patterns("include", include, allow_none=True)
+        self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
+        self.param_filter = validate_filter(param_filter)
+        self.analyses = ANALYSES if analyses is None else validate_analyses(analyses)
+        if not isinstance(log_key_prefix, str):
+            raise TypeError(f"log_key_prefix must be a str, got {type(log_key_prefix).__name__} ({log_key_prefix!r})")
+        self.log_key_prefix = log_key_prefix
+        check_count("figure_every_n_analyses", figure_every_n_analyses, allow_zero=True)
+        self.figure_every_n_analyses = figure_every_n_analyses
+        self._last_step: int | None = None
+        self._num_analyses = 0
+        self._warned: set[tuple[str, ...]] = set()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            every_n_train_steps=self.every_n_train_steps,
+            every_n_epochs=self.every_n_epochs,
+            include=self.include,
+            exclude=self.exclude,
+            analyses=self.analyses,
+            log_key_prefix=self.log_key_prefix,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self._last_step, "num_analyses": self._num_analyses}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict["last_step"]
+        self._num_analyses = int(state_dict["num_analyses"])
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._views(pl_module, strict=not _has_lazy_parameters(pl_module))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_analyse("train_start", trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._maybe_analyse("train_batch_end", trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_analyse("train_epoch_end", trainer, pl_module)
+
+    def _maybe_analyse(
+        self,
+        event: Literal["train_start", "train_batch_end", "train_epoch_end"],
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+    ) -> None:
+        due = is_due(
+            event,
+            global_step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            every_n_train_steps=self.every_n_train_steps,
+            every_n_epochs=self.every_n_epochs,
+            last_step=self._last_step,
+        )
+        if due and not trainer.sanity_checking:
+            self._analyse(trainer, pl_module)
+
+    def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step, figures = trainer.global_step, figure_due(self._num_analyses, self.figure_every_n_analyses)
+        self._last_step, self._num_analyses = step, self._num_analyses + 1
+        if not trainer.is_global_zero:
+            return
+        results = analyze_views(self._views(pl_module, strict=False), analyses=self.analyses)
+        self._report_skips(results)
+        log_to_loggers(trainer.loggers, self._metrics(results), step=step)
+        for logger in mlflow_loggers(trainer.loggers):
+            self._write_mlflow(logger, results, step=step, figures=figures)
+
+    def _views(self, pl_module: pl.LightningModule, *, strict: bool) -> list[Any]:
+        """The selected matrix views; an empty selection raises when ``strict``, else warns and gives []."""
+        try:
+            return resolve_views(pl_module, include=self.include, exclude=self.exclude, param_filter=self.param_filter)
+        except ValueError as exc:
+            if strict:
+                raise ValueError(f"SpectrumMonitor: {exc}") from exc
+            self._warn_once(("selection",), f"SpectrumMonitor: nothing analysed: {exc}")
+            return []
+
+    def _metrics(self, results: Sequence[MatrixResult]) -> dict[str, float]:
+        return {metric_key(self.log_key_prefix, r.name, k): v for r in results for k, v in r.metrics.items()}
+
+    def _report_skips(self, results: Sequence[MatrixResult]) -> None:
+        for r in results:
+            if r.skipped is not None:
+                self._warn_once((r.name, _shape_of(r.skipped)), f"SpectrumMonitor: skipping {r.name!r}: {r.skipped}")
+            for analysis, reason in r.failures.items():
+                key = (r.name, analysis, _shape_of(reason))
+                if key not in self._warned:
+                    self._warned.add(key)
+                    log.info("SpectrumMonitor: %s fit of %r failed: %s", analysis, r.name, reason)
+
+    def _warn_once(self, key: tuple[str, ...], message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message, category=RuntimeWarning)
+
+    def _write_mlflow(self, logger: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
+        from ..sinks.mlflow import SINK_ERRORS, MlflowRun  # imports mlflow: only with an MLFlowLogger
+
+        try:
+            run = MlflowRun.from_logger(logger)
+            _write_artifacts(run, results, step=step, figures=figures)
+        except (*SINK_ERRORS, ValueError, TypeError, RuntimeError) as exc:  # a store or figure failure: warn, go on
+            self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
+
+
+def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
+    """Spectra, the fit table, skip tags and (when due) figures of one analysis into ``run``."""
+    stem = f"step_{step:08d}"
+    done = [r for r in results if r.skipped is None]
+    run.log_arrays({r.name: r.spectra["gram"].numpy() for r in done}, artifact_path("spectra", f"{stem}.npz"))
+    symmetric = {r.name: r.spectra["symmetric"].numpy() for r in done if "symmetric" in r.spectra}
+    if symmetric:
+        run.log_arrays(symmetric, artifact_path("spectra", "symmetric", f"{stem}.npz"))
+    run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path("fits", f"{stem}.json"))
+    skipped = {f"rmt.skipped.{r.name}": r.skipped for r in results if r.skipped is not None}
+    if skipped:
+        run.set_tags(skipped)
+    if figures:
+        _write_figures(run, done, stem=stem, step=step)
+
+
+def _write_figures(run: Any, results: Sequence[MatrixResult], *, stem: str, step: int) -> None:
+    from ..sinks.plots import close_figure, matrix_figure  # imports matplotlib: only when figures are due
+    from ._figures import panels_of
+
+    for r in results:
+        fig = matrix_figure(panels_of(r), title=f"{r.name} {tuple(r.shape)}, step {step}")
+        try:
+            run.log_figure(fig, artifact_path("figures", r.name, f"{stem}.png"))
+        finally:
+            close_figure(fig)
+
+
+def _shape_of(reason: str) -> str:
+    """A reason with its numbers blanked, so "3 of 100 entries are NaN" warns once, not at every count."""
+    return re.sub(r"\d+", "#", reason)
+
+
+def _has_lazy_parameters(module: torch.nn.Module) -> bool:
+    return any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in module.parameters())

@@ -1,0 +1,168 @@
+"""SpectrumMonitor with a real Trainer on CPU and a CSV logger: cadence, step, selection, skips, state, errors."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks import SpectrumMonitor, analyze
+
+
+class Tiny(pl.LightningModule):
+    """Two linear layers on Gaussian data; optional extra parameters to exercise skips."""
+
+    def __init__(self, *, bad: bool = False) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 3))
+        if bad:
+            self.thin = nn.Linear(12, 1)  # weight (1, 12): degenerate, and used in the loss below
+            self.broken = nn.Module()  # an ensemble weight (E, M, N) full of NaN, not trained
+            self.broken.weight = nn.Parameter(torch.full((4, 6, 5), float("nan")), requires_grad=False)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        if hasattr(self, "thin"):
+            loss = loss + 0.01 * self.thin(x).pow(2).mean()
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _loader(n: int = 64, batch_size: int = 8) -> DataLoader:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 12, generator=g)
+    return DataLoader(TensorDataset(x, (x[:, :3]).argmax(dim=1)), batch_size=batch_size)
+
+
+def _fit(tmp_path: Path, callbacks: list, *, model: pl.LightningModule | None = None, **trainer_kwargs) -> tuple:
+    logger = CSVLogger(tmp_path, name="csv")
+    kwargs = {"max_steps": 6, "enable_checkpointing": False, **trainer_kwargs}
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, logger=logger, callbacks=callbacks, accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False, **kwargs,
+    )  # fmt: skip
+    model = model or Tiny()
+    trainer.fit(model, _loader())
+    return trainer, model, _csv_rows(logger)
+
+
+def _csv_rows(logger: CSVLogger) -> list[dict[str, str]]:
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _steps_with(rows: list[dict[str, str]], key: str) -> list[int]:
+    return [int(r["step"]) for r in rows if r.get(key)]
+
+
+def test_step_is_global_step_and_values_match_analyze(tmp_path: Path) -> None:
+    """Every 3 optimizer steps with 2 batches per step: analyses at global steps 0, 3, 6, logged at those steps."""
+    monitor = SpectrumMonitor(every_n_train_steps=3, analyses=["summary", "marchenko_pastur"])
+    trainer, model, rows = _fit(tmp_path, [monitor], accumulate_grad_batches=2)
+    assert trainer.global_step == 6
+    assert _steps_with(rows, "rmt/net.0.weight/lambda_max") == [0, 3, 6]
+    final = {r.name: r.metrics for r in analyze(model, analyses=["summary", "marchenko_pastur"])}
+    last = rows[-1]
+    for name, metrics in final.items():
+        for stat, value in metrics.items():
+            assert float(last[f"rmt/{name}/{stat}"]) == pytest.approx(value, rel=1e-9, abs=1e-12), (name, stat)
+    assert not [k for k in trainer.callback_metrics if k.startswith("rmt/")]  # never through pl_module.log
+    assert monitor.state_dict() == {"last_step": 6, "num_analyses": 3}
+
+
+def test_epoch_cadence(tmp_path: Path) -> None:
+    monitor = SpectrumMonitor(every_n_epochs=2, include=["net.0.*"], analyses=["summary"], log_key_prefix="spec/")
+    _, _, rows = _fit(tmp_path, [monitor], max_steps=-1, max_epochs=4)  # 8 steps per epoch
+    assert _steps_with(rows, "spec/net.0.weight/stable_rank") == [0, 16, 32]
+    assert not any(k.startswith("spec/net.2") for k in rows[0])
+
+
+def test_bad_matrices_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
+    monitor = SpectrumMonitor(every_n_train_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _, rows = _fit(tmp_path, [monitor], model=Tiny(bad=True))
+    assert trainer.global_step == 6  # training was not disturbed
+    skips = [str(w.message) for w in caught if "SpectrumMonitor: skipping" in str(w.message)]
+    assert len(skips) == 2, skips  # 4 analyses, but one warning per (matrix, reason)
+    assert any("'thin.weight'" in s and "degenerate shape (1, 12)" in s for s in skips)
+    assert any("'broken.weight'" in s and "120 of its 120 entries are NaN or Inf" in s for s in skips)
+    assert _steps_with(rows, "rmt/thin.weight/skipped") == [0, 2, 4, 6]
+    assert {float(r["rmt/thin.weight/skipped"]) for r in rows if r.get("rmt/thin.weight/skipped")} == {1.0}
+    assert {float(r["rmt/net.0.weight/skipped"]) for r in rows if r.get("rmt/net.0.weight/skipped")} == {0.0}
+    assert not any(r.get("rmt/thin.weight/lambda_max") for r in rows)
+
+
+def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
+    first = SpectrumMonitor(every_n_train_steps=4, analyses=["summary"])
+    other = SpectrumMonitor(every_n_train_steps=4, analyses=["summary"], log_key_prefix="other/")
+    assert first.state_key != other.state_key
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _fit(tmp_path / "a", [first, other, ckpt], max_steps=4, enable_checkpointing=True)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    assert saved[first.state_key] == {"last_step": 4, "num_analyses": 2}
+    assert saved[other.state_key] == {"last_step": 4, "num_analyses": 2}
+
+    resumed = SpectrumMonitor(every_n_train_steps=4, analyses=["summary"])
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path / "b", logger=CSVLogger(tmp_path / "b"), callbacks=[resumed], max_steps=8,
+        accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(Tiny(), _loader(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    rows = _csv_rows(trainer.logger)
+    assert _steps_with(rows, "rmt/net.0.weight/lambda_max") == [8]  # step 4 is not analysed twice
+    assert resumed.state_dict() == {"last_step": 8, "num_analyses": 3}
+
+
+def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> None:
+    monitor = SpectrumMonitor(include=["encoder.*"])
+    with pytest.raises(ValueError, match=r"SpectrumMonitor: .*include=\('encoder.\*',\).*'net.0.weight' \(16, 12\)"):
+        _fit(tmp_path, [monitor])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"every_n_train_steps": 5, "every_n_epochs": 1}, ValueError, "mutually exclusive"),
+        ({"every_n_train_steps": 0}, ValueError, r"every_n_train_steps must be None or an int >= 1, got 0"),
+        ({"include": "net.*"}, TypeError, r"include must be a list of fnmatch patterns, got the str 'net.\*'"),
+        ({"exclude": [3]}, TypeError, r"exclude must be a list of str"),
+        ({"param_filter": "net.*"}, TypeError, r"param_filter must be None or a callable"),
+        ({"analyses": ["summary", "alpha"]}, ValueError, r"analyses must be a non-empty list of names from .*'alpha'"),
+        ({"analyses": []}, ValueError, r"analyses must be a non-empty list"),
+        ({"log_key_prefix": 1}, TypeError, r"log_key_prefix must be a str, got int \(1\)"),
+        ({"figure_every_n_analyses": -1}, ValueError, r"figure_every_n_analyses must be None or an int >= 0, got -1"),
+    ],
+)
+def test_bad_arguments_raise_in_init(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        SpectrumMonitor(**kwargs)
+
+
+def test_without_mlflow_logger_no_mlflow_and_no_plotting_is_loaded(tmp_path: Path) -> None:
+    """Lightning loads matplotlib itself; what we promise is that our plots and MLflow sinks stay unloaded."""
+    code = f"""
+import sys, lightning.pytorch as pl
+from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.loggers import CSVLogger
+from rmt_callbacks import SpectrumMonitor
+trainer = pl.Trainer(max_steps=2, logger=CSVLogger({str(tmp_path)!r}), enable_checkpointing=False,
+                     callbacks=[SpectrumMonitor(every_n_train_steps=1)], enable_progress_bar=False)
+trainer.fit(BoringModel())
+print([m for m in ("mlflow", "rmt_callbacks.sinks.plots", "rmt_callbacks.sinks.mlflow") if m in sys.modules])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,216 @@
+"""The shared per-matrix analysis against numpy and known ensembles (Wishart/GOE, Poisson levels)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rmt_callbacks import analyze
+from rmt_callbacks.analysis import MatrixResult, analyze_views, to_rows
+from rmt_callbacks.laws import MEAN_SPACING_RATIO
+from rmt_callbacks.spectral import MatrixView
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class Holder(nn.Module):
+    """A module with one ``weight`` parameter of any shape (how the reference models hold an ensemble)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+
+def _numpy_summary(w: np.ndarray) -> dict[str, float]:
+    """The summary statistics of one matrix (M, N), straight from numpy."""
+    m, n = w.shape
+    eigs = np.linalg.eigvalsh(w.T @ w / m)  # ascending, N values
+    bulk = eigs[max(n - m, 0) :]
+    s = np.diff(bulk)
+    r = np.minimum(s[:-1], s[1:]) / np.maximum(s[:-1], s[1:])
+    return {
+        "lambda_min": eigs[0],
+        "lambda_max": eigs[-1],
+        "lambda_mean": eigs.mean(),
+        "spectral_norm": np.linalg.norm(w, 2),
+        "stable_rank": np.linalg.norm(w, "fro") ** 2 / np.linalg.norm(w, 2) ** 2,
+        "mean_spacing_ratio": r.mean(),
+    }
+
+
+def test_summary_of_a_linear_layer_against_numpy() -> None:
+    layer = nn.Linear(64, 96)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(96, 64, generator=_gen(0), dtype=torch.float64))
+    (result,) = analyze(nn.Sequential(layer), analyses=["summary"])
+    expected = _numpy_summary(layer.weight.detach().double().numpy())
+    assert result.name == "0.weight" and result.shape == (96, 64) and result.source == "linear"
+    for stat, value in expected.items():
+        assert result.metrics[stat] == pytest.approx(value, rel=1e-5), stat  # float32 weights, float64 analysis
+    assert result.metrics["skipped"] == 0.0
+
+
+def test_ensemble_is_analysed_matrix_by_matrix_and_pooled_for_fits() -> None:
+    w = torch.randn(6, 20, 30, generator=_gen(1), dtype=torch.float64)  # E = 6, M = 20 < N = 30: 10 zeros each
+    (result,) = analyze(Holder(w))
+    per_matrix = [_numpy_summary(w[e].numpy()) for e in range(6)]
+    for stat in per_matrix[0]:
+        assert result.metrics[stat] == pytest.approx(np.mean([p[stat] for p in per_matrix]), rel=1e-9), stat
+    gram = result.spectra["gram"].numpy()
+    assert gram.shape == (6, 30)
+    np.testing.assert_allclose(gram, np.linalg.eigvalsh(np.einsum("emi,emj->eij", w, w) / 20), atol=1e-10)
+    # sigma^2 = 1: the trace estimate averages E M N = 3600 squares, relative s.e. sqrt(2 / 3600) = 0.024; 5 s.e.
+    assert result.metrics["mp/sigma2"] == pytest.approx(1.0, abs=0.12)
+    assert result.metrics["mp/ratio"] == 1.5 and result.metrics["mp/converged"] == 1.0
+    assert "semicircle/converged" not in result.metrics  # not square
+
+
+def test_semicircle_of_the_symmetric_part() -> None:
+    w = torch.randn(4, 100, 100, generator=_gen(2), dtype=torch.float64)
+    (result,) = analyze(Holder(w), analyses=["semicircle"])
+    # (W + W^T)/2 has off-diagonal variance v = 1/2: radius 2 sqrt(N v) = sqrt(200); the fit's relative bias is
+    # ~1/(2N) and the pooled variance of 400 levels averages 20000 squares: 3% is > 5 standard errors.
+    assert result.metrics["semicircle/radius"] == pytest.approx(200**0.5, rel=0.03)
+    assert abs(result.metrics["semicircle/center"]) < 0.05 * 200**0.5
+    sym = result.spectra["symmetric"].numpy()
+    np.testing.assert_allclose(sym, np.linalg.eigvalsh((w + w.mT).numpy() / 2), atol=1e-10)
+    assert set(result.metrics) == {"skipped", "semicircle/center", "semicircle/radius", "semicircle/ks",
+                                   "semicircle/converged"}  # fmt: skip
+
+
+def test_level_statistics_separate_wishart_from_poisson() -> None:
+    wishart = torch.randn(8, 400, 200, generator=_gen(3), dtype=torch.float64)
+    (goe,) = analyze(Holder(wishart), analyses=["summary", "spacings"])
+    # 8 x ~200 ratios with s.d. ~0.27: s.e. ~0.007; 0.03 is > 4 s.e.
+    assert goe.metrics["mean_spacing_ratio"] == pytest.approx(MEAN_SPACING_RATIO["goe"], abs=0.03)
+    assert goe.metrics["surmise/beta"] == pytest.approx(1.0, abs=0.2)  # ~1300 unfolded spacings
+    # independent levels: W = diag(sqrt(M x)), x ~ Exp(1) i.i.d., so the Gram eigenvalues are the x_i
+    x = -torch.log(torch.rand(8, 200, generator=_gen(4), dtype=torch.float64))
+    (poisson,) = analyze(Holder(torch.diag_embed((200 * x).sqrt())), analyses=["summary", "spacings"])
+    assert poisson.metrics["mean_spacing_ratio"] == pytest.approx(MEAN_SPACING_RATIO["poisson"], abs=0.03)
+    # no level repulsion: a small beta, or the fit stops at its lower bound and says so (converged = 0)
+    assert poisson.metrics.get("surmise/beta", 0.0) < 0.3
+
+
+def test_small_matrices_use_the_ensemble_mean_spacing() -> None:
+    w = torch.randn(500, 2, 2, generator=_gen(5), dtype=torch.float64)
+    (result,) = analyze(Holder(w), analyses=["spacings"])
+    eigs = np.linalg.eigvalsh(np.einsum("emi,emj->eij", w.numpy(), w.numpy()) / 2)
+    gaps = eigs[:, 1] - eigs[:, 0]
+    np.testing.assert_allclose(result.spectra["spacings"].numpy(), gaps / gaps.mean(), rtol=1e-9)
+    assert result.metrics["surmise/converged"] == 1.0
+
+
+def test_conv_attention_and_embedding_views() -> None:
+    model = nn.ModuleDict(
+        {"emb": nn.Embedding(40, 16), "conv": nn.Conv2d(4, 16, 3), "attn": nn.MultiheadAttention(16, 2)}
+    )
+    results = {r.name: r for r in analyze(model)}
+    assert sorted(results) == ["attn.in_proj_weight.k", "attn.in_proj_weight.q", "attn.in_proj_weight.v",
+                               "attn.out_proj.weight", "conv.weight", "emb.weight"]  # fmt: skip
+    conv = results["conv.weight"]
+    assert conv.shape == (9, 16, 4) and conv.spectra["gram"].shape == (9, 4)
+    weight = model["conv"].weight.detach().double()
+    np.testing.assert_allclose(
+        conv.spectra["gram"][4].numpy(),  # kernel position (1, 1)
+        np.linalg.eigvalsh(weight[:, :, 1, 1].T.numpy() @ weight[:, :, 1, 1].numpy() / 16),
+        atol=1e-6,
+    )
+    q = model["attn"].in_proj_weight.detach().double()[:16]
+    assert results["attn.in_proj_weight.q"].metrics["lambda_max"] == pytest.approx(
+        np.linalg.eigvalsh(q.T.numpy() @ q.numpy() / 16)[-1], rel=1e-6
+    )
+    assert "semicircle/radius" in results["attn.in_proj_weight.q"].metrics  # square: (16, 16)
+
+
+def test_bad_matrices_are_skipped_and_others_unaffected() -> None:
+    good = torch.randn(30, 20, generator=_gen(6), dtype=torch.float64)
+    nan = good.clone()
+    nan[3, 4] = float("nan")
+    views = [MatrixView("nan", nan, "matrix"), MatrixView("thin", good[:1], "matrix"), MatrixView("ok", good, "linear")]
+    nan_r, thin_r, ok_r = analyze_views(views)
+    assert nan_r.skipped == "weight must be finite, but 1 of its 600 entries are NaN or Inf (shape (30, 20))"
+    assert thin_r.skipped.startswith("degenerate shape (1, 20)")
+    assert nan_r.metrics == {"skipped": 1.0} and thin_r.metrics == {"skipped": 1.0}
+    assert ok_r.skipped is None
+    alone = analyze_views([MatrixView("ok", good, "linear")])[0].metrics
+    assert ok_r.metrics == pytest.approx(alone, rel=1e-6)  # fits converge to ~1e-8 from eigenvalues equal to 1e-15
+
+
+def test_failed_fits_report_converged_zero_and_why() -> None:
+    (result,) = analyze_views([MatrixView("w", torch.eye(3, dtype=torch.float64) + 0.1, "matrix")])
+    assert result.skipped is None
+    assert result.metrics["mp/converged"] == 0.0 and result.metrics["semicircle/converged"] == 0.0
+    assert result.metrics["surmise/converged"] == 0.0
+    assert "too few values" in result.failures["marchenko_pastur"]
+    assert "too few for spacing statistics" in result.failures["spacings"]
+    w = np.eye(3) + 0.1
+    assert result.metrics["lambda_max"] == pytest.approx(np.linalg.eigvalsh(w.T @ w / 3)[-1])  # summary still there
+
+
+def test_batched_shapes_equal_one_by_one() -> None:
+    a, b = torch.randn(2, 40, 40, generator=_gen(7), dtype=torch.float64)
+    together = analyze_views([MatrixView("a", a, "matrix"), MatrixView("b", b, "matrix")])
+    alone = [analyze_views([MatrixView(n, w, "matrix")])[0] for n, w in (("a", a), ("b", b))]
+    for t, s in zip(together, alone, strict=True):
+        assert t.metrics.keys() == s.metrics.keys()
+        for k in t.metrics:
+            # batched and single eigvalsh agree to ~1e-15; iterative fits amplify that to their tolerance ~1e-8
+            assert t.metrics[k] == pytest.approx(s.metrics[k], rel=1e-6, abs=1e-12), k
+
+
+def test_no_rng_no_grad_no_mutation() -> None:
+    model = nn.Sequential(nn.Linear(32, 48), nn.Linear(48, 48))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    results = analyze(model)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # no global random number drawn
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    for r in results:
+        for t in r.spectra.values():
+            assert not t.requires_grad and t.untyped_storage().data_ptr() not in params
+
+
+def test_to_rows_is_a_table() -> None:
+    rows = to_rows([MatrixResult("a", (2, 3), "linear", {"skipped": 0.0, "lambda_max": 1.5}, failures={"x": "y"}),
+                    MatrixResult("b", (3, 3), "matrix", {"skipped": 1.0}, skipped="NaN")])  # fmt: skip
+    assert rows == [
+        {"name": "a", "shape": "(2, 3)", "source": "linear", "skip_reason": None, "failures": "x: y", "skipped": 0.0,
+         "lambda_max": 1.5},
+        {"name": "b", "shape": "(3, 3)", "source": "matrix", "skip_reason": "NaN", "failures": "", "skipped": 1.0},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"analyses": ["summary", "alpha"]}, ValueError, r"analyses must be a non-empty list of names from"),
+        ({"analyses": "summary"}, TypeError, r"analyses must be a list of names"),
+        ({"include": "0.*"}, TypeError, r"include must be a list of fnmatch patterns, got the str"),
+        ({"conv": "unroll"}, ValueError, r"conv must be one of \('slices', 'flatten'\), got 'unroll'"),
+        (
+            {"include": ["nothing"]},
+            ValueError,
+            r"matches no matrix of Sequential; parameters with ndim >= 2: \['0.weight'",
+        ),
+    ],
+)
+def test_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        analyze(nn.Sequential(nn.Linear(4, 3)), **kwargs)
+
+
+def test_analysis_loads_no_framework() -> None:
+    names = ("lightning", "mlflow", "matplotlib")
+    code = f"import sys, rmt_callbacks.analysis\nprint([m for m in {names!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
