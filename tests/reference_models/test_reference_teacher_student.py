@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -70,6 +71,22 @@ def test_reproducible_from_the_seed() -> None:
     assert torch.equal(runs[0].weight, runs[1].weight)
     assert not torch.equal(runs[0].weight, runs[2].weight)
     assert not torch.equal(runs[0].inputs, runs[2].inputs)
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+def test_resuming_mid_epoch_keeps_the_data_order(tmp_path: Path) -> None:
+    def make() -> TeacherStudent2x2:
+        return TeacherStudent2x2(networks=3, batch_size=4, batches_per_epoch=3, seed=9)
+
+    straight = make()
+    fit_reference(straight, 10)
+    first = make()
+    fit_reference(first, 4).save_checkpoint(tmp_path / "ts.ckpt")  # stops inside the second epoch
+    resumed = make()
+    pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(
+        resumed, ckpt_path=tmp_path / "ts.ckpt"
+    )
+    torch.testing.assert_close(resumed.weight, straight.weight, rtol=0, atol=0)
 
 
 def test_bad_hyper_parameters_are_rejected_by_name() -> None:
