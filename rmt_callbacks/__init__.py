@@ -16,6 +16,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "DysonMonitor": "rmt_callbacks.monitors",
     "SpectrumMonitor": "rmt_callbacks.monitors",
     "analyze": "rmt_callbacks.analysis",
 }

@@ -1,6 +1,6 @@
 """Lightning callbacks that watch the spectra of weight matrices during training.
 
-:class:`SpectrumMonitor` is imported on first use, so that the pure helpers of this package
+:class:`SpectrumMonitor` and :class:`DysonMonitor` are imported on first use, so that the pure helpers of this package
 (``_schedule``, ``_selection``) load without Lightning.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SpectrumMonitor"]
+__all__ = ["DysonMonitor", "SpectrumMonitor"]
 
-_LAZY = {"SpectrumMonitor": "rmt_callbacks.monitors.spectrum"}
+_LAZY = {"DysonMonitor": "rmt_callbacks.monitors.dyson", "SpectrumMonitor": "rmt_callbacks.monitors.spectrum"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,231 @@
+r"""``DysonMonitor``: the noise temperature :math:`\alpha/|B|` of SGD and the eigenvalue fluctuations it drives.
+
+SGD moves eigenvalues like Dyson Brownian motion with diffusion coefficient :math:`D \propto \alpha/|B|`; widths
+scale as :math:`\sqrt{\alpha/|B|}` (paper.md E4, E10). The monitor logs the temperature and, per selected
+matrix, the fluctuation and diffusion estimates raw and divided by the temperature (the *normalised* curves),
+so two runs that differ only in :math:`(\alpha, |B|)` at equal :math:`\alpha/|B|` show the same curves in the
+MLflow UI, and a run whose temperature jumped is flagged.
+
+Estimators: :mod:`rmt_callbacks.dynamics.estimators`; Langevin time advances by :math:`\alpha` per step.
+
+References: arXiv:2412.20496, arXiv:2407.16427.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+from ..analysis import _skip_reason, resolve_views
+from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
+from ..scaling import equivalent_lr
+from ..sinks.keys import metric_key
+from ..sinks.lightning import log_to_loggers
+from ..spectral import esd
+from ._batch import batch_size_of
+from ._schedule import check_count
+from ._selection import validate_patterns
+
+__all__ = ["DysonMonitor"]
+
+
+class DysonMonitor(Callback):
+    r"""Log the SGD noise temperature :math:`T = \alpha/|B|` and eigenvalue fluctuations normalised by it.
+
+    Every ``every_n_train_steps`` optimizer steps the monitor records the Gram eigenvalues
+    (:func:`~rmt_callbacks.spectral.esd`) of each selected matrix into a window of the last ``window``
+    snapshots; every ``log_every_n_steps`` steps it logs, at ``step = trainer.global_step``:
+
+    Logged metrics:
+        * ``{prefix}noise_temperature``: :math:`T = \alpha/|B|`; ``{prefix}lr``, ``{prefix}batch_size``.
+        * ``{prefix}{matrix}/dyson/width``: std over the window of each eigenvalue, averaged over modes (and
+          ensemble members); ``…/dyson/width_normalized`` :math:`= \text{width}/\sqrt{T}`.
+        * ``{prefix}{matrix}/dyson/diffusion``: :math:`D = \mathrm{Var}(\Delta\lambda)/(2\,\delta t)` from the
+          window's increments, :math:`\delta t = \alpha \cdot` ``every_n_train_steps`` (Langevin time), averaged
+          over modes; ``…/dyson/diffusion_normalized`` :math:`= D/T`.
+        * ``{prefix}{matrix}/dyson/ensemble_width`` and ``…_normalized``: for a parameter ``(E, M, N)``, the std
+          across the :math:`E` networks of each eigenvalue at this step, averaged over modes: the stationary width
+          the papers measure.
+
+    :math:`\alpha` is read from the first parameter group of the first optimizer (schedulers included);
+    :math:`|B|` from the first batch of each epoch (the leading dimension of its first tensor), else
+    ``pl_module.hparams.batch_size``; both can be fixed with ``lr`` / ``batch_size``. A jump of :math:`T` by more
+    than ``jump_tolerance`` (relative) between steps is warned about once, with the learning rate the linear
+    scaling rule suggests. The window is in ``state_dict``, so a resumed run continues its estimates.
+
+    Args:
+        every_n_train_steps: record a snapshot every this many optimizer steps.
+        log_every_n_steps: log the estimates every this many optimizer steps (needs 2+ snapshots).
+        window: number of snapshots kept (the estimates' time window).
+        include: fnmatch patterns of parameter names (``None``: the default selection of
+            :class:`~rmt_callbacks.SpectrumMonitor`).
+        lr: fixed learning rate :math:`\alpha` (``None``: read from the optimizer).
+        batch_size: fixed :math:`|B|` (``None``: read from the batch).
+        log_key_prefix: metric-key prefix.
+        jump_tolerance: relative change of :math:`T` that counts as a jump.
+
+    Raises:
+        ValueError, TypeError: a bad argument, naming it; at fit start, a selection matching no matrix.
+
+    Example:
+        >>> DysonMonitor(window=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: window must be an int >= 2, got 1
+    """
+
+    def __init__(
+        self,
+        every_n_train_steps: int = 1,
+        log_every_n_steps: int = 50,
+        window: int = 100,
+        include: list[str] | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        log_key_prefix: str = "rmt/",
+        jump_tolerance: float = 0.01,
+    ) -> None:
+        check_count("every_n_train_steps", every_n_train_steps)
+        check_count("log_every_n_steps", log_every_n_steps)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"window must be an int >= 2, got {window!r}")
+        for arg, value in (("lr", lr), ("batch_size", batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{arg} must be None or a positive number, got {value!r}")
+        if not isinstance(log_key_prefix, str):
+            raise TypeError(f"log_key_prefix must be a str, got {type(log_key_prefix).__name__}")
+        if isinstance(jump_tolerance, bool) or not isinstance(jump_tolerance, (int, float)) or jump_tolerance <= 0:
+            raise ValueError(f"jump_tolerance must be a positive number, got {jump_tolerance!r}")
+        self.every_n_train_steps, self.log_every_n_steps, self.window = every_n_train_steps, log_every_n_steps, window
+        self.include = validate_patterns("include", include, allow_none=True)
+        self.lr, self.batch_size, self.log_key_prefix = lr, batch_size, log_key_prefix
+        self.jump_tolerance = float(jump_tolerance)
+        self._snapshots: dict[str, deque[torch.Tensor]] = {}
+        self._temperature: float | None = None
+        self._previous_bs: int = 1
+        self._views: list[Any] = []
+        self._epoch_batch_size: int | None = None
+        self._warned: set[str] = set()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(include=self.include, log_key_prefix=self.log_key_prefix, window=self.window)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "snapshots": {k: list(v) for k, v in self._snapshots.items()},
+            "temperature": self._temperature,
+            "epoch_batch_size": self._epoch_batch_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._snapshots = {k: deque(v, maxlen=self.window) for k, v in state_dict["snapshots"].items()}
+        self._temperature = state_dict["temperature"]
+        self._epoch_batch_size = state_dict["epoch_batch_size"]
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        try:
+            resolve_views(pl_module, include=self.include)
+        except ValueError as exc:
+            raise ValueError(f"DysonMonitor: {exc}") from exc
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._views = resolve_views(pl_module, include=self.include)  # after device placement: views stay live
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_batch_size = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
+        if self._epoch_batch_size is None:
+            self._epoch_batch_size = batch_size_of(batch)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if trainer.sanity_checking or step == 0 or not trainer.is_global_zero:
+            return
+        temperature = self._current_temperature(trainer, pl_module)
+        if step % self.every_n_train_steps == 0:
+            self._record()
+        if step % self.log_every_n_steps == 0 and temperature is not None:
+            log_to_loggers(trainer.loggers, self._metrics(trainer, pl_module, temperature), step=step)
+
+    def _current_lr(self, trainer: pl.Trainer) -> float | None:
+        if self.lr is not None:
+            return float(self.lr)
+        optimizers = trainer.optimizers
+        return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
+
+    def _current_batch_size(self, pl_module: pl.LightningModule) -> int | None:
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        if self._epoch_batch_size is not None:
+            return self._epoch_batch_size
+        size = getattr(getattr(pl_module, "hparams", {}), "get", lambda *_: None)("batch_size")
+        return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+    def _current_temperature(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float | None:
+        lr, bs = self._current_lr(trainer), self._current_batch_size(pl_module)
+        if lr is None or bs is None or lr <= 0:
+            self._warn_once(
+                "temperature", f"DysonMonitor: cannot tell α/|B| (lr={lr}, batch size={bs}); set lr/batch_size"
+            )
+            return None
+        temperature = noise_temperature(lr, bs)
+        previous, self._temperature = self._temperature, temperature
+        previous_bs, self._previous_bs = self._previous_bs, bs
+        if previous is not None and abs(temperature / previous - 1.0) > self.jump_tolerance:
+            self._warn_once(
+                "jump",
+                f"DysonMonitor: the noise temperature α/|B| jumped from {previous:.4g} to {temperature:.4g} at step "
+                f"{trainer.global_step} (lr={lr:g}, batch size={bs}); the linear scaling rule keeps α/|B| fixed: "
+                f"at batch size {bs} that is lr={equivalent_lr(previous * previous_bs, previous_bs, bs):g}",
+            )
+        return temperature
+
+    def _record(self) -> None:
+        for view in self._views:
+            reason = _skip_reason(view.matrix)
+            if reason is not None:
+                self._warn_once(f"skip:{view.name}", f"DysonMonitor: skipping {view.name!r}: {reason}")
+                continue
+            eigs = esd(view.matrix.detach().to(torch.float64)).cpu()  # (..., N)
+            buffer = self._snapshots.setdefault(view.name, deque(maxlen=self.window))
+            if buffer and buffer[-1].shape != eigs.shape:
+                buffer.clear()  # the parameter changed shape: start a new window
+            buffer.append(eigs)
+
+    def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, temperature: float) -> dict[str, float]:
+        lr, bs = self._current_lr(trainer), self._current_batch_size(pl_module)
+        p = self.log_key_prefix
+        out = {f"{p}noise_temperature": temperature, f"{p}lr": float(lr), f"{p}batch_size": float(bs)}
+        dt = float(lr) * self.every_n_train_steps
+        for name, buffer in self._snapshots.items():
+            stats = _window_statistics(torch.stack(tuple(buffer)), dt=dt)
+            for stat, value in stats.items():
+                out[metric_key(p, name, f"dyson/{stat}")] = value
+                out[metric_key(p, name, f"dyson/{stat}_normalized")] = value / (
+                    temperature if stat == "diffusion" else temperature**0.5
+                )
+        return out
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message, category=RuntimeWarning)
+
+
+def _window_statistics(trajectory: torch.Tensor, *, dt: float) -> dict[str, float]:
+    """Width, diffusion (and, for ensembles, the width across networks) of a ``(T, ..., N)`` window."""
+    out: dict[str, float] = {}
+    if trajectory.ndim >= 3:
+        out["ensemble_width"] = float(trajectory[-1].std(dim=0).mean())
+    if trajectory.shape[0] >= 2:
+        out["width"] = float(fluctuation_width(trajectory).mean())
+    if trajectory.shape[0] >= 3:
+        out["diffusion"] = float(diffusion_coefficient(trajectory, dt=dt).mean())
+    return out

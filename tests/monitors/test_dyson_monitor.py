@@ -1,0 +1,134 @@
+"""DysonMonitor in real Lightning runs: the exact temperature, the linear scaling rule, jumps, state."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from reference_models import TeacherStudent2x2
+from rmt_callbacks import DysonMonitor
+from rmt_callbacks.monitors._batch import batch_size_of
+
+
+class _Regression(pl.LightningModule):
+    def __init__(self, lr: float, step_lr_at: int | None = None) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(6, 5)
+        self.lr, self.step_lr_at = lr, step_lr_at
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self) -> dict:
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        if self.step_lr_at is None:
+            return {"optimizer": opt}
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_lr_at, gamma=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _loader(batch_size: int, n: int = 256) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)), batch_size)
+
+
+def _fit(module: pl.LightningModule, monitor: DysonMonitor, steps: int, tmp_path: Path, loader=None) -> list[dict]:
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=logger,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
+    with open(Path(logger.log_dir) / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _final(rows: list[dict], key: str) -> float:
+    return [float(r[key]) for r in rows if r.get(key)][-1]
+
+
+def test_logs_the_exact_temperature_of_a_real_run(tmp_path: Path) -> None:
+    rows = _fit(_Regression(lr=0.05), DysonMonitor(log_every_n_steps=5, window=10), 20, tmp_path, _loader(8))
+    logged = [(int(r["step"]), float(r["rmt/noise_temperature"])) for r in rows if r.get("rmt/noise_temperature")]
+    assert [s for s, _ in logged] == [5, 10, 15, 20]
+    assert all(t == 0.05 / 8 for _, t in logged)
+    assert _final(rows, "rmt/layer.weight/dyson/width") > 0.0
+    assert _final(rows, "rmt/layer.weight/dyson/diffusion_normalized") == pytest.approx(
+        _final(rows, "rmt/layer.weight/dyson/diffusion") / (0.05 / 8)
+    )
+
+
+def _ts_widths(lr: float, batch_size: int, tmp_path: Path) -> dict[str, float]:
+    langevin_time = 40.0  # steps · α, the same for both runs: 4/α relaxation times of the TS drift (τ = 1)
+    steps = round(langevin_time / lr)
+    model = TeacherStudent2x2(networks=300, lr=lr, batch_size=batch_size, epochs=1, batches_per_epoch=steps, seed=1)
+    rows = _fit(model, DysonMonitor(log_every_n_steps=steps, window=100), steps, tmp_path)
+    return {k: _final(rows, f"rmt/weight/dyson/{k}") for k in ("ensemble_width_normalized", "diffusion_normalized")}
+
+
+def test_normalised_widths_agree_at_equal_temperature(tmp_path: Path) -> None:
+    a = _ts_widths(0.1, 16, tmp_path / "a")
+    b = _ts_widths(0.05, 8, tmp_path / "b")
+    # The ensemble std of 300 networks × 2 levels is known to ≈ 1/√600 ≈ 4 % per run; the discrete-time factor
+    # 2/(2 − α) of (E27) differs by 0.6 % in the width. 15 % is ≈ 2.5 combined standard errors.
+    assert a["ensemble_width_normalized"] == pytest.approx(b["ensemble_width_normalized"], rel=0.15)
+    # D/T = const · ε²: 100 snapshots × 600 levels of increments pin it to a few per cent.
+    assert a["diffusion_normalized"] == pytest.approx(b["diffusion_normalized"], rel=0.15)
+
+
+def test_warns_once_when_the_temperature_jumps(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(_Regression(lr=0.1, step_lr_at=10), DysonMonitor(log_every_n_steps=5), 30, tmp_path, _loader(8))
+    jumps = [w for w in caught if "jumped" in str(w.message)]
+    assert len(jumps) == 1
+    assert "0.0125" in str(jumps[0].message) and "lr=0.1" in str(jumps[0].message)
+
+
+def test_state_round_trip_keeps_the_window(tmp_path: Path) -> None:
+    monitor = DysonMonitor(log_every_n_steps=5, window=4)
+    _fit(_Regression(lr=0.05), monitor, 10, tmp_path, _loader(8))
+    state = monitor.state_dict()
+    assert len(state["snapshots"]["layer.weight"]) == 4
+    fresh = DysonMonitor(log_every_n_steps=5, window=4)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.state_dict()["snapshots"]["layer.weight"][-1], state["snapshots"]["layer.weight"][-1])
+    assert fresh.state_dict()["temperature"] == pytest.approx(0.05 / 8)
+
+
+def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"DysonMonitor: .*matches no matrix"):
+        _fit(_Regression(lr=0.05), DysonMonitor(include=["nothing.*"]), 2, tmp_path, _loader(8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window": 1}, "window"),
+        ({"every_n_train_steps": 0}, "every_n_train_steps"),
+        ({"lr": -1.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"jump_tolerance": 0}, "jump_tolerance"),
+        ({"include": "layer.*"}, "include"),
+    ],
+)
+def test_bad_arguments_raise_in_init(kwargs: dict, match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        DysonMonitor(**kwargs)
+
+
+def test_batch_size_of_nested_batches() -> None:
+    assert batch_size_of([torch.zeros(()), (torch.zeros(5, 2),)]) == 5
+    assert batch_size_of("text") is None
