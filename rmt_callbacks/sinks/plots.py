@@ -28,6 +28,7 @@ __all__ = ["MAX_BINS", "Y_HEADROOM", "Curve", "Panel", "close_figure", "matrix_f
 
 MAX_BINS: int = 200
 Y_HEADROOM: float = 3.0
+PANEL_SIZE: tuple[float, float] = (4.5, 3.6)  # inches
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figur
     """
     if not panels:
         raise ValueError("matrix_figure: panels must not be empty")
-    fig = Figure(figsize=(4.5 * len(panels), 3.6), layout="constrained")
+    width = PANEL_SIZE[0] * len(panels)
+    fig = Figure(figsize=(width, PANEL_SIZE[1]))  # fixed margins: a layout engine would double the drawing time
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.16, top=0.82 if title else 0.9, wspace=0.3)
     for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _draw(ax, panel)
     if title:

@@ -1,0 +1,73 @@
+"""The examples run (tiny sizes) and leave their metrics and arrays in one shared sqlite MLflow store."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from mlflow import MlflowClient
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"rmt_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("examples")
+    return root, f"sqlite:///{root}/mlflow.db"
+
+
+@pytest.fixture
+def in_store(store: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    monkeypatch.chdir(store[0])  # the default artifact root of a sqlite store is ./mlruns
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # cli.py imports its sibling mlp.py, as when run as a script
+    return store
+
+
+def _lambda_max_keys(uri: str, run_id: str) -> set[str]:
+    metrics = MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
+    return {k for k in metrics if k.startswith("rmt/") and k.endswith("/lambda_max")}
+
+
+def test_mlp_example(in_store: tuple[Path, str]) -> None:
+    root, uri = in_store
+    argv = ["--max-steps", "10", "--every-n-train-steps", "5", "--width", "16", "--tracking-uri", uri]
+    run_id = _load("mlp").main([*argv, "--root-dir", str(root)])
+    assert _lambda_max_keys(uri, run_id) == {f"rmt/net.{i}.weight/lambda_max" for i in (0, 2, 4)}
+    artifacts = {f.path for f in MlflowClient(tracking_uri=uri).list_artifacts(run_id, "spectra")}
+    assert {"spectra/step_00000000.npz", "spectra/step_00000010.npz"} <= artifacts
+
+
+def test_transformer_example(in_store: tuple[Path, str]) -> None:
+    root, uri = in_store
+    argv = ["--max-steps", "4", "--every-n-train-steps", "4", "--dim", "8", "--tracking-uri", uri]
+    keys = _lambda_max_keys(uri, _load("transformer").main([*argv, "--root-dir", str(root)]))
+    assert "rmt/model.embedding.weight/lambda_max" in keys
+    assert "rmt/model.transformer.encoder.layers.0.self_attn.in_proj_weight.q/lambda_max" in keys
+    assert "rmt/model.transformer.decoder.layers.0.multihead_attn.out_proj.weight/lambda_max" in keys
+
+
+def test_cli_example_with_its_yaml(in_store: tuple[Path, str]) -> None:
+    pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse[signatures] (lightning[pytorch-extra])")
+    root, uri = in_store
+    args = [
+        "fit",
+        "--config", str(EXAMPLES / "spectrum_monitor.yaml"),
+        "--trainer.max_steps=6",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.tracking_uri={uri}",
+        "--model.width=16",
+    ]  # fmt: skip
+    cli = _load("cli").main(args)
+    (monitor,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "SpectrumMonitor"]
+    assert monitor.exclude == ("net.4.*",) and monitor.figure_every_n_analyses == 3
+    keys = _lambda_max_keys(uri, cli.trainer.logger.run_id)
+    assert keys == {"rmt/net.0.weight/lambda_max", "rmt/net.2.weight/lambda_max"}  # net.4 excluded by the YAML
