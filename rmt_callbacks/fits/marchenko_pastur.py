@@ -69,6 +69,9 @@ def fit_marchenko_pastur(
     Args:
         eigs: Gram eigenvalues in the project normalisation, any shape (pooled over matrices), including the
             structural zeros when ``ratio > 1``; at least :data:`~rmt_callbacks.fits.MIN_VALUES` of them.
+            Round-off negatives (down to :math:`-10^{-4}\max|\lambda|`) are set to zero, and for ``ratio > 1``
+            the :math:`n(1 - 1/q)` smallest values, which must lie within :math:`10^{-4}\max\lambda` of zero,
+            are made exact zeros (the atom; a round-off :math:`10^{-15}` would otherwise miss it).
         ratio: :math:`q = N/M > 0` of the matrices.
         rows: :math:`M`, the rows of each matrix (for the Tracy–Widom margin). ``None``: ``eigs`` are the
             :math:`N` eigenvalues of one matrix, :math:`M = n / q`. Pass it when pooling matrices.
@@ -81,7 +84,8 @@ def fit_marchenko_pastur(
     Raises:
         TypeError: ``eigs`` is not a real floating tensor; ``ratio``/``margin`` not real numbers; ``rows`` not
             an int.
-        ValueError: non-finite entries (the message gives how many) or negative eigenvalues in ``eigs``;
+        ValueError: non-finite entries (the message gives how many), negative eigenvalues beyond round-off, or
+            missing structural zeros for ``ratio > 1``;
             ``ratio <= 0``, ``rows < 1``, ``margin < 0`` or not finite.
 
     References: arXiv:1103.2221; arXiv:2411.13512 (Marchenko–Pastur at initialisation).
@@ -97,12 +101,16 @@ def fit_marchenko_pastur(
     q = _positive("ratio", ratio)
     c = _non_negative("margin", margin)
     x = sort_values(pooled_values(eigs, name="eigs"))
-    if x.numel() and float(x[0]) < -_NEGATIVE_TOLERANCE * float(x.abs().max()):
-        negative = int((x < -_NEGATIVE_TOLERANCE * float(x.abs().max())).sum())
-        raise ValueError(f"eigs must be Gram eigenvalues (>= 0), but {negative} of them are negative")
+    if x.numel() and float(x[0]) < 0.0:
+        floor = -_NEGATIVE_TOLERANCE * float(x.abs().max())
+        negative = int((x < floor).sum())
+        if negative:
+            raise ValueError(f"eigs must be Gram eigenvalues (>= 0), but {negative} of them are below {floor:.3g}")
+        x = x.clamp(min=0.0)  # round-off around the structural zeros: they belong to the atom at zero
     failed = check_size(MarchenkoPasturFit, x)
     if failed is not None:
         return failed
+    x = _snap_structural_zeros(x, q)
     n = x.numel()
     m = float(n) / q if rows is None else float(_rows(rows))
     sigma2, k, message = _iterate(x, q, m, c)
@@ -139,6 +147,21 @@ def _iterate(x: torch.Tensor, q: float, m: float, c: float) -> tuple[float, int,
             return sigma2_new, k, ""
         sigma2, k = sigma2_new, k_new
     return math.nan, -1, f"spike count did not settle in {_MAX_ITERATIONS} iterations (last {k})"
+
+
+def _snap_structural_zeros(x: torch.Tensor, q: float) -> torch.Tensor:
+    """For q > 1, the ``n (1 - 1/q)`` smallest values are the structural zeros: check them and make them exact."""
+    zeros = round(x.numel() * (1.0 - 1.0 / q)) if q > 1.0 else 0
+    if zeros == 0:
+        return x
+    tolerance = _NEGATIVE_TOLERANCE * float(x[-1])
+    if float(x[zeros - 1]) > tolerance:
+        found = int((x <= tolerance).sum())
+        raise ValueError(
+            f"eigs must include the N - M structural zeros of ratio={q:g} > 1: expected {zeros} of the "
+            f"{x.numel()} values within {tolerance:.3g} of zero, found {found}"
+        )
+    return torch.cat([torch.zeros(zeros, dtype=x.dtype), x[zeros:]])
 
 
 def _signal_strength(ell: torch.Tensor, sigma2: float, q: float) -> torch.Tensor:
