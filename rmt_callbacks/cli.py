@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("fig3", "RBM spacings collapsing on the β = 1 surmise, and ⟨S⟩ against √(α(μ² − κ)/|B|)"),
         ("fig4", "hidden-layer network: dynamics of the squared singular values, with fits"),
         ("fig5", "hidden-layer network: stationary density with one- and two-species fits"),
+        ("scaling", "the linear scaling rule over the RBM and teacher–student grids, as nested MLflow runs"),
     ):
         sub.add_parser(name, parents=[common], help=text)
     rbm = sub.add_parser("rbm", parents=[common], help="one Gaussian RBM experiment (paper.md 3)")

@@ -32,6 +32,7 @@ class Sizes:
     rbm_min_steps: int
     rbm_max_steps: int
     ts_networks: int
+    ts_epochs: int
     hidden: HiddenSizes
 
     def rbm_steps(self, lr: float) -> int:
@@ -44,7 +45,8 @@ QUICK = Sizes(
     rbm_steps_times_lr=250.0,
     rbm_min_steps=2500,
     rbm_max_steps=25_000,
-    ts_networks=1000,
+    ts_networks=500,
+    ts_epochs=2,
     hidden=HiddenSizes(dynamics_networks=500, density_networks=2000, density_steps=3000),
 )
 #: The papers' sizes: 7500 networks and 100 000 steps per RBM setting, 3000 teacher–student networks.
@@ -54,6 +56,7 @@ FULL = Sizes(
     rbm_min_steps=100_000,
     rbm_max_steps=100_000,
     ts_networks=3000,
+    ts_epochs=10,
     hidden=HiddenSizes(dynamics_networks=500, density_networks=10_000, density_steps=3000),
 )
 
@@ -184,6 +187,20 @@ def _run_hidden_figures(args: argparse.Namespace, zs: tuple[str, ...]) -> dict[s
     return {"hidden": summaries if len(zs) > 1 else summaries[zs[0]]}
 
 
+def _scaling(args: argparse.Namespace) -> dict[str, Any]:
+    from .scaling import run_scaling
+
+    sizes = _sizes(args)
+    networks = args.networks or sizes.rbm_networks
+
+    def grid(settings: Settings) -> list[RBMResult]:
+        pairs = ALPHA_SCAN + BATCH_SCAN
+        return [run_rbm(lr, bs, sizes.rbm_steps(lr), networks, settings, figures=False) for lr, bs in pairs]
+
+    ts_networks = args.networks or sizes.ts_networks
+    return {"scaling": run_scaling(grid, ts_networks, _settings(args), ts_epochs=sizes.ts_epochs)}
+
+
 def _all(args: argparse.Namespace) -> dict[str, Any]:
     results = _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN)
     return {**_fig2(args, results), **_fig3(args, results), **_run_hidden_figures(args, ("mat_1", "mat_2"))}
@@ -195,6 +212,7 @@ _COMMANDS = {
     "fig3": _fig3,
     "fig4": lambda a: _run_hidden_figures(a, ("mat_1", "mat_2")),
     "fig5": lambda a: _run_hidden_figures(a, ("mat_1", "mat_2")),
+    "scaling": _scaling,
     "rbm": _rbm,
     "ts2x2": _ts2x2,
     "hidden": _hidden,

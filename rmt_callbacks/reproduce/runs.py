@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Settings", "record", "train", "write_summary"]
+__all__ = ["Settings", "parent_run", "record", "train", "write_summary"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Settings:
     progress: bool = True
     monitor: bool = True
     accelerator: str = "auto"
+    parent_run_id: str | None = None
 
 
 def train(
@@ -55,7 +56,7 @@ def train(
         experiment_name=settings.experiment,
         run_name=run_name,
         tracking_uri=settings.tracking_uri,
-        tags={"rmt.reproduce": run_name, **(tags or {})},
+        tags={"rmt.reproduce": run_name, **_parent_tag(settings), **(tags or {})},
     )
     callbacks = [SpectrumMonitor(every_n_train_steps=max(1, steps // 10))] if settings.monitor else []
     callbacks += list(extra_callbacks)
@@ -101,6 +102,25 @@ def record(
             np.savez_compressed(path, **arrays)
             client.log_artifact(run_id, str(path))
     logger.finalize("success")
+
+
+def _parent_tag(settings: Settings) -> dict[str, str]:
+    """MLflow nests a run under the run named by this tag (its UI groups children under the parent)."""
+    return {"mlflow.parentRunId": settings.parent_run_id} if settings.parent_run_id else {}
+
+
+def parent_run(settings: Settings, run_name: str) -> Any:
+    """A ``MLFlowLogger`` on a new parent run; pass ``logger.run_id`` as ``Settings.parent_run_id`` to nest."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(
+        experiment_name=settings.experiment,
+        run_name=run_name,
+        tracking_uri=settings.tracking_uri,
+        tags={"rmt.reproduce": run_name},
+    )
+    _ = logger.experiment  # creates the run now, so children can point at it
+    return logger
 
 
 def write_summary(out: Path, summary: Mapping[str, Any]) -> Path:
