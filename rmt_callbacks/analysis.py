@@ -6,7 +6,8 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
 :mod:`rmt_callbacks.spectral`. Per view, with :math:`X_b = W_b^\top W_b / M`:
 
 * ``"summary"``: :func:`~rmt_callbacks.spectral.spectrum_summary` of each :math:`X_b`, averaged over the batch
-  (``lambda_min``, ``lambda_max``, ``lambda_mean``, ``spectral_norm``, ``stable_rank``, ``mean_spacing_ratio``);
+  (``lambda_min``, ``lambda_max``, ``lambda_mean``, ``spectral_norm``, ``stable_rank``, ``mean_spacing_ratio``;
+  the ratio is left out when no matrix has 3 non-structural levels);
 * ``"marchenko_pastur"``: the Marchenko–Pastur fit of the eigenvalues pooled over the batch, ratio
   :math:`q = N/M` (``mp/…``);
 * ``"semicircle"``: for square :math:`W`, the semicircle fit of the pooled eigenvalues of
@@ -157,8 +158,9 @@ def _batch_copy(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def _summary(gram: torch.Tensor, rows: int) -> dict[str, float]:
-    stats = spectrum_summary(gram, rows=rows)  # each (B,)
-    return {k: float(torch.nanmean(v.double())) if v.numel() else math.nan for k, v in stats.items()}
+    """Batch means of the summary statistics; a statistic undefined for every matrix (NaN) is left out."""
+    means = {k: float(torch.nanmean(v.double())) for k, v in spectrum_summary(gram, rows=rows).items()}  # each (B,)
+    return {k: v for k, v in means.items() if not math.isnan(v)}
 
 
 def _spacings(gram: torch.Tensor, rows: int) -> torch.Tensor:

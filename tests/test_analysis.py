@@ -214,3 +214,9 @@ def test_analysis_loads_no_framework() -> None:
     code = f"import sys, rmt_callbacks.analysis\nprint([m for m in {names!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_undefined_statistics_are_left_out_not_nan() -> None:
+    (result,) = analyze(Holder(torch.randn(50, 2, 2, generator=_gen(8), dtype=torch.float64)), analyses=["summary"])
+    assert "mean_spacing_ratio" not in result.metrics  # 2 levels: no ratio of consecutive spacings
+    assert all(np.isfinite(v) for v in result.metrics.values()) and "stable_rank" in result.metrics

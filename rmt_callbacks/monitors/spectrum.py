@@ -49,7 +49,7 @@ class SpectrumMonitor(Callback):
     at one ``global_step``. Metrics go to every logger in ``trainer.loggers`` through
     ``logger.log_metrics(metrics, step=trainer.global_step)``: the step is the number of optimizer steps taken
     when the analysis ran (0 for the initial one). Only rank zero analyses and logs; ``pl_module.log`` is never
-    used. A matrix with NaN/Inf entries or fewer than 2 rows or columns is skipped: ``skipped = 1`` is logged, a
+    used; with no logger at all the monitor warns once and analyses nothing. A matrix with NaN/Inf entries or fewer than 2 rows or columns is skipped: ``skipped = 1`` is logged, a
     warning is issued once per (matrix, reason) and the reason goes to the fit table (and, with MLflow, a run tag
     ``rmt.skipped.<matrix>``). Nothing in the hooks raises on bad weights.
 
@@ -59,7 +59,7 @@ class SpectrumMonitor(Callback):
         * ``spectral_norm``: :math:`\|W\|_2 = \sqrt{M \lambda_{\max}}`.
         * ``stable_rank``: :math:`\sum_i \lambda_i / \lambda_{\max} = \|W\|_F^2 / \|W\|_2^2`.
         * ``mean_spacing_ratio``: :math:`\langle r \rangle` of the non-structural levels (GOE 0.5307, Poisson
-          0.3863).
+          0.3863); absent for matrices with fewer than 3 of them (e.g. 2×2).
         * ``mp/converged``, ``mp/sigma2``, ``mp/ratio``, ``mp/lambda_minus``, ``mp/lambda_plus``,
           ``mp/num_spikes``, ``mp/ks``: the Marchenko–Pastur fit (``"marchenko_pastur"``).
         * ``semicircle/converged``, ``semicircle/center``, ``semicircle/radius``, ``semicircle/ks``: the
@@ -150,6 +150,8 @@ class SpectrumMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._views(pl_module, strict=not _has_lazy_parameters(pl_module))
+        if not trainer.loggers:
+            self._warn_once(("no logger",), "SpectrumMonitor: the Trainer has no logger; nothing will be analysed")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_analyse("train_start", trainer, pl_module)
@@ -180,7 +182,7 @@ class SpectrumMonitor(Callback):
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step, figures = trainer.global_step, figure_due(self._num_analyses, self.figure_every_n_analyses)
         self._last_step, self._num_analyses = step, self._num_analyses + 1
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not trainer.loggers:
             return
         results = analyze_views(self._views(pl_module, strict=False), analyses=self.analyses)
         self._report_skips(results)

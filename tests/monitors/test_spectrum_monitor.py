@@ -127,6 +127,17 @@ def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
     assert resumed.state_dict() == {"last_step": 8, "num_analyses": 3}
 
 
+def test_without_a_logger_it_warns_and_does_nothing(tmp_path: Path) -> None:
+    monitor = SpectrumMonitor(every_n_train_steps=2)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, logger=False, callbacks=[monitor], max_steps=4, accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="the Trainer has no logger; nothing will be analysed"):
+        trainer.fit(Tiny(), _loader())
+    assert monitor.state_dict() == {"last_step": 4, "num_analyses": 3}  # the schedule still advanced
+
+
 def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> None:
     monitor = SpectrumMonitor(include=["encoder.*"])
     with pytest.raises(ValueError, match=r"SpectrumMonitor: .*include=\('encoder.\*',\).*'net.0.weight' \(16, 12\)"):
