@@ -177,3 +177,14 @@ print([m for m in ("mlflow", "rmt_callbacks.sinks.plots", "rmt_callbacks.sinks.m
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_docstring_lists_every_logged_statistic() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 40), nn.Linear(40, 20))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(40, 40, generator=g))
+    stats = {k for r in analyze(model) for k in r.metrics}
+    assert {"mp/sigma2", "semicircle/radius", "surmise/beta", "mean_spacing_ratio", "skipped"} <= stats
+    documented = SpectrumMonitor.__doc__.split("Logged metrics")[1].split("MLflow artifacts")[0]
+    assert [s for s in sorted(stats) if f"``{s}``" not in documented] == []
