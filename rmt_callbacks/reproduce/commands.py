@@ -31,6 +31,7 @@ class Sizes:
     rbm_steps_times_lr: float
     rbm_min_steps: int
     rbm_max_steps: int
+    rbm_float32_noise: bool
     ts_networks: int
     ts_epochs: int
     hidden: HiddenSizes
@@ -41,10 +42,11 @@ class Sizes:
 
 
 QUICK = Sizes(
-    rbm_networks=250,
+    rbm_networks=128,
     rbm_steps_times_lr=250.0,
     rbm_min_steps=2500,
-    rbm_max_steps=25_000,
+    rbm_max_steps=20_000,
+    rbm_float32_noise=True,
     ts_networks=500,
     ts_epochs=2,
     hidden=HiddenSizes(dynamics_networks=500, density_networks=2000, density_steps=3000),
@@ -55,6 +57,7 @@ FULL = Sizes(
     rbm_steps_times_lr=0.0,
     rbm_min_steps=100_000,
     rbm_max_steps=100_000,
+    rbm_float32_noise=False,
     ts_networks=3000,
     ts_epochs=10,
     hidden=HiddenSizes(dynamics_networks=500, density_networks=10_000, density_steps=3000),
@@ -89,7 +92,7 @@ def _rbm(args: argparse.Namespace) -> dict[str, Any]:
     sizes = _sizes(args)
     networks = args.networks or sizes.rbm_networks
     steps = args.steps or sizes.rbm_steps(args.lr)
-    result = run_rbm(args.lr, args.batch_size, steps, networks, _settings(args))
+    result = run_rbm(args.lr, args.batch_size, steps, networks, _settings(args), float32_noise=sizes.rbm_float32_noise)
     np.savez(args.out / "eigenvalues.npz", eigenvalues=result.x)
     return {**result.summary(), "steps": steps}
 
@@ -103,11 +106,16 @@ def _hidden(args: argparse.Namespace) -> dict[str, Any]:
     return _run_hidden_figures(args, (args.z,))["hidden"]
 
 
-def _rbm_grid(args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...]) -> list[RBMResult]:
+def _rbm_grid(
+    args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...], settings: Settings | None = None
+) -> list[RBMResult]:
     sizes = _sizes(args)
     networks = args.networks or sizes.rbm_networks
-    settings = _settings(args, args.out / "runs")
-    return [run_rbm(lr, bs, sizes.rbm_steps(lr), networks, settings, figures=False) for lr, bs in settings_list]
+    settings = settings or _settings(args, args.out / "runs")
+    return [
+        run_rbm(lr, bs, sizes.rbm_steps(lr), networks, settings, figures=False, float32_noise=sizes.rbm_float32_noise)
+        for lr, bs in settings_list
+    ]
 
 
 def _fig2(args: argparse.Namespace, results: list[RBMResult] | None = None) -> dict[str, Any]:
@@ -190,13 +198,10 @@ def _run_hidden_figures(args: argparse.Namespace, zs: tuple[str, ...]) -> dict[s
 def _scaling(args: argparse.Namespace) -> dict[str, Any]:
     from .scaling import run_scaling
 
-    sizes = _sizes(args)
-    networks = args.networks or sizes.rbm_networks
-
     def grid(settings: Settings) -> list[RBMResult]:
-        pairs = ALPHA_SCAN + BATCH_SCAN
-        return [run_rbm(lr, bs, sizes.rbm_steps(lr), networks, settings, figures=False) for lr, bs in pairs]
+        return _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
 
+    sizes = _sizes(args)
     ts_networks = args.networks or sizes.ts_networks
     return {"scaling": run_scaling(grid, ts_networks, _settings(args), ts_epochs=sizes.ts_epochs)}
 

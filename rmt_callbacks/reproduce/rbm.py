@@ -101,12 +101,25 @@ def analyse_rbm(x: torch.Tensor, *, lr: float, batch_size: int, kappa: tuple[flo
 
 
 def run_rbm(
-    lr: float, batch_size: int, steps: int, networks: int, settings: Settings, *, figures: bool = True
+    lr: float,
+    batch_size: int,
+    steps: int,
+    networks: int,
+    settings: Settings,
+    *,
+    figures: bool = True,
+    float32_noise: bool = False,
 ) -> RBMResult:
-    """Train one ensemble at (α, |B|), analyse it, and record it as an MLflow run."""
+    """Train one ensemble at (α, |B|), analyse it, and record it as an MLflow run.
+
+    ``float32_noise`` draws the Gibbs sampler's normals in float32 (2–3× faster on CPUs; the chain covariance
+    changes by far less than its 1/√|B| sampling noise); the weights stay float64.
+    """
     from reference_models import GaussianRBM
 
-    model = GaussianRBM(networks=networks, lr=lr, batch_size=batch_size, seed=settings.seed)
+    model = GaussianRBM(
+        networks=networks, lr=lr, batch_size=batch_size, seed=settings.seed, float32_noise=float32_noise
+    )
     name = f"rbm_lr{lr:g}_bs{batch_size}"
     logger = train(model, steps, settings, run_name=name, tags={"model": "GaussianRBM"})
     kappa = tuple(float(k) for k in model.target_kappa_descending_x())
