@@ -8,7 +8,14 @@ import sys
 import pytest
 
 FRAMEWORKS = ("lightning", "pytorch_lightning", "mlflow", "matplotlib")
-PURE_MODULES = ("rmt_callbacks.spectral", "rmt_callbacks.laws", "rmt_callbacks.fits")
+PURE_MODULES = (
+    "rmt_callbacks.spectral",
+    "rmt_callbacks.laws",
+    "rmt_callbacks.fits",
+    "rmt_callbacks.dynamics",
+    "rmt_callbacks.analysis",
+    "rmt_callbacks.scaling",
+)
 
 
 def _loaded_after(statement: str, names: tuple[str, ...]) -> list[str]:
