@@ -29,6 +29,12 @@ def _common(quick_default: bool = True) -> argparse.ArgumentParser:
     common.add_argument("--experiment", default="rmt-reproduce", help="MLflow experiment name")
     common.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
     common.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
+    common.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=1,
+        help="torch CPU threads (default: 1; the ensembles are many tiny matrices, where more threads cost time)",
+    )
     size = common.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="full", action="store_false", help="small ensembles, minutes on a CPU (default)")
     size.add_argument("--full", dest="full", action="store_true", help="the papers' sizes (meant for a GPU)")
@@ -82,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rmt-reproduce`` console script."""
     args = build_parser().parse_args(argv)
+    import torch
+
     from .reproduce import commands
 
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     summary_path = commands.run(args)
     print(f"rmt-reproduce {args.command}: wrote {summary_path} in {time.perf_counter() - start:.0f} s")
