@@ -92,10 +92,10 @@ def fit_marchenko_pastur(
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> w = torch.randn(800, 200, generator=g, dtype=torch.float64)
+        >>> w = torch.randn(400, 100, generator=g, dtype=torch.float64)
         >>> w[:, 0] += 3.0  # a rank-one signal: theta = 9 >> sqrt(q) = 0.5
-        >>> fit = fit_marchenko_pastur(torch.linalg.eigvalsh(w.T @ w / 800), ratio=0.25)
-        >>> fit.num_spikes, round(fit.sigma2, 2)
+        >>> fit = fit_marchenko_pastur(torch.linalg.eigvalsh(w.T @ w / 400), ratio=0.25)
+        >>> fit.num_spikes, round(fit.sigma2, 1)
         (1, 1.0)
     """
     q = _positive("ratio", ratio)

@@ -13,7 +13,7 @@ import torch
 
 from rmt_callbacks.fits import ks_distance, l1_distance
 from rmt_callbacks.laws import GOEPairDensity, MarchenkoPastur, SpectralLaw, WignerSemicircle
-from rmt_callbacks.spectral import esd, freedman_diaconis_edges
+from rmt_callbacks.spectral import freedman_diaconis_edges
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,13 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _wishart_q2(matrices: int, m: int, seed: int) -> torch.Tensor:
+    """(matrices, 2m) Gram eigenvalues of (m, 2m) Gaussian W: m exact zeros, then those of W W^T / m."""
+    w = _rng(seed).standard_normal((matrices, m, 2 * m))
+    nonzero = np.linalg.eigvalsh(w @ w.transpose(0, 2, 1) / m)
+    return torch.from_numpy(np.concatenate([np.zeros((matrices, m)), nonzero], axis=1))
+
+
 @pytest.mark.parametrize("shift", [0.0, 0.1])
 def test_ks_equals_scipy_kstest_for_the_semicircle(shift: float) -> None:
     x = stats.semicircular(loc=1.0, scale=2.0).rvs(size=3000, random_state=_rng(0))
@@ -64,8 +71,7 @@ def test_ks_of_a_large_sample_is_exact() -> None:
 
 
 def test_ks_accounts_for_the_marchenko_pastur_atom() -> None:
-    g = torch.Generator().manual_seed(3)
-    eigs = esd(torch.randn(5, 100, 200, generator=g, dtype=torch.float64))  # q = 2: half the values are zeros
+    eigs = _wishart_q2(5, 100, seed=3)  # q = 2: half the values are zeros
     law = MarchenkoPastur(sigma2=1.0, ratio=2.0)
     ks = ks_distance(eigs, law)
     assert ks == pytest.approx(_brute_force_ks(eigs.reshape(-1).numpy(), law), abs=1e-12)
@@ -110,8 +116,7 @@ def test_l1_equals_a_numpy_histogram_and_quad_reference() -> None:
 
 
 def test_l1_spreads_the_marchenko_pastur_atom_over_its_bin() -> None:
-    g = torch.Generator().manual_seed(5)
-    eigs = esd(torch.randn(2, 150, 300, generator=g, dtype=torch.float64)).reshape(-1)
+    eigs = _wishart_q2(2, 150, seed=5).reshape(-1)
     law = MarchenkoPastur(sigma2=1.0, ratio=2.0)
     x = eigs.numpy()
     edges = freedman_diaconis_edges(eigs).numpy()

@@ -135,9 +135,8 @@ def test_pdf_is_the_derivative_of_the_cdf(law: SpectralLaw) -> None:
 @pytest.mark.parametrize("law", LAWS, ids=repr)
 def test_cdf_is_the_integral_of_the_pdf(law: SpectralLaw) -> None:
     a, b = _range(law)
-    for t in (0.3, 0.7):
-        x = a + t * (b - a)
-        assert _cdf(law, x) - _cdf(law, a) == pytest.approx(_integral(law, a, x), abs=1e-8)
+    x = a + 0.4 * (b - a)
+    assert _cdf(law, x) - _cdf(law, a) == pytest.approx(_integral(law, a, x), abs=1e-8)
 
 
 @pytest.mark.parametrize("law", FINITE_END, ids=repr)
