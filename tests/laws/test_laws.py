@@ -174,6 +174,37 @@ def test_python_numbers_evaluate_in_float64() -> None:
     assert float(law.cdf(0.1 + 1e-12)) > float(law.cdf(0.1))
 
 
+_HUGE_NAN = (
+    "laws/surmise.py BetaSurmise._pdf: s**beta overflows to inf while exp(-b s^2) underflows to 0, so for "
+    "beta > 1 pdf(1e300) is inf * 0 = NaN instead of 0"
+)
+
+
+@pytest.mark.parametrize(
+    "law",
+    [
+        pytest.param(law, id=repr(law), marks=pytest.mark.xfail(strict=True, reason=_HUGE_NAN))
+        if isinstance(law, BetaSurmise) and law.beta > 1
+        else pytest.param(law, id=repr(law))
+        for law in LAWS
+    ],
+)
+def test_pdf_and_cdf_are_numbers_at_extreme_arguments(law: SpectralLaw) -> None:
+    x = torch.tensor([-1e300, -1e10, 1e10, 1e300], dtype=torch.float64)
+    assert not bool(torch.isnan(law.pdf(x)).any() or torch.isnan(law.cdf(x)).any())
+    assert law.pdf(x).tolist() == [0.0] * 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="laws/marchenko_pastur.py _pdf: at x = 0, inside the support [0, lambda_+] for q >= 1, sqrt(...) / x "
+    "is 0/0 = NaN (the continuous density is 0 there for q > 1 and diverges for q = 1)",
+)
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+def test_marchenko_pastur_pdf_at_zero_is_not_nan(ratio: float) -> None:
+    assert not math.isnan(float(MarchenkoPastur(sigma2=1.0, ratio=ratio).pdf(torch.tensor(0.0, dtype=torch.float64))))
+
+
 # ---------------------------------------------------------------- invalid parameters
 
 BAD_WIDTHS = [0.0, -1.0, math.nan, math.inf, -math.inf]
