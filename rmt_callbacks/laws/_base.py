@@ -82,6 +82,7 @@ class SpectralLaw:
 
 def _as_float64(x: torch.Tensor | float) -> tuple[torch.Tensor, torch.dtype]:
     """``x`` as a float64 tensor on its own device, and the floating dtype to hand back."""
-    t = torch.as_tensor(x)
-    dtype = t.dtype if t.is_floating_point() and t.dtype in (torch.float32, torch.float64) else torch.float64
-    return t.to(torch.float64), dtype
+    if not isinstance(x, torch.Tensor):  # a Python number: float64, not torch's float32 default
+        return torch.as_tensor(x, dtype=torch.float64), torch.float64
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
+    return x.to(torch.float64), dtype

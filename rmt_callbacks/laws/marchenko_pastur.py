@@ -75,7 +75,9 @@ class MarchenkoPastur(SpectralLaw):
     def _pdf(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.lambda_minus, self.lambda_plus
         root = torch.sqrt(((b - x) * (x - a)).clamp(min=0.0))
-        return root / (2.0 * math.pi * self.sigma2 * self.ratio * x)
+        density = root / (2.0 * math.pi * self.sigma2 * self.ratio * x)
+        at_zero = math.inf if a == 0.0 else 0.0  # q = 1 diverges like x^(-1/2); q > 1 has a gap above the atom
+        return torch.where(x > 0, density, torch.full_like(x, at_zero))
 
     def _cdf(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.lambda_minus, self.lambda_plus

@@ -94,7 +94,7 @@ class BetaSurmise(SpectralLaw):
 
     def _pdf(self, x: torch.Tensor) -> torch.Tensor:
         a, b = surmise_constants(self.beta)
-        return a * x.pow(self.beta) * torch.exp(-b * x * x)
+        return torch.exp(math.log(a) + self.beta * torch.log(x) - b * x * x)  # log space: no inf·0 at huge s
 
     def _cdf(self, x: torch.Tensor) -> torch.Tensor:
         _, b = surmise_constants(self.beta)
