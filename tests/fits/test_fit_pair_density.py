@@ -131,3 +131,16 @@ def test_e30_exact_path_on_a_small_sample() -> None:
         lambda c, s1, s2: TwoSpeciesPairDensity(center=c, sigma1=s1, sigma2=s2), np.array([CENTER, 0.5, 1.0]), 300
     )
     np.testing.assert_array_less(np.abs(np.array([fit.center, fit.sigma1, fit.sigma2]) - [CENTER, 0.5, 1.0]), 5 * se)
+
+
+@pytest.mark.parametrize("pairs", [300, 5000], ids=["exact", "binned"])
+def test_a_far_outlier_does_not_move_the_fit(pairs: int) -> None:
+    values = _goe_pairs(pairs, 0.05, seed=6).reshape(-1)
+    clean = fit_pair_density(values)
+    dirty = fit_pair_density(torch.cat([values, torch.tensor([CENTER + 1e3], dtype=torch.float64)]))
+    # The outlier's density underflows to the 1e-300 floor: a constant penalty, so the same optimum (to a tenth
+    # of a standard error); only the KS distance sees it, by at most 1/n.
+    se = 0.05 / math.sqrt(6 * pairs)
+    assert dirty.converged and dirty.n == 2 * pairs + 1
+    assert abs(dirty.sigma - clean.sigma) < 0.1 * se and abs(dirty.center - clean.center) < 0.1 * se
+    assert dirty.ks == pytest.approx(clean.ks, abs=1.5 / (2 * pairs))
