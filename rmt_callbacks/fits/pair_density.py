@@ -31,7 +31,7 @@ import torch
 
 from ..laws import GOEPairDensity, SpectralLaw, TwoSpeciesPairDensity
 from ._result import PairDensityFit, TwoSpeciesFit, check_size, pooled_values
-from .distances import ks_distance, sort_values
+from .distances import ks_sorted, sort_values
 
 __all__ = ["BINNED_ABOVE", "BIN_WIDTH", "WINDOW", "fit_pair_density", "fit_two_species"]
 
@@ -79,7 +79,7 @@ def fit_pair_density(eigs: torch.Tensor) -> PairDensityFit:
         >>> round(fit.center, 2), round(fit.sigma, 2)
         (2.0, 0.1)
     """
-    x = pooled_values(eigs, name="eigs")
+    x = sort_values(pooled_values(eigs, name="eigs"))
     failed = check_size(PairDensityFit, x)
     if failed is not None:
         return failed
@@ -90,9 +90,7 @@ def fit_pair_density(eigs: torch.Tensor) -> PairDensityFit:
         return PairDensityFit.failed(x.numel(), problem)
     center, sigma = shift + scale * float(params[0]), scale * math.exp(params[1])
     law = GOEPairDensity(center=center, sigma=sigma)
-    return PairDensityFit(
-        ks=ks_distance(x, law), n=x.numel(), converged=True, message=method, center=center, sigma=sigma
-    )
+    return PairDensityFit(ks=ks_sorted(x, law), n=x.numel(), converged=True, message=method, center=center, sigma=sigma)
 
 
 def fit_two_species(eigs: torch.Tensor) -> TwoSpeciesFit:
@@ -103,7 +101,7 @@ def fit_two_species(eigs: torch.Tensor) -> TwoSpeciesFit:
         (\hat\lambda_0, \hat\sigma_1, \hat\sigma_2) = \arg\max \sum_i \log\rho(\lambda_i; \lambda_0, \sigma_1,
         \sigma_2),\qquad \hat\sigma_1 \le \hat\sigma_2,
 
-    (binned above :data:`BINNED_ABOVE` values), started from the moments with the two widths a factor
+    (binned above :data:`BINNED_ABOVE` values), started from the robust moments with the two widths a factor
     :math:`e^{0.5}` apart (the likelihood is symmetric in :math:`\sigma_1 \leftrightarrow \sigma_2`, so a start on
     the diagonal could never leave it). The density is symmetric in the two widths; the result is ordered.
     On one-species data the fit returns :math:`\sigma_1 \approx \sigma_2`. A width that runs off to zero or
@@ -130,7 +128,7 @@ def fit_two_species(eigs: torch.Tensor) -> TwoSpeciesFit:
         >>> round(fit.sigma1, 1), round(fit.sigma2, 1), fit.sigma1 <= fit.sigma2
         (0.1, 0.1, True)
     """
-    x = pooled_values(eigs, name="eigs")
+    x = sort_values(pooled_values(eigs, name="eigs"))
     failed = check_size(TwoSpeciesFit, x)
     if failed is not None:
         return failed
@@ -148,7 +146,7 @@ def fit_two_species(eigs: torch.Tensor) -> TwoSpeciesFit:
     sigma1, sigma2 = sorted(scale * math.exp(float(v)) for v in params[1:])
     law = TwoSpeciesPairDensity(center=center, sigma1=sigma1, sigma2=sigma2)
     return TwoSpeciesFit(
-        ks=ks_distance(x, law),
+        ks=ks_sorted(x, law),
         n=x.numel(),
         converged=True,
         message=method,
@@ -159,8 +157,10 @@ def fit_two_species(eigs: torch.Tensor) -> TwoSpeciesFit:
 
 
 def _standardised_objective(x: torch.Tensor) -> tuple[float, float, _Objective, str]:
-    """Robust centre and scale, the mean negative log-likelihood of a law on the standardised values, the method."""
-    x = sort_values(x)
+    """Robust centre and scale, the mean negative log-likelihood of a law on the standardised values, the method.
+
+    ``x`` is the pooled sample in ascending order.
+    """
     n = x.numel()
     center = float(_quantile(x, 0.5))
     scale = float(_quantile(x, 0.75) - _quantile(x, 0.25)) / 1.349
