@@ -44,7 +44,7 @@ class Sizes:
 QUICK = Sizes(
     rbm_networks=128,
     rbm_steps_times_lr=250.0,
-    rbm_min_steps=2500,
+    rbm_min_steps=4000,
     rbm_max_steps=20_000,
     rbm_float32_noise=True,
     ts_networks=500,

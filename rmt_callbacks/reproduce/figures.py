@@ -33,10 +33,18 @@ def _fd_bins(values: np.ndarray) -> int:
 
 
 def rbm_spectra_figure(spectra: Mapping[str, np.ndarray], targets: Sequence[float], *, xlabel: str) -> Figure:
-    """Pooled spectral histograms, one panel per setting, with dashed lines at the targets (paper.md 3.6)."""
+    """Pooled spectral histograms, one panel per setting, with dashed lines at the targets (paper.md 3.6).
+
+    Each value is an ``(E, n)`` array of one setting's levels. As in the papers, the bin width is the
+    Freedman–Diaconis width of the first level's distribution, applied over the pooled range.
+    """
     fig, axes = plt.subplots(len(spectra), 1, figsize=(6, 2.2 * len(spectra)), sharex=True, squeeze=False)
     for ax, (label, values) in zip(axes[:, 0], spectra.items(), strict=True):
-        ax.hist(values.ravel(), bins=_fd_bins(values.ravel()), density=True, color="tab:blue", alpha=0.7)
+        q75, q25 = np.percentile(values[:, 0], [75, 25])
+        width = 2.0 * (q75 - q25) / len(values) ** (1 / 3)
+        pooled = values.ravel()
+        bins = max(10, min(600, int((pooled.max() - pooled.min()) / width))) if width > 0 else 100
+        ax.hist(pooled, bins=bins, density=True, color="tab:blue", alpha=0.7)
         for t in targets:
             ax.axvline(t, color="k", ls="--", lw=0.8)
         ax.set_ylabel("density")
