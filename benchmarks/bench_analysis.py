@@ -1,0 +1,208 @@
+r"""Analysis cost against the bare eigensolver, and its peak memory (issue 6, items 1 and 5).
+
+Workload: an MLP of ``--layers`` square ``nn.Linear(width, width)`` layers (default 6 × 1024). Measured side by
+side, interleaved, after a warm-up, the median of ``--repeats`` runs:
+
+* ``eigvalsh(gram)``: the baseline, one batched ``torch.linalg.eigvalsh`` of the ``(L, N, N)`` float64 Gram
+  matrices :math:`X = W^\top W / M`, formed beforehand (the eigensolver alone);
+* ``gram + eigvalsh``: the same, forming the float64 Gram matrices from the weights inside the timed region;
+* ``analyze(model)``: :func:`rmt_callbacks.analyze` with its defaults (summary, Marchenko–Pastur, semicircle,
+  spacings: everything the monitor does per analysis);
+* ``analyze(no semicircle)``: the same without the semicircle fit, whose symmetric-part eigendecomposition is a
+  second eigensolver call per square matrix;
+* WeightWatcher's ``analyze()`` when ``weightwatcher`` is importable (it is not a dependency).
+
+Target: ``analyze`` ≤ 1.25 × ``eigvalsh(gram)``. Peak memory is measured in a fresh subprocess per case
+(torch's CPU allocations are invisible to ``tracemalloc``): the growth of the resident set over its value before
+the call, sampled every 0.5 ms from ``/proc/self/statm``, next to the ``ru_maxrss`` delta (which stays 0 when the
+import-time high-water mark is not exceeded); or
+``torch.cuda.max_memory_allocated`` on CUDA. ``--profile`` prints the cProfile hot spots of one analysis.
+
+Usage: ``.venv/bin/python benchmarks/bench_analysis.py [--quick] [--device cuda] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from rmt_callbacks.analysis import ANALYSES, analyze
+
+
+def build_model(layers: int, width: int, device: str) -> nn.Module:
+    """``layers`` square Linear layers with ReLUs, default (Kaiming-uniform) initialisation, float32."""
+    torch.manual_seed(0)  # benchmark script, not library code: a fixed model
+    mods: list[nn.Module] = []
+    for _ in range(layers):
+        mods += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*mods).to(device)
+
+
+def weights_of(model: nn.Module) -> torch.Tensor:
+    """The stacked weights ``(L, M, N)`` as float64."""
+    return torch.stack([m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear)]).double()
+
+
+def gram_of(w: torch.Tensor) -> torch.Tensor:
+    """``(L, N, N)`` Gram matrices :math:`W^\\top W / M`."""
+    return w.mT @ w / w.shape[-2]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(cases: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, list[float]]:
+    """Seconds per call of each case: one warm-up each, then ``repeats`` rounds, cases in turn within a round."""
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def weightwatcher_case(model: nn.Module) -> Callable[[], object] | None:
+    try:
+        import weightwatcher  # optional, not a dependency
+    except ImportError:
+        return None
+    watcher = weightwatcher.WeightWatcher(model=model)
+    return lambda: watcher.analyze()
+
+
+def memory_child(kind: str, layers: int, width: int, device: str) -> None:
+    """Run in a fresh process: print the peak-memory growth (bytes) of one ``kind`` call as JSON."""
+    model = build_model(layers, width, device)  # both kinds start from the float32 model alone
+    fn = {"eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))), "analyze": lambda: analyze(model)}
+    fn = fn[kind]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        max0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        rss0, samples, done = _rss(), [0], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                samples.append(_rss())
+                time.sleep(0.0005)
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        fn()
+        done.set()
+        thread.join()
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - max0
+        print(json.dumps({"kind": kind, "peak_bytes": max(samples) - rss0, "maxrss_bytes": maxrss}))
+        return
+    print(json.dumps({"kind": kind, "peak_bytes": peak, "maxrss_bytes": float("nan")}))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory(kind: str, args: argparse.Namespace) -> tuple[float, float]:
+    cmd = [sys.executable, __file__, "--memory-child", kind, "--layers", str(args.layers), "--width", str(args.width)]
+    out = subprocess.run([*cmd, "--device", args.device], capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    return res["peak_bytes"] / 2**20, res["maxrss_bytes"] / 2**20
+
+
+def profile(model: nn.Module, top: int = 15) -> None:
+    prof = cProfile.Profile()
+    prof.runcall(analyze, model)
+    print(f"\ncProfile of one analyze(model), top {top} by cumulative time:")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+    print(f"top {top} by own time:")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="width 512 (unless --width), 3 repeats")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--width", type=int, default=None, help="default 1024 (512 with --quick)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--memory-child", choices=["eigvalsh", "analyze"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.width = args.width or (512 if args.quick else 1024)
+    if args.memory_child:
+        memory_child(args.memory_child, args.layers, args.width, args.device)
+        return
+    repeats = args.repeats or (3 if args.quick else 5)
+    model = build_model(args.layers, args.width, args.device)
+    w = weights_of(model)
+    gram = gram_of(w)
+    no_semi = [a for a in ANALYSES if a != "semicircle"]
+    cases: dict[str, Callable[[], object]] = {
+        "eigvalsh(gram)": lambda: torch.linalg.eigvalsh(gram),
+        "gram + eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))),
+        "analyze(model)": lambda: analyze(model),
+        "analyze(no semicircle)": lambda: analyze(model, analyses=no_semi),
+    }
+    ww = weightwatcher_case(model)
+    if ww is not None:
+        cases["weightwatcher.analyze()"] = ww
+    load0 = os.getloadavg()
+    times = interleaved(cases, repeats, args.device)
+    load1 = os.getloadavg()
+    print(
+        f"# bench_analysis: {args.layers} x Linear({args.width}, {args.width}), device={args.device}, "
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, repeats={repeats} (median)"
+    )
+    print(f"# load average before {load0[0]:.2f}, after {load1[0]:.2f} (1-min)")
+    base = statistics.median(times["eigvalsh(gram)"])
+    print(f"{'case':<26}{'median s':>10}{'min s':>10}{'ratio':>8}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<26}{med:>10.3f}{min(ts):>10.3f}{med / base:>8.2f}")
+    if ww is None:
+        print(f"{'weightwatcher.analyze()':<26}{'not installed':>28}")
+    else:
+        ratio = statistics.median(times["weightwatcher.analyze()"]) / statistics.median(times["analyze(model)"])
+        print(f"weightwatcher / analyze = {ratio:.2f} (target >= 4)")
+    print(
+        f"target: analyze(model) / eigvalsh(gram) <= 1.25; measured "
+        f"{statistics.median(times['analyze(model)']) / base:.2f}"
+    )
+    mem_eig, mem_an = peak_memory("eigvalsh", args), peak_memory("analyze", args)
+    gram_mib = gram.numel() * gram.element_size() / 2**20
+    how = "cuda max_memory_allocated" if args.device.startswith("cuda") else "sampled RSS; ru_maxrss delta"
+    print(f"\npeak memory growth over the float32 model (fresh subprocess, {how}):")
+    print(f"{'gram + eigvalsh':<26}{mem_eig[0]:>10.1f} MiB {mem_eig[1]:>8.1f} MiB")
+    print(f"{'analyze(model)':<26}{mem_an[0]:>10.1f} MiB {mem_an[1]:>8.1f} MiB")
+    print(f"(one float64 copy of the weights, or of the Gram stack: {gram_mib:.1f} MiB)")
+    if args.profile:
+        profile(model)
+
+
+if __name__ == "__main__":
+    main()

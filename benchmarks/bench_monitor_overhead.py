@@ -1,0 +1,155 @@
+r"""Training wall time with and without ``SpectrumMonitor`` (issue 6, item 2).
+
+Reference CPU workload: an MLP of ``--layers`` (default 4) square ``nn.Linear(768, 768)`` layers with ReLUs,
+MSE regression on a fixed synthetic batch of ``--batch-size`` (default 256) rows, SGD, ``--steps`` optimizer
+steps through a real ``Trainer`` with a ``CSVLogger`` (the monitor analyses nothing without a logger; both arms
+log to one). Arms, run interleaved after one warm-up each, median of ``--repeats``:
+
+* ``no monitor``: the baseline;
+* ``monitor default``: ``SpectrumMonitor()`` (every 50 optimizer steps, all analyses);
+* ``monitor every 500``: ``SpectrumMonitor(every_n_train_steps=500)`` (sparser cadence, for the trend).
+
+The overhead ratio is wall time over the baseline's. Targets: ≤ 1.03 at the defaults, ≤ 1.10 with an analysis
+every 50 steps (the defaults are every 50 steps, so both apply to ``monitor default``). The table also prints
+the time of one training step and of one bare ``analyze_views`` of the same layers, which is what the
+overhead is made of: overhead ≈ analyses × analysis time / (steps × step time).
+
+Usage: ``.venv/bin/python benchmarks/bench_monitor_overhead.py [--quick] [--device cuda]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from rmt_callbacks import SpectrumMonitor
+from rmt_callbacks.analysis import analyze
+
+
+class _Repeat(Dataset[int]):
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class ReferenceMLP(pl.LightningModule):
+    """``layers`` × Linear(width, width) regressing a fixed random target; one fixed batch per step."""
+
+    def __init__(self, layers: int = 4, width: int = 768, batch_size: int = 256, steps: int = 200) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # benchmark script: one fixed model and batch for every arm
+        mods: list[nn.Module] = []
+        for i in range(layers):
+            mods += [nn.Linear(width, width)] + ([nn.ReLU()] if i < layers - 1 else [])
+        self.net = nn.Sequential(*mods)
+        self.register_buffer("x", torch.randn(batch_size, width))  # (B, width)
+        self.register_buffer("y", torch.randn(batch_size, width))  # (B, width)
+        self.steps = steps
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return nn.functional.mse_loss(self.net(self.x), self.y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+    def train_dataloader(self) -> DataLoader[int]:
+        return DataLoader(_Repeat(self.steps), batch_size=None)
+
+
+def fit(args: argparse.Namespace, callbacks: list[pl.Callback], logdir: str) -> float:
+    """Wall seconds of ``trainer.fit`` for ``args.steps`` steps (model built outside the timed region)."""
+    model = ReferenceMLP(args.layers, args.width, args.batch_size, args.steps)
+    trainer = pl.Trainer(
+        max_steps=args.steps,
+        accelerator=args.device,
+        devices=1,
+        callbacks=callbacks,
+        logger=CSVLogger(logdir),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def analysis_seconds(args: argparse.Namespace, repeats: int = 3) -> float:
+    model = ReferenceMLP(args.layers, args.width, args.batch_size, args.steps).to(args.device)
+    analyze(model)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        analyze(model)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="200 steps, 3 repeats")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=768)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=None, help="default 1000 (200 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="default 5 (3 with --quick)")
+    args = p.parse_args()
+    args.steps = args.steps or (200 if args.quick else 1000)
+    repeats = args.repeats or (3 if args.quick else 5)
+    arms: dict[str, Callable[[], list[pl.Callback]]] = {
+        "no monitor": list,
+        "monitor default": lambda: [SpectrumMonitor()],
+        "monitor every 500": lambda: [SpectrumMonitor(every_n_train_steps=500)],
+    }
+    load0 = os.getloadavg()
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    with tempfile.TemporaryDirectory() as logdir:
+        for make in arms.values():  # warm-up
+            fit(argparse.Namespace(**{**vars(args), "steps": 20}), make(), logdir)
+        for _ in range(repeats):
+            for name, make in arms.items():
+                times[name].append(fit(args, make(), logdir))
+    t_analysis = analysis_seconds(args)
+    load1 = os.getloadavg()
+    base = statistics.median(times["no monitor"])
+    print(
+        f"# bench_monitor_overhead: {args.layers} x Linear({args.width}, {args.width}), batch {args.batch_size}, "
+        f"{args.steps} steps, device={args.device}, torch {torch.__version__}, threads={torch.get_num_threads()}, "
+        f"repeats={repeats} (median)"
+    )
+    print(f"# load average before {load0[0]:.2f}, after {load1[0]:.2f} (1-min)")
+    print(f"{'arm':<20}{'analyses':>9}{'median s':>10}{'min s':>9}{'ratio':>8}")
+    for name, ts in times.items():
+        every = {"no monitor": 0, "monitor default": 50, "monitor every 500": 500}[name]
+        n = 0 if every == 0 else 1 + args.steps // every
+        print(f"{name:<20}{n:>9}{statistics.median(ts):>10.2f}{min(ts):>9.2f}{statistics.median(ts) / base:>8.3f}")
+    print(f"one training step (baseline): {1e3 * base / args.steps:.1f} ms; one analyze(): {t_analysis:.2f} s")
+    print(f"=> one analysis costs {t_analysis / (base / args.steps):.0f} training steps")
+    print("targets: monitor default <= 1.03 and <= 1.10 (analysis every 50 steps)")
+
+
+if __name__ == "__main__":
+    main()
