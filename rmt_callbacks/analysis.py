@@ -25,7 +25,8 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
     \bar m = \frac{1}{B} \sum_{b=1}^{B} m(X_b),\qquad
     \text{fit}\Big(\bigcup_{b=1}^{B} \operatorname{spec} X_b\Big).
 
-A matrix that cannot be analysed (NaN/Inf, fewer than 2 rows or columns) is *skipped* with a reason; an
+A matrix that cannot be analysed (not a real floating tensor, NaN/Inf, fewer than 2 rows or columns, more than
+:data:`MAX_DENSE_LEVELS` non-structural levels for the dense eigensolver) is *skipped* with a reason; an
 analysis that fails records ``{analysis}/converged = 0`` and the reason. Nothing here raises on bad weights.
 Pure torch: no Lightning, MLflow or matplotlib.
 
@@ -49,6 +50,7 @@ from .spectral import MatrixView, esd, matrices_of, spectrum_summary, unfolded_s
 
 __all__ = [
     "ANALYSES",
+    "MAX_DENSE_LEVELS",
     "MIN_UNFOLD_LEVELS",
     "Analysis",
     "MatrixResult",
@@ -62,6 +64,9 @@ __all__ = [
 Analysis = Literal["summary", "marchenko_pastur", "semicircle", "spacings"]
 ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "semicircle", "spacings")
 MIN_UNFOLD_LEVELS: int = 10
+MAX_DENSE_LEVELS: int = 8192
+r"""Largest :math:`\min(M, N)` decomposed: the dense eigensolver costs :math:`O(\min(M, N)^3)` time and
+:math:`O(\min(M, N)^2)` memory per matrix; larger matrices are skipped (checked before any entry is read)."""
 _FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
 _PREFIX = {"marchenko_pastur": "mp/", "semicircle": "semicircle/", "spacings": "surmise/"}
 
@@ -142,6 +147,12 @@ def _owner(model: nn.Module, name: str) -> nn.Module:
 
 
 def _skip_reason(matrix: torch.Tensor) -> str | None:
+    """Why ``matrix`` ``(..., M, N)`` cannot be analysed, or ``None``; the size is checked before the entries."""
+    if isinstance(matrix, torch.Tensor) and matrix.ndim >= 2 and min(matrix.shape[-2:]) > MAX_DENSE_LEVELS:
+        return (
+            f"too large for the dense eigensolver: shape {tuple(matrix.shape)} has min(M, N) = "
+            f"{min(matrix.shape[-2:])} > MAX_DENSE_LEVELS = {MAX_DENSE_LEVELS}"
+        )
     try:
         validate_matrix(matrix, name="weight")
     except (TypeError, ValueError) as exc:

@@ -1,0 +1,94 @@
+"""Property-based: the pure analysis layer never raises on bad weights, and says exactly when it skips.
+
+Over shapes (empty, 1×n, n×1, batched), dtypes (half, bfloat16, float32/64, integer, bool, complex), layouts
+(contiguous, transposed) and values (Gaussian, zeros, constants, huge, tiny, NaN, Inf), for every matrix view:
+
+* :func:`~rmt_callbacks.analysis.analyze_views` returns one result per view and raises nothing;
+* a view is skipped iff it is not a real floating tensor, has an empty dimension or one of size 1, or holds a
+  NaN/Inf (or the eigensolver gives up on a finite but extreme matrix, with a reason saying so);
+* a skipped view logs ``skipped = 1`` and nothing else; an analysed one ``skipped = 0``, and every value is a
+  finite float (nothing MLflow would store as NaN);
+* a healthy view gets the same metrics whatever bad views share its call (bad input does not leak).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rmt_callbacks.analysis import MAX_DENSE_LEVELS, analyze_views
+from rmt_callbacks.spectral import MatrixView
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool, torch.complex64]
+FILLS = ["gauss", "zeros", "const", "huge", "tiny", "nan", "inf"]
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def views(draw: st.DrawFn) -> tuple[MatrixView, bool]:
+    """A view and whether it should be analysed (before the eigensolver has its say)."""
+    batch = draw(st.lists(st.integers(0, 3), max_size=2))
+    m, n = draw(st.integers(0, 9)), draw(st.integers(0, 9))
+    dtype, fill = draw(st.sampled_from(DTYPES)), draw(st.sampled_from(FILLS))
+    seed = draw(st.integers(0, 2**16))
+    x = torch.randn(*batch, m, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = {"gauss": x, "zeros": 0 * x, "const": 0 * x + 3.0, "huge": x * 1e200, "tiny": x * 1e-300}.get(fill, x)
+    if fill in ("nan", "inf") and x.numel():
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = float(fill)
+    w = x.to(dtype) if not dtype.is_complex else torch.complex(x, x).to(dtype)
+    if draw(st.booleans()):
+        w = w.mT.contiguous().mT  # same values, transposed strides: non-contiguous
+    finite = bool(torch.isfinite(w).all()) if w.dtype.is_floating_point else False
+    healthy = w.dtype.is_floating_point and w.numel() > 0 and min(m, n) >= 2 and finite
+    return MatrixView("w", w, "ensemble" if batch else "matrix"), healthy
+
+
+def _check(result, healthy: bool) -> None:
+    assert set(result.metrics) >= {"skipped"}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in result.metrics.values()), result.metrics
+    if result.skipped is not None:
+        assert result.metrics == {"skipped": 1.0}
+        assert isinstance(result.skipped, str) and result.skipped
+        assert healthy is False or result.skipped.startswith("eigendecomposition failed"), result.skipped
+    else:
+        assert healthy, result  # everything that should be skipped was
+        assert result.metrics["skipped"] == 0.0 and "lambda_max" in result.metrics
+
+
+@SETTINGS
+@given(views())
+def test_any_view_is_analysed_or_skipped_never_raised(case: tuple[MatrixView, bool]) -> None:
+    view, healthy = case
+    (result,) = analyze_views([view])
+    _check(result, healthy)
+    assert result.shape == tuple(view.matrix.shape)
+
+
+@SETTINGS
+@given(st.lists(views(), min_size=1, max_size=4), st.integers(0, 2**16))
+def test_bad_views_do_not_change_healthy_ones(cases: list[tuple[MatrixView, bool]], seed: int) -> None:
+    good = MatrixView("good", torch.randn(12, 8, generator=torch.Generator().manual_seed(seed)), "linear")
+    alone = analyze_views([good])[0]
+    results = analyze_views([good, *(v for v, _ in cases)])
+    assert len(results) == 1 + len(cases)
+    for result, (_, healthy) in zip(results[1:], cases, strict=True):
+        _check(result, healthy)
+    assert results[0].skipped is None
+    for key, value in alone.metrics.items():  # batched with equal shapes or not: same to round-off
+        assert math.isclose(results[0].metrics[key], value, rel_tol=1e-6, abs_tol=1e-9), key
+
+
+def test_matrix_beyond_the_dense_solver_is_skipped_before_reading_it() -> None:
+    """An expanded (stride-0) view: huge shape, one stored number; the size is refused before any entry is read."""
+    k = MAX_DENSE_LEVELS + 1
+    big = MatrixView("big", torch.full((1, 1), float("nan")).expand(k, k + 3), "matrix")
+    small = MatrixView("small", torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), "matrix")
+    big_r, small_r = analyze_views([big, small])
+    assert big_r.skipped == (
+        f"too large for the dense eigensolver: shape ({k}, {k + 3}) has min(M, N) = {k} > MAX_DENSE_LEVELS = {k - 1}"
+    )
+    assert big_r.metrics == {"skipped": 1.0}
+    assert small_r.skipped is None  # the healthy one is still analysed
