@@ -13,6 +13,7 @@ References: arXiv:2412.20496, arXiv:2407.16427.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any
 
@@ -24,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from ..analysis import _skip_reason, resolve_views
 from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
 from ..scaling import equivalent_lr
-from ..sinks.keys import metric_key
+from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import log_to_loggers
 from ..spectral import esd
 from ._batch import batch_size_of
@@ -32,6 +33,8 @@ from ._schedule import check_count
 from ._selection import validate_patterns
 
 __all__ = ["DysonMonitor"]
+
+_SOLVER_ERRORS = (ValueError, RuntimeError, ArithmeticError)  # what a pathological matrix makes eigvalsh raise
 
 
 class DysonMonitor(Callback):
@@ -108,7 +111,6 @@ class DysonMonitor(Callback):
         self._snapshots: dict[str, deque[torch.Tensor]] = {}
         self._temperature: float | None = None
         self._previous_bs: int = 1
-        self._views: list[Any] = []
         self._epoch_batch_size: int | None = None
         self._warned: set[str] = set()
 
@@ -134,9 +136,6 @@ class DysonMonitor(Callback):
         except ValueError as exc:
             raise ValueError(f"DysonMonitor: {exc}") from exc
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._views = resolve_views(pl_module, include=self.include)  # after device placement: views stay live
-
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_batch_size = None
 
@@ -150,7 +149,7 @@ class DysonMonitor(Callback):
             return
         temperature = self._current_temperature(trainer, pl_module)
         if step % self.every_n_train_steps == 0:
-            self._record()
+            self._record(pl_module)
         if step % self.log_every_n_steps == 0 and temperature is not None:
             log_to_loggers(trainer.loggers, self._metrics(trainer, pl_module, temperature), step=step)
 
@@ -187,22 +186,40 @@ class DysonMonitor(Callback):
             )
         return temperature
 
-    def _record(self) -> None:
-        for view in self._views:
+    def _record(self, pl_module: pl.LightningModule) -> None:
+        """Snapshot the spectra of the current views (re-resolved: parameters may be replaced, reshaped, removed)."""
+        views = self._current_views(pl_module)
+        for name in set(self._snapshots) - {v.name for v in views}:
+            del self._snapshots[name]  # the parameter disappeared: its window ends
+        for view in views:
             reason = _skip_reason(view.matrix)
+            if reason is None:
+                try:
+                    eigs = esd(view.matrix.detach().to(torch.float64)).cpu()  # (..., N)
+                except _SOLVER_ERRORS as exc:
+                    reason = f"eigendecomposition failed: {type(exc).__name__}: {exc}"
             if reason is not None:
-                self._warn_once(f"skip:{view.name}", f"DysonMonitor: skipping {view.name!r}: {reason}")
+                self._snapshots.pop(view.name, None)  # no stale window is logged as if current
+                key = f"skip:{view.name}:{re.sub(r'[0-9]+', '#', reason)}"
+                self._warn_once(key, f"DysonMonitor: skipping {view.name!r}: {reason}")
                 continue
-            eigs = esd(view.matrix.detach().to(torch.float64)).cpu()  # (..., N)
             buffer = self._snapshots.setdefault(view.name, deque(maxlen=self.window))
             if buffer and buffer[-1].shape != eigs.shape:
                 buffer.clear()  # the parameter changed shape: start a new window
             buffer.append(eigs)
 
+    def _current_views(self, pl_module: pl.LightningModule) -> list[Any]:
+        try:
+            return resolve_views(pl_module, include=self.include)
+        except ValueError as exc:  # every selected parameter is gone: warn once, record nothing
+            self._warn_once("selection", f"DysonMonitor: nothing recorded: {exc}")
+            return []
+
     def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, temperature: float) -> dict[str, float]:
         lr, bs = self._current_lr(trainer), self._current_batch_size(pl_module)
         p = self.log_key_prefix
-        out = {f"{p}noise_temperature": temperature, f"{p}lr": float(lr), f"{p}batch_size": float(bs)}
+        out = {sanitize(f"{p}noise_temperature"): temperature, sanitize(f"{p}lr"): float(lr)}
+        out[sanitize(f"{p}batch_size")] = float(bs)
         dt = float(lr) * self.every_n_train_steps
         for name, buffer in self._snapshots.items():
             stats = _window_statistics(torch.stack(tuple(buffer)), dt=dt)
