@@ -11,19 +11,25 @@ characters, and since keys may become file names, a key must also be a normalise
 ``//``, no leading or trailing ``/``, no ``.`` or ``..`` segment). :func:`sanitize` replaces every character
 outside ``[A-Za-z0-9_/. -]`` by ``_``, truncates, drops empty segments and turns ``.``/``..`` segments into
 ``_``, warning once per key that it had to change. Artifact paths (``spectra/…``, ``figures/<matrix>/…``) are built
-by :func:`artifact_path`, which also refuses path traversal (``..``, absolute paths).
+by :func:`artifact_path`, which also refuses path traversal (``..``, absolute paths). Names too long for the limits
+are shortened by a hash rather than cut: in a key the parameter name gives way and the statistic is kept, so two
+statistics (or two long names) never share a key; an artifact path segment is at most
+:data:`MAX_SEGMENT_LENGTH` characters (file systems refuse names over 255 bytes).
 
 References: MLflow REST API limits (https://mlflow.org/docs/latest/rest-api.html#log-batch).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 
-__all__ = ["MAX_KEY_LENGTH", "artifact_path", "metric_key", "sanitize"]
+__all__ = ["MAX_KEY_LENGTH", "MAX_SEGMENT_LENGTH", "artifact_path", "metric_key", "sanitize"]
 
 MAX_KEY_LENGTH: int = 250
+MAX_SEGMENT_LENGTH: int = 200
+_DIGEST_LENGTH = 12  # "-" and 11 hex digits of SHA-256
 _KEY_FORBIDDEN = re.compile(r"[^A-Za-z0-9_/. \-]")
 _SEGMENT_FORBIDDEN = re.compile(r"[^A-Za-z0-9_.\-]")
 _warned: set[str] = set()
@@ -80,6 +86,14 @@ def _normalise(path: str, forbidden: re.Pattern[str] | None = None) -> str:
     return "/".join("_" if p in (".", "..") else p for p in parts)
 
 
+def _shorten(text: str, length: int) -> str:
+    """``text`` if it fits in ``length`` characters, else its head and a digest of all of it (``length`` long)."""
+    if len(text) <= length:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[: _DIGEST_LENGTH - 1]
+    return f"{text[: length - _DIGEST_LENGTH]}-{digest}"
+
+
 def metric_key(prefix: str, name: str, stat: str) -> str:
     """Build the metric key ``f"{prefix}{name}/{stat}"`` and clean it with :func:`sanitize`.
 
@@ -89,7 +103,8 @@ def metric_key(prefix: str, name: str, stat: str) -> str:
         stat: the statistic (e.g. ``"lambda_max"``, ``"mp/sigma2"``).
 
     Returns:
-        The MLflow-safe key, at most :data:`MAX_KEY_LENGTH` characters.
+        The MLflow-safe key, at most :data:`MAX_KEY_LENGTH` characters; an over-long ``name`` is shortened to its
+        head and a hash of it, so the statistic stays at the end and distinct names stay distinct.
 
     Raises:
         TypeError: if an argument is not a ``str``.
@@ -100,12 +115,24 @@ def metric_key(prefix: str, name: str, stat: str) -> str:
     Examples:
         >>> metric_key("rmt/", "fc1.weight", "lambda_max")
         'rmt/fc1.weight/lambda_max'
+        >>> with warnings.catch_warnings():  # an over-long name is shortened with a warning
+        ...     warnings.simplefilter("ignore")
+        ...     key, other = metric_key("rmt/", "x" * 300, "lambda_max"), metric_key("rmt/", "x" * 299, "lambda_max")
+        >>> len(key), key.endswith("/lambda_max"), key != other
+        (250, True, True)
     """
     for arg, value in (("prefix", prefix), ("name", name), ("stat", stat)):
         if not isinstance(value, str):
             raise TypeError(f"metric_key: {arg} must be a str, got {type(value).__name__} ({value!r})")
     if not name or not stat:
         raise ValueError(f"metric_key: name and stat must be non-empty, got name={name!r}, stat={stat!r}")
+    room = MAX_KEY_LENGTH - len(prefix) - len(stat) - 1
+    if room >= 2 * _DIGEST_LENGTH and len(name) > room:  # else prefix and stat nearly fill it: sanitize truncates
+        short = _shorten(name, room)
+        if name not in _warned:
+            _warned.add(name)
+            warnings.warn(f"matrix name {name!r} is too long for an MLflow key; logging it as {short!r}", stacklevel=2)
+        name = short
     return sanitize(f"{prefix}{name}/{stat}")
 
 
@@ -113,7 +140,9 @@ def artifact_path(*segments: str) -> str:
     """Join path segments into a relative artifact path that stays inside the run's artifact root.
 
     Each segment is split at ``/``; in every part characters outside ``[A-Za-z0-9_.-]`` become ``_``, empty
-    parts are dropped and the parts ``"."`` and ``".."`` become ``"_"``, so no result can escape the root.
+    parts are dropped and the parts ``"."`` and ``".."`` become ``"_"``, so no result can escape the root. A part
+    longer than :data:`MAX_SEGMENT_LENGTH` keeps its head and a hash of itself (its last 8 characters, such as a
+    file suffix, stay at the end).
 
     Args:
         segments: the path parts, e.g. ``("figures", "fc1.weight", "step_00000010.png")``.
@@ -136,7 +165,14 @@ def artifact_path(*segments: str) -> str:
     for segment in segments:
         if not isinstance(segment, str):
             raise TypeError(f"artifact_path: segments must be str, got {type(segment).__name__} ({segment!r})")
-    path = _normalise("/".join(segments), _SEGMENT_FORBIDDEN)
+    path = "/".join(_shorten_part(p) for p in _normalise("/".join(segments), _SEGMENT_FORBIDDEN).split("/"))
     if not path:
         raise ValueError(f"artifact_path: {segments!r} has no characters left once cleaned")
     return path
+
+
+def _shorten_part(part: str) -> str:
+    """A path part of at most :data:`MAX_SEGMENT_LENGTH` characters, its last 8 (a suffix) kept."""
+    if len(part) <= MAX_SEGMENT_LENGTH:
+        return part
+    return _shorten(part[:-8], MAX_SEGMENT_LENGTH - 8) + part[-8:]

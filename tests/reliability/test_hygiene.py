@@ -1,0 +1,131 @@
+"""Hygiene: nothing is unpickled, no configuration evaluates code, and hostile parameter names reach MLflow only
+through the one sanitiser (valid keys, no collisions, no path traversal, file-system length limits).
+
+The source scan walks the syntax tree of every module we ship (``rmt_callbacks``, ``reference_models``,
+``examples``, ``benchmarks``); the name test trains a real model whose modules are called ``/etc/passwd``,
+``λ`` and 300+ characters, and reads the sqlite MLflow store and its artifact folder back.
+"""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks import SpectrumMonitor, analyze
+from rmt_callbacks.sinks.keys import MAX_KEY_LENGTH, MAX_SEGMENT_LENGTH, metric_key
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = [p for d in ("rmt_callbacks", "reference_models", "examples", "benchmarks") for p in (ROOT / d).rglob("*.py")]
+UNSAFE_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}
+UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
+
+
+def _keyword(call: ast.Call, name: str) -> object:
+    for kw in call.keywords:
+        if kw.arg == name and isinstance(kw.value, ast.Constant):
+            return kw.value.value
+    return None
+
+
+def _violations(tree: ast.AST) -> list[str]:
+    """Unsafe imports and calls in one module's syntax tree (line: what)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            out += [f"{node.lineno}: import {n}" for n in names if n and n.split(".")[0] in UNSAFE_MODULES]
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+        if isinstance(func, ast.Name) and name in UNSAFE_CALLS:
+            out.append(f"{node.lineno}: {name}()")
+        if owner == "torch" and name == "load" and _keyword(node, "weights_only") is not True:
+            out.append(f"{node.lineno}: torch.load without weights_only=True")
+        if owner in ("np", "numpy") and name == "load" and _keyword(node, "allow_pickle") is not False:
+            out.append(f"{node.lineno}: np.load without allow_pickle=False")
+        if owner == "yaml" and name in ("load", "load_all", "unsafe_load", "full_load"):
+            out.append(f"{node.lineno}: yaml.{name} (use yaml.safe_load)")
+    return out
+
+
+def test_the_scanner_catches_what_it_looks_for() -> None:
+    bad = "import pickle\nx = eval('1')\ntorch.load(f)\nnp.load(f)\nyaml.load(s)\ntorch.load(f, weights_only=False)"
+    assert len(_violations(ast.parse(bad))) == 6
+    good = "torch.load(f, weights_only=True)\nnp.load(f, allow_pickle=False)\nyaml.safe_load(s)\nmodel.eval()"
+    assert _violations(ast.parse(good)) == []
+
+
+def test_nothing_shipped_unpickles_or_evaluates_code() -> None:
+    assert len(SHIPPED) > 20  # the scan sees the package
+    found = {str(p.relative_to(ROOT)): v for p in SHIPPED if (v := _violations(ast.parse(p.read_text(), str(p))))}
+    assert found == {}
+
+
+def test_long_names_keep_their_statistic_and_stay_distinct() -> None:
+    a, b = "y" * 300 + ".a.weight", "y" * 300 + ".b.weight"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keys = {metric_key("rmt/", n, s) for n in (a, b) for s in ("lambda_max", "lambda_min", "mp/sigma2")}
+    assert len(keys) == 6 and all(len(k) <= MAX_KEY_LENGTH for k in keys)
+    assert sum(k.endswith("/mp/sigma2") for k in keys) == 2
+    assert sum("too long for an MLflow key" in str(w.message) for w in caught) == 2  # once per name
+
+
+class Hostile(pl.LightningModule):
+    """Linear layers under module names that are paths, non-ASCII, or over every length limit."""
+
+    NAMES = ("/etc/passwd", "λ weights", "z" * 300 + "a", "z" * 300 + "b")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleDict()
+        for i, name in enumerate(self.NAMES):
+            self.layers[name] = nn.Linear(6 + i, 5)
+
+    def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        return sum(layer(x[:, : layer.in_features]).pow(2).mean() for layer in self.layers.values())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_path: Path) -> None:
+    uri, root = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts"
+    logger = MLFlowLogger(experiment_name="names", tracking_uri=uri, artifact_location=root.as_uri())
+    monitor = SpectrumMonitor(every_n_train_steps=2, analyses=["summary"], figure_every_n_analyses=1)
+    trainer = pl.Trainer(
+        max_steps=2, default_root_dir=tmp_path, logger=logger, callbacks=[monitor], accelerator="cpu",
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    model = Hostile()
+    data = DataLoader(TensorDataset(torch.randn(16, 9, generator=torch.Generator().manual_seed(0))), batch_size=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, data)
+    failures = [str(w.message) for w in caught if "writing to MLflow failed" in str(w.message)]
+    assert failures == []  # every artifact write succeeded
+
+    metrics = MlflowClient(uri).get_run(logger.run_id).data.metrics
+    for result in analyze(model, analyses=["summary"]):  # every statistic of every matrix under its own key
+        for stat in ("lambda_max", "lambda_min", "stable_rank"):
+            assert metrics[metric_key("rmt/", result.name, stat)] == pytest.approx(result.metrics[stat], rel=1e-9)
+    assert len([k for k in metrics if k.endswith("/lambda_max")]) == len(Hostile.NAMES)
+
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    figures = [p for p in files if p.suffix == ".png"]
+    assert not Path("/etc/passwd.weight").exists()
+    assert len(figures) == 2 * len(Hostile.NAMES)  # steps 0 and 2, one per matrix: no two names share a file
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in figures)
+    assert all(len(part) <= MAX_SEGMENT_LENGTH for p in files for part in p.relative_to(tmp_path).parts)
