@@ -26,7 +26,7 @@ from ..analysis import _skip_reason, resolve_views
 from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
 from ..scaling import equivalent_lr
 from ..sinks.keys import metric_key, sanitize
-from ..sinks.lightning import log_to_loggers
+from ..sinks.lightning import StepLedger, log_to_loggers
 from ..spectral import esd
 from ._batch import batch_size_of
 from ._schedule import check_count
@@ -59,7 +59,10 @@ class DysonMonitor(Callback):
     :math:`|B|` from the first batch of each epoch (the leading dimension of its first tensor), else
     ``pl_module.hparams.batch_size``; both can be fixed with ``lr`` / ``batch_size``. A jump of :math:`T` by more
     than ``jump_tolerance`` (relative) between steps is warned about once, with the learning rate the linear
-    scaling rule suggests. The window is in ``state_dict``, so a resumed run continues its estimates.
+    scaling rule suggests. The window is in ``state_dict``, so a resumed run continues its estimates; steps replayed
+    after resuming from an older checkpoint are not logged again into an MLflow run that holds them. A matrix that
+    cannot be analysed (see :class:`~rmt_callbacks.SpectrumMonitor`) is skipped with one warning per reason and its
+    window dropped; parameters are looked up afresh at every snapshot (replaced, reshaped or removed ones follow).
 
     Args:
         every_n_train_steps: record a snapshot every this many optimizer steps.
@@ -113,6 +116,7 @@ class DysonMonitor(Callback):
         self._previous_bs: int = 1
         self._epoch_batch_size: int | None = None
         self._warned: set[str] = set()
+        self._ledger = StepLedger(self._warn_replay)
 
     @property
     def state_key(self) -> str:
@@ -131,6 +135,7 @@ class DysonMonitor(Callback):
         self._epoch_batch_size = state_dict["epoch_batch_size"]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ledger.reset()
         try:
             resolve_views(pl_module, include=self.include)
         except ValueError as exc:
@@ -151,7 +156,9 @@ class DysonMonitor(Callback):
         if step % self.every_n_train_steps == 0:
             self._record(pl_module)
         if step % self.log_every_n_steps == 0 and temperature is not None:
-            log_to_loggers(trainer.loggers, self._metrics(trainer, pl_module, temperature), step=step)
+            key = sanitize(f"{self.log_key_prefix}noise_temperature")  # replayed steps of a resumed MLflow run: once
+            loggers = self._ledger.loggers(trainer.loggers, step=step, key=key)
+            log_to_loggers(loggers, self._metrics(trainer, pl_module, temperature), step=step)
 
     def _current_lr(self, trainer: pl.Trainer) -> float | None:
         if self.lr is not None:
@@ -229,6 +236,9 @@ class DysonMonitor(Callback):
                     temperature if stat == "diffusion" else temperature**0.5
                 )
         return out
+
+    def _warn_replay(self, message: str) -> None:
+        self._warn_once("replay", f"DysonMonitor: {message}")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

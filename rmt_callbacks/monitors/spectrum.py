@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
 from ..sinks.keys import artifact_path, metric_key
-from ..sinks.lightning import log_to_loggers, mlflow_loggers
+from ..sinks.lightning import StepLedger, log_to_loggers, mlflow_loggers
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
 from ._selection import validate_filter, validate_patterns
 
@@ -48,7 +48,8 @@ class SpectrumMonitor(Callback):
     The monitor analyses once when training starts (the initial spectrum) and then on its cadence, never twice
     at one ``global_step``. Metrics go to every logger in ``trainer.loggers`` through
     ``logger.log_metrics(metrics, step=trainer.global_step)``: the step is the number of optimizer steps taken
-    when the analysis ran (0 for the initial one). Only rank zero analyses and logs; ``pl_module.log`` is never
+    when the analysis ran (0 for the initial one). A run resumed from a checkpoint older than its last logged step
+    replays steps: an MLflow run that already holds a step is not written again (warned once). Only rank zero analyses and logs; ``pl_module.log`` is never
     used; with no logger at all the monitor warns once and analyses nothing. A matrix with NaN/Inf entries or fewer than 2 rows or columns is skipped: ``skipped = 1`` is logged, a
     warning is issued once per (matrix, reason) and the reason goes to the fit table (and, with MLflow, a run tag
     ``rmt.skipped.<matrix>``). Nothing in the hooks raises on bad weights.
@@ -129,6 +130,7 @@ class SpectrumMonitor(Callback):
         self._last_step: int | None = None
         self._num_analyses = 0
         self._warned: set[tuple[str, ...]] = set()
+        self._ledger = StepLedger(self._warn_replay)
 
     @property
     def state_key(self) -> str:
@@ -149,6 +151,7 @@ class SpectrumMonitor(Callback):
         self._num_analyses = int(state_dict["num_analyses"])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ledger.reset()
         self._views(pl_module, strict=not _has_lazy_parameters(pl_module))
         if not trainer.loggers:
             self._warn_once(("no logger",), "SpectrumMonitor: the Trainer has no logger; nothing will be analysed")
@@ -186,8 +189,13 @@ class SpectrumMonitor(Callback):
             return
         results = analyze_views(self._views(pl_module, strict=False), analyses=self.analyses)
         self._report_skips(results)
-        log_to_loggers(trainer.loggers, self._metrics(results), step=step)
-        for logger in mlflow_loggers(trainer.loggers):
+        loggers = trainer.loggers
+        if results:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
+            loggers = self._ledger.loggers(
+                loggers, step=step, key=metric_key(self.log_key_prefix, results[0].name, "skipped")
+            )
+        log_to_loggers(loggers, self._metrics(results), step=step)
+        for logger in mlflow_loggers(loggers):
             self._write_mlflow(logger, results, step=step, figures=figures)
 
     def _views(self, pl_module: pl.LightningModule, *, strict: bool) -> list[Any]:
@@ -212,6 +220,9 @@ class SpectrumMonitor(Callback):
                 if key not in self._warned:
                     self._warned.add(key)
                     log.info("SpectrumMonitor: %s fit of %r failed: %s", analysis, r.name, reason)
+
+    def _warn_replay(self, message: str) -> None:
+        self._warn_once(("replay",), f"SpectrumMonitor: {message}")
 
     def _warn_once(self, key: tuple[str, ...], message: str) -> None:
         if key not in self._warned:

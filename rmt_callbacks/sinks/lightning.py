@@ -14,12 +14,12 @@ References: MLflow REST API, ``log-batch`` limits; Lightning ``callbacks/lr_moni
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
-__all__ = ["MLFLOW_MAX_METRICS_PER_BATCH", "chunked", "log_to_loggers", "mlflow_loggers"]
+__all__ = ["MLFLOW_MAX_METRICS_PER_BATCH", "StepLedger", "chunked", "log_to_loggers", "mlflow_loggers"]
 
 MLFLOW_MAX_METRICS_PER_BATCH: int = 1000
 
@@ -77,3 +77,48 @@ def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, s
                 logger.log_metrics(chunk, step=step)
         else:
             logger.log_metrics(dict(metrics), step=step)
+
+
+class StepLedger:
+    """The steps a resumed run already holds, so that a replayed step is not logged into it twice.
+
+    A run resumed from a checkpoint older than its crash replays the steps in between; their metrics are already
+    in the MLflow run. On its first use in a fit the ledger reads, once per ``MLFlowLogger``, the steps at which
+    one of the callback's keys was logged (one ``get_metric_history`` request); :meth:`loggers` then leaves a
+    logger out at a step it already holds (the first record wins). Other loggers are always kept.
+
+    Args:
+        warn: called once with a message the first time a step is left out.
+
+    References: MLflow ``MlflowClient.get_metric_history``; Lightning ``MLFlowLogger(run_id=...)``.
+
+    Examples:
+        >>> StepLedger(print).loggers([], step=3, key="rmt/w/skipped")
+        []
+    """
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self._warn = warn
+        self._held: dict[int, frozenset[int]] | None = None
+
+    def reset(self) -> None:
+        """Forget what was read (call at fit start: the run may have changed)."""
+        self._held = None
+
+    def loggers(self, loggers: Sequence[Logger], *, step: int, key: str) -> list[Logger]:
+        """``loggers`` without the MLflow loggers whose run already holds ``key`` at ``step``."""
+        if self._held is None:
+            self._held = {id(lg): _logged_steps(lg, key) for lg in mlflow_loggers(loggers)}
+        kept = [lg for lg in loggers if step not in self._held.get(id(lg), frozenset())]
+        if len(kept) < len(loggers):
+            self._warn(f"step {step} is already in the resumed MLflow run; replayed steps are not logged again")
+        return kept
+
+
+def _logged_steps(logger: MLFlowLogger, key: str) -> frozenset[int]:
+    from mlflow.exceptions import MlflowException  # only with an MLFlowLogger attached
+
+    try:
+        return frozenset(m.step for m in logger.experiment.get_metric_history(logger.run_id, key))
+    except (MlflowException, OSError):  # an unreachable store: nothing known, log as usual
+        return frozenset()

@@ -1,0 +1,118 @@
+"""Resume: a run that crashes at an arbitrary step and is resumed from its checkpoint continues the same MLflow
+run; both monitors' states come back (through ``torch.load(weights_only=True)``), no step is logged twice or lost.
+
+Every epoch is one full batch of the same 8 samples, so where Lightning restarts inside the data does not matter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks import DysonMonitor, SpectrumMonitor, analyze
+
+
+class Net(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 5)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.fc(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Crash(pl.Callback):
+    """Raise when step ``at`` is about to run (its checkpoint of step ``at`` is already on disk)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.at:
+            raise RuntimeError(f"simulated crash at step {self.at}")
+
+
+def _data() -> DataLoader:
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
+    return DataLoader(TensorDataset(x, x[:, :5].sin()), batch_size=8)
+
+
+def _monitors() -> list[pl.Callback]:
+    return [
+        SpectrumMonitor(every_n_train_steps=3, analyses=["summary"], figure_every_n_analyses=None),
+        DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, batch_size=8),
+    ]
+
+
+def _trainer(tmp: Path, logger: MLFlowLogger, callbacks: list[pl.Callback], steps: int, every: int = 1) -> pl.Trainer:
+    ckpt = ModelCheckpoint(dirpath=tmp / "ckpt", every_n_train_steps=every, save_last=True, save_top_k=0)
+    return pl.Trainer(
+        max_steps=steps, default_root_dir=tmp, logger=logger, callbacks=[*callbacks, ckpt], accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+    )  # fmt: skip
+
+
+def test_crash_and_resume_continue_the_same_run(tmp_path: Path) -> None:
+    uri, art = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri()
+    first = MLFlowLogger(experiment_name="resume", tracking_uri=uri, artifact_location=art)
+    with pytest.raises(RuntimeError, match="simulated crash at step 7"):
+        _trainer(tmp_path, first, [*_monitors(), Crash(7)], steps=12).fit(Net(), _data())
+
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)  # nothing of ours needs unpickling
+    assert saved["global_step"] == 7
+    states = {k.split("{")[0]: v for k, v in saved["callbacks"].items() if k.startswith(("Spectrum", "Dyson"))}
+    assert states["SpectrumMonitor"] == {"last_step": 6, "num_analyses": 3}
+    assert [t.shape for t in states["DysonMonitor"]["snapshots"]["fc.weight"]] == [torch.Size([6])] * 4
+
+    monitors = _monitors()
+    second = MLFlowLogger(experiment_name="resume", tracking_uri=uri, run_id=first.run_id)
+    model = Net()
+    _trainer(tmp_path, second, monitors, steps=12).fit(model, _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert second.run_id == first.run_id
+
+    client = MlflowClient(uri)
+    steps = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/lambda_max")]
+    assert steps == [0, 3, 6, 7, 9, 12]  # the resume step 7 is a training start: analysed once (never 6 again)
+    assert monitors[0].state_dict() == {"last_step": 12, "num_analyses": 6}  # a lost state would count 3
+    last = client.get_metric_history(first.run_id, "rmt/fc.weight/lambda_max")[-1].value
+    assert last == pytest.approx(analyze(model)[0].metrics["lambda_max"], rel=1e-9)  # the resumed weights
+    widths = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/dyson/width")]
+    assert widths == [2, 4, 6, 8, 10, 12]  # a lost window would hold one snapshot at step 8: no width there
+    temperatures = client.get_metric_history(first.run_id, "rmt/noise_temperature")
+    assert [m.step for m in temperatures] == [2, 4, 6, 8, 10, 12]
+    assert [m.value for m in temperatures] == pytest.approx([0.1 / 8] * 6)
+    spectra = sorted(f.path for f in client.list_artifacts(first.run_id, "spectra"))
+    assert spectra == [f"spectra/step_{s:08d}.npz" for s in (0, 3, 6, 7, 9, 12)]
+
+
+def test_steps_replayed_from_an_older_checkpoint_are_not_logged_twice(tmp_path: Path) -> None:
+    """Checkpoints every 4 steps, crash at 7: the resume from step 4 replays 5-7, already logged (6) or not."""
+    uri, art = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri()
+    first = MLFlowLogger(experiment_name="replay", tracking_uri=uri, artifact_location=art)
+    with pytest.raises(RuntimeError, match="simulated crash at step 7"):
+        _trainer(tmp_path, first, [*_monitors(), Crash(7)], steps=12, every=4).fit(Net(), _data())
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    second = MLFlowLogger(experiment_name="replay", tracking_uri=uri, run_id=first.run_id)
+    with pytest.warns(RuntimeWarning, match="step 6 is already in the resumed MLflow run") as caught:
+        _trainer(tmp_path, second, _monitors(), steps=12, every=4).fit(
+            Net(), _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+        )
+    assert sum("already in the resumed MLflow run" in str(w.message) for w in caught) == 2  # once per monitor
+    client = MlflowClient(uri)
+    steps = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/lambda_max")]
+    assert sorted(steps) == [0, 3, 4, 6, 9, 12]  # 6 once; 4 is the resume start, not logged before
+    widths = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/dyson/width")]
+    assert sorted(widths) == [2, 4, 6, 8, 10, 12]  # 6 logged before the crash, not again
