@@ -101,9 +101,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--networks", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (rmt-reproduce's default: 1)")
     p.add_argument("--repeats", type=int, default=None, help="default 5 (3 with --quick)")
     args = p.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
+    torch.set_num_threads(args.threads)
     steps = 50 if args.quick else 300
     loop_nets, loop_steps = (4, 50) if args.quick else (10, 200)
     e, b, dev = args.networks, args.batch_size, args.device

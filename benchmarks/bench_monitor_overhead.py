@@ -1,7 +1,7 @@
 r"""Training wall time with and without ``SpectrumMonitor`` (issue 6, item 2).
 
 Reference CPU workload: an MLP of ``--layers`` (default 4) square ``nn.Linear(768, 768)`` layers with ReLUs,
-MSE regression on a fixed synthetic batch of ``--batch-size`` (default 256) rows, SGD, ``--steps`` optimizer
+MSE regression on a fixed synthetic batch of ``--batch-size`` (default 64) rows, SGD, ``--steps`` optimizer
 steps through a real ``Trainer`` with a ``CSVLogger`` (the monitor analyses nothing without a logger; both arms
 log to one). Arms, run interleaved after one warm-up each, median of ``--repeats``:
 
@@ -20,6 +20,7 @@ Usage: ``.venv/bin/python benchmarks/bench_monitor_overhead.py [--quick] [--devi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import tempfile
@@ -51,7 +52,7 @@ class _Repeat(Dataset[int]):
 class ReferenceMLP(pl.LightningModule):
     """``layers`` × Linear(width, width) regressing a fixed random target; one fixed batch per step."""
 
-    def __init__(self, layers: int = 4, width: int = 768, batch_size: int = 256, steps: int = 200) -> None:
+    def __init__(self, layers: int = 4, width: int = 768, batch_size: int = 64, steps: int = 200) -> None:
         super().__init__()
         torch.manual_seed(0)  # benchmark script: one fixed model and batch for every arm
         mods: list[nn.Module] = []
@@ -109,16 +110,17 @@ def analysis_seconds(args: argparse.Namespace, repeats: int = 3) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="200 steps, 3 repeats")
+    p.add_argument("--quick", action="store_true", help="100 steps, 2 repeats")
     p.add_argument("--device", default="cpu")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--width", type=int, default=768)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=None, help="default 1000 (200 with --quick)")
-    p.add_argument("--repeats", type=int, default=None, help="default 5 (3 with --quick)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=None, help="default 500 (100 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
     args = p.parse_args()
-    args.steps = args.steps or (200 if args.quick else 1000)
-    repeats = args.repeats or (3 if args.quick else 5)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banners in the table
+    args.steps = args.steps or (100 if args.quick else 500)
+    repeats = args.repeats or (2 if args.quick else 3)
     arms: dict[str, Callable[[], list[pl.Callback]]] = {
         "no monitor": list,
         "monitor default": lambda: [SpectrumMonitor()],
@@ -128,7 +130,7 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in arms}
     with tempfile.TemporaryDirectory() as logdir:
         for make in arms.values():  # warm-up
-            fit(argparse.Namespace(**{**vars(args), "steps": 20}), make(), logdir)
+            fit(argparse.Namespace(**{**vars(args), "steps": 5}), make(), logdir)
         for _ in range(repeats):
             for name, make in arms.items():
                 times[name].append(fit(args, make(), logdir))
