@@ -50,7 +50,7 @@ class SpectrumMonitor(Callback):
     ``logger.log_metrics(metrics, step=trainer.global_step)``: the step is the number of optimizer steps taken
     when the analysis ran (0 for the initial one). A run resumed from a checkpoint older than its last logged step
     replays steps: an MLflow run that already holds a step is not written again (warned once). Only rank zero analyses and logs; ``pl_module.log`` is never
-    used; with no logger at all the monitor warns once and analyses nothing. A matrix with NaN/Inf entries or fewer than 2 rows or columns is skipped: ``skipped = 1`` is logged, a
+    used; with no logger at all the monitor warns once and analyses nothing. A matrix with NaN/Inf entries, fewer than 2 rows or columns, a non-float dtype (integer, complex) or more than ``MAX_DENSE_LEVELS`` (8192) rows and columns is skipped: ``skipped = 1`` is logged, a
     warning is issued once per (matrix, reason) and the reason goes to the fit table (and, with MLflow, a run tag
     ``rmt.skipped.<matrix>``). Nothing in the hooks raises on bad weights.
 
