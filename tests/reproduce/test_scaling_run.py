@@ -37,3 +37,25 @@ def test_ts_mean_spacing_follows_sqrt_alpha_eps2_over_b_in_nested_runs(tmp_path:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
     assert len(children) == len(SETTINGS)
     assert {r.data.params["batch_size"] for r in children} == {"16", "64", "8"}
+
+
+@pytest.mark.slow  # ≈ 1 min: 14 teacher–student settings and two tiny RBM runs
+def test_scaling_command_nests_every_setting_under_one_parent(tmp_path: Path) -> None:
+    from rmt_callbacks.reproduce.rbm import run_rbm
+    from rmt_callbacks.reproduce.scaling import TS_SCANS, run_scaling
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = Settings(out=tmp_path / "out", tracking_uri=uri, progress=False, monitor=False)
+
+    def grid(child: Settings) -> list:
+        return [run_rbm(lr, bs, 300, 16, child, figures=False) for lr, bs in ((0.1, 16), (0.05, 8))]
+
+    summary = run_scaling(grid, 20, settings, ts_epochs=1)
+    assert math.isfinite(summary["rbm"]["a_fit_mean_spacing"])
+    assert math.isfinite(summary["teacher_student"]["a_fit_mean_spacing"])
+    assert (tmp_path / "out" / "scaling_rbm.png").stat().st_size > 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("rmt-reproduce").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(runs) == 1 + 2 + len(TS_SCANS)
+    assert math.isfinite(parent.data.metrics["ts/a_fit_mean_spacing"])
