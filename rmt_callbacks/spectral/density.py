@@ -13,8 +13,8 @@ v)^2 \delta_{\lambda_j}`, whose mean over probes is the density:
     \rho \approx \frac1k \sum_{l=1}^{k} \sum_{i=1}^{m} \tau^{(l)}_i\, \delta_{\theta^{(l)}_i} .
 
 For large :math:`N` the rules of different probes nearly coincide, so binning the Ritz values leaves a comb of
-:math:`m` spikes, and a Gaussian of one bin width blurs the edges (L1 ≈ 0.15–0.27 at :math:`N = 4096`, :math:`m =
-32`). Instead each probe's distribution function is set to the middle of its jump at every node,
+:math:`m` spikes, and a Gaussian of one bin width blurs the edges (L1 ≈ 0.15–0.27 at :math:`N = 4096`,
+:math:`m = 32`). Instead each probe's distribution function is set to the middle of its jump at every node,
 :math:`\sum_{j<i}\tau_j + \tau_i/2` (the Chebyshev–Markov–Stieltjes bracket), to 0 and 1 half a node spacing beyond
 the extreme nodes (flat there: densities vanish at soft edges), and joined by a monotone cubic (Fritsch–Carlson) in
 :math:`s = \sqrt x`, where the hard-edge :math:`x^{-1/2}` of a square matrix becomes a regular quarter circle. Ritz
@@ -25,20 +25,22 @@ the interpolation's end points and the converged Ritz values (± bound), plus 0.
 
 **KPM** (``method="kpm"``): Chebyshev moments of :math:`X` rescaled to :math:`[0, 1]` are the even moments
 of the symmetric density of :math:`s = \sqrt{x}`; that series, Jackson-damped, is integrated over the bins in
-closed form. :math:`m` products give :math:`2m + 1` moments in :math:`x`, degree :math:`4m` in :math:`s`.
+closed form. :math:`m` products give :math:`2m + 1` moments in :math:`x`, degree :math:`4m` in :math:`s`; the
+edges come from a short two-probe Lanczos run, which doubles the cost. L1 ≤ 0.05–0.06 on the test matrices (SLQ
+is more accurate at the soft edges, and cheaper).
 
-**Cost and the switch-over.** Exact: :math:`2MN^2` flops for the Gram product plus :math:`\approx\tfrac43 N^3`
-for ``eigvalsh``. SLQ: :math:`m` steps, each streaming ``W`` twice for all :math:`k` probes at once (memory
-bound for :math:`k \lesssim 32`, so its cost grows with :math:`m` rather than :math:`k`); the ratio falls like
-:math:`1/N`. The defaults :math:`k = 8`, :math:`m = 16` keep the L1 distance to the exact 100-bin histogram
-≤ 0.035 on Marchenko–Pastur (:math:`q = 0.5, 1, 2`) and spiked :math:`N = 4096` matrices, near the exact
-histogram's own fluctuation about its limit (≈ 0.02); fewer steps blur the soft edges (``m = 12``: 0.045).
-``benchmarks/bench_density.py`` measures the cost: on a 2-core CPU SLQ takes BENCH of the exact path at
-:math:`N = 4096` and LARGE at :math:`N = 8192`. :data:`DENSE_LIMIT` ``= 8192`` is where the estimate becomes
-an order of magnitude cheaper, and where a dense ``eigvalsh`` (float64 workspace > 1 GB, EIG8192 on that CPU)
-stops being affordable at every analysis: a monitor diagonalises a matrix whose :math:`\min(M, N)` is below
-it, estimates above it, and logs which method produced the spectrum (:attr:`SpectralDensity.method`). No
-matrix is skipped for its size.
+**Cost and the switch-over.** Exact: :math:`2MN^2` flops for the Gram product plus :math:`\approx\tfrac43 N^3` for
+``eigvalsh``, both compute-bound. SLQ: :math:`m` steps, each one pass over ``W`` for all :math:`k` probes at once
+(on a CPU in cache-sized panels, :math:`P^\top (P v)`), memory-bound, so its cost grows with :math:`m`, hardly with
+:math:`k`, and its share falls like :math:`1/N`. The defaults :math:`k = 8`, :math:`m = 16` keep the L1 distance to
+the exact 100-bin histogram ≤ 0.035 on Marchenko–Pastur (:math:`q = 0.5, 1, 2`) and spiked :math:`N = 4096`
+matrices, near the exact histogram's own fluctuation about its limit (≈ 0.02); fewer steps blur the soft edges
+(:math:`m = 12`: 0.045). On a 2-core CPU (``benchmarks/bench_density.py``) SLQ costs 0.09–0.16 of the exact path at
+:math:`\min(M, N) = 4096` (square matrices about 0.10) and 0.05–0.09 at 8192, where ``eigvalsh`` alone takes
+13–16 s and the Gram product 8–17 s more. Hence :data:`DENSE_LIMIT` ``= 8192``: a monitor diagonalises a matrix
+whose :math:`\min(M, N)` is below it (exact spectra, which spacing statistics need, for at most a few seconds),
+estimates the density at or above it, and logs which method produced each spectrum
+(:attr:`SpectralDensity.method`). No matrix is skipped for its size.
 
 References: Lin, Saad & Yang, arXiv:1308.5467; Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38 (2017) 1075;
 Weiße, Wellein, Alvermann & Fehske, arXiv:cond-mat/0504627 (KPM).
@@ -68,6 +70,7 @@ DENSE_LIMIT: int = 8192
 _MARGIN = 0.005  # edges: extreme Ritz values widened by this fraction of the span
 _CONVERGED = 0.01  # Ritz values with residual bound below this fraction of a bin are point masses
 _TINY = 1e-300
+_PANEL_BYTES = 1 << 21  # CPU: rows of W per panel of the Gram product, sized to stay in cache
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -234,11 +237,27 @@ def estimate_density(
 
 
 def _gram_operator(w: torch.Tensor) -> tuple[Operator, int, float]:
-    """``v (k, d) -> v X`` on the smaller side, its dimension ``d`` and the mass of the structural atom."""
+    """``v (k, d) -> v X`` on the smaller side, its dimension ``d`` and the mass of the structural atom.
+
+    On a CPU, ``W`` is streamed once per product in panels of about 2 MB that stay in cache between
+    :math:`P v` and :math:`P^\top (P v)` (twice as fast as two passes; a wide ``W`` is transposed into a
+    contiguous copy once for it). Other devices use two plain products.
+    """
     rows, cols = w.shape
-    if cols <= rows:  # X = W^T W / M on R^N
-        return (lambda v: (v @ w.mT) @ w / rows), cols, 0.0
-    return (lambda v: (v @ w) @ w.mT / rows), rows, 1.0 - rows / cols  # W W^T / M on R^M, plus N - M zeros
+    wide = cols > rows  # then W W^T / M on R^M, plus N - M structural zeros
+    dim, atom = (rows, 1.0 - rows / cols) if wide else (cols, 0.0)
+    mat = w.mT if wide else w  # (L, dim): X_small = mat^T mat / M
+    if w.device.type != "cpu":
+        return (lambda v: (v @ mat.mT) @ mat / rows), dim, atom
+    panels = (mat.contiguous() if wide else mat).split(max(8, _PANEL_BYTES // (dim * w.element_size())))
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(v)
+        for panel in panels:
+            out.addmm_(v @ panel.mT, panel)
+        return out / rows
+
+    return apply, dim, atom
 
 
 def _rademacher(k: int, dim: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -364,7 +383,8 @@ def _kpm_density(operator: Operator, probes: torch.Tensor, steps: int, *, bins: 
     moments = _chebyshev_moments(lambda v: 2.0 * operator(v) / scale - v, probes, steps)  # c_j of T_j(2X/scale-1)
     degree = 2 * (moments.numel() - 1)  # s-moments: mu_{2j} = c_j, odd ones vanish
     n = torch.arange(0, degree + 1, 2, dtype=torch.float64, device=edges.device)
-    g = _jackson(n, degree + 1)
+    a = math.pi / (degree + 2)  # Jackson damping of a series of degree + 1 terms
+    g = ((degree + 2 - n) * torch.cos(a * n) + torch.sin(a * n) / math.tan(a)) / (degree + 2)
     theta = torch.arccos((edges.clamp(0.0, scale) / scale).sqrt())  # y = s / sqrt(scale) = cos(theta)
     terms = torch.where(n[:, None] > 0, torch.sin(n[:, None] * theta) / n.clamp_min(1.0)[:, None], theta)
     cdf_part = -(2.0 / math.pi) * ((g * moments * torch.where(n > 0, 2.0, 1.0))[:, None] * terms).sum(0)
@@ -372,8 +392,9 @@ def _kpm_density(operator: Operator, probes: torch.Tensor, steps: int, *, bins: 
     mass = mass * (1.0 - atom) / mass.sum().clamp_min(_TINY)
     if atom > 0.0:
         mass = mass + _bin_points(edges.new_zeros(1), edges.new_full((1,), atom), edges)
-    lam_min = 0.0 if atom > 0.0 else float(nodes.min().clamp_min(0.0))
-    return SpectralDensity(edges, mass / edges.diff(), lam_min, float(nodes.max()), "kpm")
+    live = nodes[weights > 0]
+    lam_min = 0.0 if atom > 0.0 else float(live.min().clamp_min(0.0))
+    return SpectralDensity(edges, mass / edges.diff(), lam_min, float(live.max()), "kpm")
 
 
 def _chebyshev_moments(operator: Operator, probes: torch.Tensor, steps: int) -> torch.Tensor:
@@ -387,12 +408,6 @@ def _chebyshev_moments(operator: Operator, probes: torch.Tensor, steps: int) -> 
     even.append(2.0 * (t * t).sum(1) - even[0])
     c = torch.stack([x for pair in zip(even, odd, strict=False) for x in pair] + [even[-1]])
     return c.double().mean(1)
-
-
-def _jackson(n: torch.Tensor, order: int) -> torch.Tensor:
-    """Jackson damping factors :math:`g_n` for a series truncated after ``order`` terms."""
-    a = math.pi / (order + 1)
-    return ((order - n + 1) * torch.cos(a * n) + torch.sin(a * n) / math.tan(a)) / (order + 1)
 
 
 def _bin_points(x: torch.Tensor, w: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
