@@ -233,16 +233,27 @@ def _skipped(view: MatrixView, reason: str) -> MatrixResult:
     return MatrixResult(view.name, tuple(view.matrix.shape), view.source, {"skipped": 1.0}, reason)
 
 
+def _finite_or_reason(gram: torch.Tensor, w: torch.Tensor) -> torch.Tensor | str:
+    """``gram`` if every level is finite, else why not (finite entries whose squares overflow float64)."""
+    if bool(torch.isfinite(gram).all()):
+        return gram
+    return (
+        "eigendecomposition failed: the spectrum overflows float64 "
+        f"(largest |entry| {float(w.abs().max()):.3g}; its square exceeds {torch.finfo(torch.float64).max:.3g})"
+    )
+
+
 def _grams(ws: list[torch.Tensor]) -> list[torch.Tensor | str]:
     """Gram spectra ``(B_i, N)`` of equal-shape batches in one call; per batch (a reason on error) if that fails."""
     try:
-        return list(esd(torch.cat(ws)).split([w.shape[0] for w in ws]))
+        grams = esd(torch.cat(ws)).split([w.shape[0] for w in ws])
+        return [_finite_or_reason(g, w) for g, w in zip(grams, ws, strict=True)]
     except _FIT_ERRORS:
         pass
     out: list[torch.Tensor | str] = []
     for w in ws:
         try:
-            out.append(esd(w))
+            out.append(_finite_or_reason(esd(w), w))
         except _FIT_ERRORS as exc:
             out.append(f"eigendecomposition failed: {type(exc).__name__}: {exc}")
     return out

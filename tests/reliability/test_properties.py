@@ -5,7 +5,8 @@ Over shapes (empty, 1×n, n×1, batched), dtypes (half, bfloat16, float32/64, in
 
 * :func:`~rmt_callbacks.analysis.analyze_views` returns one result per view and raises nothing;
 * a view is skipped iff it is not a real floating tensor, has an empty dimension or one of size 1, or holds a
-  NaN/Inf (or the eigensolver gives up on a finite but extreme matrix, with a reason saying so);
+  NaN/Inf (or the eigensolver gives up on, or the spectrum overflows for, a finite but extreme matrix, with a
+  reason saying so);
 * a skipped view logs ``skipped = 1`` and nothing else; an analysed one ``skipped = 0``, and every value is a
   finite float (nothing MLflow would store as NaN);
 * a healthy view gets the same metrics whatever bad views share its call (bad input does not leak).
@@ -79,6 +80,17 @@ def test_bad_views_do_not_change_healthy_ones(cases: list[tuple[MatrixView, bool
     assert results[0].skipped is None
     for key, value in alone.metrics.items():  # batched with equal shapes or not: same to round-off
         assert math.isclose(results[0].metrics[key], value, rel_tol=1e-6, abs_tol=1e-9), key
+
+
+def test_finite_entries_whose_squares_overflow_are_skipped_and_do_not_leak() -> None:
+    """Entries near 1e200 are finite, their Gram matrix is not: that batch is skipped, its shape-mate is not."""
+    g = torch.Generator().manual_seed(0)
+    huge = MatrixView("huge", torch.randn(2, 2, generator=g, dtype=torch.float64) * 1e200, "matrix")
+    fine = MatrixView("fine", torch.randn(2, 2, generator=g, dtype=torch.float64), "matrix")
+    huge_r, fine_r = analyze_views([huge, fine])
+    assert huge_r.metrics == {"skipped": 1.0}
+    assert huge_r.skipped.startswith("eigendecomposition failed: the spectrum overflows float64"), huge_r.skipped
+    assert fine_r.skipped is None and math.isfinite(fine_r.metrics["lambda_max"])
 
 
 def test_matrix_beyond_the_dense_solver_is_skipped_before_reading_it() -> None:
