@@ -16,22 +16,29 @@ References: arXiv:2412.20496, arXiv:2407.16427; Lightning ``LearningRateMonitor`
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
 from ..sinks.keys import artifact_path, metric_key
 from ..sinks.lightning import StepLedger, log_to_loggers, mlflow_loggers
+from ..spectral import MatrixView
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
 from ._selection import validate_filter, validate_patterns
+from ._worker import AnalysisWorker, Finished, OverheadBudget, check_budget
 
-__all__ = ["SpectrumMonitor"]
+__all__ = ["DEFAULT_OVERHEAD_BUDGET", "SpectrumMonitor"]
+
+DEFAULT_OVERHEAD_BUDGET: float = 0.02
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,23 @@ class SpectrumMonitor(Callback):
     The monitor analyses once when training starts (the initial spectrum) and then on its cadence, never twice
     at one ``global_step``. Metrics go to every logger in ``trainer.loggers`` through
     ``logger.log_metrics(metrics, step=trainer.global_step)``: the step is the number of optimizer steps taken
-    when the analysis ran (0 for the initial one). A run resumed from a checkpoint older than its last logged step
-    replays steps: an MLflow run that already holds a step is not written again (warned once). Only rank zero analyses and logs; ``pl_module.log`` is never
-    used; with no logger at all the monitor warns once and analyses nothing. A matrix with NaN/Inf entries, fewer than 2 rows or columns, a non-float dtype (integer, complex) or more than ``MAX_DENSE_LEVELS`` (8192) rows and columns is skipped: ``skipped = 1`` is logged, a
+    when the weights were copied (0 for the initial copy). A run resumed from a checkpoint older than its last
+    logged step replays steps: an MLflow run that already holds a step is not written again (warned once). Only
+    rank zero analyses and logs; ``pl_module.log`` is never used; with no logger at all the monitor warns once and
+    analyses nothing. A matrix with NaN/Inf entries, fewer than 2 rows or columns, a non-float dtype (integer,
+    complex) or more than ``MAX_DENSE_LEVELS`` (8192) rows and columns is skipped: ``skipped = 1`` is logged, a
     warning is issued once per (matrix, reason) and the reason goes to the fit table (and, with MLflow, a run tag
     ``rmt.skipped.<matrix>``). Nothing in the hooks raises on bad weights.
+
+    **Training is not kept waiting.** When an analysis is due the hook copies the selected weights (on CUDA on a
+    side stream) and returns; a background thread analyses the copy and writes MLflow's share (network included).
+    Finished analyses are sent to the other loggers at the next hook, from the training thread, and every pending
+    one is finished and logged before training ends (``on_train_end``), when a checkpoint is saved (so a resumed
+    run never misses one) and when training raises. The ``overhead_budget`` :math:`f` paces the analyses: one
+    starts only if the previous one is done and took at most :math:`f` times the wall time since it started, so
+    on any machine the analyses cost at most about :math:`f` of training time; a due step that would exceed it is
+    deferred to the next due step (said once, at info level), and each analysis logs the interval it ran at.
+    ``overhead_budget=None`` analyses at every due step (with ``background=False``, synchronously in the hook).
 
     Logged metrics (``{log_key_prefix}{matrix}/{statistic}``):
         * ``skipped``: 1 if the matrix was skipped (then nothing else is logged for it), else 0.
@@ -68,7 +87,9 @@ class SpectrumMonitor(Callback):
         * ``surmise/converged``, ``surmise/beta``, ``surmise/ks``: the Wigner-surmise fit of the normalised
           spacings (``"spacings"``).
 
-        A failed fit logs only its ``…/converged = 0``.
+        A failed fit logs only its ``…/converged = 0``. Per analysis the monitor also logs
+        ``{log_key_prefix}monitor/analysis_seconds`` (its compute time) and
+        ``{log_key_prefix}monitor/analysis_interval`` (optimizer steps since the previous analysis; 0 for the first).
 
     MLflow artifacts (with an ``MLFlowLogger``, written into its run):
         * ``spectra/step_{step:08d}.npz``: the Gram eigenvalues, one array ``(..., N)`` per matrix name;
@@ -89,6 +110,9 @@ class SpectrumMonitor(Callback):
         analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings"]``; ``None``: all.
         log_key_prefix: the metric-key prefix.
         figure_every_n_analyses: draw figures (MLflow only) on analyses number 0, k, 2k, …; ``None`` or 0: never.
+        overhead_budget: the largest fraction of training wall time analyses may take, in ``(0, 1]`` (default
+            0.02); ``None``: analyse at every due step, however long it takes.
+        background: analyse on a background thread (default); ``False`` analyses synchronously in the hook.
 
     Raises:
         ValueError, TypeError: a bad argument (in ``__init__``), naming it, its value and what is allowed; at fit
@@ -116,6 +140,8 @@ class SpectrumMonitor(Callback):
         analyses: list[Analysis] | None = None,
         log_key_prefix: str = "rmt/",
         figure_every_n_analyses: int | None = 10,
+        overhead_budget: float | None = DEFAULT_OVERHEAD_BUDGET,
+        background: bool = True,
     ) -> None:
         self.every_n_train_steps, self.every_n_epochs = resolve_cadence(every_n_train_steps, every_n_epochs)
         self.include = validate_patterns("include", include, allow_none=True)
@@ -127,10 +153,18 @@ class SpectrumMonitor(Callback):
         self.log_key_prefix = log_key_prefix
         check_count("figure_every_n_analyses", figure_every_n_analyses, allow_zero=True)
         self.figure_every_n_analyses = figure_every_n_analyses
+        self.overhead_budget = check_budget(overhead_budget)
+        if not isinstance(background, bool):
+            raise TypeError(f"background must be a bool, got {type(background).__name__} ({background!r})")
+        self.background = background
         self._last_step: int | None = None
         self._num_analyses = 0
         self._warned: set[tuple[str, ...]] = set()
+        self._messages: queue.SimpleQueue[str] = queue.SimpleQueue()  # warnings raised off the training thread
         self._ledger = StepLedger(self._warn_replay)
+        self._budget = OverheadBudget(self.overhead_budget)
+        self._worker: AnalysisWorker[_Report] = AnalysisWorker("rmt-SpectrumMonitor")
+        self._trainer: pl.Trainer | None = None
 
     @property
     def state_key(self) -> str:
@@ -144,17 +178,24 @@ class SpectrumMonitor(Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
+        """The schedule; pending analyses are finished and logged first, so a checkpoint never loses one."""
+        if self._trainer is not None:
+            self._collect(self._trainer, wait=True)
         return {"last_step": self._last_step, "num_analyses": self._num_analyses}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_step = state_dict["last_step"]
         self._num_analyses = int(state_dict["num_analyses"])
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
         self._views(pl_module, strict=not _has_lazy_parameters(pl_module))
         if not trainer.loggers:
             self._warn_once(("no logger",), "SpectrumMonitor: the Trainer has no logger; nothing will be analysed")
+        self._emit_warnings()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_analyse("train_start", trainer, pl_module)
@@ -165,12 +206,24 @@ class SpectrumMonitor(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_analyse("train_epoch_end", trainer, pl_module)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._collect(trainer, wait=True)  # every pending analysis is logged before the loggers finalise
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._collect(trainer, wait=True)  # what was analysed before the crash is still logged
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._collect(trainer, wait=True)
+        self._worker.close()
+        self._trainer = None
+
     def _maybe_analyse(
         self,
         event: Literal["train_start", "train_batch_end", "train_epoch_end"],
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
     ) -> None:
+        self._collect(trainer, wait=False)
         due = is_due(
             event,
             global_step=trainer.global_step,
@@ -179,24 +232,88 @@ class SpectrumMonitor(Callback):
             every_n_epochs=self.every_n_epochs,
             last_step=self._last_step,
         )
-        if due and not trainer.sanity_checking:
-            self._analyse(trainer, pl_module)
+        if not due or trainer.sanity_checking:
+            return
+        if self.overhead_budget is not None and (self._worker.busy or not self._budget.allows()):
+            self._note_deferred(trainer.global_step)
+            return
+        self._analyse(trainer, pl_module)
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step, figures = trainer.global_step, figure_due(self._num_analyses, self.figure_every_n_analyses)
+        interval = 0 if self._last_step is None else step - self._last_step
         self._last_step, self._num_analyses = step, self._num_analyses + 1
         if not trainer.is_global_zero or not trainer.loggers:
             return
-        results = analyze_views(self._views(pl_module, strict=False), analyses=self.analyses)
-        self._report_skips(results)
-        loggers = trainer.loggers
-        if results:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
-            loggers = self._ledger.loggers(
-                loggers, step=step, key=metric_key(self.log_key_prefix, results[0].name, "skipped")
+        snapshot = _snapshot(self._views(pl_module, strict=False))
+        mlflow = mlflow_loggers(trainer.loggers)
+        self._budget.started()
+
+        def job() -> _Report:
+            return self._run_analysis(snapshot, mlflow, step=step, interval=interval, figures=figures)
+
+        if self.background:
+            self._worker.submit(job)
+        else:
+            start = time.perf_counter()
+            try:
+                report, error = job(), None
+            except Exception as exc:  # the same contract as the worker: never into training
+                report, error = None, exc
+            self._deliver(trainer, Finished(report, error, time.perf_counter() - start))
+
+    def _run_analysis(
+        self, views: list[MatrixView], mlflow: list[Any], *, step: int, interval: int, figures: bool
+    ) -> _Report:
+        """The worker's job: analyse the snapshot, then write MLflow's share (network) off the training thread."""
+        start = time.perf_counter()
+        results = analyze_views(views, analyses=self.analyses)
+        seconds = time.perf_counter() - start
+        metrics = self._metrics(results)
+        metrics[metric_key(self.log_key_prefix, "monitor", "analysis_seconds")] = seconds
+        metrics[metric_key(self.log_key_prefix, "monitor", "analysis_interval")] = float(interval)
+        if mlflow and results:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
+            key = metric_key(self.log_key_prefix, results[0].name, "skipped")
+            mlflow = self._ledger.loggers(mlflow, step=step, key=key)
+        for logger in mlflow:
+            self._write_mlflow(logger, results, metrics, step=step, figures=figures)
+        return _Report(step, results, metrics, seconds)
+
+    def _collect(self, trainer: pl.Trainer, *, wait: bool) -> None:
+        """Log the analyses that finished (all pending ones when ``wait``), in order, from the training thread."""
+        for finished in self._worker.drain() if wait else self._worker.finished():
+            self._deliver(trainer, finished)
+        self._emit_warnings()
+
+    def _deliver(self, trainer: pl.Trainer, finished: Finished[_Report]) -> None:
+        report = finished.value
+        if report is None:
+            self._warn_once(
+                ("analysis", type(finished.error).__name__),
+                f"SpectrumMonitor: an analysis failed and was dropped: {finished.error!r}",
             )
-        log_to_loggers(loggers, self._metrics(results), step=step)
-        for logger in mlflow_loggers(loggers):
-            self._write_mlflow(logger, results, step=step, figures=figures)
+            self._emit_warnings()
+            return
+        self._budget.finished(report.seconds)
+        self._report_skips(report.results)
+        others = [lg for lg in trainer.loggers if lg not in mlflow_loggers(trainer.loggers)]
+        log_to_loggers(others, report.metrics, step=report.step)
+        self._emit_warnings()
+
+    def _note_deferred(self, step: int) -> None:
+        why = (
+            "the previous analysis is still running"
+            if self._worker.busy
+            else f"an analysis takes {self._budget.last_cost:.3g} s"
+        )
+        key = metric_key(self.log_key_prefix, "monitor", "analysis_interval")
+        self._warn_once(
+            ("budget",),
+            f"SpectrumMonitor: {why}; to keep analyses within overhead_budget={self.overhead_budget:g} of training "
+            f"time the one due at step {step} is deferred: the cadence stretches, and each analysis logs the "
+            f"interval it ran at as {key!r} (overhead_budget=None analyses on every due step)",
+            info=True,
+        )
 
     def _views(self, pl_module: pl.LightningModule, *, strict: bool) -> list[Any]:
         """The selected matrix views; an empty selection raises when ``strict``, else warns and gives []."""
@@ -224,19 +341,63 @@ class SpectrumMonitor(Callback):
     def _warn_replay(self, message: str) -> None:
         self._warn_once(("replay",), f"SpectrumMonitor: {message}")
 
-    def _warn_once(self, key: tuple[str, ...], message: str) -> None:
+    def _warn_once(self, key: tuple[str, ...], message: str, *, info: bool = False) -> None:
+        """Queue ``message`` once per ``key`` (from any thread); the training thread emits it."""
         if key not in self._warned:
             self._warned.add(key)
-            rank_zero_warn(message, category=RuntimeWarning)
+            self._messages.put(("i" if info else "w") + message)
 
-    def _write_mlflow(self, logger: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
+    def _emit_warnings(self) -> None:
+        while True:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            if message[0] == "i":
+                rank_zero_info(message[1:])
+            else:
+                rank_zero_warn(message[1:], category=RuntimeWarning)
+
+    def _write_mlflow(
+        self, logger: Any, results: Sequence[MatrixResult], metrics: dict[str, float], *, step: int, figures: bool
+    ) -> None:
         from ..sinks.mlflow import SINK_ERRORS, MlflowRun  # imports mlflow: only with an MLFlowLogger
 
         try:
+            log_to_loggers([logger], metrics, step=step)
             run = MlflowRun.from_logger(logger)
             _write_artifacts(run, results, step=step, figures=figures)
         except (*SINK_ERRORS, ValueError, TypeError, RuntimeError) as exc:  # a store or figure failure: warn, go on
             self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
+
+
+@dataclass(frozen=True)
+class _Report:
+    """One finished analysis: the step it describes, its results and metrics, and its compute time."""
+
+    step: int
+    results: list[MatrixResult]
+    metrics: dict[str, float]
+    seconds: float
+
+
+def _snapshot(views: Sequence[MatrixView]) -> list[MatrixView]:
+    """Detached copies of the views, taken now (the optimizer moves on while the worker reads them).
+
+    On CUDA the copies are made on a side stream that waits for the training stream, and the training stream
+    waits for the copies (device-side, the host does not block), so the next optimizer step cannot overwrite a
+    weight before it was copied and the analysis never queues behind training kernels.
+    """
+    cuda = [v for v in views if v.matrix.is_cuda]
+    if not cuda:
+        return [MatrixView(v.name, v.matrix.detach().clone(), v.source) for v in views]
+    side = torch.cuda.Stream(device=cuda[0].matrix.device)
+    side.wait_stream(torch.cuda.current_stream(cuda[0].matrix.device))
+    with torch.cuda.stream(side):
+        out = [MatrixView(v.name, v.matrix.detach().clone(), v.source) for v in views]
+    torch.cuda.current_stream(cuda[0].matrix.device).wait_stream(side)
+    side.synchronize()  # the copies are complete before the worker thread (another stream) reads them
+    return out
 
 
 def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:

@@ -82,7 +82,7 @@ def _train(tmp_path: Path, *, loggers: list | bool, monitor: SpectrumMonitor | N
 
 
 def _monitor(figure_every_n_analyses: int = 2) -> SpectrumMonitor:
-    return SpectrumMonitor(every_n_train_steps=5, figure_every_n_analyses=figure_every_n_analyses)
+    return SpectrumMonitor(every_n_train_steps=5, overhead_budget=None, figure_every_n_analyses=figure_every_n_analyses)
 
 
 def _check_run(

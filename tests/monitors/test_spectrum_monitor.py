@@ -70,7 +70,7 @@ def _steps_with(rows: list[dict[str, str]], key: str) -> list[int]:
 
 def test_step_is_global_step_and_values_match_analyze(tmp_path: Path) -> None:
     """Every 3 optimizer steps with 2 batches per step: analyses at global steps 0, 3, 6, logged at those steps."""
-    monitor = SpectrumMonitor(every_n_train_steps=3, analyses=["summary", "marchenko_pastur"])
+    monitor = SpectrumMonitor(every_n_train_steps=3, overhead_budget=None, analyses=["summary", "marchenko_pastur"])
     trainer, model, rows = _fit(tmp_path, [monitor], accumulate_grad_batches=2)
     assert trainer.global_step == 6
     assert _steps_with(rows, "rmt/net.0.weight/lambda_max") == [0, 3, 6]
@@ -84,14 +84,16 @@ def test_step_is_global_step_and_values_match_analyze(tmp_path: Path) -> None:
 
 
 def test_epoch_cadence(tmp_path: Path) -> None:
-    monitor = SpectrumMonitor(every_n_epochs=2, include=["net.0.*"], analyses=["summary"], log_key_prefix="spec/")
+    monitor = SpectrumMonitor(
+        every_n_epochs=2, overhead_budget=None, include=["net.0.*"], analyses=["summary"], log_key_prefix="spec/"
+    )
     _, _, rows = _fit(tmp_path, [monitor], max_steps=-1, max_epochs=4)  # 8 steps per epoch
     assert _steps_with(rows, "spec/net.0.weight/stable_rank") == [0, 16, 32]
     assert not any(k.startswith("spec/net.2") for k in rows[0])
 
 
 def test_bad_matrices_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
-    monitor = SpectrumMonitor(every_n_train_steps=2)
+    monitor = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer, _, rows = _fit(tmp_path, [monitor], model=Tiny(bad=True))
@@ -107,8 +109,8 @@ def test_bad_matrices_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
 
 
 def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
-    first = SpectrumMonitor(every_n_train_steps=4, analyses=["summary"])
-    other = SpectrumMonitor(every_n_train_steps=4, analyses=["summary"], log_key_prefix="other/")
+    first = SpectrumMonitor(every_n_train_steps=4, overhead_budget=None, analyses=["summary"])
+    other = SpectrumMonitor(every_n_train_steps=4, overhead_budget=None, analyses=["summary"], log_key_prefix="other/")
     assert first.state_key != other.state_key
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     _fit(tmp_path / "a", [first, other, ckpt], max_steps=4, enable_checkpointing=True)
@@ -116,7 +118,7 @@ def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
     assert saved[first.state_key] == {"last_step": 4, "num_analyses": 2}
     assert saved[other.state_key] == {"last_step": 4, "num_analyses": 2}
 
-    resumed = SpectrumMonitor(every_n_train_steps=4, analyses=["summary"])
+    resumed = SpectrumMonitor(every_n_train_steps=4, overhead_budget=None, analyses=["summary"])
     trainer = pl.Trainer(
         default_root_dir=tmp_path / "b", logger=CSVLogger(tmp_path / "b"), callbacks=[resumed], max_steps=8,
         accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
@@ -156,6 +158,10 @@ def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> N
         ({"analyses": []}, ValueError, r"analyses must be a non-empty list"),
         ({"log_key_prefix": 1}, TypeError, r"log_key_prefix must be a str, got int \(1\)"),
         ({"figure_every_n_analyses": -1}, ValueError, r"figure_every_n_analyses must be None or an int >= 0, got -1"),
+        ({"overhead_budget": 0}, ValueError, r"overhead_budget must be None or a number in \(0, 1\], got 0"),
+        ({"overhead_budget": 1.5}, ValueError, r"overhead_budget must be None or a number in \(0, 1\], got 1.5"),
+        ({"overhead_budget": "2%"}, ValueError, r"overhead_budget must be None or a number in \(0, 1\], got '2%'"),
+        ({"background": 1}, TypeError, r"background must be a bool, got int \(1\)"),
     ],
 )
 def test_bad_arguments_raise_in_init(kwargs: dict, error: type[Exception], match: str) -> None:

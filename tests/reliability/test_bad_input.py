@@ -97,7 +97,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str, li
     uri = f"sqlite:///{tmp}/mlflow.db"
     logger = MLFlowLogger(experiment_name="bad", tracking_uri=uri, artifact_location=(tmp / "art").as_uri())
     spectrum = SpectrumMonitor(
-        every_n_train_steps=1, include=["net.*", "hurt.*", "extra.*"], analyses=["summary", "marchenko_pastur"],
+        every_n_train_steps=1, overhead_budget=None, include=["net.*", "hurt.*", "extra.*"], analyses=["summary", "marchenko_pastur"],
         figure_every_n_analyses=None,
     )  # fmt: skip
     dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, include=["net.*", "hurt.*", "extra.*"])

@@ -104,7 +104,9 @@ class Hostile(pl.LightningModule):
 def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_path: Path) -> None:
     uri, root = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts"
     logger = MLFlowLogger(experiment_name="names", tracking_uri=uri, artifact_location=root.as_uri())
-    monitor = SpectrumMonitor(every_n_train_steps=2, analyses=["summary"], figure_every_n_analyses=1)
+    monitor = SpectrumMonitor(
+        every_n_train_steps=2, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=1
+    )
     trainer = pl.Trainer(
         max_steps=2, default_root_dir=tmp_path, logger=logger, callbacks=[monitor], accelerator="cpu",
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -1,0 +1,191 @@
+r"""Work off the training thread: one daemon thread running jobs in order, and the budget that paces them.
+
+A monitor snapshots the weights in the training hook (a copy on their device: microseconds to milliseconds) and
+hands the analysis to an :class:`AnalysisWorker`; the hook returns at once. Finished results are collected by
+the training thread at its next hook (:meth:`AnalysisWorker.finished`), so loggers and warnings are only ever
+called from the training thread, and :meth:`AnalysisWorker.drain` waits for everything pending before training
+ends: nothing is lost.
+
+The :class:`OverheadBudget` keeps the analysis cost at a fraction :math:`f` of training time. With :math:`c` the
+wall time of the last analysis and :math:`t` the time since it was started, a new analysis may start when
+
+.. math::
+
+    c \le f\, t ,
+
+so analyses are at least :math:`c/f` apart and their total time is at most :math:`f` of the elapsed time (plus
+one analysis). Wall time is counted as if the analysis ran on the training thread, so the bound holds whether
+the worker runs beside training on a free core or competes with it for the same one.
+
+References: Lightning ``AsyncCheckpointIO`` (a single worker thread, errors re-raised at the next call); PyTorch
+``torch.cuda.Stream`` semantics for work beside the training stream.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "check_budget"]
+
+T = TypeVar("T")
+
+
+def check_budget(value: object) -> float | None:
+    """Validate ``overhead_budget``: ``None`` (no pacing) or a float in ``(0, 1]``.
+
+    Examples:
+        >>> check_budget(0.02), check_budget(None)
+        (0.02, None)
+        >>> check_budget(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: overhead_budget must be None or a number in (0, 1], got 0
+    """
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"overhead_budget must be None or a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+class OverheadBudget:
+    r"""May an analysis start now? At most a fraction ``fraction`` of the elapsed time goes to analyses.
+
+    Args:
+        fraction: :math:`f`; ``None`` allows every analysis.
+        clock: seconds, monotone (``time.perf_counter``).
+
+    Examples:
+        >>> now = [0.0]
+        >>> budget = OverheadBudget(0.1, clock=lambda: now[0])
+        >>> budget.allows()  # nothing measured yet
+        True
+        >>> budget.started(); now[0] = 0.5; budget.finished(0.5)  # an analysis of 0.5 s
+        >>> now[0] = 4.0; budget.allows()  # 0.5 > 0.1 * 4
+        False
+        >>> now[0] = 5.0; budget.allows()
+        True
+    """
+
+    def __init__(self, fraction: float | None, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.fraction = fraction
+        self._clock = clock
+        self._last_start: float | None = None
+        self._last_cost = 0.0
+
+    def allows(self) -> bool:
+        """``True`` when :math:`c \\le f t` (always without a fraction or before the first measurement)."""
+        if self.fraction is None or self._last_start is None:
+            return True
+        return self._last_cost <= self.fraction * (self._clock() - self._last_start)
+
+    def started(self) -> None:
+        """An analysis starts now."""
+        self._last_start = self._clock()
+
+    def finished(self, seconds: float) -> None:
+        """The last analysis took ``seconds`` of wall time."""
+        self._last_cost = float(seconds)
+
+    @property
+    def last_cost(self) -> float:
+        """Wall seconds of the last finished analysis (0 before any)."""
+        return self._last_cost
+
+
+@dataclass(frozen=True)
+class Finished(Generic[T]):
+    """A finished job: its value, or the exception it raised (never re-raised into training), and its wall time."""
+
+    value: T | None
+    error: BaseException | None
+    seconds: float
+
+
+class AnalysisWorker(Generic[T]):
+    """One daemon thread that runs submitted jobs in order; results are picked up by the submitting thread.
+
+    At most one job waits while another runs: a third :meth:`submit` blocks until the first is done
+    (back-pressure instead of unbounded memory). The thread starts on the first job and ends with :meth:`close`
+    or the process.
+
+    Args:
+        name: the thread's name (shown by debuggers and ``py-spy``).
+
+    Examples:
+        >>> worker = AnalysisWorker("doc")
+        >>> worker.submit(lambda: 6 * 7)
+        >>> [f.value for f in worker.drain()]
+        [42]
+        >>> worker.submit(lambda: 1 / 0)
+        >>> type(worker.drain()[0].error).__name__
+        'ZeroDivisionError'
+        >>> worker.close()
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.Queue[Callable[[], T] | None] = queue.Queue(maxsize=1)
+        self._done: queue.SimpleQueue[Finished[T]] = queue.SimpleQueue()
+        self._pending = 0  # submitted and not yet picked up; touched by the submitting thread only
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a submitted job has not been picked up yet (running, waiting or finished but unread)."""
+        return self._pending > 0
+
+    def submit(self, job: Callable[[], T]) -> None:
+        """Queue ``job`` (blocks only while another job is already waiting)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        self._pending += 1
+        self._jobs.put(job)
+
+    def finished(self) -> list[Finished[T]]:
+        """Jobs finished since the last call, in submission order; never blocks."""
+        out: list[Finished[T]] = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        self._pending -= len(out)
+        return out
+
+    def drain(self, timeout_s: float | None = None) -> list[Finished[T]]:
+        """Wait for every submitted job (at most ``timeout_s`` in all) and return the finished ones in order."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        out: list[Finished[T]] = []
+        while self._pending > len(out):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                out.append(self._done.get(timeout=left))
+            except queue.Empty:
+                break
+        self._pending -= len(out)
+        return out
+
+    def close(self) -> None:
+        """Stop the thread after the jobs already queued (does not wait for it)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._jobs.put(None)
+        self._thread = None
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            start = time.perf_counter()
+            try:
+                value: Any = job()
+                error = None
+            except BaseException as exc:  # handed back to the training thread as data, never raised
+                value, error = None, exc
+            self._done.put(Finished(value, error, time.perf_counter() - start))

@@ -1,0 +1,145 @@
+"""SpectrumMonitor off the training thread: same numbers as in the hook, nothing lost, paced by its budget."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import threading
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks import SpectrumMonitor
+from rmt_callbacks.monitors._worker import AnalysisWorker, OverheadBudget
+
+STEPS = 12
+
+
+class Net(pl.LightningModule):
+    """Two layers, a large learning rate (the weights move visibly every step); optionally fails at a step."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # identical initial weights in every arm
+        self.net = nn.Sequential(nn.Linear(16, 24), nn.Tanh(), nn.Linear(24, 16))
+        self.fail_at = fail_at
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.fail_at is not None and self.global_step == self.fail_at:
+            raise RuntimeError("boom")
+        x, y = batch
+        return nn.functional.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Net | None = None) -> list[dict[str, str]]:
+    g = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(96, 16, generator=g), torch.randn(96, 16, generator=g))
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = pl.Trainer(
+        max_steps=STEPS, logger=logger, callbacks=[monitor], accelerator="cpu", default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+    )  # fmt: skip
+    trainer.fit(model or Net(), DataLoader(data, batch_size=8))
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _by_step(rows: list[dict[str, str]], skip: str = "monitor/analysis_seconds") -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {}
+    for r in rows:
+        out.setdefault(int(r["step"]), {}).update({k: v for k, v in r.items() if v and k != "step" and skip not in k})
+    return out
+
+
+def test_background_analysis_equals_the_synchronous_one_step_by_step(tmp_path: Path) -> None:
+    """The worker analyses a copy taken at the step it reports: later optimizer steps do not leak into it."""
+    kwargs = {"every_n_train_steps": 3, "overhead_budget": None, "analyses": ["summary", "marchenko_pastur"]}
+    background = _by_step(_fit(tmp_path / "bg", SpectrumMonitor(**kwargs)))
+    inline = _by_step(_fit(tmp_path / "inline", SpectrumMonitor(background=False, **kwargs)))
+    assert sorted(background) == sorted(inline) == [0, 3, 6, 9, 12]  # the last one was flushed at train end
+    assert background == inline  # every value, to the printed digit
+    assert {background[s]["rmt/monitor/analysis_interval"] for s in (3, 6, 9, 12)} == {"3.0"}
+
+
+def test_the_analysis_runs_on_another_thread(tmp_path: Path) -> None:
+    threads: set[str] = set()
+
+    def record(name: str, param: torch.Tensor) -> bool:  # called where the views are resolved: the training thread
+        threads.add(threading.current_thread().name)
+        return True
+
+    monitor = SpectrumMonitor(every_n_train_steps=4, overhead_budget=None, param_filter=record)
+    seen: list[str] = []
+    original = monitor._run_analysis
+    monitor._run_analysis = lambda *a, **k: (seen.append(threading.current_thread().name), original(*a, **k))[1]
+    _fit(tmp_path, monitor)
+    assert threads == {threading.current_thread().name}
+    assert set(seen) == {"rmt-SpectrumMonitor"} and len(seen) == 4  # steps 0, 4, 8, 12
+
+
+def test_a_tiny_budget_defers_every_later_analysis_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With f = 1e-9 an analysis of ~ms would need ~10^6 s of training before the next: only step 0 runs."""
+    with caplog.at_level(logging.INFO):
+        rows = _fit(tmp_path, SpectrumMonitor(every_n_train_steps=2, overhead_budget=1e-9))
+    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/skipped")])) == [0]
+    notes = [r.message for r in caplog.records if "overhead_budget=1e-09" in r.message]
+    assert len(notes) == 1 and "deferred" in notes[0], notes
+
+
+def test_analyses_before_a_crash_are_logged(tmp_path: Path) -> None:
+    monitor = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, analyses=["summary"])
+    with pytest.raises(RuntimeError, match="boom"):
+        _fit(tmp_path, monitor, Net(fail_at=7))
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        steps = sorted(_by_step([r for r in csv.DictReader(f) if r.get("rmt/net.0.weight/lambda_max")]))
+    assert steps == [0, 2, 4, 6]
+
+
+def test_worker_keeps_order_and_hands_errors_back() -> None:
+    worker: AnalysisWorker[int] = AnalysisWorker("test")
+    for i in range(5):
+        worker.submit(lambda i=i: 1 // (i - 3) if i == 3 else i)
+    done = worker.drain()
+    worker.close()
+    assert [f.value for f in done] == [0, 1, 2, None, 4]
+    assert isinstance(done[3].error, ZeroDivisionError) and not worker.busy
+
+
+def test_drain_with_a_timeout_returns_what_finished() -> None:
+    release = threading.Event()
+    worker: AnalysisWorker[str] = AnalysisWorker("test")
+    worker.submit(lambda: "fast")
+    worker.submit(lambda: release.wait(10) and "slow")
+    first = worker.drain(timeout_s=0.5)
+    assert [f.value for f in first][:1] == ["fast"]
+    release.set()
+    rest = worker.drain()
+    worker.close()
+    assert [f.value for f in first + rest] == ["fast", "slow"] and not worker.busy
+
+
+def test_budget_spacing_is_cost_over_fraction() -> None:
+    """An analysis of c seconds at fraction f allows the next one exactly c / f seconds after it started."""
+    now = [0.0]
+    budget = OverheadBudget(0.05, clock=lambda: now[0])
+    starts = []
+    for tick in range(1000):  # a clock advancing 0.1 s per check, analyses costing 0.2 s: one every 4 s
+        now[0] = tick * 0.1
+        if budget.allows():
+            starts.append(round(now[0], 6))
+            budget.started()
+            budget.finished(0.2)
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(starts)}
+    assert gaps == {4.0}
+    assert OverheadBudget(None).allows()
