@@ -25,10 +25,28 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
     \bar m = \frac{1}{B} \sum_{b=1}^{B} m(X_b),\qquad
     \text{fit}\Big(\bigcup_{b=1}^{B} \operatorname{spec} X_b\Big).
 
-A matrix that cannot be analysed (not a real floating tensor, NaN/Inf, fewer than 2 rows or columns, more than
-:data:`MAX_DENSE_LEVELS` non-structural levels for the dense eigensolver) is *skipped* with a reason; an
-analysis that fails records ``{analysis}/converged = 0`` and the reason. Nothing here raises on bad weights.
-Pure torch: no Lightning, MLflow or matplotlib.
+**Cost and memory.** The spectra of equal-shape matrices (over all views of a call) are decomposed together by
+one ``torch.linalg.eigvalsh`` per stack of at most :data:`STACK_BYTES` float64 bytes (and at least one matrix),
+Gram matrices in one stack, symmetric parts in another; each stack is filled matrix by matrix from the weights,
+so the analysis holds about two copies of :math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64
+(the stack and the copy ``eigvalsh`` makes of it). The eigensolver is all but the whole cost: two
+decompositions per square matrix with ``"semicircle"`` (Gram and symmetric part), one without it.
+
+**Past the dense eigensolver.** A view with :math:`\min(M, N) \ge` :data:`~rmt_callbacks.spectral.DENSE_LIMIT`
+(8192) is not diagonalised: its Gram density is estimated by stochastic Lanczos quadrature
+(:func:`~rmt_callbacks.spectral.estimate_density`, fixed probe seed, no global random numbers) and the result's
+``method`` is ``"slq"`` instead of ``"eigvalsh"``. It gets what the estimate supports: ``lambda_max`` (the
+largest Ritz value, converged to the top edge from below), ``lambda_min`` (smallest Ritz value; 0 when
+:math:`N > M`), ``lambda_mean`` :math:`= \|W\|_F^2/(MN)` (exact), ``spectral_norm`` :math:`= \sqrt{M
+\lambda_{\max}}`, ``stable_rank`` :math:`= N \lambda_{\rm mean}/\lambda_{\max}`, ``estimated = 1``, and the
+density (``spectra["density"]`` on ``spectra["density_edges"]``, pooled over the batch). Fits and spacings need
+the exact levels: they fail with that reason (``converged = 0``). No matrix is skipped for its size.
+
+A matrix that cannot be analysed (not a real floating tensor, NaN/Inf, fewer than 2 rows or columns) is
+*skipped* with a reason; the finiteness check is one sum over the stored entries, so a huge (even expanded,
+stride-0) matrix full of NaN is refused without a dense pass or a mask. An analysis that fails records
+``{analysis}/converged = 0`` and the reason. Nothing here raises on bad weights. Pure torch: no Lightning,
+MLflow or matplotlib.
 
 References: arXiv:2412.20496, arXiv:2407.16427; Martin & Mahoney, arXiv:1810.01075 (post-hoc ``analyze``).
 """
@@ -36,7 +54,7 @@ References: arXiv:2412.20496, arXiv:2407.16427; Martin & Mahoney, arXiv:1810.010
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,12 +64,22 @@ from torch import nn
 from .fits import fit_marchenko_pastur, fit_semicircle, fit_surmise
 from .laws import SpectralLaw
 from .monitors._selection import ParamFilter, available_names, select_names, validate_filter, validate_patterns
-from .spectral import MatrixView, esd, matrices_of, spectrum_summary, unfolded_spacings, validate_matrix
+from .spectral import (
+    DENSE_LIMIT,
+    MatrixView,
+    SpectralDensity,
+    estimate_density,
+    matrices_of,
+    spectrum_summary,
+    unfolded_spacings,
+    validate_matrix,
+)
 
 __all__ = [
     "ANALYSES",
     "MAX_DENSE_LEVELS",
     "MIN_UNFOLD_LEVELS",
+    "STACK_BYTES",
     "Analysis",
     "MatrixResult",
     "analyze",
@@ -64,9 +92,14 @@ __all__ = [
 Analysis = Literal["summary", "marchenko_pastur", "semicircle", "spacings"]
 ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "semicircle", "spacings")
 MIN_UNFOLD_LEVELS: int = 10
-MAX_DENSE_LEVELS: int = 8192
-r"""Largest :math:`\min(M, N)` decomposed: the dense eigensolver costs :math:`O(\min(M, N)^3)` time and
-:math:`O(\min(M, N)^2)` memory per matrix; larger matrices are skipped (checked before any entry is read)."""
+MAX_DENSE_LEVELS: int = DENSE_LIMIT - 1
+r"""Largest :math:`\min(M, N)` diagonalised exactly (:data:`~rmt_callbacks.spectral.DENSE_LIMIT` - 1); the density
+of a larger matrix is estimated (``method="slq"``), never skipped for its size."""
+STACK_BYTES: int = 8 << 20
+"""Float64 bytes of one ``eigvalsh`` stack (at least one matrix): bounds the analysis' memory to about two
+stacks, at no measured cost in speed (``eigvalsh`` loops over a CPU batch; ``benchmarks/bench_analysis.py``)."""
+DENSITY_BINS: int = 100
+_PROBE_SEED = 0  # the SLQ probes: a fixed seed, so an analysis is deterministic and draws no global random numbers
 _FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
 _PREFIX = {"marchenko_pastur": "mp/", "semicircle": "semicircle/", "spacings": "surmise/"}
 
@@ -85,6 +118,9 @@ class MatrixResult:
         spectra: ``"gram"`` ``(..., N)``, ``"symmetric"`` ``(..., N)`` (square only) and ``"spacings"`` (pooled,
             1-D) as float64 CPU tensors, for arrays and figures.
         laws: the fitted laws by analysis name, for figure overlays.
+        method: what produced the spectrum: ``"eigvalsh"`` (exact levels) or ``"slq"`` (estimated density; then
+            ``spectra`` holds ``"density"`` ``(bins,)`` on ``"density_edges"`` ``(bins + 1,)``, pooled over the
+            batch, and ``"gram"`` is empty, ``(..., 0)``: there are no exact levels); ``None`` when skipped.
     """
 
     name: str
@@ -95,6 +131,7 @@ class MatrixResult:
     failures: dict[str, str] = field(default_factory=dict)
     spectra: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     laws: dict[str, SpectralLaw] = field(default_factory=dict, repr=False, compare=False)
+    method: str | None = "eigvalsh"
 
 
 def validate_analyses(analyses: object) -> tuple[str, ...]:
@@ -146,13 +183,8 @@ def _owner(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name.rpartition(".")[0])
 
 
-def _skip_reason(matrix: torch.Tensor) -> str | None:
-    """Why ``matrix`` ``(..., M, N)`` cannot be analysed, or ``None``; the size is checked before the entries."""
-    if isinstance(matrix, torch.Tensor) and matrix.ndim >= 2 and min(matrix.shape[-2:]) > MAX_DENSE_LEVELS:
-        return (
-            f"too large for the dense eigensolver: shape {tuple(matrix.shape)} has min(M, N) = "
-            f"{min(matrix.shape[-2:])} > MAX_DENSE_LEVELS = {MAX_DENSE_LEVELS}"
-        )
+def _invalid_reason(matrix: object) -> str | None:
+    """Why ``matrix`` ``(..., M, N)`` cannot be analysed at all, or ``None`` (cheap for any size)."""
     try:
         validate_matrix(matrix, name="weight")
     except (TypeError, ValueError) as exc:
@@ -163,9 +195,17 @@ def _skip_reason(matrix: torch.Tensor) -> str | None:
     return None
 
 
-def _batch_copy(matrix: torch.Tensor) -> torch.Tensor:
-    """A detached float64 copy of ``matrix`` ``(..., M, N)`` as a batch ``(B, M, N)``."""
-    return matrix.detach().to(torch.float64, copy=True).reshape(-1, *matrix.shape[-2:])
+def _skip_reason(matrix: torch.Tensor) -> str | None:
+    """Why ``matrix`` cannot be diagonalised exactly, or ``None``: for callers that need exact levels (Dyson).
+
+    The size is checked before the entries: :math:`\\min(M, N) \\ge` ``DENSE_LIMIT`` is refused unread.
+    """
+    if isinstance(matrix, torch.Tensor) and matrix.ndim >= 2 and min(matrix.shape[-2:]) >= DENSE_LIMIT:
+        return (
+            f"too large for the dense eigensolver: shape {tuple(matrix.shape)} has min(M, N) = "
+            f"{min(matrix.shape[-2:])} >= DENSE_LIMIT = {DENSE_LIMIT}"
+        )
+    return _invalid_reason(matrix)
 
 
 def _summary(gram: torch.Tensor, rows: int) -> dict[str, float]:
@@ -189,22 +229,25 @@ def _spacings(gram: torch.Tensor, rows: int) -> torch.Tensor:
     return (raw / mean).flatten()
 
 
-def _fit(analysis: str, gram: torch.Tensor, w: torch.Tensor, out: dict[str, Any]) -> Any:
-    m, n = w.shape[-2:]
+def _fit(analysis: str, gram: torch.Tensor, shape: tuple[int, int], out: dict[str, Any]) -> Any:
+    m, n = shape
     if analysis == "marchenko_pastur":
         return fit_marchenko_pastur(gram.flatten(), ratio=n / m, rows=m)
     if analysis == "semicircle":
-        out["symmetric"] = esd(w, kind="symmetric")
+        if isinstance(out.get("symmetric"), str):  # the symmetric part's eigendecomposition failed
+            raise RuntimeError(out.pop("symmetric"))
         return fit_semicircle(out["symmetric"].flatten())
     out["spacings"] = _spacings(gram, m)
     return fit_surmise(out["spacings"])
 
 
-def _analyse_one(view: MatrixView, w: torch.Tensor, gram: torch.Tensor, analyses: tuple[str, ...]) -> MatrixResult:
-    """``w`` ``(B, M, N)`` float64 copy of the view, ``gram`` its ``(B, N)`` spectrum."""
-    m, n = w.shape[-2:]
+def _analyse_one(
+    view: MatrixView, gram: torch.Tensor, sym: torch.Tensor | str | None, analyses: tuple[str, ...]
+) -> MatrixResult:
+    """``gram`` ``(B, N)`` the view's Gram spectrum, ``sym`` ``(B, N)`` its symmetric part's (or why not)."""
+    m, n = view.matrix.shape[-2:]
     metrics, failures = {"skipped": 0.0}, {}
-    spectra: dict[str, torch.Tensor] = {"gram": gram}
+    spectra: dict[str, Any] = {"gram": gram} if sym is None else {"gram": gram, "symmetric": sym}
     laws: dict[str, SpectralLaw] = {}
     for analysis in analyses:
         if analysis == "semicircle" and m != n:
@@ -213,7 +256,7 @@ def _analyse_one(view: MatrixView, w: torch.Tensor, gram: torch.Tensor, analyses
             if analysis == "summary":
                 metrics.update(_summary(gram, m))
                 continue
-            fit = _fit(analysis, gram, w, spectra)
+            fit = _fit(analysis, gram, (m, n), spectra)
         except _FIT_ERRORS as exc:
             failures[analysis] = f"{type(exc).__name__}: {exc}"
             if analysis in _PREFIX:
@@ -230,65 +273,208 @@ def _analyse_one(view: MatrixView, w: torch.Tensor, gram: torch.Tensor, analyses
 
 
 def _skipped(view: MatrixView, reason: str) -> MatrixResult:
-    return MatrixResult(view.name, tuple(view.matrix.shape), view.source, {"skipped": 1.0}, reason)
+    return MatrixResult(view.name, tuple(view.matrix.shape), view.source, {"skipped": 1.0}, reason, method=None)
 
 
-def _finite_or_reason(gram: torch.Tensor, w: torch.Tensor) -> torch.Tensor | str:
-    """``gram`` if every level is finite, else why not (finite entries whose squares overflow float64)."""
-    if bool(torch.isfinite(gram).all()):
-        return gram
+def _overflow(matrix: torch.Tensor) -> str:
     return (
         "eigendecomposition failed: the spectrum overflows float64 "
-        f"(largest |entry| {float(w.abs().max()):.3g}; its square exceeds {torch.finfo(torch.float64).max:.3g})"
+        f"(largest |entry| {float(matrix.detach().abs().max()):.3g}; "
+        f"its square exceeds {torch.finfo(torch.float64).max:.3g})"
     )
 
 
-def _grams(ws: list[torch.Tensor]) -> list[torch.Tensor | str]:
-    """Gram spectra ``(B_i, N)`` of equal-shape batches in one call; per batch (a reason on error) if that fails."""
-    try:
-        grams = esd(torch.cat(ws)).split([w.shape[0] for w in ws])
-        return [_finite_or_reason(g, w) for g, w in zip(grams, ws, strict=True)]
-    except _FIT_ERRORS:
-        pass
-    out: list[torch.Tensor | str] = []
-    for w in ws:
+def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[int, int, int]]]:
+    """Stacks of at most ``per_stack`` matrices, as ``(view, start, stop)`` slices of the flattened views."""
+    stack: list[tuple[int, int, int]] = []
+    room = per_stack
+    for i, flat in enumerate(flats):
+        start = 0
+        while start < flat.shape[0]:
+            stop = min(flat.shape[0], start + room)
+            stack.append((i, start, stop))
+            room -= stop - start
+            start = stop
+            if room == 0:
+                yield stack
+                stack, room = [], per_stack
+    if stack:
+        yield stack
+
+
+def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> None:
+    """Write the Gram matrices (unnormalised, smaller side) or the symmetric parts of ``w`` ``(b, M, N)``."""
+    if kind == "symmetric":
+        out.copy_(w).add_(w.mT).mul_(0.5)  # float64 sums of the stored entries: exact for float32/16 weights
+        return
+    w64 = w.to(torch.float64)  # at most one stack's worth (the caller bounds ``b``)
+    if w.shape[-1] <= w.shape[-2]:
+        torch.matmul(w64.mT, w64, out=out)
+    else:
+        torch.matmul(w64, w64.mT, out=out)
+
+
+def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
+    """Per view ``(B_i, M, N)``, its ``(B_i, N)`` spectrum of ``kind`` (``"gram"``: normalised, ascending, with
+    the structural zeros; ``"symmetric"``), or why it failed; one ``eigvalsh`` per stack of ``STACK_BYTES``."""
+    m, n = flats[0].shape[-2:]
+    side = min(m, n) if kind == "gram" else n
+    per_stack = max(1, STACK_BYTES // (side * side * 8))
+    pieces: list[list[torch.Tensor]] = [[] for _ in flats]
+    reasons: dict[int, str] = {}
+    for stack in _chunks(flats, per_stack):
+        buf = torch.empty(sum(b - a for _, a, b in stack), side, side, dtype=torch.float64, device=flats[0].device)
+        offset = 0
+        for i, a, b in stack:
+            part = buf[offset : offset + b - a]
+            _fill(part, flats[i][a:b], kind)
+            if not bool(torch.isfinite(part).all()):  # finite entries whose squares overflow float64
+                reasons.setdefault(i, _overflow(flats[i]))
+                part.zero_()  # keeps the rest of the stack decomposable
+            offset += b - a
         try:
-            out.append(_finite_or_reason(esd(w), w))
-        except _FIT_ERRORS as exc:
-            out.append(f"eigendecomposition failed: {type(exc).__name__}: {exc}")
+            eigs = [torch.linalg.eigvalsh(buf)]
+        except _FIT_ERRORS:  # find the culprit: eigvalsh again, view slice by view slice
+            eigs = []
+        offset = 0
+        for i, a, b in stack:
+            part = buf[offset : offset + b - a]
+            if eigs:
+                levels = eigs[0][offset : offset + b - a]
+            else:
+                try:
+                    levels = torch.linalg.eigvalsh(part)
+                except _FIT_ERRORS as exc:
+                    reasons.setdefault(i, f"eigendecomposition failed: {type(exc).__name__}: {exc}")
+                    levels = part.new_zeros(b - a, side)
+            pieces[i].append(levels)
+            offset += b - a
+        del buf, eigs
+    out: list[torch.Tensor | str] = []
+    for i in range(len(flats)):
+        if i in reasons:
+            out.append(reasons[i])
+            continue
+        levels = torch.cat(pieces[i])
+        if not bool(torch.isfinite(levels).all()):  # a solver that returned NaN instead of raising
+            out.append(f"eigendecomposition failed: non-finite eigenvalues of a finite {kind} matrix")
+            continue
+        if kind == "gram":
+            levels = levels.clamp_min(0.0) / m
+            if n > m:
+                levels = torch.cat([levels.new_zeros(levels.shape[0], n - m), levels], dim=-1)
+        out.append(levels)
     return out
 
 
-def analyze_views(views: Sequence[MatrixView], *, analyses: Sequence[str] = ANALYSES) -> list[MatrixResult]:
-    """Analyse matrix views; equal-shape views share one batched eigen-decomposition.
+def _analyse_group(views: list[MatrixView], analyses: tuple[str, ...]) -> list[MatrixResult]:
+    """Equal-shape views on one device: Gram spectra (and symmetric parts if square and asked for) by stacks."""
+    m, n = views[0].matrix.shape[-2:]
+    flats = [v.matrix.detach().reshape(-1, m, n) for v in views]  # views of the weights (a copy if not viewable)
+    grams = _levels(flats, "gram")
+    live = [i for i, g in enumerate(grams) if isinstance(g, torch.Tensor)]
+    syms: dict[int, torch.Tensor | str] = {}
+    if m == n and "semicircle" in analyses and live:
+        syms = dict(zip(live, _levels([flats[i] for i in live], "symmetric"), strict=True))
+    return [
+        _analyse_one(view, gram, syms.get(i), analyses) if isinstance(gram, torch.Tensor) else _skipped(view, gram)
+        for i, (view, gram) in enumerate(zip(views, grams, strict=True))
+    ]
 
-    Works on float64 copies, under ``torch.no_grad()``, and draws no random numbers.
+
+def _frobenius2(w: torch.Tensor) -> float:
+    """:math:`\\|W\\|_F^2` in float64, a panel of rows at a time (no full-size copy)."""
+    rows = max(1, STACK_BYTES // (8 * w.shape[-1]))
+    return sum(float(p.to(torch.float64).square().sum()) for p in w.split(rows))
+
+
+def _pooled(densities: list[SpectralDensity]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of the batch's densities on common equal bins over all their edges: (density, edges)."""
+    if len(densities) == 1:
+        return densities[0].density, densities[0].edges
+    lo, hi = min(float(d.edges[0]) for d in densities), max(float(d.edges[-1]) for d in densities)
+    edges = torch.linspace(lo, hi, DENSITY_BINS + 1, dtype=torch.float64, device=densities[0].edges.device)
+    mass = torch.stack([d.cdf(edges) for d in densities]).mean(0).diff()
+    return mass / edges.diff(), edges
+
+
+def _estimated(view: MatrixView, analyses: tuple[str, ...]) -> MatrixResult:
+    """A view past the dense eigensolver: its SLQ density, the statistics the estimate supports, no fits."""
+    m, n = view.matrix.shape[-2:]
+    flat = view.matrix.detach().reshape(-1, m, n)
+    generator = torch.Generator(device=flat.device).manual_seed(_PROBE_SEED)
+    densities, stats = [], []
+    for w in flat:
+        d = estimate_density(w, bins=DENSITY_BINS, generator=generator)
+        mean = _frobenius2(w) / (m * n)
+        lam_max = max(d.lambda_max, 0.0)
+        rank = n * mean / lam_max if lam_max > 0.0 else math.nan
+        densities.append(d)
+        stats.append([d.lambda_min, lam_max, mean, math.sqrt(m * lam_max), rank])
+    keys = ("lambda_min", "lambda_max", "lambda_mean", "spectral_norm", "stable_rank")
+    means = torch.tensor(stats, dtype=torch.float64).nanmean(0).tolist()
+    if not all(math.isfinite(v) for v in means[:4]):
+        return _skipped(view, _overflow(view.matrix))
+    metrics = {"skipped": 0.0, **{k: v for k, v in zip(keys, means, strict=True) if math.isfinite(v)}}
+    metrics["estimated"] = 1.0
+    failures = {}
+    why = (
+        f"needs the exact levels: the density of this {tuple(view.matrix.shape)} matrix was estimated by SLQ "
+        f"(min(M, N) = {min(m, n)} >= DENSE_LIMIT = {DENSE_LIMIT})"
+    )
+    for analysis in analyses:
+        if analysis in _PREFIX and (analysis != "semicircle" or m == n):
+            failures[analysis] = why
+            metrics[f"{_PREFIX[analysis]}converged"] = 0.0
+    density, edges = _pooled(densities)
+    spectra = {
+        "gram": torch.empty(*view.matrix.shape[:-2], 0, dtype=torch.float64),
+        "density": density.cpu(),
+        "density_edges": edges.cpu(),
+    }
+    return MatrixResult(
+        view.name, tuple(view.matrix.shape), view.source, metrics, None, failures, spectra, {}, method="slq"
+    )
+
+
+def analyze_views(views: Sequence[MatrixView], *, analyses: Sequence[str] = ANALYSES) -> list[MatrixResult]:
+    """Analyse matrix views; equal-shape views share batched eigen-decompositions (module docstring: cost, memory).
+
+    Works under ``torch.no_grad()`` on float64 stacks of at most :data:`STACK_BYTES`, never changes the weights,
+    and draws no global random numbers (the SLQ probes of matrices past the dense eigensolver use a fixed seed).
 
     Args:
         views: the views, each ``(..., M, N)``.
         analyses: names from :data:`ANALYSES`.
 
     Returns:
-        One :class:`MatrixResult` per view, in order; bad matrices come back with ``skipped`` set.
+        One :class:`MatrixResult` per view, in order; bad matrices come back with ``skipped`` set, matrices with
+        :math:`\\min(M, N) \\ge` ``DENSE_LIMIT`` with ``method="slq"``.
 
     Raises:
         TypeError, ValueError: ``analyses`` is invalid (never for bad weights).
+
+    Examples:
+        >>> w = torch.randn(3, 40, 20, generator=torch.Generator().manual_seed(0))
+        >>> (r,) = analyze_views([MatrixView("w", w, "ensemble")], analyses=["summary"])
+        >>> r.method, r.spectra["gram"].shape
+        ('eigvalsh', torch.Size([3, 20]))
     """
     analyses = validate_analyses(analyses)
     results: list[MatrixResult | None] = [None] * len(views)
     groups: dict[tuple[int, int, str], list[int]] = {}
-    for i, view in enumerate(views):
-        reason = _skip_reason(view.matrix)
-        if reason is not None:
-            results[i] = _skipped(view, reason)
-        else:
-            groups.setdefault((*view.matrix.shape[-2:], str(view.matrix.device)), []).append(i)
     with torch.no_grad():
+        for i, view in enumerate(views):
+            reason = _invalid_reason(view.matrix)
+            if reason is not None:
+                results[i] = _skipped(view, reason)
+            elif min(view.matrix.shape[-2:]) >= DENSE_LIMIT:
+                results[i] = _estimated(view, analyses)
+            else:
+                groups.setdefault((*view.matrix.shape[-2:], str(view.matrix.device)), []).append(i)
         for idx in groups.values():
-            ws = [_batch_copy(views[i].matrix) for i in idx]  # (B_i, M, N) float64 copies
-            for i, w, gram in zip(idx, ws, _grams(ws), strict=True):
-                ok = isinstance(gram, torch.Tensor)
-                results[i] = _analyse_one(views[i], w, gram, analyses) if ok else _skipped(views[i], gram)
+            for i, result in zip(idx, _analyse_group([views[i] for i in idx], analyses), strict=True):
+                results[i] = result
     return [r for r in results if r is not None]
 
 
@@ -336,15 +522,17 @@ def analyze(
 
 
 def to_rows(results: Sequence[MatrixResult]) -> list[dict[str, Any]]:
-    """One flat dict per result: ``name``, ``shape``, ``source``, ``skip_reason``, ``failures``, then the metrics.
+    """One flat dict per result: ``name``, ``shape``, ``source``, ``method``, ``skip_reason``, ``failures``, metrics.
+
+    ``method`` says what produced the spectrum (``"eigvalsh"``, ``"slq"``; ``None`` when skipped).
 
     Examples:
         >>> to_rows([MatrixResult("w", (2, 3), "linear", {"skipped": 0.0, "lambda_max": 1.5})])
-        [{'name': 'w', 'shape': '(2, 3)', 'source': 'linear', 'skip_reason': None, 'failures': '', 'skipped': 0.0, 'lambda_max': 1.5}]
+        [{'name': 'w', 'shape': '(2, 3)', 'source': 'linear', 'method': 'eigvalsh', 'skip_reason': None, 'failures': '', 'skipped': 0.0, 'lambda_max': 1.5}]
     """  # noqa: E501
     rows = []
     for r in results:
         failures = "; ".join(f"{k}: {v}" for k, v in r.failures.items())
-        head = {"name": r.name, "shape": str(r.shape), "source": r.source, "skip_reason": r.skipped}
+        head = {"name": r.name, "shape": str(r.shape), "source": r.source, "method": r.method, "skip_reason": r.skipped}
         rows.append({**head, "failures": failures, **r.metrics})
     return rows

@@ -182,11 +182,12 @@ def test_no_rng_no_grad_no_mutation() -> None:
 
 def test_to_rows_is_a_table() -> None:
     rows = to_rows([MatrixResult("a", (2, 3), "linear", {"skipped": 0.0, "lambda_max": 1.5}, failures={"x": "y"}),
-                    MatrixResult("b", (3, 3), "matrix", {"skipped": 1.0}, skipped="NaN")])  # fmt: skip
+                    MatrixResult("b", (3, 3), "matrix", {"skipped": 1.0}, skipped="NaN", method=None)])  # fmt: skip
     assert rows == [
-        {"name": "a", "shape": "(2, 3)", "source": "linear", "skip_reason": None, "failures": "x: y", "skipped": 0.0,
-         "lambda_max": 1.5},
-        {"name": "b", "shape": "(3, 3)", "source": "matrix", "skip_reason": "NaN", "failures": "", "skipped": 1.0},
+        {"name": "a", "shape": "(2, 3)", "source": "linear", "method": "eigvalsh", "skip_reason": None,
+         "failures": "x: y", "skipped": 0.0, "lambda_max": 1.5},
+        {"name": "b", "shape": "(3, 3)", "source": "matrix", "method": None, "skip_reason": "NaN", "failures": "",
+         "skipped": 1.0},
     ]  # fmt: skip
 
 

@@ -47,12 +47,24 @@ value, :math:`S = |x_i - x_{i+1}|` is taken per network and pooled over the ense
 is :math:`s = S / \langle S \rangle`, and :math:`\langle S \rangle` is the ensemble mean (or the papers'
 histogram-weighted mean).
 
+**Past the dense eigensolver.** For :math:`\min(M, N) \ge` :data:`DENSE_LIMIT` the Gram density is estimated
+from matrix-vector products (:func:`estimate_density`, stochastic Lanczos quadrature) instead of diagonalised;
+:class:`SpectralDensity` records which method produced it.
+
 **Device and dtype.** Every computation runs on the input's device. Eigen-decompositions of float16 /
 bfloat16 inputs are carried out in float32; results keep float32 or float64.
 
 References: arXiv:2412.20496, arXiv:2407.16427.
 """
 
+from .density import (
+    DENSE_LIMIT,
+    SpectralDensity,
+    density_from_eigenvalues,
+    density_l1,
+    estimate_density,
+    exact_density,
+)
 from .esd import esd, validate_matrix
 from .matrices import MatrixView, iter_matrices, matrices_of
 from .spacing import (
@@ -67,8 +79,14 @@ from .spacing import (
 from .summary import spectral_norm, spectrum_summary, stable_rank
 
 __all__ = [
+    "DENSE_LIMIT",
     "MatrixView",
+    "SpectralDensity",
+    "density_from_eigenvalues",
+    "density_l1",
     "esd",
+    "estimate_density",
+    "exact_density",
     "freedman_diaconis_edges",
     "histogram_mean",
     "iter_matrices",

@@ -23,6 +23,10 @@ def validate_matrix(weight: object, *, name: str = "weight") -> None:
         weight: the tensor to check, shape ``(..., M, N)``.
         name: how the argument is called in the error messages.
 
+    Finiteness costs one sum over the stored entries (no mask is allocated; the entries are counted only when
+    the sum is not finite), and an expanded (stride-0) tensor is checked on the entries it stores, so the
+    check is cheap for any size.
+
     Raises:
         TypeError: ``weight`` is not a ``torch.Tensor``, or its dtype is not a real floating type (integer,
             boolean and complex tensors are rejected).
@@ -47,11 +51,24 @@ def validate_matrix(weight: object, *, name: str = "weight") -> None:
         raise ValueError(f"{name} must have at least 2 dimensions (..., M, N), got shape {shape}")
     if weight.numel() == 0:
         raise ValueError(f"{name} must not have an empty dimension, got shape {shape}")
-    bad = int((~torch.isfinite(weight)).sum())
+    stored, copies = _stored(weight)
+    if bool(torch.isfinite(stored.sum())):  # one pass, no mask: a finite sum means every entry is finite
+        return
+    bad = int((~torch.isfinite(stored)).sum()) * copies  # NaN/Inf, or a sum that overflowed: count them
     if bad:
         raise ValueError(
             f"{name} must be finite, but {bad} of its {weight.numel()} entries are NaN or Inf (shape {shape})"
         )
+
+
+def _stored(weight: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The entries ``weight`` actually stores, and how often each appears: an expanded (stride-0) dimension is
+    one stored slice repeated, so it is narrowed to length 1 (a huge expanded matrix is checked in O(1))."""
+    copies = 1
+    for dim, (size, stride) in enumerate(zip(weight.shape, weight.stride(), strict=True)):
+        if stride == 0 and size > 1:
+            weight, copies = weight.narrow(dim, 0, 1), copies * size
+    return weight, copies
 
 
 def esd(

@@ -93,14 +93,30 @@ def test_finite_entries_whose_squares_overflow_are_skipped_and_do_not_leak() -> 
     assert fine_r.skipped is None and math.isfinite(fine_r.metrics["lambda_max"])
 
 
-def test_matrix_beyond_the_dense_solver_is_skipped_before_reading_it() -> None:
-    """An expanded (stride-0) view: huge shape, one stored number; the size is refused before any entry is read."""
+def test_nan_matrix_beyond_the_dense_solver_is_skipped_without_a_dense_pass() -> None:
+    """An expanded (stride-0) view: huge shape, one stored NaN; refused for the NaN from its one stored entry."""
     k = MAX_DENSE_LEVELS + 1
     big = MatrixView("big", torch.full((1, 1), float("nan")).expand(k, k + 3), "matrix")
     small = MatrixView("small", torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), "matrix")
     big_r, small_r = analyze_views([big, small])
     assert big_r.skipped == (
-        f"too large for the dense eigensolver: shape ({k}, {k + 3}) has min(M, N) = {k} > MAX_DENSE_LEVELS = {k - 1}"
+        f"weight must be finite, but {k * (k + 3)} of its {k * (k + 3)} entries are NaN or Inf (shape ({k}, {k + 3}))"
     )
-    assert big_r.metrics == {"skipped": 1.0}
-    assert small_r.skipped is None  # the healthy one is still analysed
+    assert big_r.metrics == {"skipped": 1.0} and big_r.method is None
+    assert small_r.skipped is None and small_r.method == "eigvalsh"  # the healthy one is still analysed exactly
+
+
+def test_finite_matrix_beyond_the_dense_solver_is_estimated_not_skipped() -> None:
+    """A constant expanded (k, k) view: rank one, X = c^2 k 11^T / k has the single non-zero level c^2 k."""
+    k, c = MAX_DENSE_LEVELS + 1, 0.5
+    (r,) = analyze_views([MatrixView("big", torch.full((1, 1), c).expand(k, k), "matrix")])
+    assert r.skipped is None and r.method == "slq" and r.metrics["estimated"] == 1.0
+    assert r.metrics["lambda_mean"] == c * c  # ||W||_F^2 / (M N), exact in float64
+    # float32 products of length k: worst-case relative rounding k * eps32 = 8192 * 6e-8 = 5e-4
+    assert math.isclose(r.metrics["lambda_max"], c * c * k, rel_tol=5e-4)
+    assert set(r.failures) == {"marchenko_pastur", "semicircle", "spacings"}
+    assert all("needs the exact levels" in why for why in r.failures.values())
+    assert r.spectra["gram"].numel() == 0  # no exact levels
+    mass = float((r.spectra["density"] * r.spectra["density_edges"].diff()).sum())
+    assert math.isclose(mass, 1.0, rel_tol=1e-9)
+    _check(r, healthy=True)
