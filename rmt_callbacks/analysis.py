@@ -398,7 +398,7 @@ def _pooled(densities: list[SpectralDensity]) -> tuple[torch.Tensor, torch.Tenso
     return mass / edges.diff(), edges
 
 
-def _estimated(view: MatrixView, analyses: tuple[str, ...]) -> MatrixResult:
+def _estimated(view: MatrixView, analyses: tuple[str, ...], dense_limit: int) -> MatrixResult:
     """A view past the dense eigensolver: its SLQ density, the statistics the estimate supports, no fits."""
     m, n = view.matrix.shape[-2:]
     flat = view.matrix.detach().reshape(-1, m, n)
@@ -420,7 +420,7 @@ def _estimated(view: MatrixView, analyses: tuple[str, ...]) -> MatrixResult:
     failures = {}
     why = (
         f"needs the exact levels: the density of this {tuple(view.matrix.shape)} matrix was estimated by SLQ "
-        f"(min(M, N) = {min(m, n)} >= DENSE_LIMIT = {DENSE_LIMIT})"
+        f"(min(M, N) = {min(m, n)} >= dense_limit = {dense_limit})"
     )
     for analysis in analyses:
         if analysis in _PREFIX and (analysis != "semicircle" or m == n):
@@ -437,7 +437,9 @@ def _estimated(view: MatrixView, analyses: tuple[str, ...]) -> MatrixResult:
     )
 
 
-def analyze_views(views: Sequence[MatrixView], *, analyses: Sequence[str] = ANALYSES) -> list[MatrixResult]:
+def analyze_views(
+    views: Sequence[MatrixView], *, analyses: Sequence[str] = ANALYSES, dense_limit: int = DENSE_LIMIT
+) -> list[MatrixResult]:
     """Analyse matrix views; equal-shape views share batched eigen-decompositions (module docstring: cost, memory).
 
     Works under ``torch.no_grad()`` on float64 stacks of at most :data:`STACK_BYTES`, never changes the weights,
@@ -446,13 +448,15 @@ def analyze_views(views: Sequence[MatrixView], *, analyses: Sequence[str] = ANAL
     Args:
         views: the views, each ``(..., M, N)``.
         analyses: names from :data:`ANALYSES`.
+        dense_limit: views with :math:`\\min(M, N) \\ge` ``dense_limit`` get an SLQ density estimate instead of
+            exact levels (default :data:`~rmt_callbacks.spectral.DENSE_LIMIT`, 8192).
 
     Returns:
         One :class:`MatrixResult` per view, in order; bad matrices come back with ``skipped`` set, matrices with
-        :math:`\\min(M, N) \\ge` ``DENSE_LIMIT`` with ``method="slq"``.
+        :math:`\\min(M, N) \\ge` ``dense_limit`` with ``method="slq"``.
 
     Raises:
-        TypeError, ValueError: ``analyses`` is invalid (never for bad weights).
+        TypeError, ValueError: ``analyses`` or ``dense_limit`` is invalid (never for bad weights).
 
     Examples:
         >>> w = torch.randn(3, 40, 20, generator=torch.Generator().manual_seed(0))
@@ -461,6 +465,8 @@ def analyze_views(views: Sequence[MatrixView], *, analyses: Sequence[str] = ANAL
         ('eigvalsh', torch.Size([3, 20]))
     """
     analyses = validate_analyses(analyses)
+    if isinstance(dense_limit, bool) or not isinstance(dense_limit, int) or dense_limit < 2:
+        raise ValueError(f"dense_limit must be an int >= 2, got {dense_limit!r}")
     results: list[MatrixResult | None] = [None] * len(views)
     groups: dict[tuple[int, int, str], list[int]] = {}
     with torch.no_grad():
@@ -468,8 +474,8 @@ def analyze_views(views: Sequence[MatrixView], *, analyses: Sequence[str] = ANAL
             reason = _invalid_reason(view.matrix)
             if reason is not None:
                 results[i] = _skipped(view, reason)
-            elif min(view.matrix.shape[-2:]) >= DENSE_LIMIT:
-                results[i] = _estimated(view, analyses)
+            elif min(view.matrix.shape[-2:]) >= dense_limit:
+                results[i] = _estimated(view, analyses, dense_limit)
             else:
                 groups.setdefault((*view.matrix.shape[-2:], str(view.matrix.device)), []).append(i)
         for idx in groups.values():
@@ -486,6 +492,7 @@ def analyze(
     param_filter: ParamFilter | None = None,
     analyses: Sequence[str] = ANALYSES,
     conv: Literal["slices", "flatten"] = "slices",
+    dense_limit: int = DENSE_LIMIT,
 ) -> list[MatrixResult]:
     r"""Analyse the weight matrices of any ``nn.Module``, post hoc (the code path of the monitor).
 
@@ -497,6 +504,7 @@ def analyze(
         param_filter: ``(name, param) -> bool`` instead of, or on top of, ``include``.
         analyses: names from :data:`ANALYSES` (default: all).
         conv: convolution view, ``"slices"`` (per kernel position, pooled) or ``"flatten"``.
+        dense_limit: smallest :math:`\min(M, N)` whose density is estimated (SLQ) instead of diagonalised.
 
     Returns:
         One :class:`MatrixResult` per matrix; :func:`to_rows` turns them into a table.
@@ -518,7 +526,7 @@ def analyze(
         True
     """
     views = resolve_views(model, include=include, exclude=exclude, param_filter=param_filter, conv=conv)
-    return analyze_views(views, analyses=analyses)
+    return analyze_views(views, analyses=analyses, dense_limit=dense_limit)
 
 
 def to_rows(results: Sequence[MatrixResult]) -> list[dict[str, Any]]:
