@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reference_models import TARGET_X, GaussianRBM, fit_reference
-from reference_models.gaussian_rbm import pcd_sweep
+from reference_models.gaussian_rbm import pcd_sweep, rbm_surrogate_loss
 
 PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8))  # degenerate target pairs in descending-x order
 # paper.md 7.2.3, (α, |B|) = (0.1, 16): pair means, pair ⟨S⟩, singles (index, mean).
@@ -68,7 +68,9 @@ def test_on_cuda_the_generator_follows_the_module_and_steps_stay_e21() -> None:
         np.testing.assert_allclose(w_next, w + 0.1 * (w @ k_inv - w @ c_hat), rtol=0, atol=1e-12)
 
 
-def _pcd_mean_and_cov(k: int, sweeps: int, chains: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pcd_mean_and_cov(
+    k: int, sweeps: int, chains: int, seed: int, noise_dtype: torch.dtype | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     g = torch.Generator().manual_seed(seed)
     # 3 networks, each its own W with σ_h² x spread over [0.5, 7] (μ² = 9): strongly coupled but normalisable.
     q1, _ = torch.linalg.qr(torch.randn(3, 10, 10, generator=g, dtype=torch.float64))
@@ -76,7 +78,7 @@ def _pcd_mean_and_cov(k: int, sweeps: int, chains: int, seed: int) -> tuple[np.n
     w = q1 @ torch.diag(torch.linspace(0.5, 7.0, 10, dtype=torch.float64).sqrt()) @ q2.mT
     phi = torch.ones(3, chains, 10, dtype=torch.float64)
     for _ in range(sweeps):
-        phi = pcd_sweep(phi, w, k=k, mu=3.0, sigma_h=1.0, generator=g)
+        phi = pcd_sweep(phi, w, k=k, mu=3.0, sigma_h=1.0, generator=g, noise_dtype=noise_dtype)
     return w.numpy(), phi.mean(dim=1).numpy(), (phi.mT @ phi / chains).numpy()
 
 
@@ -92,15 +94,76 @@ def test_one_pcd3_sweep_moves_the_chain_mean_by_exactly_three_visible_samples() 
         assert np.abs(np.linalg.matrix_power(m, 2) @ np.ones(10) - expected).max() > 0.05  # k = 2 is excluded
 
 
-def test_persistent_chains_sample_the_rbm_visible_law() -> None:
-    """(E18): the stationary chain covariance is (μ² − σ_h² WᵀW)⁻¹ for each network's own W."""
+@pytest.mark.parametrize("noise_dtype", [None, torch.float32])
+def test_persistent_chains_sample_the_rbm_visible_law(noise_dtype: torch.dtype | None) -> None:
+    """(E18): the stationary chain covariance is (μ² − σ_h² WᵀW)⁻¹ for each network's own W.
+
+    Also for the float32 sweep: its rounding (~1e-7 relative) is far inside the sampling tolerance.
+    """
     # From φ = 1 the covariance relaxes by (x_max/μ²)^{2k} = (7/9)^6 ≈ 0.22 per sweep: 8 sweeps leave < 1e-5.
     chains = 10_000
-    w, _, cov = _pcd_mean_and_cov(k=3, sweeps=8, chains=chains, seed=1)
+    w, _, cov = _pcd_mean_and_cov(k=3, sweeps=8, chains=chains, seed=1, noise_dtype=noise_dtype)
     for e in range(3):
         target = np.linalg.inv(9.0 * np.eye(10) - w[e].T @ w[e])
         scale = np.sqrt(np.outer(np.diag(target), np.diag(target)))  # std of a product φ_i φ_j ≤ √(2 c_ii c_jj)
         np.testing.assert_array_less(np.abs(cov[e] - target), 6 * math.sqrt(2 / chains) * scale)
+
+
+def test_the_sweep_consumes_one_draw_in_the_documented_block_order() -> None:
+    """One normal_ call of E|B|k(N_h + N_v) draws; blocks h, φ, h, φ, …, each laid out (E, n, B).
+
+    With W = 0 the visible sample is its noise block over μ, so the k-th visible block is read off exactly.
+    """
+    e, b, n_h, n_v, k, mu = 3, 5, 4, 6, 2, 3.0
+    phi = pcd_sweep(
+        torch.ones(e, b, n_v, dtype=torch.float64),
+        torch.zeros(e, n_h, n_v, dtype=torch.float64),
+        k=k,
+        mu=mu,
+        sigma_h=1.0,
+        generator=torch.Generator().manual_seed(5),
+    )
+    z = torch.randn(e * b * k * (n_h + n_v), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    last_visible = z[-e * n_v * b :].view(e, n_v, b).mT  # blocks: h, φ, h, φ → the last one
+    torch.testing.assert_close(phi, last_visible / mu, rtol=0, atol=1e-15)
+
+
+def test_a_reused_workspace_gives_the_same_chains_and_bad_ones_are_rejected() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = 0.3 * torch.randn(4, 10, 10, generator=g, dtype=torch.float64)
+    phi0 = torch.randn(4, 7, 10, generator=g, dtype=torch.float64)
+    kw: dict[str, Any] = {"k": 3, "mu": 3.0, "sigma_h": 1.0}
+    plain = pcd_sweep(phi0, w, generator=torch.Generator().manual_seed(1), **kw)
+    ws = torch.full((4 * 7 * 60 + 3,), float("nan"), dtype=torch.float64)  # larger than needed is allowed
+    reused = pcd_sweep(phi0, w, generator=torch.Generator().manual_seed(1), workspace=ws, **kw)
+    assert torch.equal(plain, reused) and reused.dtype == torch.float64
+    f32 = pcd_sweep(phi0, w, generator=g, noise_dtype=torch.float32, workspace=ws.float(), **kw)
+    assert f32.dtype == torch.float64 and f32.shape == phi0.shape
+    strided = torch.empty(2 * ws.numel(), dtype=torch.float64)[::2]  # 1-D, long enough, not contiguous
+    for bad in (ws[:100], ws.float(), strided):
+        with pytest.raises(ValueError, match="workspace must be a contiguous 1-D"):
+            pcd_sweep(phi0, w, generator=g, workspace=bad, **kw)
+    alias = torch.zeros(4 * 7 * 60 + 4 * 7 * 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="must not share memory with phi"):
+        pcd_sweep(alias[-280:].view(4, 7, 10), w, generator=g, workspace=alias, **kw)
+
+
+def test_surrogate_loss_value_and_gradient_are_those_of_the_documented_trace_form() -> None:
+    """L = Σ_e [−½ tr(W K⁻¹ Wᵀ) + ½ σ_h² tr(W Ĉ Wᵀ)], −∂L/∂W = W K⁻¹ − σ_h² W Ĉ, checked against numpy."""
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(3, 4, 5))
+    k_inv = _k_phi_inverse()[:5, :5]
+    x = rng.normal(size=(3, 9, 5))
+    c_hat = np.einsum("ebi,ebj->eij", x, x) / 9
+    sigma_h = 1.3
+    expected = sum(
+        -0.5 * np.trace(w[e] @ k_inv @ w[e].T) + 0.5 * sigma_h**2 * np.trace(w[e] @ c_hat[e] @ w[e].T) for e in range(3)
+    )
+    wt = torch.tensor(w, requires_grad=True)
+    loss = rbm_surrogate_loss(wt, torch.tensor(k_inv), torch.tensor(c_hat), sigma_h)
+    loss.backward()
+    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(-wt.grad.numpy(), w @ k_inv - sigma_h**2 * w @ c_hat, rtol=0, atol=1e-12)
 
 
 def test_shapes_dtypes_buffers_and_descending_eigenvalues() -> None:
