@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import statistics
 import time
 
@@ -90,7 +91,8 @@ def main() -> None:
     sizes = (2048, 4096, 8192) if args.large else (2048, 4096)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, method={args.method}, "
-        f"k={args.num_vectors}, m={args.num_steps}, bins={args.bins}, median of {args.repeats}"
+        f"k={args.num_vectors}, m={args.num_steps}, bins={args.bins}, median of {args.repeats}, "
+        f"load average {os.getloadavg()[0]:.2f} (1-min)"
     )
     header = (
         f"{'n':>5} {'matrix':>9} {'exact s':>8} {'eig s':>8} {'estim s':>8} {'ratio':>6} {'ratio_eig':>9} {'L1':>6}"
@@ -106,6 +108,7 @@ def main() -> None:
                 f"{t_est / t_eig:9.3f} {l1:6.3f}",
                 flush=True,
             )
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (1-min)")
 
 
 if __name__ == "__main__":

@@ -37,10 +37,12 @@ the exact 100-bin histogram ≤ 0.035 on Marchenko–Pastur (:math:`q = 0.5, 1, 
 matrices, near the exact histogram's own fluctuation about its limit (≈ 0.02); fewer steps blur the soft edges
 (:math:`m = 12`: 0.045). On a 2-core CPU (``benchmarks/bench_density.py``) SLQ costs 0.09–0.16 of the exact path at
 :math:`\min(M, N) = 4096` (square matrices about 0.10) and 0.05–0.09 at 8192, where ``eigvalsh`` alone takes
-13–16 s and the Gram product 8–17 s more. Hence :data:`DENSE_LIMIT` ``= 8192``: a monitor diagonalises a matrix
-whose :math:`\min(M, N)` is below it (exact spectra, which spacing statistics need, for at most a few seconds),
-estimates the density at or above it, and logs which method produced each spectrum
-(:attr:`SpectralDensity.method`). No matrix is skipped for its size.
+13–16 s and the Gram product 8–17 s more. Hence :data:`DENSE_LIMIT` ``= 8192``, the one threshold of the
+project: :func:`rmt_callbacks.analysis.analyze_views` (and so the monitors' analyses) diagonalises a matrix whose
+:math:`\min(M, N)` is below it (exact spectra, which spacing statistics need, for at most a few seconds),
+estimates the density at or above it, and records which method produced each spectrum
+(``MatrixResult.method``: ``"eigvalsh"`` or ``"slq"``; here :attr:`SpectralDensity.method`). No matrix is
+skipped for its size.
 
 References: Lin, Saad & Yang, arXiv:1308.5467; Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38 (2017) 1075;
 Weiße, Wellein, Alvermann & Fehske, arXiv:cond-mat/0504627 (KPM).
