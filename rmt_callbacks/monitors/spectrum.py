@@ -187,6 +187,19 @@ class SpectrumMonitor(Callback):
         self._last_step = state_dict["last_step"]
         self._num_analyses = int(state_dict["num_analyses"])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (``ddp_spawn`` sends callbacks to new processes): threads and queues are made afresh there."""
+        state = dict(self.__dict__)
+        for key in ("_messages", "_worker", "_trainer"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._messages = queue.SimpleQueue()
+        self._worker = AnalysisWorker("rmt-SpectrumMonitor")
+        self._trainer = None
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 

@@ -143,3 +143,12 @@ def test_budget_spacing_is_cost_over_fraction() -> None:
     gaps = {round(b - a, 6) for a, b in itertools.pairwise(starts)}
     assert gaps == {4.0}
     assert OverheadBudget(None).allows()
+
+
+def test_the_monitor_pickles_for_spawned_processes(tmp_path: Path) -> None:
+    """``ddp_spawn`` pickles the callbacks: the copy gets its own worker and still analyses."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(SpectrumMonitor(every_n_train_steps=6, overhead_budget=None)))
+    assert copy.every_n_train_steps == 6 and not copy._worker.busy
+    assert sorted(_by_step([r for r in _fit(tmp_path, copy) if r.get("rmt/net.0.weight/skipped")])) == [0, 6, 12]
