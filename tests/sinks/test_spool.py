@@ -1,0 +1,216 @@
+"""MlflowWriter against a real sqlite store; outages made real by a tracking URI whose port nothing listens on."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+
+from rmt_callbacks.sinks.spool import MlflowWriter, probe, replay
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A sqlite tracking store (created once: its schema migration is the slow part) and an artifact root."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema
+    return uri, root / "artifacts"
+
+
+def _new_run(store: tuple[str, Path], name: str) -> tuple[MlflowClient, str]:
+    uri, artifacts = store
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment(name, artifact_location=(artifacts / name).as_uri())
+    return client, client.create_run(experiment).info.run_id
+
+
+def closed_port_uri() -> str:
+    """An http URI on loopback that refuses connections (the port was free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _png() -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().plot([0, 1], [1, 0])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _write_everything(writer: MlflowWriter, steps: range, keys: int = 1200) -> None:
+    """Per step: ``keys`` metrics (over 1000: two log_batch requests), arrays, a table; a figure and tags at the end.
+
+    A replay reads the history of every key it meets once, so the replay tests use few keys.
+    """
+    for step in steps:
+        writer.log_metrics({f"rmt/m{i}/lambda_max": step + i / 1000 for i in range(keys)}, step=step)
+        writer.log_arrays({"fc.weight": np.arange(4.0) * step}, f"spectra/step_{step:08d}.npz")
+        writer.log_table([{"step": step, "name": "fc.weight", "ks": np.float64(0.5)}], f"fits/step_{step:08d}.json")
+    writer.log_image(_png(), "figures/fc.weight/last.png")
+    writer.set_tags({f"rmt.skipped.layer{i}": f"reason {i}" for i in range(150)})  # two requests
+
+
+def _check_run(client: MlflowClient, run_id: str, steps: range, tmp_path: Path, keys: int = 1200) -> None:
+    """Every step once, every artifact there, every table one row, tags and the table registration present."""
+    for key in ("rmt/m0/lambda_max", f"rmt/m{keys - 1}/lambda_max"):
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == list(steps), key
+    last = client.get_metric_history(run_id, f"rmt/m{keys - 1}/lambda_max")[-1]
+    assert last.value == pytest.approx(steps[-1] + (keys - 1) / 1000)
+    for step in steps:
+        local = client.download_artifacts(run_id, f"spectra/step_{step:08d}.npz", str(tmp_path))
+        with np.load(local, allow_pickle=False) as arrays:
+            np.testing.assert_array_equal(arrays["fc.weight"], np.arange(4.0) * step)
+        table = json.loads(
+            Path(client.download_artifacts(run_id, f"fits/step_{step:08d}.json", str(tmp_path))).read_text()
+        )
+        assert table["data"] == [[step, "fc.weight", 0.5]]
+    png = client.download_artifacts(run_id, "figures/fc.weight/last.png", str(tmp_path))
+    assert Path(png).read_bytes()[:4] == b"\x89PNG"
+    tags = client.get_run(run_id).data.tags
+    assert tags["rmt.skipped.layer149"] == "reason 149"
+    tables = json.loads(tags["mlflow.loggedArtifacts"])
+    assert {"path": f"fits/step_{steps[-1]:08d}.json", "type": "table"} in tables
+
+
+def test_writes_reach_the_store_in_order(store: tuple[str, Path], tmp_path: Path) -> None:
+    client, run_id = _new_run(store, "in-order")
+    messages: list[str] = []
+    writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "spool", warn=messages.append)
+    _write_everything(writer, range(3))
+    for value in ("first", "second", "third"):  # one tag rewritten: the last write wins only if order is kept
+        writer.set_tags({"rmt.state": value})
+    assert writer.flush(timeout_s=120)
+    assert writer.close(timeout_s=10)
+    _check_run(client, run_id, range(3), tmp_path)
+    assert client.get_run(run_id).data.tags["rmt.state"] == "third"
+    assert messages == [] and not writer.spool_dir.exists()  # nothing failed: no spool, nothing said
+
+
+def test_unreachable_store_spools_and_replay_delivers_once(store: tuple[str, Path], tmp_path: Path) -> None:
+    client, run_id = _new_run(store, "spooled")
+    messages: list[str] = []
+    uri = closed_port_uri()
+    writer = MlflowWriter(MlflowClient(uri), run_id, tracking_uri=uri, spool_dir=tmp_path / "s", warn=messages.append)
+    _write_everything(writer, range(4), keys=3)
+    assert not writer.flush(timeout_s=60)  # the store is down: False, once everything is on disk
+    assert not writer.close(timeout_s=5)
+    spool = writer.spool_dir
+    assert json.loads((spool / "manifest.json").read_text())["run_id"] == run_id
+    lines = (spool / "ops.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 3 + 1 + 2  # per step a metric batch, arrays, a table; a figure; 2 tag batches
+    assert [json.loads(line)["kind"] for line in lines[:4]] == ["metrics", "artifact", "table", "metrics"]
+    assert len(list((spool / "files").glob("*/*"))) == 4 + 1  # npz payloads and the figure
+    assert messages[0] == f"MLflow tracking server {uri} unreachable; spooling to {spool}"
+    assert len(messages) == 2 and "15 operations not delivered" in messages[1] and str(spool) in messages[1]
+
+    copy = shutil.copytree(spool, tmp_path / "copy")  # the same spool replayed twice must not duplicate
+    report = replay(spool, tracking_uri=store[0])
+    assert (report.run_id, report.replayed, report.skipped, report.remaining) == (run_id, 15, 0, 0)
+    assert not (spool / "ops.jsonl").exists() and not (spool / "files").exists()
+    again = replay(copy, tracking_uri=store[0])
+    assert (again.replayed, again.skipped, again.remaining) == (15, 4 * 3 + 4, 0)  # every value and table held
+    _check_run(client, run_id, range(4), tmp_path, keys=3)
+
+
+def test_a_new_writer_replays_a_spool_left_behind_first(store: tuple[str, Path], tmp_path: Path) -> None:
+    client, run_id = _new_run(store, "left-behind")
+    uri = closed_port_uri()
+    dead = MlflowWriter(MlflowClient(uri), run_id, tracking_uri=uri, spool_dir=tmp_path / "s", warn=lambda m: None)
+    _write_everything(dead, range(2), keys=3)
+    dead.close(timeout_s=5)
+    writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=lambda m: None)
+    _write_everything(writer, range(2, 3), keys=3)
+    assert writer.close(timeout_s=120)
+    _check_run(client, run_id, range(3), tmp_path, keys=3)
+    with pytest.raises(ValueError, match="holds the spool of run"):
+        (tmp_path / "s" / "ops.jsonl").write_text("")  # the manifest stays, naming its run
+        MlflowWriter(client, "another-run", tracking_uri=store[0], spool_dir=tmp_path / "s")
+
+
+def test_run_created_by_replay_when_the_server_was_never_reached(store: tuple[str, Path], tmp_path: Path) -> None:
+    uri = closed_port_uri()
+    messages: list[str] = []
+    writer = MlflowWriter(
+        MlflowClient(uri), None, tracking_uri=uri, spool_dir=tmp_path / "s", experiment_name="never-reached",
+        warn=messages.append,
+    )  # fmt: skip
+    writer.log_metrics({"rmt/a/x": 1.0} | {f"rmt/b/{i}": float(i) for i in range(2500)}, step=0)  # 3 requests
+    writer.log_metrics({"rmt/a/x": 2.0}, step=5)
+    writer.close(timeout_s=5)
+    manifest = json.loads((writer.spool_dir / "manifest.json").read_text())
+    assert manifest == {"format": 1, "tracking_uri": uri, "experiment_name": "never-reached", "run_id": None}
+    assert writer.run_id is None and len(messages) == 2
+
+    command = [sys.executable, "-m", "rmt_callbacks.sinks.spool", "replay", str(writer.spool_dir)]
+    out = subprocess.run(
+        [*command, "--tracking-uri", store[0]], capture_output=True, text=True, timeout=120, check=True
+    )
+    run_id = json.loads((writer.spool_dir / "manifest.json").read_text())["run_id"]
+    assert out.stdout.strip() == f"run {run_id}: 5 replayed, 0 skipped, 0 left"  # 3 + 1 batches and "terminate"
+    client = MlflowClient(store[0])
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and client.get_experiment(run.info.experiment_id).name == "never-reached"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "rmt/a/x")] == [(0, 1.0), (5, 2.0)]
+    assert client.get_run(run_id).data.metrics["rmt/b/2499"] == 2499.0
+
+
+def test_rejected_operations_are_dropped_once_with_a_warning(store: tuple[str, Path], tmp_path: Path) -> None:
+    client, run_id = _new_run(store, "rejected")
+    client.delete_run(run_id)  # the store refuses writes into a deleted run (HTTP 400): no outage, no retry
+    messages: list[str] = []
+    writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=messages.append)
+    for step in range(3):
+        writer.log_metrics({"rmt/a/x": 1.0}, step=step)
+    assert writer.close(timeout_s=60)  # nothing is left queued or spooled
+    assert len(messages) == 1 and messages[0].startswith("MLflow rejected metrics at step 0 (MlflowException")
+    assert not writer.spool_dir.exists()
+
+
+def test_for_logger_shares_one_writer_per_run(store: tuple[str, Path], tmp_path: Path) -> None:
+    uri = store[0]
+    logger = MLFlowLogger(experiment_name="for-logger", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
+    writer = MlflowWriter.for_logger(logger, spool_dir=tmp_path / "s")
+    assert MlflowWriter.for_logger(logger) is writer and writer.run_id == logger.run_id
+    writer.log_metrics({"rmt/a/x": 3.0}, step=7)
+    assert writer.close(timeout_s=60)
+    assert MlflowWriter.for_logger(logger) is not writer  # a closed writer is replaced
+    MlflowWriter.for_logger(logger).close()
+    assert [m.step for m in logger.experiment.get_metric_history(logger.run_id, "rmt/a/x")] == [7]
+
+
+def test_bad_arguments_raise_at_the_call(store: tuple[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="retry_interval_s must be a positive number, got 0"):
+        MlflowWriter(None, "r", tracking_uri=store[0], retry_interval_s=0)
+    writer = MlflowWriter(MlflowClient(store[0]), "r", tracking_uri=store[0], spool_dir=tmp_path / "s")
+    with pytest.raises(ValueError, match=r"ending in '\.npz'"):
+        writer.log_arrays({"a": np.zeros(2)}, "spectra/a.json")
+    with pytest.raises(ValueError, match="object dtype"):
+        writer.log_arrays({"a": np.array([None, 1])}, "spectra/a.npz")
+    with pytest.raises(TypeError, match="step must be an int"):
+        writer.log_metrics({"a": 1.0}, step=1.5)
+    with pytest.raises(ValueError, match="bytes of a PNG"):
+        writer.log_image(b"GIF89a", "figures/a.png")
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        writer.log_table([{"a": object()}], "fits/a.json")
+    assert writer.close(timeout_s=5)  # nothing was queued
+
+
+def test_probe_answers_quickly_for_a_refused_port() -> None:
+    assert probe(closed_port_uri()) is False
+    assert probe("sqlite:///anything.db") is True
