@@ -1,0 +1,297 @@
+r"""Full, unsharded copies of the weights on rank zero, under DDP, FSDP (``FullyShardedDataParallel``) and FSDP2.
+
+A monitor that analyses on rank zero only needs the *full* matrices there. Under plain training and DDP every
+rank holds them; under FSDP each rank holds a shard, and gathering them is a collective that **every rank must
+enter, in the same order**. :func:`snapshot_parameters` (names to tensors) and :func:`snapshot_module` (a module
+tree that :func:`rmt_callbacks.analysis.resolve_views` reads like the user's model) are therefore called by every
+rank at an analysis step; rank zero gets detached CPU copies, the other ranks ``None``:
+
+.. math::
+
+    \text{snapshot}_0 = \{\, n \mapsto \operatorname{cpu}(\operatorname{clone}(W_n^{\text{full}})) \,\},\qquad
+    \text{snapshot}_{r>0} = \texttt{None}.
+
+How each layout is gathered:
+
+* plain / DDP (no ``FullyShardedDataParallel`` module, no ``DTensor`` parameter): no collective; rank zero copies
+  its own parameters, the other ranks return at once.
+* FSDP1 (``FullyShardedDataParallel`` anywhere under ``trainer.strategy.model``, ``use_orig_params`` either way):
+  ``FullyShardedDataParallel.summon_full_params(root, writeback=False, rank0_only=True, offload_to_cpu=...)`` on
+  every rank; rank zero copies the parameters inside the context. ``offload_to_cpu`` is used only when the shards
+  live off the CPU (with CPU shards it crashes the process in torch 2.13, so it is left off there).
+* FSDP2 / DTensor (``fully_shard``, Lightning's ``ModelParallelStrategy``, tensor parallelism): ``full_tensor()``
+  on every rank for **every** ``DTensor`` parameter, one at a time, in ``named_parameters()`` order (the same on
+  every rank: it follows the module structure); rank zero keeps a CPU copy of those selected, the others drop each
+  full tensor at once (peak memory: one full parameter).
+
+Names are the user-visible ones: wrapper levels (FSDP1's ``_fsdp_wrapped_module``, activation checkpointing's
+``_checkpoint_wrapped_module``, ``torch.compile``'s ``_orig_mod``) are skipped, so ``"fc._fsdp_wrapped_module.weight"``
+is reported as ``"fc.weight"``, the name ``named_parameters()`` gives on the unwrapped model.
+
+No hang: the collectives issued depend only on the module structure, never on ``names`` (which matters on rank
+zero only) nor on values. The caller must make the *decision* to call a pure function of what every rank agrees
+on (``trainer.global_step``, ``trainer.current_epoch``, ``trainer.sanity_checking``, ``trainer.loggers``, state
+loaded from the same checkpoint) and call before any ``if not trainer.is_global_zero: return``. A failed copy on
+rank zero (out of memory, say) leaves that parameter out with a warning, and the loop goes on, so rank zero still
+enters every collective the others do.
+
+Verified on CPU with two gloo processes (``tests/reliability/test_fsdp.py``): DDP (Lightning ``strategy="ddp"``),
+FSDP1 (Lightning ``FSDPStrategy``, sub-classed past its GPU-only check, modules wrapped in ``configure_model`` with
+``device_id=cpu``) and FSDP2 (Lightning ``ModelParallelStrategy`` with ``fully_shard`` in ``configure_model``):
+snapshots equal the parameters of the same model trained in one process, bit for bit, with the same names and the
+same matrix views. On GPU (``offload_to_cpu=True`` and Lightning's own FSDP wrapping): ``benchmarks/gpu_check_fsdp.py``.
+
+References: PyTorch ``FullyShardedDataParallel.summon_full_params``, ``DTensor.full_tensor``; Lightning #17512.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+__all__ = [
+    "WRAPPER_ATTRS",
+    "gather_parameters",
+    "snapshot_module",
+    "snapshot_parameters",
+    "stand_in",
+    "unwrap",
+    "user_name",
+]
+
+WRAPPER_ATTRS: tuple[str, ...] = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+"""Child names under which wrappers (FSDP1, activation checkpointing, ``torch.compile``) hold the wrapped module."""
+
+_Row = tuple[str, nn.Module, str, torch.Tensor]  # (user-visible name, owning module, attribute, parameter)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside any stack of wrappers (FSDP1, checkpoint, ``torch.compile``); ``module`` if unwrapped.
+
+    Examples:
+        >>> class Wrapper(nn.Module):
+        ...     def __init__(self, inner: nn.Module) -> None:
+        ...         super().__init__()
+        ...         self._fsdp_wrapped_module = inner
+        >>> type(unwrap(Wrapper(Wrapper(nn.Linear(2, 2))))).__name__
+        'Linear'
+    """
+    while True:
+        inner = next((module._modules[a] for a in WRAPPER_ATTRS if module._modules.get(a) is not None), None)
+        if inner is None:
+            return module
+        module = inner
+
+
+def user_name(name: str) -> str:
+    """A dotted parameter name with the wrapper levels removed.
+
+    Examples:
+        >>> user_name("_fsdp_wrapped_module.fc._fsdp_wrapped_module._checkpoint_wrapped_module.weight")
+        'fc.weight'
+    """
+    return ".".join(p for p in name.split(".") if p not in WRAPPER_ATTRS)
+
+
+def _rows(model: nn.Module) -> Iterator[_Row]:
+    """Parameters of the unwrapped tree in ``named_parameters()`` order (modules and parameters once each)."""
+    seen_modules: set[int] = set()
+    seen_params: set[int] = set()
+
+    def walk(module: nn.Module, prefix: str) -> Iterator[_Row]:
+        module = unwrap(module)
+        if id(module) in seen_modules:
+            return
+        seen_modules.add(id(module))
+        for attr, param in module._parameters.items():
+            if param is not None and id(param) not in seen_params:
+                seen_params.add(id(param))
+                yield f"{prefix}{attr}", module, attr, param
+        for child_name, child in module._modules.items():
+            if child is not None:
+                yield from walk(child, f"{prefix}{child_name}.")
+
+    yield from walk(model, "")
+
+
+def _copy(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+    """A detached CPU clone, or ``None`` (with a warning) when the copy fails, e.g. out of host memory."""
+    try:
+        return tensor.detach().to("cpu", copy=True)
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+        warnings.warn(f"could not copy parameter {name!r} to the CPU for analysis: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _layout(root: nn.Module, model: nn.Module) -> str:
+    """``"fsdp1"``, ``"dtensor"`` or ``"local"``."""
+    if torch.distributed.is_available():
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.tensor import DTensor
+
+        if any(isinstance(m, FullyShardedDataParallel) for m in root.modules()):
+            return "fsdp1"
+        if any(isinstance(p, DTensor) for p in model.parameters()):
+            return "dtensor"
+    return "local"
+
+
+def _gather_rows(root: nn.Module, model: nn.Module, names: Sequence[str] | None, rank_zero: bool) -> list[_Row] | None:
+    wanted = None if names is None else set(names)
+    keep = (lambda n: wanted is None or n in wanted) if rank_zero else (lambda n: False)
+    layout = _layout(root, model)
+    if layout == "local" and not rank_zero:
+        return None
+    out: list[_Row] = []
+    if layout == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        offload = any(p.device.type != "cpu" for p in root.parameters())  # CPU shards: offloading crashes
+        with FullyShardedDataParallel.summon_full_params(
+            root, writeback=False, rank0_only=True, offload_to_cpu=offload
+        ):
+            out = [(n, m, a, c) for n, m, a, p in _rows(model) if keep(n) and (c := _copy(n, p)) is not None]
+    else:
+        from torch.distributed.tensor import DTensor
+
+        for n, m, a, p in _rows(model):  # every rank, every DTensor, same order: the structure decides, not names
+            full = p.full_tensor() if isinstance(p, DTensor) else p
+            if keep(n) and (c := _copy(n, full)) is not None:
+                out.append((n, m, a, c))
+            del full
+    return out if rank_zero else None
+
+
+def gather_parameters(
+    model: nn.Module,
+    *,
+    root: nn.Module | None = None,
+    names: Sequence[str] | None = None,
+    rank_zero: bool = True,
+) -> dict[str, torch.Tensor] | None:
+    """Full CPU copies of ``model``'s parameters on rank zero; every rank must call it (see the module docstring).
+
+    Args:
+        model: the user's module (the ``LightningModule``), possibly holding FSDP-wrapped or ``fully_shard``-ed
+            submodules.
+        root: the outermost module the strategy trains (``trainer.strategy.model``: an FSDP1 wrapper around
+            ``model`` is only found there); ``None``: ``model``.
+        names: user-visible names of the parameters to copy (``None``: all). Read on rank zero only: unknown names
+            are left out, and no collective depends on it.
+        rank_zero: whether this process is global rank zero.
+
+    Returns:
+        On rank zero, user-visible name to a detached CPU clone of the full parameter (its dtype kept), in
+        ``named_parameters()`` order; on other ranks ``None``.
+
+    Raises:
+        TypeError: ``model`` or ``root`` is not an ``nn.Module``.
+
+    References: PyTorch ``FullyShardedDataParallel.summon_full_params``, ``DTensor.full_tensor``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> copies = gather_parameters(net, names=["0.weight", "2.weight"])
+        >>> list(copies), torch.equal(copies["0.weight"], net[0].weight), copies["0.weight"] is net[0].weight
+        (['0.weight', '2.weight'], True, False)
+        >>> gather_parameters(net, rank_zero=False) is None
+        True
+    """
+    rows = _checked_rows(model, root, names, rank_zero)
+    return None if rows is None else {n: c for n, _, _, c in rows}
+
+
+def _checked_rows(
+    model: nn.Module, root: nn.Module | None, names: Sequence[str] | None, rank_zero: bool
+) -> list[_Row] | None:
+    for arg, value in (("model", model), ("root", model if root is None else root)):
+        if not isinstance(value, nn.Module):
+            raise TypeError(f"{arg} must be an nn.Module, got {type(value).__name__}")
+    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be None or a sequence of str, got {names!r}")
+    return _gather_rows(model if root is None else root, model, names, rank_zero)
+
+
+def snapshot_parameters(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, names: Sequence[str] | None = None
+) -> dict[str, torch.Tensor] | None:
+    """:func:`gather_parameters` for a Lightning run: ``root = trainer.strategy.model``, rank from the trainer.
+
+    Every rank must call it at the same steps (a collective under FSDP); rank zero gets the copies, others ``None``.
+
+    Args:
+        trainer: the running ``Trainer``.
+        pl_module: the ``LightningModule`` being trained.
+        names: user-visible parameter names to copy (``None``: all); read on rank zero only.
+
+    Returns:
+        On rank zero, name to detached CPU copy of the full parameter; ``None`` on the other ranks.
+
+    Raises:
+        TypeError: ``pl_module`` is not an ``nn.Module``, or ``names`` is not a sequence of str.
+    """
+    root = getattr(trainer.strategy, "model", None)
+    return gather_parameters(
+        pl_module, root=root if isinstance(root, nn.Module) else None, names=names, rank_zero=trainer.is_global_zero
+    )
+
+
+def snapshot_module(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, names: Sequence[str] | None = None
+) -> nn.Module | None:
+    """A stand-in for ``pl_module`` holding full CPU copies of its parameters, on rank zero; ``None`` elsewhere.
+
+    The stand-in has the user-visible module tree (the same module classes and attributes, wrappers removed) and,
+    as ``nn.Parameter`` (``requires_grad=False``), the snapshot of the selected parameters; no buffers. It is for
+    reading (``named_parameters``, ``get_submodule``,
+    :func:`rmt_callbacks.analysis.resolve_views`), never for a forward pass. Every rank must call it at the same
+    steps, like :func:`snapshot_parameters`.
+
+    Args:
+        trainer: the running ``Trainer``.
+        pl_module: the ``LightningModule`` being trained.
+        names: user-visible parameter names to copy (``None``: all); read on rank zero only.
+
+    Returns:
+        The stand-in module on rank zero, ``None`` on the other ranks.
+
+    Raises:
+        TypeError: ``pl_module`` is not an ``nn.Module``, or ``names`` is not a sequence of str.
+    """
+    root = getattr(trainer.strategy, "model", None)
+    rows = _checked_rows(pl_module, root if isinstance(root, nn.Module) else None, names, trainer.is_global_zero)
+    return None if rows is None else stand_in(pl_module, rows)
+
+
+def stand_in(model: nn.Module, rows: Sequence[_Row]) -> nn.Module:
+    """Shallow copies of ``model``'s unwrapped modules holding the tensors of ``rows`` as their only parameters.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.Conv1d(1, 1, 2))
+        >>> copy = stand_in(net, [("1.weight", net[1], "weight", torch.ones(1, 1, 2))])
+        >>> [(n, tuple(p.shape)) for n, p in copy.named_parameters()], type(copy[1]).__name__, copy[1].kernel_size
+        ([('1.weight', (1, 1, 2))], 'Conv1d', (2,))
+    """
+    clones: dict[int, nn.Module] = {}
+
+    def clone(module: nn.Module) -> nn.Module:
+        module = unwrap(module)
+        if id(module) not in clones:
+            copy = clones[id(module)] = object.__new__(type(module))  # no __init__: attributes only, shared
+            copy.__dict__.update(module.__dict__, _parameters={}, _buffers={}, _non_persistent_buffers_set=set())
+            copy.__dict__["_modules"] = {k: None if c is None else clone(c) for k, c in module._modules.items()}
+        return clones[id(module)]
+
+    root = clone(model)
+    for _, owner, attr, tensor in rows:
+        copy = clone(owner)
+        copy.__dict__.pop(attr, None)  # FSDP1 without use_orig_params may leave a plain tensor attribute
+        copy._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+    return root

@@ -1,0 +1,228 @@
+"""Full weights on rank zero under DDP, FSDP1 and FSDP2: the snapshot equals the unsharded model, bit for bit.
+
+Each distributed test spawns two CPU processes (gloo) that train the same small model (Linear, Conv1d, multi-head
+attention) with a real Lightning ``Trainer`` on identical batches, so every step's weights equal those of one
+process training alone (the averaged gradient of two equal gradients is exact). A callback calls the snapshot on
+every rank at every step; rank zero records it, and the test compares it with the parameters of the
+single-process run (names, order, values, and the matrix views ``resolve_views`` builds from it).
+
+Lightning refuses ``FSDPStrategy`` on CPU (a GPU-only check on the exact class, and ``device_id=None`` on CPU,
+which FSDP1 rejects); the FSDP1 tests therefore subclass the strategy and wrap the submodules themselves in
+``configure_model`` with ``device_id=cpu`` (Lightning leaves a model that already holds FSDP modules as is). FSDP2
+runs through Lightning's ``ModelParallelStrategy`` unchanged, with ``fully_shard`` in ``configure_model``.
+Marked slow: each distributed run takes tens of seconds on a small machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.multiprocessing as mp
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks.analysis import resolve_views
+from rmt_callbacks.monitors._gather import gather_parameters, snapshot_module, snapshot_parameters, user_name
+
+MAX_STEPS = 3
+TIMEOUT_S = 600  # a hung collective fails the test instead of hanging the suite
+
+
+class Net(pl.LightningModule):
+    """A Linear, a Conv1d and a multi-head attention, sharded in ``configure_model`` according to ``layout``."""
+
+    def __init__(self, layout: str = "local") -> None:
+        super().__init__()
+        self.layout = layout
+        self.fc = nn.Linear(6, 5)
+        self.conv = nn.Conv1d(1, 2, 3)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+
+    def configure_model(self) -> None:
+        parts = ("fc", "conv", "attn")
+        if self.layout.startswith("fsdp1"):
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            orig = self.layout == "fsdp1"  # "fsdp1_flat": use_orig_params=False, flat parameters only
+            for part in parts:
+                wrapped = FullyShardedDataParallel(
+                    getattr(self, part), device_id=torch.device("cpu"), use_orig_params=orig
+                )
+                setattr(self, part, wrapped)
+        elif self.layout == "fsdp2":
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = self.device_mesh["data_parallel"]
+            for part in parts:
+                fully_shard(getattr(self, part), mesh=mesh)
+            fully_shard(self, mesh=mesh)
+
+    def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (x,) = batch  # (B, 6)
+        h = self.conv(x.unsqueeze(1)).flatten(1)  # (B, 2 * 4)
+        q = x[:, :4].reshape(-1, 1, 4)  # (B, 1, 4)
+        a, _ = self.attn(q, q, q)  # (B, 1, 4)
+        return self.fc(x).pow(2).mean() + h.pow(2).mean() + a.pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Record(pl.Callback):
+    """Every rank snapshots at train start and after every batch; rank zero keeps names, values and views."""
+
+    def __init__(self, direct: bool = False) -> None:
+        self.direct = direct  # also record named_parameters() itself (only meaningful unsharded)
+        self.steps: dict[int, dict[str, object]] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        self._record(trainer, pl_module)
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        model = snapshot_module(trainer, pl_module)  # every rank: a collective under FSDP
+        names = ["fc.weight", "attn.in_proj_weight"] if trainer.is_global_zero else None  # rank zero's choice only
+        subset = snapshot_parameters(trainer, pl_module, names=names)
+        if not trainer.is_global_zero:
+            assert model is None and subset is None
+            return
+        entry: dict[str, object] = {
+            "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+            "views": [(v.name, v.source, tuple(v.matrix.shape)) for v in resolve_views(model)],
+            "subset": subset,
+        }
+        if self.direct:
+            entry["direct"] = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        self.steps[trainer.global_step] = entry
+
+
+def _fit(layout: str, devices: int, tmp: Path, callback: Record) -> None:
+    torch.manual_seed(0)  # the same initial weights in every process
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
+    data = DataLoader(TensorDataset(x), batch_size=8)  # every rank: the same batches
+    strategies = {
+        "local": lambda: "auto",
+        "ddp": lambda: DDPStrategy(process_group_backend="gloo"),
+        "fsdp1": lambda: _CPUFSDPStrategy(process_group_backend="gloo"),
+        "fsdp1_flat": lambda: _CPUFSDPStrategy(process_group_backend="gloo"),
+        "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
+    }
+    trainer = pl.Trainer(
+        max_steps=MAX_STEPS, default_root_dir=tmp, logger=False, callbacks=[callback], accelerator="cpu",
+        devices=devices, strategy=strategies[layout](), enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(Net(layout), data)
+
+
+class _CPUFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDPStrategy past its GPU-only accelerator check (the check compares the exact class)."""
+
+
+def _worker(rank: int, world: int, layout: str, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+    )  # fmt: skip  # processes launched here: Lightning joins them instead of launching its own
+    torch.set_num_threads(1)
+    callback = Record()
+    _fit(layout, world, Path(out).parent / f"rank{rank}", callback)
+    if rank == 0:
+        torch.save(callback.steps, out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_two_processes(layout: str, tmp: Path) -> dict[int, dict[str, object]]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = tmp / "steps.pt"
+    context = mp.start_processes(
+        _worker, args=(2, layout, _free_port(), str(out)), nprocs=2, join=False, start_method="spawn"
+    )
+    try:
+        assert context.join(timeout=TIMEOUT_S) or context.join(timeout=1), f"{layout}: the ranks did not finish (hang?)"
+    finally:
+        for process in context.processes:  # only the two processes started here
+            if process.is_alive():
+                process.kill()
+    return torch.load(out, weights_only=True)
+
+
+def _unsharded(tmp: Path) -> dict[int, dict[str, object]]:
+    callback = Record(direct=True)
+    _fit("local", 1, tmp, callback)
+    return callback.steps
+
+
+def test_one_process_snapshot_is_a_copy_of_named_parameters(tmp_path: Path) -> None:
+    steps = _unsharded(tmp_path)
+    assert sorted(steps) == list(range(MAX_STEPS + 1))
+    for entry in steps.values():
+        direct, params = entry["direct"], entry["params"]
+        assert list(params) == list(direct)  # the same names, in named_parameters() order
+        assert all(torch.equal(params[n], direct[n]) and params[n].device.type == "cpu" for n in direct)
+        assert list(entry["subset"]) == ["fc.weight", "attn.in_proj_weight"]
+        assert [v[:2] for v in entry["views"]] == [
+            ("fc.weight", "linear"), ("conv.weight", "conv"), ("attn.in_proj_weight.q", "attention"),
+            ("attn.in_proj_weight.k", "attention"), ("attn.in_proj_weight.v", "attention"),
+            ("attn.out_proj.weight", "linear"),
+        ]  # fmt: skip
+    assert not torch.equal(steps[0]["params"]["fc.weight"], steps[MAX_STEPS]["params"]["fc.weight"])  # copies
+
+
+def test_copies_do_not_follow_the_live_parameters() -> None:
+    net = nn.Sequential(nn.Linear(3, 2))
+    copies = gather_parameters(net)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    assert not torch.equal(copies["0.weight"], net[0].weight)
+    assert gather_parameters(net, names=["nothing"]) == {}
+
+
+def test_wrapper_levels_are_not_part_of_the_name() -> None:
+    assert user_name("fc._fsdp_wrapped_module.weight") == "fc.weight"
+    assert user_name("_orig_mod.blocks.0._checkpoint_wrapped_module.attn.in_proj_weight") == (
+        "blocks.0.attn.in_proj_weight"
+    )
+    assert user_name("my_fsdp_wrapped_module_x.weight") == "my_fsdp_wrapped_module_x.weight"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: gather_parameters("net"), TypeError, "model must be an nn.Module, got str"),
+        (lambda: gather_parameters(nn.Linear(2, 2), root=3), TypeError, "root must be an nn.Module, got int"),
+        (lambda: gather_parameters(nn.Linear(2, 2), names="weight"), TypeError, "names must be None or a sequence"),
+    ],
+)
+def test_errors_name_the_argument(call, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["ddp", "fsdp1", "fsdp1_flat", "fsdp2"])
+def test_two_gloo_processes_snapshot_the_unsharded_weights(layout: str, tmp_path: Path) -> None:
+    sharded = _run_two_processes(layout, tmp_path / layout)
+    reference = _unsharded(tmp_path / "one")
+    assert sorted(sharded) == sorted(reference) == list(range(MAX_STEPS + 1))
+    for step, entry in sharded.items():
+        want = reference[step]
+        assert list(entry["params"]) == list(want["direct"]), (layout, step)  # user-visible names, same order
+        for name, value in want["direct"].items():
+            assert torch.equal(entry["params"][name], value), (layout, step, name)
+        assert entry["views"] == want["views"], (layout, step)  # owners' types survive the unwrapping
+        assert list(entry["subset"]) == ["fc.weight", "attn.in_proj_weight"]
+        assert all(torch.equal(v, want["direct"][n]) for n, v in entry["subset"].items())
