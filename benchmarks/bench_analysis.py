@@ -5,20 +5,25 @@ side, interleaved, after a warm-up, the median of ``--repeats`` runs:
 
 * ``eigvalsh(gram)``: the baseline, one batched ``torch.linalg.eigvalsh`` of the ``(L, N, N)`` float64 Gram
   matrices :math:`X = W^\top W / M`, formed beforehand (the eigensolver alone);
-* ``gram + eigvalsh``: the same, forming the float64 Gram matrices from the weights inside the timed region;
+* ``eigvalsh(gram)+(sym)``: the same plus one batched ``eigvalsh`` of the ``(L, N, N)`` symmetric parts
+  :math:`(W + W^\top)/2`: the floor for the default analyses, which need both spectra of a square matrix;
+* ``eigvalsh([gram; sym])``: both stacks in one call ``(2L, N, N)`` (is one call cheaper than two?);
+* ``eigvalsh(gram) f32``: the baseline in float32 (what float64 costs);
+* ``gram + eigvalsh``: the baseline, forming the float64 Gram matrices from the weights inside the timed region;
 * ``analyze(model)``: :func:`rmt_callbacks.analyze` with its defaults (summary, Marchenko–Pastur, semicircle,
   spacings: everything the monitor does per analysis);
-* ``analyze(no semicircle)``: the same without the semicircle fit, whose symmetric-part eigendecomposition is a
-  second eigensolver call per square matrix;
-* WeightWatcher's ``analyze()`` when ``weightwatcher`` is importable (it is not a dependency).
+* ``analyze(no semicircle)``: the same without the semicircle fit (one decomposition per matrix).
 
 Target: ``analyze`` ≤ 1.25 × ``eigvalsh(gram)``. Peak memory is measured in a fresh subprocess per case
 (torch's CPU allocations are invisible to ``tracemalloc``): the growth of the resident set over its value before
 the call, sampled every 0.5 ms from ``/proc/self/statm``, next to the ``ru_maxrss`` delta (which stays 0 when the
-import-time high-water mark is not exceeded); or
-``torch.cuda.max_memory_allocated`` on CUDA. ``--profile`` prints the cProfile hot spots of one analysis.
+import-time high-water mark is not exceeded); or ``torch.cuda.max_memory_allocated`` on CUDA. It is printed in
+MiB and in float64 copies of the largest analysed matrix (one :math:`N \times N` layer). ``--stack-bytes`` sets
+:data:`rmt_callbacks.analysis.STACK_BYTES` (the float64 bytes of one ``eigvalsh`` stack) for the speed/memory
+trade-off; ``--profile`` prints the cProfile hot spots of one analysis.
 
-Usage: ``.venv/bin/python benchmarks/bench_analysis.py [--quick] [--device cuda] [--profile]``.
+Usage: ``.venv/bin/python benchmarks/bench_analysis.py [--quick] [--threads 1] [--stack-bytes B] [--device cuda]
+[--profile]``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from rmt_callbacks import analysis
 from rmt_callbacks.analysis import ANALYSES, analyze
+
+NO_SEMI = [a for a in ANALYSES if a != "semicircle"]
 
 
 def build_model(layers: int, width: int, device: str) -> nn.Module:
@@ -59,6 +67,11 @@ def weights_of(model: nn.Module) -> torch.Tensor:
 def gram_of(w: torch.Tensor) -> torch.Tensor:
     """``(L, N, N)`` Gram matrices :math:`W^\\top W / M`."""
     return w.mT @ w / w.shape[-2]
+
+
+def sym_of(w: torch.Tensor) -> torch.Tensor:
+    """``(L, N, N)`` symmetric parts :math:`(W + W^\\top)/2`."""
+    return 0.5 * (w + w.mT)
 
 
 def sync(device: str) -> None:
@@ -90,11 +103,18 @@ def weightwatcher_case(model: nn.Module) -> Callable[[], object] | None:
     return lambda: watcher.analyze()
 
 
+MEMORY_CASES = ("gram + eigvalsh", "analyze", "analyze(no semicircle)")
+
+
 def memory_child(kind: str, layers: int, width: int, device: str) -> None:
     """Run in a fresh process: print the peak-memory growth (bytes) of one ``kind`` call as JSON."""
-    model = build_model(layers, width, device)  # both kinds start from the float32 model alone
-    fn = {"eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))), "analyze": lambda: analyze(model)}
-    fn = fn[kind]
+    analyze(build_model(1, 16, device))  # lazy imports (scipy) and solver start-up are not the analysis' memory
+    model = build_model(layers, width, device)  # every kind starts from the float32 model alone
+    fn = {
+        "gram + eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))),
+        "analyze": lambda: analyze(model),
+        "analyze(no semicircle)": lambda: analyze(model, analyses=NO_SEMI),
+    }[kind]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -127,9 +147,10 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory(kind: str, args: argparse.Namespace) -> tuple[float, float]:
+def peak_memory(kind: str, args: argparse.Namespace, stack_bytes: int) -> tuple[float, float]:
     cmd = [sys.executable, __file__, "--memory-child", kind, "--layers", str(args.layers), "--width", str(args.width)]
-    out = subprocess.run([*cmd, "--device", args.device], capture_output=True, text=True, check=True).stdout
+    cmd += ["--device", args.device, "--threads", str(args.threads), "--stack-bytes", str(stack_bytes)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     return res["peak_bytes"] / 2**20, res["maxrss_bytes"] / 2**20
 
@@ -150,9 +171,13 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--width", type=int, default=None, help="default 1024 (512 with --quick)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--stack-bytes", type=int, default=analysis.STACK_BYTES, help="analysis.STACK_BYTES")
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--memory-child", choices=["eigvalsh", "analyze"], help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    analysis.STACK_BYTES = args.stack_bytes
     args.width = args.width or (512 if args.quick else 1024)
     if args.memory_child:
         memory_child(args.memory_child, args.layers, args.width, args.device)
@@ -160,13 +185,16 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 5)
     model = build_model(args.layers, args.width, args.device)
     w = weights_of(model)
-    gram = gram_of(w)
-    no_semi = [a for a in ANALYSES if a != "semicircle"]
+    gram, sym = gram_of(w), sym_of(w)
+    both, gram32 = torch.cat([gram, sym]), gram.float()
     cases: dict[str, Callable[[], object]] = {
         "eigvalsh(gram)": lambda: torch.linalg.eigvalsh(gram),
+        "eigvalsh(gram)+(sym)": lambda: (torch.linalg.eigvalsh(gram), torch.linalg.eigvalsh(sym)),
+        "eigvalsh([gram; sym])": lambda: torch.linalg.eigvalsh(both),
+        "eigvalsh(gram) f32": lambda: torch.linalg.eigvalsh(gram32),
         "gram + eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))),
         "analyze(model)": lambda: analyze(model),
-        "analyze(no semicircle)": lambda: analyze(model, analyses=no_semi),
+        "analyze(no semicircle)": lambda: analyze(model, analyses=NO_SEMI),
     }
     ww = weightwatcher_case(model)
     if ww is not None:
@@ -176,30 +204,33 @@ def main() -> None:
     load1 = os.getloadavg()
     print(
         f"# bench_analysis: {args.layers} x Linear({args.width}, {args.width}), device={args.device}, "
-        f"torch {torch.__version__}, threads={torch.get_num_threads()}, repeats={repeats} (median)"
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, repeats={repeats} (median), "
+        f"STACK_BYTES={analysis.STACK_BYTES}"
     )
     print(f"# load average before {load0[0]:.2f}, after {load1[0]:.2f} (1-min)")
     base = statistics.median(times["eigvalsh(gram)"])
-    print(f"{'case':<26}{'median s':>10}{'min s':>10}{'ratio':>8}")
+    floor = statistics.median(times["eigvalsh(gram)+(sym)"])
+    print(f"{'case':<26}{'median s':>10}{'min s':>10}{'ratio':>8}{'min ratio':>10}")
+    base_min = min(times["eigvalsh(gram)"])
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:<26}{med:>10.3f}{min(ts):>10.3f}{med / base:>8.2f}")
+        print(f"{name:<26}{med:>10.3f}{min(ts):>10.3f}{med / base:>8.2f}{min(ts) / base_min:>10.2f}")
     if ww is None:
         print(f"{'weightwatcher.analyze()':<26}{'not installed':>28}")
     else:
         ratio = statistics.median(times["weightwatcher.analyze()"]) / statistics.median(times["analyze(model)"])
         print(f"weightwatcher / analyze = {ratio:.2f} (target >= 4)")
-    print(
-        f"target: analyze(model) / eigvalsh(gram) <= 1.25; measured "
-        f"{statistics.median(times['analyze(model)']) / base:.2f}"
-    )
-    mem_eig, mem_an = peak_memory("eigvalsh", args), peak_memory("analyze", args)
-    gram_mib = gram.numel() * gram.element_size() / 2**20
+    full, no_semi = statistics.median(times["analyze(model)"]), statistics.median(times["analyze(no semicircle)"])
+    print(f"target: analyze(model) / eigvalsh(gram) <= 1.25; measured {full / base:.2f} (defaults), ", end="")
+    print(f"{no_semi / base:.2f} (no semicircle); defaults / eigvalsh(gram)+(sym) = {full / floor:.2f}")
     how = "cuda max_memory_allocated" if args.device.startswith("cuda") else "sampled RSS; ru_maxrss delta"
+    matrix_mib = args.width * args.width * 8 / 2**20
     print(f"\npeak memory growth over the float32 model (fresh subprocess, {how}):")
-    print(f"{'gram + eigvalsh':<26}{mem_eig[0]:>10.1f} MiB {mem_eig[1]:>8.1f} MiB")
-    print(f"{'analyze(model)':<26}{mem_an[0]:>10.1f} MiB {mem_an[1]:>8.1f} MiB")
-    print(f"(one float64 copy of the weights, or of the Gram stack: {gram_mib:.1f} MiB)")
+    for kind in MEMORY_CASES:
+        peak, maxrss = peak_memory(kind, args, analysis.STACK_BYTES)
+        print(f"{kind:<26}{peak:>10.1f} MiB {maxrss:>8.1f} MiB {peak / matrix_mib:>6.1f} x largest matrix")
+    print(f"(one float64 {args.width} x {args.width} matrix: {matrix_mib:.1f} MiB; all {args.layers}: ", end="")
+    print(f"{args.layers * matrix_mib:.1f} MiB)")
     if args.profile:
         profile(model)
 

@@ -26,11 +26,14 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
     \text{fit}\Big(\bigcup_{b=1}^{B} \operatorname{spec} X_b\Big).
 
 **Cost and memory.** The spectra of equal-shape matrices (over all views of a call) are decomposed together by
-one ``torch.linalg.eigvalsh`` per stack of at most :data:`STACK_BYTES` float64 bytes (and at least one matrix),
-Gram matrices in one stack, symmetric parts in another; each stack is filled matrix by matrix from the weights,
-so the analysis holds about two copies of :math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64
-(the stack and the copy ``eigvalsh`` makes of it). The eigensolver is all but the whole cost: two
-decompositions per square matrix with ``"semicircle"`` (Gram and symmetric part), one without it.
+one ``torch.linalg.eigvalsh`` per stack of at most :data:`STACK_BYTES` bytes (and at least one matrix), Gram
+matrices in one stack, symmetric parts in another; each stack is filled matrix by matrix from the weights, so
+the analysis holds about two copies of :math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64
+(the stack and the copy ``eigvalsh`` makes of it). Gram matrices are decomposed in float64 (squaring doubles
+the dynamic range; the hard-edge levels of a square matrix need it), symmetric parts in the weights' own
+precision, at least float32 (about 2.5× faster than float64 on a CPU; the backward error
+:math:`\epsilon\|S\|` is that of the weights themselves). The eigensolver is all but the whole cost: two
+decompositions per square matrix with ``"semicircle"``, one without it.
 
 **Past the dense eigensolver.** A view with :math:`\min(M, N) \ge` :data:`~rmt_callbacks.spectral.DENSE_LIMIT`
 (8192) is not diagonalised: its Gram density is estimated by stochastic Lanczos quadrature
@@ -96,7 +99,7 @@ MAX_DENSE_LEVELS: int = DENSE_LIMIT - 1
 r"""Largest :math:`\min(M, N)` diagonalised exactly (:data:`~rmt_callbacks.spectral.DENSE_LIMIT` - 1); the density
 of a larger matrix is estimated (``method="slq"``), never skipped for its size."""
 STACK_BYTES: int = 8 << 20
-"""Float64 bytes of one ``eigvalsh`` stack (at least one matrix): bounds the analysis' memory to about two
+"""Bytes of one ``eigvalsh`` stack (at least one matrix): bounds the analysis' memory to about two
 stacks, at no measured cost in speed (``eigvalsh`` loops over a CPU batch; ``benchmarks/bench_analysis.py``)."""
 DENSITY_BINS: int = 100
 _PROBE_SEED = 0  # the SLQ probes: a fixed seed, so an analysis is deterministic and draws no global random numbers
@@ -115,8 +118,9 @@ class MatrixResult:
         metrics: statistic name to value, e.g. ``{"lambda_max": 2.9, "mp/sigma2": 1.0, ...}``.
         skipped: why the matrix was not analysed, or ``None``.
         failures: analysis name to the reason it failed (its ``converged`` metric is 0).
-        spectra: ``"gram"`` ``(..., N)``, ``"symmetric"`` ``(..., N)`` (square only) and ``"spacings"`` (pooled,
-            1-D) as float64 CPU tensors, for arrays and figures.
+        spectra: ``"gram"`` ``(..., N)``, ``"symmetric"`` ``(..., N)`` (square only; decomposed in the weights'
+            precision, at least float32) and ``"spacings"`` (pooled, 1-D) as float64 CPU tensors, for arrays and
+            figures.
         laws: the fitted laws by analysis name, for figure overlays.
         method: what produced the spectrum: ``"eigvalsh"`` (exact levels) or ``"slq"`` (estimated density; then
             ``spectra`` holds ``"density"`` ``(bins,)`` on ``"density_edges"`` ``(bins + 1,)``, pooled over the
@@ -305,7 +309,7 @@ def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[in
 def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> None:
     """Write the Gram matrices (unnormalised, smaller side) or the symmetric parts of ``w`` ``(b, M, N)``."""
     if kind == "symmetric":
-        out.copy_(w).add_(w.mT).mul_(0.5)  # float64 sums of the stored entries: exact for float32/16 weights
+        out.copy_(w).add_(w.mT).mul_(0.5)
         return
     w64 = w.to(torch.float64)  # at most one stack's worth (the caller bounds ``b``)
     if w.shape[-1] <= w.shape[-2]:
@@ -319,11 +323,14 @@ def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
     the structural zeros; ``"symmetric"``), or why it failed; one ``eigvalsh`` per stack of ``STACK_BYTES``."""
     m, n = flats[0].shape[-2:]
     side = min(m, n) if kind == "gram" else n
-    per_stack = max(1, STACK_BYTES // (side * side * 8))
+    # Gram: float64 (squaring W doubles its dynamic range; a square matrix's hard-edge levels need it). Symmetric
+    # part: the weights' own precision, float32 at least (backward error eps * ||S||, as good as the weights are)
+    dtype = torch.float64 if kind == "gram" else torch.promote_types(flats[0].dtype, torch.float32)
+    per_stack = max(1, STACK_BYTES // (side * side * dtype.itemsize))
     pieces: list[list[torch.Tensor]] = [[] for _ in flats]
     reasons: dict[int, str] = {}
     for stack in _chunks(flats, per_stack):
-        buf = torch.empty(sum(b - a for _, a, b in stack), side, side, dtype=torch.float64, device=flats[0].device)
+        buf = torch.empty(sum(b - a for _, a, b in stack), side, side, dtype=dtype, device=flats[0].device)
         offset = 0
         for i, a, b in stack:
             part = buf[offset : offset + b - a]
@@ -363,7 +370,7 @@ def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
             levels = levels.clamp_min(0.0) / m
             if n > m:
                 levels = torch.cat([levels.new_zeros(levels.shape[0], n - m), levels], dim=-1)
-        out.append(levels)
+        out.append(levels.to(torch.float64))
     return out
 
 
@@ -442,7 +449,7 @@ def analyze_views(
 ) -> list[MatrixResult]:
     """Analyse matrix views; equal-shape views share batched eigen-decompositions (module docstring: cost, memory).
 
-    Works under ``torch.no_grad()`` on float64 stacks of at most :data:`STACK_BYTES`, never changes the weights,
+    Works under ``torch.no_grad()`` on stacks of at most :data:`STACK_BYTES` bytes, never changes the weights,
     and draws no global random numbers (the SLQ probes of matrices past the dense eigensolver use a fixed seed).
 
     Args:

@@ -256,3 +256,14 @@ def test_batched_estimates_are_pooled_on_common_edges() -> None:
     mass = (r.spectra["density"] * r.spectra["density_edges"].diff()).sum()
     assert float(mass) == pytest.approx(1.0, abs=1e-9)
     assert r.metrics["lambda_mean"] == pytest.approx(float(w.double().square().sum()) / (3 * 200 * 100), rel=1e-9)
+
+
+def test_symmetric_part_of_float32_weights_in_float32_gram_in_float64() -> None:
+    w = torch.randn(64, 64, generator=_gen(12))  # float32, as a Linear layer holds it
+    (r,) = analyze_views([MatrixView("w", w, "linear")], analyses=["summary", "semicircle"])
+    s = w.double().numpy()
+    sym, gram = np.linalg.eigvalsh((s + s.T) / 2), np.linalg.eigvalsh(s.T @ s / 64)
+    # float32 eigvalsh: backward error ~ n * eps32 * ||S|| = 64 * 6e-8 * ||S|| ~ 4e-6 ||S|| (LAPACK's bound)
+    assert np.abs(r.spectra["symmetric"].numpy() - sym).max() <= 4e-6 * np.abs(sym).max()
+    # float64 Gram: the smallest (hard-edge, q = 1) levels keep their relative accuracy
+    assert np.allclose(r.spectra["gram"].numpy(), gram, rtol=1e-6, atol=1e-12 * gram.max())
