@@ -62,6 +62,7 @@ def pcd_sweep(
     generator: torch.Generator | None,
     noise_dtype: torch.dtype | None = None,
     workspace: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Advance persistent chains by one PCD-k sweep: ``h ~ p(h|φ)``, then k × (``φ ~ p(φ|h)``, ``h ~ p(h|φ)``).
 
@@ -89,14 +90,17 @@ def pcd_sweep(
             makes the draws 3–5× faster on CPUs; see :class:`GaussianRBM` (``float32_noise``) for its accuracy.
         workspace: optional 1-D buffer of at least n elements of dtype ``noise_dtype`` on ``phi``'s device,
             overwritten by the sweep (pass the same buffer every step to avoid a large allocation per step).
-            It must not share memory with ``phi``; the result may be a view of it.
+            It must not share memory with ``phi`` or ``out``; the result may be a view of it.
+        out: optional tensor of ``phi``'s shape to write the result into (converted in the same pass); it may
+            be ``phi`` itself, which is read only before the result is written.
 
     Returns:
-        The chains' visible state after the k-th visible sample, shape (E, B, N_v), dtype ``phi.dtype``.
+        The chains' visible state after the k-th visible sample, shape (E, B, N_v): ``out`` if given, else a
+        tensor of dtype ``phi.dtype``.
 
     Raises:
         ValueError: if ``k < 1``, the shapes of ``phi`` and ``w`` do not match, or ``workspace`` is too small,
-            of another dtype or device, or overlaps ``phi``.
+            of another dtype or device, or overlaps ``phi``, or ``out`` has another shape.
 
     References: arXiv:2407.16427.
 
@@ -111,6 +115,8 @@ def pcd_sweep(
         raise ValueError(f"k must be >= 1, got {k!r}")
     if phi.ndim != 3 or w.ndim != 3 or w.shape[0] != phi.shape[0] or w.shape[2] != phi.shape[2]:
         raise ValueError(f"phi (E, B, N_v) and w (E, N_h, N_v) do not match: {tuple(phi.shape)}, {tuple(w.shape)}")
+    if out is not None and out.shape != phi.shape:
+        raise ValueError(f"out must have phi's shape {tuple(phi.shape)}, got {tuple(out.shape)}")
     e, b, n_v = phi.shape
     n_h = w.shape[1]
     dtype = noise_dtype or phi.dtype
@@ -128,8 +134,10 @@ def pcd_sweep(
             f"workspace must be a contiguous 1-D {dtype} tensor of >= {n} elements on {phi.device}, got "
             f"{workspace.dtype} {tuple(workspace.shape)} on {workspace.device}"
         )
-    elif workspace.untyped_storage().data_ptr() == phi.untyped_storage().data_ptr():
-        raise ValueError("workspace must not share memory with phi")
+    elif any(
+        t is not None and workspace.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for t in (phi, out)
+    ):
+        raise ValueError("workspace must not share memory with phi or out")
     noise = workspace[:n].normal_(generator=generator)
     w_d = w.to(dtype)  # (E, N_h, N_v); a copy only when the sweep runs in another dtype
     w_t = w_d.mT  # (E, N_v, N_h), a view: the matrix products read it transposed
@@ -144,7 +152,7 @@ def pcd_sweep(
         phi_t = block(n_v).baddbmm_(w_t, h_t, beta=1.0 / mu, alpha=1.0 / mu**2)  # (E, N_v, B)
         if step < k - 1:
             h_t = block(n_h).baddbmm_(w_d, phi_t, beta=sigma_h, alpha=sigma_h**2)
-    return phi_t.mT.to(phi.dtype)
+    return phi_t.mT.to(phi.dtype) if out is None else out.copy_(phi_t.mT)
 
 
 def chain_covariance(phi: torch.Tensor) -> torch.Tensor:
@@ -276,7 +284,7 @@ class GaussianRBM(EnsembleModule):
         hp = self.hparams
         with torch.no_grad():
             noise_dtype = torch.float32 if hp.float32_noise else self.chains.dtype
-            phi = pcd_sweep(
+            phi = pcd_sweep(  # phi is self.chains, updated in place
                 self.chains,
                 self.weight,
                 k=hp.gibbs_steps,
@@ -285,9 +293,9 @@ class GaussianRBM(EnsembleModule):
                 generator=self.generator(),
                 noise_dtype=noise_dtype,
                 workspace=self._workspace(noise_dtype),
+                out=self.chains,
             )
-            self.chains.copy_(phi)  # phi is a view of the workspace (or a float32 → float64 copy)
-            c_hat = chain_covariance(self.chains)  # (E, N_v, N_v), from the stored float64 state
+            c_hat = chain_covariance(phi)  # (E, N_v, N_v), from the stored float64 state
         return rbm_surrogate_loss(self.weight, self.k_inv, c_hat, hp.sigma_h)
 
     @torch.no_grad()

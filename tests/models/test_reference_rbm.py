@@ -137,6 +137,9 @@ def test_a_reused_workspace_gives_the_same_chains_and_bad_ones_are_rejected() ->
     ws = torch.full((4 * 7 * 60 + 3,), float("nan"), dtype=torch.float64)  # larger than needed is allowed
     reused = pcd_sweep(phi0, w, generator=torch.Generator().manual_seed(1), workspace=ws, **kw)
     assert torch.equal(plain, reused) and reused.dtype == torch.float64
+    in_place = phi0.clone()  # out = phi: the chains are read before the result is written over them
+    res = pcd_sweep(in_place, w, generator=torch.Generator().manual_seed(1), workspace=ws, out=in_place, **kw)
+    assert res is in_place and torch.equal(in_place, plain)
     f32 = pcd_sweep(phi0, w, generator=g, noise_dtype=torch.float32, workspace=ws.float(), **kw)
     assert f32.dtype == torch.float64 and f32.shape == phi0.shape
     strided = torch.empty(2 * ws.numel(), dtype=torch.float64)[::2]  # 1-D, long enough, not contiguous
@@ -144,7 +147,9 @@ def test_a_reused_workspace_gives_the_same_chains_and_bad_ones_are_rejected() ->
         with pytest.raises(ValueError, match="workspace must be a contiguous 1-D"):
             pcd_sweep(phi0, w, generator=g, workspace=bad, **kw)
     alias = torch.zeros(4 * 7 * 60 + 4 * 7 * 10, dtype=torch.float64)
-    with pytest.raises(ValueError, match="must not share memory with phi"):
+    with pytest.raises(ValueError, match="out must have phi's shape"):
+        pcd_sweep(phi0, w, generator=g, out=phi0[:, :3], **kw)
+    with pytest.raises(ValueError, match="must not share memory with phi or out"):
         pcd_sweep(alias[-280:].view(4, 7, 10), w, generator=g, workspace=alias, **kw)
 
 
