@@ -77,7 +77,7 @@ def panels_of(result: MatrixResult) -> list[Panel]:
         >>> [p.title for p in panels_of(r)]
         ['Gram spectrum $W^\\\\top W / M$']
     """
-    if result.skipped is not None or "gram" not in result.spectra:
+    if result.skipped is not None or "gram" not in result.spectra or result.spectra["gram"].numel() == 0:
         return []
     spectra, laws = result.spectra, result.laws
     panels = [

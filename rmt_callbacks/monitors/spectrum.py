@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
 from ..sinks.keys import artifact_path, metric_key
 from ..sinks.lightning import StepLedger, log_to_loggers, mlflow_loggers
-from ..spectral import MatrixView
+from ..spectral import DENSE_LIMIT, MatrixView
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
 from ._selection import validate_filter, validate_patterns
 from ._worker import AnalysisWorker, Finished, OverheadBudget, check_budget
@@ -58,10 +58,13 @@ class SpectrumMonitor(Callback):
     when the weights were copied (0 for the initial copy). A run resumed from a checkpoint older than its last
     logged step replays steps: an MLflow run that already holds a step is not written again (warned once). Only
     rank zero analyses and logs; ``pl_module.log`` is never used; with no logger at all the monitor warns once and
-    analyses nothing. A matrix with NaN/Inf entries, fewer than 2 rows or columns, a non-float dtype (integer,
-    complex) or more than ``MAX_DENSE_LEVELS`` (8192) rows and columns is skipped: ``skipped = 1`` is logged, a
-    warning is issued once per (matrix, reason) and the reason goes to the fit table (and, with MLflow, a run tag
-    ``rmt.skipped.<matrix>``). Nothing in the hooks raises on bad weights.
+    analyses nothing. A matrix with NaN/Inf entries, fewer than 2 rows or columns or a non-float dtype (integer,
+    complex) is skipped: ``skipped = 1`` is logged, a warning is issued once per (matrix, reason) and the reason
+    goes to the fit table (and, with MLflow, a run tag ``rmt.skipped.<matrix>``). Nothing in the hooks raises on
+    bad weights. A matrix with :math:`\min(M, N) \ge` ``DENSE_LIMIT`` (8192: embeddings, LM heads) is not
+    diagonalised but its density estimated by stochastic Lanczos quadrature (:mod:`rmt_callbacks.analysis`); the
+    method that produced each spectrum is the fit table's ``method`` column and the run tag
+    ``rmt.method.<matrix>`` (``eigvalsh`` or ``slq``).
 
     **Training is not kept waiting.** When an analysis is due the hook copies the selected weights (on CUDA on a
     side stream) and returns; a background thread analyses the copy and writes MLflow's share (network included).
@@ -87,6 +90,9 @@ class SpectrumMonitor(Callback):
         * ``surmise/converged``, ``surmise/beta``, ``surmise/ks``: the Wigner-surmise fit of the normalised
           spacings (``"spacings"``).
 
+        * ``estimated``: 1 when the spectrum is an SLQ density estimate (``min(M, N) >= dense_limit``); then
+          only ``lambda_min``, ``lambda_max``, ``lambda_mean``, ``spectral_norm`` and ``stable_rank`` are logged.
+
         A failed fit logs only its ``…/converged = 0``. Per analysis the monitor also logs
         ``{log_key_prefix}monitor/analysis_seconds`` (its compute time) and
         ``{log_key_prefix}monitor/analysis_interval`` (optimizer steps since the previous analysis; 0 for the first).
@@ -94,6 +100,7 @@ class SpectrumMonitor(Callback):
     MLflow artifacts (with an ``MLFlowLogger``, written into its run):
         * ``spectra/step_{step:08d}.npz``: the Gram eigenvalues, one array ``(..., N)`` per matrix name;
           ``spectra/symmetric/step_{step:08d}.npz``: the symmetric-part eigenvalues of square matrices.
+          ``spectra/density/step_{step:08d}.npz``: estimated densities, ``<matrix>/density`` on ``<matrix>/edges``.
         * ``fits/step_{step:08d}.json``: an MLflow table, one row per matrix (shape, skip reason, failures,
           every statistic).
         * ``figures/{matrix}/step_{step:08d}.png``: histograms with the fitted laws, every
@@ -113,6 +120,7 @@ class SpectrumMonitor(Callback):
         overhead_budget: the largest fraction of training wall time analyses may take, in ``(0, 1]`` (default
             0.02); ``None``: analyse at every due step, however long it takes.
         background: analyse on a background thread (default); ``False`` analyses synchronously in the hook.
+        dense_limit: matrices with :math:`\min(M, N)` at least this are estimated (SLQ), not diagonalised.
 
     Raises:
         ValueError, TypeError: a bad argument (in ``__init__``), naming it, its value and what is allowed; at fit
@@ -142,6 +150,7 @@ class SpectrumMonitor(Callback):
         figure_every_n_analyses: int | None = 10,
         overhead_budget: float | None = DEFAULT_OVERHEAD_BUDGET,
         background: bool = True,
+        dense_limit: int = DENSE_LIMIT,
     ) -> None:
         self.every_n_train_steps, self.every_n_epochs = resolve_cadence(every_n_train_steps, every_n_epochs)
         self.include = validate_patterns("include", include, allow_none=True)
@@ -157,6 +166,8 @@ class SpectrumMonitor(Callback):
         if not isinstance(background, bool):
             raise TypeError(f"background must be a bool, got {type(background).__name__} ({background!r})")
         self.background = background
+        check_count("dense_limit", dense_limit)
+        self.dense_limit = dense_limit
         self._last_step: int | None = None
         self._num_analyses = 0
         self._warned: set[tuple[str, ...]] = set()
@@ -280,7 +291,7 @@ class SpectrumMonitor(Callback):
     ) -> _Report:
         """The worker's job: analyse the snapshot, then write MLflow's share (network) off the training thread."""
         start = time.perf_counter()
-        results = analyze_views(views, analyses=self.analyses)
+        results = analyze_views(views, analyses=self.analyses, dense_limit=self.dense_limit)
         seconds = time.perf_counter() - start
         metrics = self._metrics(results)
         metrics[metric_key(self.log_key_prefix, "monitor", "analysis_seconds")] = seconds
@@ -382,6 +393,8 @@ class SpectrumMonitor(Callback):
             _write_artifacts(run, results, step=step, figures=figures)
         except (*SINK_ERRORS, ValueError, TypeError, RuntimeError) as exc:  # a store or figure failure: warn, go on
             self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
+        except Exception as exc:  # anything else is a defect here, but the numbers for the other loggers survive
+            self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
 
 
 @dataclass(frozen=True)
@@ -414,17 +427,25 @@ def _snapshot(views: Sequence[MatrixView]) -> list[MatrixView]:
 
 
 def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
-    """Spectra, the fit table, skip tags and (when due) figures of one analysis into ``run``."""
+    """Spectra, the fit table, skip and method tags and (when due) figures of one analysis into ``run``."""
     stem = f"step_{step:08d}"
     done = [r for r in results if r.skipped is None]
-    run.log_arrays({r.name: r.spectra["gram"].numpy() for r in done}, artifact_path("spectra", f"{stem}.npz"))
+    exact = {r.name: r.spectra["gram"].numpy() for r in done if "density" not in r.spectra}
+    if exact:
+        run.log_arrays(exact, artifact_path("spectra", f"{stem}.npz"))
     symmetric = {r.name: r.spectra["symmetric"].numpy() for r in done if "symmetric" in r.spectra}
     if symmetric:
         run.log_arrays(symmetric, artifact_path("spectra", "symmetric", f"{stem}.npz"))
+    densities = {r.name: r for r in done if "density" in r.spectra}  # estimated (SLQ): a density on bin edges
+    if densities:
+        arrays = {f"{n}/density": r.spectra["density"].numpy() for n, r in densities.items()}
+        arrays.update({f"{n}/edges": r.spectra["density_edges"].numpy() for n, r in densities.items()})
+        run.log_arrays(arrays, artifact_path("spectra", "density", f"{stem}.npz"))
     run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path("fits", f"{stem}.json"))
-    skipped = {f"rmt.skipped.{r.name}": r.skipped for r in results if r.skipped is not None}
-    if skipped:
-        run.set_tags(skipped)
+    tags = {f"rmt.skipped.{r.name}": r.skipped for r in results if r.skipped is not None}
+    tags.update({f"rmt.method.{r.name}": r.method for r in done if r.method is not None})
+    if tags:
+        run.set_tags(tags)
     if figures:
         _write_figures(run, done, stem=stem, step=step)
 
@@ -434,7 +455,10 @@ def _write_figures(run: Any, results: Sequence[MatrixResult], *, stem: str, step
     from ._figures import panels_of
 
     for r in results:
-        fig = matrix_figure(panels_of(r), title=f"{r.name} {tuple(r.shape)}, step {step}")
+        panels = panels_of(r)
+        if not panels:  # an estimated density has no levels to histogram: its arrays are the record
+            continue
+        fig = matrix_figure(panels, title=f"{r.name} {tuple(r.shape)}, step {step}")
         try:
             run.log_figure(fig, artifact_path("figures", r.name, f"{stem}.png"))
         finally:

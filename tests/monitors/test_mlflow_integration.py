@@ -200,3 +200,34 @@ def test_unseen_model_with_an_mlflow_server(mlflow_server: str, tmp_path: Path) 
     client = MlflowClient(tracking_uri=mlflow_server)
     assert client.get_run(mlf.run_id).info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
     _check_run(client, mlf.run_id, model, tmp_path, steps=[0, 5], figure_steps=[0])
+
+
+def test_matrices_past_the_dense_limit_are_estimated_and_say_so(tmp_path: Path) -> None:
+    """With ``dense_limit=24`` the 24-wide matrices get an SLQ density; the (5, 24) head stays exact."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlf = MLFlowLogger(experiment_name="slq", tracking_uri=uri, artifact_location=(tmp_path / "artifacts").as_uri())
+    monitor = SpectrumMonitor(every_n_train_steps=5, overhead_budget=None, dense_limit=24, figure_every_n_analyses=1)
+    _train(tmp_path, loggers=[mlf], monitor=monitor, steps=5)
+    client = MlflowClient(uri)
+    tags, metrics = client.get_run(mlf.run_id).data.tags, client.get_run(mlf.run_id).data.metrics
+    estimated = [n for n in MATRICES if n != "head.weight"]
+    assert {n: tags[f"rmt.method.{n}"] for n in MATRICES} == {
+        **dict.fromkeys(estimated, "slq"),
+        "head.weight": "eigvalsh",
+    }
+    for name in estimated:
+        assert metrics[f"rmt/{name}/skipped"] == 0.0 and f"rmt/{name}/lambda_max" in metrics
+        assert f"rmt/{name}/surmise/beta" not in metrics  # spacings need exact levels
+    with np.load(client.download_artifacts(mlf.run_id, "spectra/density/step_00000005.npz", str(tmp_path))) as f:
+        for name in estimated:
+            density, edges = f[f"{name}/density"], f[f"{name}/edges"]
+            assert edges.shape == (density.shape[0] + 1,) and abs(float((density * np.diff(edges)).sum()) - 1) < 1e-6
+    with np.load(client.download_artifacts(mlf.run_id, "spectra/step_00000005.npz", str(tmp_path))) as f:
+        assert list(f.keys()) == ["head.weight"]
+    table = json.loads(
+        Path(client.download_artifacts(mlf.run_id, "fits/step_00000005.json", str(tmp_path))).read_text()
+    )
+    methods = dict(zip(table["columns"], zip(*table["data"], strict=True), strict=True))["method"]
+    assert sorted(set(methods)) == ["eigvalsh", "slq"]
+    figures = {a.path for a in client.list_artifacts(mlf.run_id, "figures/head.weight")}
+    assert figures == {"figures/head.weight/step_00000000.png", "figures/head.weight/step_00000005.png"}
