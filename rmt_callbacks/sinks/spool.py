@@ -19,8 +19,10 @@ own retry loop: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES = 7`` retries with urllib3's e
 
     \sum_{n=2}^{7} \min(2 \cdot 2^{\,n-1}, 120)\,\mathrm{s} = 4 + 8 + 16 + 32 + 64 + 120 = 244\ \mathrm{s}
 
-before the error surfaces. Only a server that dies during a request still costs the writer thread that stall (the
-training thread never waits for it; lower ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` to shorten it).
+before the error surfaces. A server that dies during a request still holds the writer thread in that loop (until it
+answers again or the retries run out); a watchdog thread then probes every ``retry_interval_s``, and once the probe
+fails it warns and moves what is queued, the request in flight included, to the spool, so the outage is reported and
+nothing waits only in memory. The training thread never waits for any of it.
 
 A run that could not be created because the server was unreachable from the start (``run_id=None``) is created by
 the writer on first contact, in ``experiment_name``, or by :func:`replay`; the run id is recorded in the spool's
@@ -173,8 +175,10 @@ class MlflowWriter:
         self._replayed = 0
         self._closed = False
         self._warned: set[str] = set()
+        self._busy_since: float | None = None  # when the writer thread entered its current store request
         self._thread = threading.Thread(target=self._run, name=f"mlflow-writer-{run_id or 'new'}", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch, name=f"mlflow-watchdog-{run_id or 'new'}", daemon=True).start()
         _live.add(self)
 
     @classmethod
@@ -332,8 +336,10 @@ class MlflowWriter:
             self._add_to_spool([op])
 
     def _settled(self) -> bool:
-        idle = not self._pending and self._inflight is None
-        return idle and (self._down or not self._spooled)
+        """Delivered, or down with everything on disk (a request stuck in MLflow's retry loop already spooled)."""
+        if self._down:
+            return not self._pending and (self._inflight is None or self._inflight_spooled)
+        return self._delivered()
 
     def _delivered(self) -> bool:
         return not self._pending and self._inflight is None and not self._spooled
@@ -402,6 +408,7 @@ class MlflowWriter:
         return False
 
     def _attempt(self, op: Op, *, replaying: bool) -> BaseException | None:
+        self._busy_since = time.monotonic()
         try:
             if self._store.run_id is None:
                 self._store.create_run()
@@ -410,7 +417,19 @@ class MlflowWriter:
             self._store.send(op, replaying=replaying)
         except Exception as exc:  # the thread must survive anything the store raises; classified by the caller
             return exc
+        finally:
+            self._busy_since = None
         return None
+
+    def _watch(self) -> None:
+        """While the writer thread is stuck in a request (MLflow's retry loop) and the server is gone: spool."""
+        while not self._closed:
+            with self._cond:
+                self._cond.wait(self._retry_interval_s)
+            since = self._busy_since
+            if since is not None and time.monotonic() - since > self._retry_interval_s and not self._reachable():
+                self._go_down()
+                self._spool_leftovers()
 
     def _done(self, op: Op, error: BaseException | None) -> None:
         if error is not None:

@@ -1,0 +1,255 @@
+"""A real ``mlflow server`` on loopback that goes away and comes back: writes never wait for it, every metric step
+and artifact reaches the run exactly once, and the user is told once when it went and once when it caught up.
+
+The server is killed with SIGKILL (a crash, not a shutdown) and restarted on the same port with the same sqlite
+backend and artifact directory. Each start of the server takes tens of seconds on a loaded machine, so these tests
+are ``slow``; the same paths against a sqlite store and a refused port run by default in ``tests/sinks/test_spool.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks.sinks.spool import MlflowWriter, replay
+
+pytestmark = pytest.mark.slow
+
+
+class Server:
+    """``mlflow server`` on a fixed loopback port, sqlite backend and proxied artifacts under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.root, self.url = root, f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start_s: list[float] = []
+
+    def start(self, timeout_s: float = 300) -> None:
+        mlflow_cli = Path(sys.executable).with_name("mlflow")
+        cmd = [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts",
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]  # fmt: skip
+        began = time.monotonic()
+        with open(self.root / "server.log", "a") as log:  # the child keeps its own descriptor
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while not _healthy(self.url):
+            if self._proc.poll() is not None or time.monotonic() - began > timeout_s:
+                self.kill()
+                pytest.fail(f"mlflow server did not come up:\n{(self.root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        self.start_s.append(time.monotonic() - began)
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (its own process group), as a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module; each test leaves it running."""
+    srv = Server(tmp_path_factory.mktemp("server"))
+    srv.start()
+    yield srv
+    srv.kill()
+    print(f"mlflow server start times (s): {[round(s, 1) for s in srv.start_s]}; load {os.getloadavg()}")
+
+
+def _steps_once(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def _check_arrays(client: MlflowClient, run_id: str, steps: range, tmp_path: Path) -> None:
+    names = {f.path for f in client.list_artifacts(run_id, "spectra")}
+    assert names == {f"spectra/step_{s:08d}.npz" for s in steps}
+    local = client.download_artifacts(run_id, f"spectra/step_{steps[-1]:08d}.npz", str(tmp_path))
+    with np.load(local, allow_pickle=False) as arrays:
+        np.testing.assert_array_equal(arrays["fc.weight"], np.full(3, float(steps[-1])))
+
+
+def _write_step(writer: MlflowWriter, step: int) -> float:
+    """One monitor's worth of writes at ``step``; returns how long the calls took."""
+    began = time.perf_counter()
+    writer.log_metrics({f"rmt/fc{i}.weight/lambda_max": step + i / 10 for i in range(20)}, step=step)
+    writer.log_arrays({"fc.weight": np.full(3, float(step))}, f"spectra/step_{step:08d}.npz")
+    if step % 10 == 0:
+        writer.log_table([{"step": step, "name": "fc.weight"}], f"fits/step_{step:08d}.json")
+    return time.perf_counter() - began
+
+
+def test_server_killed_during_writes_and_restarted(server: Server, tmp_path: Path) -> None:
+    client = MlflowClient(server.url)
+    run_id = client.create_run(client.create_experiment("outage")).info.run_id
+    messages: list[str] = []
+    writer = MlflowWriter(
+        client, run_id, tracking_uri=server.url, spool_dir=tmp_path / "spool", warn=messages.append,
+        retry_interval_s=0.5,
+    )  # fmt: skip
+    calls = []
+    for step in range(40):
+        calls.append(_write_step(writer, step))
+        if step == 15:
+            server.kill()  # the writer may be inside a request: it then sits in MLflow's retry loop (watchdog)
+        time.sleep(0.02)
+    outage_calls = calls[16:]
+    assert not writer.flush(timeout_s=60)  # down: returns once everything is on disk
+    assert messages == [f"MLflow tracking server {server.url} unreachable; spooling to {writer.spool_dir}"]
+    server.start()
+    for step in range(40, 50):
+        calls.append(_write_step(writer, step))
+    assert writer.flush(timeout_s=300)
+    assert writer.close(timeout_s=30)
+
+    for key in ("rmt/fc0.weight/lambda_max", "rmt/fc19.weight/lambda_max"):
+        assert _steps_once(client, run_id, key) == list(range(50)), key
+    _check_arrays(client, run_id, range(50), tmp_path)
+    for step in range(0, 50, 10):
+        path = client.download_artifacts(run_id, f"fits/step_{step:08d}.json", str(tmp_path))
+        assert json.loads(Path(path).read_text())["data"] == [[step, "fc.weight"]]  # not appended twice
+    assert len(messages) == 2 and messages[1].startswith(f"MLflow tracking server {server.url} caught up: ")
+    assert not (writer.spool_dir / "ops.jsonl").exists()
+    print(f"write calls during the outage: max {max(outage_calls) * 1e3:.1f} ms; {messages[1]}")
+
+
+def test_unreachable_from_the_start_then_replayed_into_a_started_server(server: Server, tmp_path: Path) -> None:
+    server.kill()
+    messages: dict[str, list[str]] = {"replayed": [], "live": []}
+    writers = {
+        name: MlflowWriter(
+            MlflowClient(server.url),
+            None,
+            tracking_uri=server.url,
+            spool_dir=tmp_path / name,
+            experiment_name=f"late-{name}",
+            warn=messages[name].append,
+            retry_interval_s=0.5,
+        )
+        for name in messages
+    }
+    calls = [_write_step(w, step) for step in range(12) for w in writers.values()]
+    assert not writers["replayed"].close(timeout_s=10)  # the process "ends" before the server is back
+    assert not writers["live"].flush(timeout_s=10)
+    for name, writer in writers.items():
+        lines = (writer.spool_dir / "ops.jsonl").read_text().splitlines()
+        assert len(lines) == 12 * 2 + 2 + (name == "replayed")  # metrics + arrays per step, 2 tables, "terminate"
+        assert len(list((writer.spool_dir / "files").glob("*/*.npz"))) == 12
+        assert messages[name][0] == f"MLflow tracking server {server.url} unreachable; spooling to {writer.spool_dir}"
+    assert str(writers["replayed"].spool_dir) in messages["replayed"][1]
+
+    server.start()
+    report = replay(writers["replayed"].spool_dir)  # the URI in the manifest
+    assert (report.replayed, report.remaining) == (27, 0)
+    assert writers["live"].flush(timeout_s=300)  # the live writer found the server by itself and created its run
+    assert writers["live"].close(timeout_s=30)
+    assert messages["live"][1] == f"MLflow tracking server {server.url} caught up: 26 operations replayed"
+    client = MlflowClient(server.url)
+    for name, run_id in (("replayed", report.run_id), ("live", writers["live"].run_id)):
+        run = client.get_run(run_id)
+        assert client.get_experiment(run.info.experiment_id).name == f"late-{name}"
+        assert run.info.status == "FINISHED"
+        assert _steps_once(client, run_id, "rmt/fc3.weight/lambda_max") == list(range(12))
+        _check_arrays(client, run_id, range(12), tmp_path / name)
+    print(f"write calls with the server unreachable: max {max(calls) * 1e3:.1f} ms")
+
+
+class Regression(pl.LightningModule):
+    """y = w·x + b on random data; it does not call ``self.log``, so the Trainer never calls the logger mid-fit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.fc(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+class WritesEveryStep(pl.Callback):
+    """Logs through the logger's shared writer after every batch; kills the server at one step, restarts it later."""
+
+    def __init__(self, server: Server, spool_dir: Path, *, kill_at: int, restart_at: int) -> None:
+        self.server, self.spool_dir, self.kill_at, self.restart_at = server, spool_dir, kill_at, restart_at
+        self.messages: list[str] = []
+        self.calls: dict[int, float] = {}
+        self.delivered: bool | None = None
+
+    def _writer(self, trainer: pl.Trainer) -> MlflowWriter:
+        return MlflowWriter.for_logger(
+            trainer.logger, spool_dir=self.spool_dir, warn=self.messages.append, retry_interval_s=0.5
+        )
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Regression, *args: Any) -> None:
+        step = trainer.global_step
+        began = time.perf_counter()
+        writer = self._writer(trainer)
+        weight = pl_module.fc.weight.detach().double().numpy()  # (1, 3)
+        writer.log_metrics({"rmt/fc.weight/norm": float(np.linalg.norm(weight))}, step=step)
+        writer.log_arrays({"fc.weight": weight}, f"weights/step_{step:08d}.npz")
+        self.calls[step] = time.perf_counter() - began
+        if step == self.kill_at:
+            self.server.kill()
+        if step == self.restart_at:
+            self.server.start()  # blocks this test's training while the server boots, not the writer
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Regression) -> None:
+        self.delivered = self._writer(trainer).close(timeout_s=120)
+
+
+def test_lightning_training_through_an_outage(server: Server, tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(240, 3, generator=g)
+    data = DataLoader(TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5]])), batch_size=8)
+    logger = MLFlowLogger(experiment_name="lightning-outage", tracking_uri=server.url)
+    writes = WritesEveryStep(server, tmp_path / "spool", kill_at=10, restart_at=25)
+    trainer = pl.Trainer(
+        max_steps=40, default_root_dir=tmp_path, logger=logger, callbacks=[writes], accelerator="cpu",
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Regression(), data)
+
+    assert trainer.state.finished and writes.delivered
+    client = MlflowClient(server.url)
+    assert _steps_once(client, logger.run_id, "rmt/fc.weight/norm") == list(range(1, 41))  # global_step after a batch
+    assert {f.path for f in client.list_artifacts(logger.run_id, "weights")} == {
+        f"weights/step_{s:08d}.npz" for s in range(1, 41)
+    }
+    assert writes.messages[0] == f"MLflow tracking server {server.url} unreachable; spooling to {tmp_path / 'spool'}"
+    assert len(writes.messages) == 2 and " caught up: " in writes.messages[1]
+    assert client.get_run(logger.run_id).info.status == "FINISHED"  # Lightning's finalize, server back by then
+    outage = [t for step, t in writes.calls.items() if 10 < step <= 25]
+    print(f"callback writes during the outage: max {max(outage) * 1e3:.1f} ms; {writes.messages[1]}")
