@@ -197,19 +197,26 @@ class MlflowWriter:
             The shared writer.
         """
         uri = logger._tracking_uri  # Lightning keeps these private; reading them does not touch the server
+        with _registry_lock:
+            writer = _creating.get(logger)  # a writer that creates its own run stays this logger's writer
+        if writer is not None and not writer._closed:
+            return writer
         run_id = logger._run_id
         if run_id is None and probe(uri):
             try:
                 run_id = logger.run_id  # creates the run as the logger does
             except (MlflowException, OSError):
                 run_id = None
-        key = (uri, run_id or f"new:{id(logger)}")
         with _registry_lock:
-            writer = _registry.get(key)
+            writer = _registry.get((uri, run_id)) if run_id else _creating.get(logger)
             if writer is None or writer._closed:
                 kwargs.setdefault("experiment_name", logger._experiment_name)
                 kwargs.setdefault("artifact_location", logger._artifact_location)
-                writer = _registry[key] = cls(logger._mlflow_client, run_id, tracking_uri=uri, **kwargs)
+                writer = cls(logger._mlflow_client, run_id, tracking_uri=uri, **kwargs)
+                if run_id:
+                    _registry[(uri, run_id)] = writer
+                else:
+                    _creating[logger] = writer
             return writer
 
     @property
@@ -761,6 +768,7 @@ def _warn(message: str) -> None:
 
 
 _registry: dict[tuple[str, str], MlflowWriter] = {}
+_creating: weakref.WeakKeyDictionary[Any, MlflowWriter] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 _live: weakref.WeakSet[MlflowWriter] = weakref.WeakSet()
 

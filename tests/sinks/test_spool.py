@@ -194,6 +194,19 @@ def test_for_logger_shares_one_writer_per_run(store: tuple[str, Path], tmp_path:
     assert [m.step for m in logger.experiment.get_metric_history(logger.run_id, "rmt/a/x")] == [7]
 
 
+def test_for_logger_with_an_unreachable_server_does_not_touch_it(tmp_path: Path) -> None:
+    messages: list[str] = []
+    logger = MLFlowLogger(experiment_name="unreached", tracking_uri=closed_port_uri())
+    writer = MlflowWriter.for_logger(logger, spool_dir=tmp_path / "s", warn=messages.append)
+    assert MlflowWriter.for_logger(logger) is writer and writer.run_id is None
+    writer.log_metrics({"rmt/a/x": 1.0}, step=1)
+    assert not writer.close(timeout_s=10)
+    assert not logger._initialized  # the logger was never asked for its run (that would wait out MLflow's retries)
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["experiment_name"] == "unreached" and manifest["run_id"] is None
+    assert len(messages) == 2 and str(tmp_path / "s") in messages[1]
+
+
 def test_bad_arguments_raise_at_the_call(store: tuple[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="retry_interval_s must be a positive number, got 0"):
         MlflowWriter(None, "r", tracking_uri=store[0], retry_interval_s=0)
