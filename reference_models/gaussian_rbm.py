@@ -172,12 +172,13 @@ def rbm_surrogate_loss(w: torch.Tensor, k_inv: torch.Tensor, c_hat: torch.Tensor
 
         \mathcal L = \sum_e \Big[-\tfrac12\operatorname{tr}(W_e K^{-1} W_e^\top)
         + \tfrac12\sigma_h^2 \operatorname{tr}(W_e \hat C_e W_e^\top)\Big]
-        = \tfrac12 \sum_e \langle W_e, G_e\rangle, \qquad G_e = W_e A_e,\quad A_e = \sigma_h^2\hat C_e - K^{-1}.
+        = \tfrac12 \sum_e \langle W_e, G_e\rangle, \qquad G_e = \sigma_h^2 W_e \hat C_e - W_e K^{-1}.
 
-    Since :math:`A_e` is symmetric, :math:`\partial\mathcal L/\partial W_e = G_e` exactly. The graph is built
-    so that autograd returns this :math:`G` (one batched product, computed once and detached) instead of
-    differentiating through the products: with :math:`s = \langle W, G\rangle`, the returned value is
-    :math:`s - \tfrac12\,\mathrm{sg}(s) = \mathcal L` (sg: stop-gradient) and its gradient is :math:`G`.
+    Since :math:`K^{-1}` and :math:`\hat C_e` are symmetric, :math:`\partial\mathcal L/\partial W_e = G_e`
+    exactly. The graph is built so that autograd returns this :math:`G` (one matrix product and one batched
+    product, computed once and detached) instead of differentiating through the products: with
+    :math:`s = \langle W, G\rangle`, the returned value is :math:`s - \tfrac12\,\mathrm{sg}(s) = \mathcal L`
+    (sg: stop-gradient) and its gradient is :math:`G`.
 
     Args:
         w: weights, shape (E, N_h, N_v).
@@ -186,15 +187,16 @@ def rbm_surrogate_loss(w: torch.Tensor, k_inv: torch.Tensor, c_hat: torch.Tensor
         sigma_h: hidden standard deviation.
 
     Example:
-        >>> w = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+        >>> w = torch.randn(3, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> _ = w.requires_grad_()
         >>> eye, zero = torch.eye(2, dtype=torch.float64), torch.zeros(3, 2, 2, dtype=torch.float64)
         >>> rbm_surrogate_loss(w, eye, zero, 1.0).backward()  # K⁻¹ = 1, Ĉ = 0: −∂L/∂W = W
         >>> bool(torch.allclose(-w.grad, w.detach()))
         True
     """
-    with torch.no_grad():
-        g = torch.bmm(w, sigma_h**2 * c_hat - k_inv)  # (E, N_h, N_v), = ∂L/∂W
-    s = (w * g).sum()  # Σ_e tr(W A Wᵀ) = 2L, gradient G (g carries no graph)
+    with torch.no_grad():  # G = σ² W Ĉ − W K⁻¹ = ∂L/∂W, (E, N_h, N_v); W K⁻¹ as one (E N_h, N_v) product
+        g = torch.matmul(w, k_inv).baddbmm_(w, c_hat, beta=-1.0, alpha=sigma_h**2)
+    s = torch.dot(w.reshape(-1), g.reshape(-1))  # Σ_e ⟨W_e, G_e⟩ = 2L, gradient G (g carries no graph)
     return s - 0.5 * s.detach()
 
 
