@@ -2,8 +2,9 @@
 through the one sanitiser (valid keys, no collisions, no path traversal, file-system length limits).
 
 The source scan walks the syntax tree of every module we ship (``rmt_callbacks``, ``reference_models``,
-``examples``, ``benchmarks``); the name test trains a real model whose modules are called ``/etc/passwd``,
-``λ`` and 300+ characters, and reads the sqlite MLflow store and its artifact folder back.
+``examples``, ``benchmarks``); the name tests train real models whose modules are called ``/etc/passwd``,
+``λ``/``μ``, ``a b``/``a_b`` (equal once plainly cleaned) and 300+ characters, and read the sqlite MLflow store
+and its artifact folder back.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
-from rmt_callbacks.sinks.keys import MAX_KEY_LENGTH, MAX_SEGMENT_LENGTH, metric_key
+from rmt_callbacks.sinks.keys import MAX_KEY_LENGTH, MAX_SEGMENT_LENGTH, metric_key, tag_key
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [p for d in ("rmt_callbacks", "reference_models", "examples", "benchmarks") for p in (ROOT / d).rglob("*.py")]
@@ -85,7 +86,15 @@ def test_long_names_keep_their_statistic_and_stay_distinct() -> None:
 class Hostile(pl.LightningModule):
     """Linear layers under module names that are paths, non-ASCII, or over every length limit."""
 
-    NAMES = ("/etc/passwd", "λ weights", "z" * 300 + "a", "z" * 300 + "b")
+    NAMES = (
+        "/etc/passwd",
+        "λ weights",
+        "μ weights",
+        "a b",
+        "a_b",
+        "z" * 300 + "a",
+        "z" * 300 + "b",
+    )  # pairs: one cleaned
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,7 +121,9 @@ def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_pat
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     model = Hostile()
-    data = DataLoader(TensorDataset(torch.randn(16, 9, generator=torch.Generator().manual_seed(0))), batch_size=8)
+    data = DataLoader(
+        TensorDataset(torch.randn(16, 5 + len(Hostile.NAMES), generator=torch.Generator().manual_seed(0))), batch_size=8
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, data)
@@ -131,3 +142,48 @@ def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_pat
     assert len(figures) == 2 * len(Hostile.NAMES)  # steps 0 and 2, one per matrix: no two names share a file
     assert all(p.resolve().is_relative_to(root.resolve()) for p in figures)
     assert all(len(part) <= MAX_SEGMENT_LENGTH for p in files for part in p.relative_to(tmp_path).parts)
+
+
+class Broken(pl.LightningModule):
+    """One trainable layer and two frozen NaN layers whose 300-character names share every character but the last."""
+
+    LONG = ("q" * 300 + "1", "q" * 300 + "2")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ok = nn.Linear(6, 5)
+        self.layers = nn.ModuleDict({name: nn.Linear(4, 3) for name in self.LONG})
+        for layer in self.layers.values():
+            layer.weight.requires_grad_(False)
+            with torch.no_grad():
+                layer.weight.fill_(float("nan"))
+
+    def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        return self.ok(x[:, :6]).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.ok.parameters(), lr=0.01)
+
+
+def test_skip_tags_of_long_names_sharing_a_head_stay_apart(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = MLFlowLogger(experiment_name="tags", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
+    monitor = SpectrumMonitor(
+        every_n_train_steps=1, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=None
+    )
+    trainer = pl.Trainer(
+        max_steps=1, default_root_dir=tmp_path, logger=logger, callbacks=[monitor], accelerator="cpu",
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    data = DataLoader(TensorDataset(torch.randn(8, 9, generator=torch.Generator().manual_seed(0))), batch_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Broken(), data)
+        expected = {tag_key("rmt.skipped.", f"layers.{n}.weight") for n in Broken.LONG}
+    run = MlflowClient(uri).get_run(logger.run_id).data
+    tags = {k: v for k, v in run.tags.items() if k.startswith("rmt.skipped.")}
+    assert len(tags) == 2 and all(len(k) <= MAX_KEY_LENGTH and "NaN" in v for k, v in tags.items())
+    assert len(expected) == 2  # the one tag-key function keeps them apart too
+    skipped = [k for k, v in run.metrics.items() if k.endswith("/skipped") and v == 1.0]
+    assert len(skipped) == 2
