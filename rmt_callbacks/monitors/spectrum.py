@@ -416,14 +416,31 @@ def _snapshot(views: Sequence[MatrixView]) -> list[MatrixView]:
     """
     cuda = [v for v in views if v.matrix.is_cuda]
     if not cuda:
-        return [MatrixView(v.name, v.matrix.detach().clone(), v.source) for v in views]
+        return [MatrixView(v.name, _copy(v.matrix), v.source) for v in views]
     side = torch.cuda.Stream(device=cuda[0].matrix.device)
     side.wait_stream(torch.cuda.current_stream(cuda[0].matrix.device))
     with torch.cuda.stream(side):
-        out = [MatrixView(v.name, v.matrix.detach().clone(), v.source) for v in views]
+        out = [MatrixView(v.name, _copy(v.matrix), v.source) for v in views]
     torch.cuda.current_stream(cuda[0].matrix.device).wait_stream(side)
     side.synchronize()  # the copies are complete before the worker thread (another stream) reads them
     return out
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` that stores what ``t`` stores: a broadcast (stride-0) dimension stays broadcast.
+
+    Examples:
+        >>> big = torch.zeros(1, 1).expand(10_000, 10_000)
+        >>> c = _copy(big)
+        >>> c.shape, c.stride(), c.untyped_storage().nbytes()
+        (torch.Size([10000, 10000]), (0, 0), 4)
+    """
+    t = t.detach()
+    base = t
+    for dim in range(t.ndim):
+        if t.stride(dim) == 0 and t.shape[dim] > 1:
+            base = base.narrow(dim, 0, 1)
+    return t.clone() if base is t else base.clone().expand(t.shape)
 
 
 def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:

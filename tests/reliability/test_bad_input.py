@@ -30,8 +30,9 @@ BAD = {  # name -> the reason its skip names
     "extra.empty": "empty dimension",
     "extra.row": "degenerate shape (1, 7)",
     "extra.column": "degenerate shape (7, 1)",
-    "extra.huge": "too large for the dense eigensolver",
 }
+HUGE = "too large for the dense eigensolver"  # DysonMonitor needs exact levels; SpectrumMonitor estimates instead
+DENSE_LIMIT = 40  # SpectrumMonitor(dense_limit=...): extra.big (48, 40) gets a density estimate
 
 
 def _frozen(t: torch.Tensor) -> nn.Parameter:
@@ -55,6 +56,7 @@ class Zoo(pl.LightningModule):
             "row": torch.randn(1, 7, generator=g),
             "column": torch.randn(7, 1, generator=g),
             "huge": torch.zeros(1, 1).expand(k, k),  # stride 0: the shape of a huge matrix, one stored number
+            "big": torch.randn(48, 40, generator=g),
             "fp16": torch.randn(6, 5, generator=g).half(),
             "strided": torch.randn(5, 6, generator=g).T,  # (6, 5), non-contiguous
             "grow": torch.randn(6, 5, generator=g),
@@ -97,10 +99,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str, li
     uri = f"sqlite:///{tmp}/mlflow.db"
     logger = MLFlowLogger(experiment_name="bad", tracking_uri=uri, artifact_location=(tmp / "art").as_uri())
     spectrum = SpectrumMonitor(
-        every_n_train_steps=1, overhead_budget=None, include=["net.*", "hurt.*", "extra.*"], analyses=["summary", "marchenko_pastur"],
-        figure_every_n_analyses=None,
+        every_n_train_steps=1, overhead_budget=None, include=["net.*", "hurt.*", "extra.*"], exclude=["extra.huge"],
+        analyses=["summary", "marchenko_pastur"], figure_every_n_analyses=None, dense_limit=DENSE_LIMIT,
     )  # fmt: skip
-    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, include=["net.*", "hurt.*", "extra.*"])
+    dyson = DysonMonitor(
+        every_n_train_steps=1, log_every_n_steps=2, window=4, include=["net.*", "hurt.*", "extra.[!b]*"]
+    )  # fmt: skip
     trainer = pl.Trainer(
         max_steps=STEPS, default_root_dir=tmp, logger=logger, callbacks=[Saboteur(), spectrum, dyson],
         accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -128,6 +132,22 @@ def test_each_bad_matrix_is_skipped_every_time_and_warned_about_once(run) -> Non
         assert len(spectrum_warnings) == 1 and reason in spectrum_warnings[0], (name, spectrum_warnings)
         assert len(dyson_warnings) == 1 and reason in dyson_warnings[0], (name, dyson_warnings)
         assert not client.get_metric_history(run_id, f"rmt/{name}/lambda_max")
+
+
+def test_huge_matrices_are_estimated_by_the_spectrum_monitor_and_skipped_by_dyson(run) -> None:
+    client, run_id, messages, _ = run
+    tags = client.get_run(run_id).data.tags
+    assert tags["rmt.method.extra.big"] == "slq" and tags["rmt.method.net.weight"] == "eigvalsh"
+    assert _history(client, run_id, "rmt/extra.big/skipped") == [(s, 0.0) for s in range(STEPS + 1)]
+    assert _history(client, run_id, "rmt/extra.big/estimated") == [(s, 1.0) for s in range(STEPS + 1)]
+    w = Zoo().extra.big.detach().double().numpy()  # frozen, (48, 40): the SLQ extremes are Ritz values, inside
+    eigs = np.linalg.eigvalsh(w.T @ w / 48)
+    for _, lam_max in _history(client, run_id, "rmt/extra.big/lambda_max"):
+        assert eigs[0] <= lam_max <= eigs[-1] * (1 + 1e-6) and lam_max >= 0.9 * eigs[-1]  # float32 W; 16 Lanczos steps
+    assert {m.value for m in client.get_metric_history(run_id, "rmt/extra.big/mp/converged")} == {0.0}
+    dyson_warnings = [m for m in messages if m.startswith("DysonMonitor: skipping 'extra.huge'")]
+    assert len(dyson_warnings) == 1 and HUGE in dyson_warnings[0], dyson_warnings
+    assert not any(m.startswith("SpectrumMonitor: skipping 'extra.huge'") for m in messages)  # excluded
 
 
 def test_weights_that_turn_non_finite_mid_run(run) -> None:
