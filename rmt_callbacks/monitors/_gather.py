@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "WRAPPER_ATTRS",
     "gather_parameters",
+    "is_sharded",
     "snapshot_module",
     "snapshot_parameters",
     "stand_in",
@@ -141,6 +142,26 @@ def _layout(root: nn.Module, model: nn.Module) -> str:
         if any(isinstance(p, DTensor) for p in model.parameters()):
             return "dtensor"
     return "local"
+
+
+def is_sharded(model: nn.Module, root: nn.Module | None = None) -> bool:
+    """Whether gathering ``model``'s full weights is a collective (FSDP1 under ``root``, or a ``DTensor`` parameter).
+
+    The same on every rank (it reads the module structure only), so it may decide whether to call
+    :func:`snapshot_parameters` at all: when it is ``False`` only rank zero needs to.
+
+    Args:
+        model: the user's module.
+        root: the outermost module the strategy trains (``trainer.strategy.model``); ``None``: ``model``.
+
+    Returns:
+        ``True`` under FSDP1 or FSDP2 / tensor parallelism, ``False`` for plain and DDP training.
+
+    Examples:
+        >>> is_sharded(nn.Linear(3, 2))
+        False
+    """
+    return _layout(model if root is None else root, model) != "local"
 
 
 def _gather_rows(root: nn.Module, model: nn.Module, names: Sequence[str] | None, rank_zero: bool) -> list[_Row] | None:

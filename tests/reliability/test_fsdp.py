@@ -28,7 +28,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks.analysis import resolve_views
-from rmt_callbacks.monitors._gather import gather_parameters, snapshot_module, snapshot_parameters, user_name
+from rmt_callbacks.monitors._gather import (
+    gather_parameters,
+    is_sharded,
+    snapshot_module,
+    snapshot_parameters,
+    user_name,
+)
 
 MAX_STEPS = 3
 TIMEOUT_S = 600  # a hung collective fails the test instead of hanging the suite
@@ -94,6 +100,8 @@ class Record(pl.Callback):
         if not trainer.is_global_zero:
             assert model is None and subset is None
             return
+        layout = getattr(pl_module, "layout", "local")
+        assert is_sharded(pl_module, trainer.strategy.model) == (layout not in ("local", "ddp"))
         entry: dict[str, object] = {
             "params": {n: p.detach().clone() for n, p in model.named_parameters()},
             "views": [(v.name, v.source, tuple(v.matrix.shape)) for v in resolve_views(model)],
