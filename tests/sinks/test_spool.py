@@ -182,6 +182,23 @@ def test_rejected_operations_are_dropped_once_with_a_warning(store: tuple[str, P
     assert not writer.spool_dir.exists()
 
 
+def test_writes_after_close_go_to_the_spool(store: tuple[str, Path], tmp_path: Path) -> None:
+    client, run_id = _new_run(store, "after-close")
+    messages: list[str] = []
+    writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=messages.append)
+    assert writer.close(timeout_s=30)
+    writer.log_metrics({"rmt/a/x": 1.0}, step=1)
+    writer.log_metrics({"rmt/a/x": 2.0}, step=2)
+    assert messages == [f"MlflowWriter for {store[0]} is closed; spooling to {tmp_path / 's'}"]
+    assert len((tmp_path / "s" / "ops.jsonl").read_text().splitlines()) == 2
+    assert replay(tmp_path / "s").remaining == 0
+    assert _steps(client, run_id, "rmt/a/x") == [1, 2]
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
 def test_for_logger_shares_one_writer_per_run(store: tuple[str, Path], tmp_path: Path) -> None:
     uri = store[0]
     logger = MLFlowLogger(experiment_name="for-logger", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
