@@ -175,8 +175,8 @@ def rbm_surrogate_loss(w: torch.Tensor, k_inv: torch.Tensor, c_hat: torch.Tensor
         = \tfrac12 \sum_e \langle W_e, G_e\rangle, \qquad G_e = \sigma_h^2 W_e \hat C_e - W_e K^{-1}.
 
     Since :math:`K^{-1}` and :math:`\hat C_e` are symmetric, :math:`\partial\mathcal L/\partial W_e = G_e`
-    exactly. The graph is built so that autograd returns this :math:`G` (one matrix product and one batched
-    product, computed once and detached) instead of differentiating through the products: with
+    exactly. The graph is built so that autograd returns this :math:`G` (one batched product, computed once
+    and detached) instead of differentiating through the products: with
     :math:`s = \langle W, G\rangle`, the returned value is :math:`s - \tfrac12\,\mathrm{sg}(s) = \mathcal L`
     (sg: stop-gradient) and its gradient is :math:`G`.
 
@@ -194,8 +194,8 @@ def rbm_surrogate_loss(w: torch.Tensor, k_inv: torch.Tensor, c_hat: torch.Tensor
         >>> bool(torch.allclose(-w.grad, w.detach()))
         True
     """
-    with torch.no_grad():  # G = σ² W Ĉ − W K⁻¹ = ∂L/∂W, (E, N_h, N_v); W K⁻¹ as one (E N_h, N_v) product
-        g = torch.matmul(w, k_inv).baddbmm_(w, c_hat, beta=-1.0, alpha=sigma_h**2)
+    with torch.no_grad():  # G = W (σ² Ĉ − K⁻¹) = ∂L/∂W, (E, N_h, N_v): one pass for A, one batched product
+        g = torch.bmm(w, torch.add(k_inv.neg(), c_hat, alpha=sigma_h**2))
     s = torch.dot(w.reshape(-1), g.reshape(-1))  # Σ_e ⟨W_e, G_e⟩ = 2L, gradient G (g carries no graph)
     return s - 0.5 * s.detach()
 
