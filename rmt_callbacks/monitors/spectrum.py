@@ -29,9 +29,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
-from ..sinks.keys import artifact_path, metric_key
+from ..sinks.keys import artifact_path, metric_key, tag_key
 from ..sinks.lightning import StepLedger, log_to_loggers, mlflow_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
+from ._gather import is_sharded, snapshot_module
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
 from ._selection import validate_filter, validate_patterns
 from ._worker import AnalysisWorker, Finished, OverheadBudget, check_budget
@@ -176,6 +177,8 @@ class SpectrumMonitor(Callback):
         self._budget = OverheadBudget(self.overhead_budget)
         self._worker: AnalysisWorker[_Report] = AnalysisWorker("rmt-SpectrumMonitor")
         self._trainer: pl.Trainer | None = None
+        self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
+        self._names: list[str] | None = None  # under sharding, the selected parameters (read on rank zero)
 
     @property
     def state_key(self) -> str:
@@ -216,7 +219,20 @@ class SpectrumMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
-        self._views(pl_module, strict=not _has_lazy_parameters(pl_module))
+        self._sharded = is_sharded(pl_module, _strategy_root(trainer))
+        strict = not _has_lazy_parameters(pl_module)
+        if self._sharded:  # the selection is checked on a gathered stand-in; every rank raises alike
+            model, error = snapshot_module(trainer, pl_module), None  # a collective: every rank enters it
+            if model is not None:
+                try:
+                    self._names = _parameter_names(model, self._views(model, strict=strict))
+                except ValueError as exc:
+                    error = str(exc)
+            error = trainer.strategy.broadcast(error, src=0)
+            if error is not None:
+                raise ValueError(error)
+        else:
+            self._views(pl_module, strict=strict)
         if not trainer.loggers:
             self._warn_once(("no logger",), "SpectrumMonitor: the Trainer has no logger; nothing will be analysed")
         self._emit_warnings()
@@ -258,18 +274,30 @@ class SpectrumMonitor(Callback):
         )
         if not due or trainer.sanity_checking:
             return
-        if self.overhead_budget is not None and (self._worker.busy or not self._budget.allows()):
-            self._note_deferred(trainer.global_step)
-            return
+        if self.overhead_budget is not None:
+            defer = self._worker.busy or not self._budget.allows()  # measured on rank zero only
+            if self._sharded:  # the other ranks must enter the gather, or skip it, with rank zero
+                defer = bool(trainer.strategy.broadcast(defer, src=0))
+            if defer:
+                self._note_deferred(trainer.global_step)
+                return
         self._analyse(trainer, pl_module)
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step, figures = trainer.global_step, figure_due(self._num_analyses, self.figure_every_n_analyses)
         interval = 0 if self._last_step is None else step - self._last_step
         self._last_step, self._num_analyses = step, self._num_analyses + 1
-        if not trainer.is_global_zero or not trainer.loggers:
+        if not trainer.loggers:
             return
-        snapshot = _snapshot(self._views(pl_module, strict=False))
+        if self._sharded:  # FSDP / FSDP2: gathering is a collective every rank enters; rank zero gets CPU copies
+            model = snapshot_module(trainer, pl_module, self._names)
+            if model is None:
+                return
+            snapshot = self._views(model, strict=False)
+        elif not trainer.is_global_zero:
+            return
+        else:
+            snapshot = _snapshot(self._views(pl_module, strict=False))
         mlflow = mlflow_loggers(trainer.loggers)
         self._budget.started()
 
@@ -459,8 +487,8 @@ def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, fi
         arrays.update({f"{n}/edges": r.spectra["density_edges"].numpy() for n, r in densities.items()})
         run.log_arrays(arrays, artifact_path("spectra", "density", f"{stem}.npz"))
     run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path("fits", f"{stem}.json"))
-    tags = {f"rmt.skipped.{r.name}": r.skipped for r in results if r.skipped is not None}
-    tags.update({f"rmt.method.{r.name}": r.method for r in done if r.method is not None})
+    tags = {tag_key("rmt.skipped.", r.name): r.skipped for r in results if r.skipped is not None}
+    tags.update({tag_key("rmt.method.", r.name): r.method for r in done if r.method is not None})
     if tags:
         run.set_tags(tags)
     if figures:
@@ -485,6 +513,17 @@ def _write_figures(run: Any, results: Sequence[MatrixResult], *, stem: str, step
 def _shape_of(reason: str) -> str:
     """A reason with its numbers blanked, so "3 of 100 entries are NaN" warns once, not at every count."""
     return re.sub(r"\d+", "#", reason)
+
+
+def _strategy_root(trainer: pl.Trainer) -> torch.nn.Module | None:
+    root = getattr(trainer.strategy, "model", None)
+    return root if isinstance(root, torch.nn.Module) else None
+
+
+def _parameter_names(model: torch.nn.Module, views: Sequence[MatrixView]) -> list[str]:
+    """The parameters behind ``views`` (a view is a parameter, or a block of one such as ``in_proj_weight.q``)."""
+    names = {v.name for v in views}
+    return [n for n, _ in model.named_parameters() if n in names or any(v.startswith(n + ".") for v in names)]
 
 
 def _has_lazy_parameters(module: torch.nn.Module) -> bool:

@@ -234,3 +234,82 @@ def test_two_gloo_processes_snapshot_the_unsharded_weights(layout: str, tmp_path
         assert entry["views"] == want["views"], (layout, step)  # owners' types survive the unwrapping
         assert list(entry["subset"]) == ["fc.weight", "attn.in_proj_weight"]
         assert all(torch.equal(v, want["direct"][n]) for n, v in entry["subset"].items())
+
+
+def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -> None:
+    """``Net`` under ``layout`` with a SpectrumMonitor analysing every step, logging to a CSV file in ``tmp``."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from rmt_callbacks import SpectrumMonitor
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
+    strategies = {
+        "local": lambda: "auto",
+        "fsdp1": lambda: _CPUFSDPStrategy(process_group_backend="gloo"),
+        "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
+    }
+    monitor = SpectrumMonitor(every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"])
+    trainer = pl.Trainer(
+        max_steps=MAX_STEPS, default_root_dir=tmp, logger=CSVLogger(tmp, name="csv", version=0), callbacks=[monitor],
+        accelerator="cpu", devices=devices, strategy=strategies[layout](), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(Net(layout), DataLoader(TensorDataset(x), batch_size=8))
+
+
+def _monitor_worker(rank: int, world: int, layout: str, port: int, out: str, budget: float | None) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    _fit_monitored(layout, world, Path(out), budget)
+
+
+def _csv_metrics(tmp: Path) -> dict[int, dict[str, float]]:
+    import csv
+
+    out: dict[int, dict[str, float]] = {}
+    with open(tmp / "csv" / "version_0" / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            values = {k: float(v) for k, v in row.items() if v and k != "step" and "analysis_seconds" not in k}
+            out.setdefault(int(row["step"]), {}).update(values)
+    return out
+
+
+def _run_monitored(layout: str, tmp: Path, budget: float | None) -> dict[int, dict[str, float]]:
+    context = mp.start_processes(
+        _monitor_worker, args=(2, layout, _free_port(), str(tmp), budget), nprocs=2, join=False, start_method="spawn"
+    )
+    try:
+        assert context.join(timeout=TIMEOUT_S) or context.join(timeout=1), f"{layout}: the ranks did not finish (hang?)"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    return _csv_metrics(tmp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["fsdp1", "fsdp2"])
+def test_spectrum_monitor_under_fsdp_logs_what_one_process_logs(layout: str, tmp_path: Path) -> None:
+    """Every step analysed on the gathered weights: the same keys and values (1e-9) as the unsharded run."""
+    sharded = _run_monitored(layout, tmp_path / layout, budget=None)
+    _fit_monitored("local", 1, tmp_path / "one", budget=None)
+    reference = _csv_metrics(tmp_path / "one")
+    assert sorted(sharded) == sorted(reference) == list(range(MAX_STEPS + 1))
+    for step, want in reference.items():
+        rmt = {k: v for k, v in want.items() if k.startswith("rmt/")}
+        assert "rmt/fc.weight/lambda_max" in rmt and "rmt/attn.in_proj_weight.q/lambda_max" in rmt
+        got = {k: v for k, v in sharded[step].items() if k.startswith("rmt/")}
+        assert got.keys() == rmt.keys(), (layout, step)
+        assert all(abs(got[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in rmt.items()), (layout, step)
+
+
+@pytest.mark.slow
+def test_a_deferral_on_rank_zero_is_followed_by_every_rank(tmp_path: Path) -> None:
+    """With a budget of 1e-9 rank zero defers every analysis after the first; the other ranks, which measure
+    nothing, must skip the gather too (a rank entering it alone would hang until the timeout)."""
+    sharded = _run_monitored("fsdp2", tmp_path, budget=1e-9)
+    assert [s for s, m in sorted(sharded.items()) if "rmt/fc.weight/skipped" in m] == [0]
