@@ -29,6 +29,7 @@ from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import StepLedger, log_to_loggers
 from ..spectral import esd
 from ._batch import batch_size_of
+from ._gather import is_sharded, snapshot_module
 from ._schedule import check_count
 from ._selection import validate_patterns
 
@@ -117,6 +118,7 @@ class DysonMonitor(Callback):
         self._epoch_batch_size: int | None = None
         self._warned: set[str] = set()
         self._ledger = StepLedger(self._warn_replay)
+        self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
 
     @property
     def state_key(self) -> str:
@@ -136,10 +138,19 @@ class DysonMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
-        try:
-            resolve_views(pl_module, include=self.include)
-        except ValueError as exc:
-            raise ValueError(f"DysonMonitor: {exc}") from exc
+        root = getattr(trainer.strategy, "model", None)
+        self._sharded = is_sharded(pl_module, root if isinstance(root, torch.nn.Module) else None)
+        model = snapshot_module(trainer, pl_module) if self._sharded else pl_module  # a collective when sharded
+        error = None
+        if model is not None:
+            try:
+                resolve_views(model, include=self.include)
+            except ValueError as exc:
+                error = f"DysonMonitor: {exc}"
+        if self._sharded:  # rank zero's verdict, raised on every rank alike
+            error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise ValueError(error)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_batch_size = None
@@ -150,11 +161,16 @@ class DysonMonitor(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if trainer.sanity_checking or step == 0 or not trainer.is_global_zero:
+        if trainer.sanity_checking or step == 0:
+            return
+        source: torch.nn.Module | None = pl_module
+        if step % self.every_n_train_steps == 0 and self._sharded:  # every rank enters the gather
+            source = snapshot_module(trainer, pl_module)
+        if not trainer.is_global_zero or source is None:
             return
         temperature = self._current_temperature(trainer, pl_module)
         if step % self.every_n_train_steps == 0:
-            self._record(pl_module)
+            self._record(source)
         if step % self.log_every_n_steps == 0 and temperature is not None:
             key = sanitize(f"{self.log_key_prefix}noise_temperature")  # replayed steps of a resumed MLflow run: once
             loggers = self._ledger.loggers(trainer.loggers, step=step, key=key)
@@ -193,7 +209,7 @@ class DysonMonitor(Callback):
             )
         return temperature
 
-    def _record(self, pl_module: pl.LightningModule) -> None:
+    def _record(self, pl_module: torch.nn.Module) -> None:
         """Snapshot the spectra of the current views (re-resolved: parameters may be replaced, reshaped, removed)."""
         views = self._current_views(pl_module)
         for name in set(self._snapshots) - {v.name for v in views}:
@@ -215,7 +231,7 @@ class DysonMonitor(Callback):
                 buffer.clear()  # the parameter changed shape: start a new window
             buffer.append(eigs)
 
-    def _current_views(self, pl_module: pl.LightningModule) -> list[Any]:
+    def _current_views(self, pl_module: torch.nn.Module) -> list[Any]:
         try:
             return resolve_views(pl_module, include=self.include)
         except ValueError as exc:  # every selected parameter is gone: warn once, record nothing

@@ -240,7 +240,7 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
     """``Net`` under ``layout`` with a SpectrumMonitor analysing every step, logging to a CSV file in ``tmp``."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from rmt_callbacks import SpectrumMonitor
+    from rmt_callbacks import DysonMonitor, SpectrumMonitor
 
     torch.manual_seed(0)
     x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
@@ -250,11 +250,13 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
         "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
     }
     monitor = SpectrumMonitor(every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"])
+    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4)
     trainer = pl.Trainer(
         max_steps=MAX_STEPS, default_root_dir=tmp, logger=CSVLogger(tmp, name="csv", version=0), callbacks=[monitor],
         accelerator="cpu", devices=devices, strategy=strategies[layout](), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
     )  # fmt: skip
+    trainer.callbacks.append(dyson)
     trainer.fit(Net(layout), DataLoader(TensorDataset(x), batch_size=8))
 
 
@@ -293,12 +295,14 @@ def _run_monitored(layout: str, tmp: Path, budget: float | None) -> dict[int, di
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["fsdp1", "fsdp2"])
-def test_spectrum_monitor_under_fsdp_logs_what_one_process_logs(layout: str, tmp_path: Path) -> None:
-    """Every step analysed on the gathered weights: the same keys and values (1e-9) as the unsharded run."""
+def test_monitors_under_fsdp_log_what_one_process_logs(layout: str, tmp_path: Path) -> None:
+    """SpectrumMonitor and DysonMonitor on the gathered weights every step: the same keys and values (1e-9) as
+    the unsharded run."""
     sharded = _run_monitored(layout, tmp_path / layout, budget=None)
     _fit_monitored("local", 1, tmp_path / "one", budget=None)
     reference = _csv_metrics(tmp_path / "one")
     assert sorted(sharded) == sorted(reference) == list(range(MAX_STEPS + 1))
+    assert "rmt/fc.weight/dyson/width" in reference[MAX_STEPS] and "rmt/noise_temperature" in reference[MAX_STEPS]
     for step, want in reference.items():
         rmt = {k: v for k, v in want.items() if k.startswith("rmt/")}
         assert "rmt/fc.weight/lambda_max" in rmt and "rmt/attn.in_proj_weight.q/lambda_max" in rmt
