@@ -172,6 +172,7 @@ class MlflowWriter:
         self._inflight_spooled = False
         self._spooled = self._spool.count()
         self._down = False
+        self._dropped = 0  # operations refused by the store or not spoolable, since the last flush
         self._replayed = 0
         self._closed = False
         self._warned: set[str] = set()
@@ -292,7 +293,8 @@ class MlflowWriter:
             timeout_s: the longest wait; ``None`` waits as long as the store keeps answering.
 
         Returns:
-            ``True`` iff everything was delivered; otherwise what is left is in :attr:`spool_dir`.
+            ``True`` iff everything queued since the last flush reached the store; otherwise what is left is in
+            :attr:`spool_dir` (and what the store refused was dropped with a warning).
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
@@ -301,7 +303,8 @@ class MlflowWriter:
                 if left is not None and left <= 0:
                     break
                 self._cond.wait(left)
-            delivered = self._delivered()
+            delivered = self._delivered() and not self._down and not self._dropped
+            self._dropped = 0
         if not delivered:
             self._spool_leftovers()
         return delivered
@@ -323,7 +326,7 @@ class MlflowWriter:
         self._thread.join(timeout=PROBE_TIMEOUT_S)
         delivered = self.flush(0) and delivered  # anything queued meanwhile goes to disk
         _live.discard(self)
-        if not delivered:
+        if self._spooled:
             self._warn(
                 f"MLflow tracking server {self.tracking_uri}: {self._spooled} operations not delivered; they are "
                 f"spooled in {self.spool_dir} (replay: python -m rmt_callbacks.sinks.spool replay {self.spool_dir})"
@@ -446,6 +449,8 @@ class MlflowWriter:
             self._cond.notify_all()
 
     def _reject(self, op: Op, error: BaseException) -> None:
+        with self._cond:
+            self._dropped += 1
         what = op.get("artifact_file") or f"{op['kind']} at step {op.get('step', '-')}"
         self._warn_once(
             f"{op['kind']}:{type(error).__name__}",
@@ -466,9 +471,16 @@ class MlflowWriter:
             self._add_to_spool(ops)
 
     def _add_to_spool(self, ops: list[Op]) -> None:
-        added = self._spool.append(ops, self._store.run_id)
+        if not ops:
+            return
+        try:
+            added = self._spool.append(ops, self._store.run_id)
+        except OSError as exc:  # a full or read-only disk: nowhere left to keep them
+            self._warn_once("spool", f"cannot spool to {self.spool_dir} ({exc}); operations are being dropped")
+            added = None
         with self._cond:
-            self._spooled += added
+            self._dropped += len(ops) if added is None else 0
+            self._spooled = self._spool.count() if added is None else self._spooled + added  # after an error: recount
             self._cond.notify_all()
 
     def _catch_up(self) -> bool:
@@ -487,6 +499,7 @@ class MlflowWriter:
                     self._spooled -= 1
                     self._replayed += 1
         with self._spool_lock, self._cond:
+            self._spooled = self._spool.count()  # the file is the truth; at the end of a pass it is short
             if self._spooled:
                 return False  # appended while this pass read the file: another pass
             self._spool.clear()

@@ -177,7 +177,7 @@ def test_rejected_operations_are_dropped_once_with_a_warning(store: tuple[str, P
     writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=messages.append)
     for step in range(3):
         writer.log_metrics({"rmt/a/x": 1.0}, step=step)
-    assert writer.close(timeout_s=60)  # nothing is left queued or spooled
+    assert not writer.close(timeout_s=60)  # not delivered, though nothing is left queued or spooled
     assert len(messages) == 1 and messages[0].startswith("MLflow rejected metrics at step 0 (MlflowException")
     assert not writer.spool_dir.exists()
 
@@ -193,6 +193,20 @@ def test_writes_after_close_go_to_the_spool(store: tuple[str, Path], tmp_path: P
     assert len((tmp_path / "s" / "ops.jsonl").read_text().splitlines()) == 2
     assert replay(tmp_path / "s").remaining == 0
     assert _steps(client, run_id, "rmt/a/x") == [1, 2]
+
+
+def test_a_spool_that_cannot_be_written_costs_data_not_the_training(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # a spool directory below a file can never be created
+    uri, messages = closed_port_uri(), []
+    writer = MlflowWriter(
+        MlflowClient(uri), "r", tracking_uri=uri, spool_dir=tmp_path / "a-file" / "s", warn=messages.append
+    )
+    for step in range(3):
+        writer.log_metrics({"rmt/a/x": 1.0}, step=step)
+        assert not writer.flush(timeout_s=30)
+    assert not writer.close(timeout_s=5)
+    assert messages[0].endswith("unreachable; spooling to " + str(tmp_path / "a-file" / "s"))
+    assert messages[1].startswith(f"cannot spool to {tmp_path / 'a-file' / 's'} (") and len(messages) == 2
 
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
