@@ -87,7 +87,7 @@ def pcd_sweep(
         generator: source of the Gaussian noise, on ``phi``'s device.
         noise_dtype: dtype of the normals *and of the sweep's arithmetic* (default ``phi.dtype``); the result
             is returned in ``phi.dtype``. ``torch.float32`` on float64 chains halves the matrix-product cost and
-            makes the draws 3–5× faster on CPUs; see :class:`GaussianRBM` (``float32_noise``) for its accuracy.
+            makes the draws 4–6× faster on CPUs; see :class:`GaussianRBM` (``float32_noise``) for its accuracy.
         workspace: optional 1-D buffer of at least n elements of dtype ``noise_dtype`` on ``phi``'s device,
             overwritten by the sweep (pass the same buffer every step to avoid a large allocation per step).
             It must not share memory with ``phi`` or ``out``; the result may be a view of it.
