@@ -26,7 +26,7 @@ from ..analysis import _skip_reason, resolve_views
 from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
 from ..scaling import equivalent_lr
 from ..sinks.keys import metric_key, sanitize
-from ..sinks.lightning import StepLedger, log_to_loggers
+from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
 from ..spectral import esd
 from ._batch import batch_size_of
 from ._gather import is_sharded, snapshot_module
@@ -151,6 +151,14 @@ class DysonMonitor(Callback):
             error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise ValueError(error)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            flush_loggers(trainer.loggers)  # the MLflow runs hold every logged step when training returns
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            flush_loggers(trainer.loggers)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_batch_size = None

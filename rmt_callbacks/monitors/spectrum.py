@@ -15,6 +15,7 @@ References: arXiv:2412.20496, arXiv:2407.16427; Lightning ``LearningRateMonitor`
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import re
@@ -30,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
 from ..sinks.keys import artifact_path, metric_key, tag_key
-from ..sinks.lightning import StepLedger, log_to_loggers, mlflow_loggers
+from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers, mlflow_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
 from ._gather import is_sharded, snapshot_module
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
@@ -194,7 +195,7 @@ class SpectrumMonitor(Callback):
     def state_dict(self) -> dict[str, Any]:
         """The schedule; pending analyses are finished and logged first, so a checkpoint never loses one."""
         if self._trainer is not None:
-            self._collect(self._trainer, wait=True)
+            self._finish(self._trainer)
         return {"last_step": self._last_step, "num_analyses": self._num_analyses}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -247,15 +248,21 @@ class SpectrumMonitor(Callback):
         self._maybe_analyse("train_epoch_end", trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._collect(trainer, wait=True)  # every pending analysis is logged before the loggers finalise
+        self._finish(trainer)  # every pending analysis is logged before the loggers finalise
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._collect(trainer, wait=True)  # what was analysed before the crash is still logged
+        self._finish(trainer)  # what was analysed before the crash is still logged
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._collect(trainer, wait=True)
+        self._finish(trainer)
         self._worker.close()
         self._trainer = None
+
+    def _finish(self, trainer: pl.Trainer) -> None:
+        """Log every pending analysis, then wait (bounded) for the MLflow runs to take what was queued."""
+        self._collect(trainer, wait=True)
+        if trainer.is_global_zero:
+            flush_loggers(trainer.loggers)
 
     def _maybe_analyse(
         self,
@@ -413,15 +420,14 @@ class SpectrumMonitor(Callback):
     def _write_mlflow(
         self, logger: Any, results: Sequence[MatrixResult], metrics: dict[str, float], *, step: int, figures: bool
     ) -> None:
-        from ..sinks.mlflow import SINK_ERRORS, MlflowRun  # imports mlflow: only with an MLFlowLogger
+        """Queue one analysis into the logger's run (its writer sends it, or spools it while the server is down)."""
+        from ..sinks.spool import MlflowWriter  # imports mlflow: only with an MLFlowLogger
 
         try:
-            log_to_loggers([logger], metrics, step=step)
-            run = MlflowRun.from_logger(logger)
-            _write_artifacts(run, results, step=step, figures=figures)
-        except (*SINK_ERRORS, ValueError, TypeError, RuntimeError) as exc:  # a store or figure failure: warn, go on
-            self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
-        except Exception as exc:  # anything else is a defect here, but the numbers for the other loggers survive
+            writer = MlflowWriter.for_logger(logger)
+            writer.log_metrics(metrics, step=step)
+            _write_artifacts(writer, results, step=step, figures=figures)
+        except Exception as exc:  # a defect here must not cost the other loggers' numbers or the training
             self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
 
 
@@ -472,7 +478,8 @@ def _copy(t: torch.Tensor) -> torch.Tensor:
 
 
 def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
-    """Spectra, the fit table, skip and method tags and (when due) figures of one analysis into ``run``."""
+    """Spectra, the fit table, skip and method tags and (when due) figures of one analysis into ``run`` (an
+    :class:`~rmt_callbacks.sinks.spool.MlflowWriter`)."""
     stem = f"step_{step:08d}"
     done = [r for r in results if r.skipped is None]
     exact = {r.name: r.spectra["gram"].numpy() for r in done if "density" not in r.spectra}
@@ -495,7 +502,7 @@ def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, fi
         _write_figures(run, done, stem=stem, step=step)
 
 
-def _write_figures(run: Any, results: Sequence[MatrixResult], *, stem: str, step: int) -> None:
+def _write_figures(writer: Any, results: Sequence[MatrixResult], *, stem: str, step: int) -> None:
     from ..sinks.plots import close_figure, matrix_figure  # imports matplotlib: only when figures are due
     from ._figures import panels_of
 
@@ -505,7 +512,9 @@ def _write_figures(run: Any, results: Sequence[MatrixResult], *, stem: str, step
             continue
         fig = matrix_figure(panels, title=f"{r.name} {tuple(r.shape)}, step {step}")
         try:
-            run.log_figure(fig, artifact_path("figures", r.name, f"{stem}.png"))
+            png = io.BytesIO()
+            fig.savefig(png, format="png")
+            writer.log_image(png.getvalue(), artifact_path("figures", r.name, f"{stem}.png"))
         finally:
             close_figure(fig)
 

@@ -1,44 +1,38 @@
 r"""Scalars to every Lightning logger attached to the Trainer (MLflow, TensorBoard, CSV, …).
 
-The callbacks never use ``pl_module.log``: like Lightning's ``LearningRateMonitor`` they call
-``logger.log_metrics(metrics, step=step)`` on each entry of ``trainer.loggers``, from rank zero. MLflow accepts
-at most 1000 metrics per ``log_batch`` request and Lightning's ``MLFlowLogger`` sends one request per call, so
-for it the dict is split into chunks of at most :data:`MLFLOW_MAX_METRICS_PER_BATCH`:
+The callbacks never use ``pl_module.log``: like Lightning's ``LearningRateMonitor`` they send metrics to each
+entry of ``trainer.loggers``, from rank zero, with an explicit step. Loggers other than MLflow get
+``logger.log_metrics(metrics, step=step)``. An ``MLFlowLogger``'s run gets them through its
+:class:`~rmt_callbacks.sinks.spool.MlflowWriter`: a background thread that sends them in requests of at most
+:data:`MLFLOW_MAX_METRICS_PER_BATCH` (MLflow's limit), so that
 
 .. math::
 
-    \text{calls} = \lceil |\text{metrics}| / 1000 \rceil.
+    \text{requests} = \lceil |\text{metrics}| / 1000 \rceil,
+
+and spools them to disk while the tracking server is unreachable; :func:`flush_loggers` waits for delivery.
 
 References: MLflow REST API, ``log-batch`` limits; Lightning ``callbacks/lr_monitor.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import islice
+from collections.abc import Callable, Mapping, Sequence
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
-__all__ = ["MLFLOW_MAX_METRICS_PER_BATCH", "StepLedger", "chunked", "log_to_loggers", "mlflow_loggers"]
+__all__ = [
+    "FLUSH_TIMEOUT_S",
+    "MLFLOW_MAX_METRICS_PER_BATCH",
+    "StepLedger",
+    "flush_loggers",
+    "log_to_loggers",
+    "mlflow_loggers",
+]
 
 MLFLOW_MAX_METRICS_PER_BATCH: int = 1000
-
-
-def chunked(metrics: Mapping[str, float], size: int) -> Iterator[dict[str, float]]:
-    """Split ``metrics`` into dicts of at most ``size`` entries, preserving order.
-
-    Raises:
-        ValueError: ``size`` is not a positive int.
-
-    Examples:
-        >>> [len(c) for c in chunked({str(i): float(i) for i in range(2500)}, 1000)]
-        [1000, 1000, 500]
-    """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunked: size must be a positive int, got {size!r}")
-    items = iter(metrics.items())
-    while chunk := dict(islice(items, size)):
-        yield chunk
+FLUSH_TIMEOUT_S: float = 30.0
+"""How long the monitors wait at the end of training for an MLflow store to take what was queued."""
 
 
 def mlflow_loggers(loggers: Sequence[Logger]) -> list[MLFlowLogger]:
@@ -52,7 +46,12 @@ def mlflow_loggers(loggers: Sequence[Logger]) -> list[MLFlowLogger]:
 
 
 def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, step: int) -> None:
-    """Send ``metrics`` to every logger at ``step``, chunking for MLflow; call from rank zero only.
+    """Send ``metrics`` to every logger at ``step``; call from rank zero only.
+
+    Lightning loggers are called directly; an ``MLFlowLogger`` gets its metrics through the run's
+    :class:`~rmt_callbacks.sinks.spool.MlflowWriter` instead (queued, sent off the calling thread in requests of at
+    most 1000, spooled to disk while the server is down), so the caller never waits for the network. Call
+    :func:`flush_loggers` before reading them back.
 
     Args:
         loggers: usually ``trainer.loggers``.
@@ -73,10 +72,34 @@ def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, s
         return
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
-            for chunk in chunked(metrics, MLFLOW_MAX_METRICS_PER_BATCH):
-                logger.log_metrics(chunk, step=step)
+            from .spool import MlflowWriter  # imports mlflow: only with an MLFlowLogger attached
+
+            MlflowWriter.for_logger(logger).log_metrics(metrics, step=step)
         else:
             logger.log_metrics(dict(metrics), step=step)
+
+
+def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float | None = FLUSH_TIMEOUT_S) -> bool:
+    """Wait until what :func:`log_to_loggers` queued for the ``MLFlowLogger`` runs reached their stores.
+
+    Args:
+        loggers: usually ``trainer.loggers``; loggers other than MLflow write synchronously and are left alone.
+        timeout_s: the longest wait per run; what is still undelivered then stays spooled on disk (the writer
+            says where), and nothing is lost.
+
+    Returns:
+        ``True`` iff everything reached the stores.
+
+    Examples:
+        >>> flush_loggers([])
+        True
+    """
+    delivered = True
+    for logger in mlflow_loggers(loggers):
+        from .spool import MlflowWriter
+
+        delivered = MlflowWriter.for_logger(logger).flush(timeout_s) and delivered
+    return delivered
 
 
 class StepLedger:
@@ -118,6 +141,10 @@ class StepLedger:
 def _logged_steps(logger: MLFlowLogger, key: str) -> frozenset[int]:
     from mlflow.exceptions import MlflowException  # only with an MLFlowLogger attached
 
+    from .spool import probe
+
+    if not probe(logger._tracking_uri):  # a server that does not answer: no multi-minute retry loop here
+        return frozenset()
     try:
         return frozenset(m.step for m in logger.experiment.get_metric_history(logger.run_id, key))
     except (MlflowException, OSError):  # an unreachable store: nothing known, log as usual

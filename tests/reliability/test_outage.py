@@ -253,3 +253,87 @@ def test_lightning_training_through_an_outage(server: Server, tmp_path: Path) ->
     assert client.get_run(logger.run_id).info.status == "FINISHED"  # Lightning's finalize, server back by then
     outage = [t for step, t in writes.calls.items() if 10 < step <= 25]
     print(f"callback writes during the outage: max {max(outage) * 1e3:.1f} ms; {writes.messages[1]}")
+
+
+class Outage(pl.Callback):
+    """Kills the server after one step and restarts it after a later one; times every monitor hook meanwhile."""
+
+    def __init__(self, server: Server, *, kill_at: int, restart_at: int) -> None:
+        self.server, self.kill_at, self.restart_at = server, kill_at, restart_at
+        self.began: float = 0.0
+        self.hook_s: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self.kill_at:
+            self.server.kill()
+        if step == self.restart_at:
+            self.server.start()
+        self.began = time.perf_counter()  # the monitors' hooks run after this callback's
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.began:
+            self.hook_s[trainer.global_step] = time.perf_counter() - self.began  # monitor hooks + data loading
+
+
+class TwoLayers(pl.LightningModule):
+    """Two Linear layers on random regression data; never calls ``self.log``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 4)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.fc2(self.fc1(x).tanh()), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_monitors_train_through_an_outage(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SpectrumMonitor and DysonMonitor with an MLFlowLogger on a server that dies at step 6 and is back at 16:
+    training never waits for it, every analysed step and every artifact is in the run exactly once, and the
+    user hears twice: when it went and when it caught up."""
+    import warnings
+
+    from rmt_callbacks import DysonMonitor, SpectrumMonitor
+
+    monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/<run id>, goes here
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(256, 8, generator=g)
+    data = DataLoader(TensorDataset(x, torch.randn(256, 4, generator=g)), batch_size=8)
+    logger = MLFlowLogger(experiment_name="monitors-outage", tracking_uri=server.url)
+    outage = Outage(server, kill_at=6, restart_at=16)
+    spectrum = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, figure_every_n_analyses=5)
+    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=5, window=4)
+    trainer = pl.Trainer(
+        max_steps=24, default_root_dir=tmp_path, logger=logger, callbacks=[outage, spectrum, dyson],
+        accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TwoLayers(), data)
+
+    client = MlflowClient(server.url)
+    run_id = logger.run_id
+    for name in ("fc1.weight", "fc2.weight"):
+        assert _steps_once(client, run_id, f"rmt/{name}/lambda_max") == list(range(0, 25, 2)), name
+        assert _steps_once(client, run_id, f"rmt/{name}/dyson/width") == [5, 10, 15, 20], name
+    assert _steps_once(client, run_id, "rmt/noise_temperature") == [5, 10, 15, 20]
+    assert {f.path for f in client.list_artifacts(run_id, "spectra")} >= {
+        f"spectra/step_{s:08d}.npz" for s in range(0, 25, 2)
+    }
+    assert {f.path for f in client.list_artifacts(run_id, "fits")} == {
+        f"fits/step_{s:08d}.json" for s in range(0, 25, 2)
+    }
+    assert {f.path for f in client.list_artifacts(run_id, "figures/fc1.weight")} == {
+        f"figures/fc1.weight/step_{s:08d}.png" for s in (0, 10, 20)
+    }
+    messages = [str(w.message) for w in caught if "MLflow tracking server" in str(w.message)]
+    assert len([m for m in messages if "unreachable" in m]) == 1, messages
+    assert len([m for m in messages if "caught up" in m]) == 1, messages
+    during = [s for step, s in outage.hook_s.items() if 6 < step <= 15]
+    print(f"monitor hooks during the outage: max {max(during) * 1e3:.1f} ms")
+    assert max(during) < 10.0  # never MLflow's retry loop (about 4 minutes on a refused port)

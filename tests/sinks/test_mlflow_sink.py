@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rmt_callbacks.sinks.lightning import MLFLOW_MAX_METRICS_PER_BATCH, log_to_loggers, mlflow_loggers
+from rmt_callbacks.sinks.lightning import MLFLOW_MAX_METRICS_PER_BATCH, flush_loggers, log_to_loggers, mlflow_loggers
 from rmt_callbacks.sinks.mlflow import MlflowRun, rows_to_columns
 
 
@@ -87,6 +87,7 @@ def test_scalars_reach_every_logger_in_one_step(store: tuple[str, Path], tmp_pat
     log_to_loggers(loggers, {"rmt/layer0/lambda_max": -1.0}, step=9)
     for logger in loggers:
         logger.save()
+    assert flush_loggers(loggers)  # MLflow's share went through the run's background writer
 
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(mlf.run_id).data.metrics == {**metrics, "rmt/layer0/lambda_max": -1.0}
