@@ -110,10 +110,11 @@ def run_rbm(
     figures: bool = True,
     float32_noise: bool = False,
 ) -> RBMResult:
-    """Train one ensemble at (α, |B|), analyse it, and record it as an MLflow run.
+    r"""Train one ensemble at (α, |B|), analyse it, and record it as an MLflow run.
 
-    ``float32_noise`` draws the Gibbs sampler's normals in float32 (2–3× faster on CPUs; the chain covariance
-    changes by far less than its 1/√|B| sampling noise); the weights stay float64.
+    ``float32_noise`` runs the Gibbs sweep (its normals and arithmetic) in float32, about 3–4× faster on CPUs;
+    the chain covariance changes by far less than its 1/√|B| sampling noise, and the weights, :math:`\hat C_B` and
+    the update stay float64 (:class:`reference_models.GaussianRBM`).
     """
     from reference_models import GaussianRBM
 
