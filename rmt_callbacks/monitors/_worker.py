@@ -118,6 +118,7 @@ class AnalysisWorker(Generic[T]):
 
     Args:
         name: the thread's name (shown by debuggers and ``py-spy``).
+        initializer: called once on the thread when it starts (e.g. to set its intra-op thread count).
 
     Examples:
         >>> worker = AnalysisWorker("doc")
@@ -130,8 +131,9 @@ class AnalysisWorker(Generic[T]):
         >>> worker.close()
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, initializer: Callable[[], None] | None = None) -> None:
         self.name = name
+        self.initializer = initializer
         self._jobs: queue.Queue[Callable[[], T] | None] = queue.Queue(maxsize=1)
         self._done: queue.SimpleQueue[Finished[T]] = queue.SimpleQueue()
         self._pending = 0  # submitted and not yet picked up; touched by the submitting thread only
@@ -181,6 +183,8 @@ class AnalysisWorker(Generic[T]):
         self._thread = None
 
     def _run(self) -> None:
+        if self.initializer is not None:
+            self.initializer()
         while (job := self._jobs.get()) is not None:
             start = time.perf_counter()
             try:

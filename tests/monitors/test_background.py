@@ -78,12 +78,19 @@ def test_the_analysis_runs_on_another_thread(tmp_path: Path) -> None:
         return True
 
     monitor = SpectrumMonitor(every_n_train_steps=4, overhead_budget=None, param_filter=record)
-    seen: list[str] = []
+    seen: list[tuple[str, int]] = []
     original = monitor._run_analysis
-    monitor._run_analysis = lambda *a, **k: (seen.append(threading.current_thread().name), original(*a, **k))[1]
+
+    def spy(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return original(*args, **kwargs)
+
+    monitor._run_analysis = spy
+    torch.set_num_threads(2)  # training's setting (the conftest fixture restores it)
     _fit(tmp_path, monitor)
     assert threads == {threading.current_thread().name}
-    assert set(seen) == {"rmt-SpectrumMonitor"} and len(seen) == 4  # steps 0, 4, 8, 12
+    assert set(seen) == {("rmt-SpectrumMonitor", 1)} and len(seen) == 4  # steps 0, 4, 8, 12; one intra-op thread
+    assert torch.get_num_threads() == 2  # the worker's setting is its own
 
 
 def test_a_tiny_budget_defers_every_later_analysis_and_says_so_once(
