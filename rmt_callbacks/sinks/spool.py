@@ -6,8 +6,9 @@ fails, the writer warns once (``MLflow tracking server <uri> unreachable; spooli
 operation to an append-only spool on disk, probes the server every ``retry_interval_s`` and, once it answers,
 replays the spool in order and warns once more (``caught up: N operations replayed``). Replays are deduplicated:
 a metric whose ``(key, step)`` the run already holds (``get_metric_history``) is not written again, an artifact is
-re-uploaded to the same path, a table that already exists is not appended to a second time, tags are overwritten
-with the same value. A spool left behind (the process ended while the server was down) is replayed with
+re-uploaded to the same path, a table that already exists is not appended to a second time, a parameter the run
+already holds is not sent again (MLflow parameters cannot change: the first value stays), tags are overwritten with
+the same value. A spool left behind (the process ended while the server was down) is replayed with
 :func:`replay` or ``python -m rmt_callbacks.sinks.spool replay DIR``.
 
 For an ``http(s)`` tracking URI every request is preceded by ``GET <uri>/health`` with a short timeout
@@ -27,11 +28,13 @@ thread never waits for any of it.
 
 A run that could not be created because the server was unreachable from the start (``run_id=None``) is created by
 the writer on first contact, in ``experiment_name``, or by :func:`replay`; the run id is recorded in the spool's
-``manifest.json``. Closing such a writer queues a ``terminate`` operation, so the run is marked finished once
-everything before it has arrived, by the writer or by a later replay.
+``manifest.json``. Closing such a writer queues a ``terminate`` operation (unless :meth:`MlflowWriter.terminate`
+queued one, or nothing was ever written: no empty run is created), so the run is marked finished once everything
+before it has arrived, by the writer or by a later replay.
 
 Spool layout (one writer per directory): ``manifest.json`` (tracking URI, run id, experiment name), ``ops.jsonl``
 (one JSON operation a line: ``{"kind": "metrics", "step", "timestamp", "metrics"}``, ``{"kind": "tags", "tags"}``,
+``{"kind": "params", "params"}``,
 ``{"kind": "table", "artifact_file", "columns"}``, ``{"kind": "artifact", "artifact_file", "file"}``,
 ``{"kind": "terminate", "status"}``),
 ``ops.offset`` (bytes of ``ops.jsonl`` already delivered) and ``files/`` (artifact payloads).
@@ -65,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from .keys import artifact_path, sanitize
@@ -79,6 +82,8 @@ __all__ = ["PROBE_TIMEOUT_S", "MlflowWriter", "ReplayReport", "probe", "replay"]
 
 PROBE_TIMEOUT_S: float = 2.0
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's log-batch limit (the same limit as sinks.lightning)
+_MAX_PARAMS_PER_BATCH = 100  # MLflow's log-batch limit for parameters
+_MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 _LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # how the UI knows a JSON artifact is a table
 _EXIT_TIMEOUT_S = 10.0
 Op = dict[str, Any]
@@ -126,8 +131,8 @@ class MlflowWriter:
         client: the ``MlflowClient`` to write with (``MLFlowLogger.experiment``).
         run_id: the run to write into; ``None`` to create one in ``experiment_name`` on first contact.
         tracking_uri: the client's tracking URI (probed before requests when it is ``http(s)``).
-        spool_dir: where to spool; default ``./mlflow-spool/<run id>`` (``new-<experiment>-<time>-<pid>`` for a run
-            not yet created). Created only when something is spooled.
+        spool_dir: where to spool; default ``./mlflow-spool/<run id>`` (``new-<experiment>-<time>-<pid>-<random>`` for a
+            run not yet created). Created only when something is spooled.
         warn: called with each message for the user; default :func:`warnings.warn`.
         retry_interval_s: seconds between probes while the store is down.
         experiment_name: the experiment of the run to create when ``run_id`` is ``None``.
@@ -168,6 +173,8 @@ class MlflowWriter:
         self._spool.check_owner(run_id)
         self._store = _Store(client, run_id or self._spool.manifest().get("run_id"), experiment_name, artifact_location)
         self._owns_run = run_id is None  # a run the writer creates is also finished by it (a "terminate" operation)
+        self._terminated = False  # terminate() was called: close() adds no "terminate" of its own
+        self._used = False  # anything was queued (a writer that never was creates no run just to finish it)
         self._cond = threading.Condition()
         self._spool_lock = threading.Lock()  # taken before _cond, never while holding it
         self._pending: deque[Op] = deque()
@@ -222,6 +229,28 @@ class MlflowWriter:
                 else:
                     _creating[logger] = writer
             return writer
+
+    @classmethod
+    def run_creator(cls, logger: MLFlowLogger) -> MlflowWriter | None:
+        """The open writer that :meth:`for_logger` made to create ``logger``'s run, or ``None``.
+
+        Such a writer creates the run on first contact with the server (its :attr:`run_id` is ``None`` until then);
+        the logger should adopt that run instead of creating another. Reads no network.
+
+        Args:
+            logger: a Lightning ``MLFlowLogger``.
+
+        Returns:
+            The writer, or ``None`` when the logger's run was known (or the writer closed) when it was asked for.
+        """
+        with _registry_lock:
+            writer = _creating.get(logger)
+        return None if writer is None or writer._closed else writer
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (later writes go straight to the spool)."""
+        return self._closed
 
     @property
     def spool_dir(self) -> Path:
@@ -283,6 +312,27 @@ class MlflowWriter:
             raise ValueError(f"log_image: png must be the bytes of a PNG file for {artifact_file!r}")
         self._put({"kind": "artifact", "artifact_file": path, "data": bytes(png)})
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Queue run parameters, at most 100 per request; keys cleaned by ``sanitize``, values ``str``-ed and cut to
+        6000 characters. On replay a key the run already holds is left out (MLflow parameters cannot change)."""
+        items = iter({sanitize(k): str(v)[:_MAX_PARAM_VALUE] for k, v in params.items()}.items())
+        while chunk := dict(islice(items, _MAX_PARAMS_PER_BATCH)):
+            self._put({"kind": "params", "params": chunk})
+
+    def terminate(self, status: str = "FINISHED") -> None:
+        """Queue ending the run with ``status`` (after everything queued before it); :meth:`close` then adds none.
+
+        Args:
+            status: an MLflow run status, ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``.
+
+        Raises:
+            ValueError: ``status`` is not one of those.
+        """
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            raise ValueError(f"terminate: status must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}")
+        self._terminated = True
+        self._put({"kind": "terminate", "status": status})
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Queue run tags, at most 100 per request; keys cleaned by ``sanitize``, values cut to 5000 characters."""
         items = iter({sanitize(k): str(v)[:5000] for k, v in tags.items()}.items())
@@ -320,7 +370,7 @@ class MlflowWriter:
         """
         if self._closed:
             return self.flush(0)
-        if self._owns_run:
+        if self._owns_run and self._used and not self._terminated:
             self._put({"kind": "terminate", "status": "FINISHED"})
         delivered = self.flush(timeout_s)
         with self._cond:
@@ -339,6 +389,7 @@ class MlflowWriter:
     # -- caller side ---------------------------------------------------------------------------------------------
 
     def _put(self, op: Op) -> None:
+        self._used = True
         with self._cond:
             if not self._closed:
                 self._pending.append(op)
@@ -574,6 +625,13 @@ class _Store:
             return
         self.client.log_table(self.run_id, data=op["columns"], artifact_file=path)
 
+    def _send_params(self, op: Op, replaying: bool) -> None:
+        held = self.client.get_run(self.run_id).data.params if replaying and not self._fresh else {}
+        params = [Param(k, v) for k, v in op["params"].items() if k not in held]
+        self.skipped += len(op["params"]) - len(params)
+        if params:
+            self.client.log_batch(self.run_id, params=params)
+
     def _send_terminate(self, op: Op, replaying: bool) -> None:
         self.client.set_terminated(self.run_id, op["status"])
 
@@ -775,7 +833,8 @@ def _json_scalar(value: Any) -> Any:
 
 
 def _default_spool_dir(run_id: str | None, experiment_name: str | None) -> Path:
-    name = run_id or f"new-{experiment_name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"  # two in one second: two dirs
+    name = run_id or f"new-{experiment_name}-{stamp}"
     return Path.cwd() / "mlflow-spool" / artifact_path(name)
 
 

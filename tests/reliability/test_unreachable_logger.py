@@ -1,0 +1,192 @@
+"""SpoolingMLFlowLogger: a Trainer with a tracking URI that never answered trains, reports its spool, and the spool
+replayed into a server started later on that URI is the complete run; with the server up it is Lightning's logger.
+
+The unreachable server is a loopback port nothing listens on (connections are refused at once); the server that
+comes later is a real ``mlflow server`` started on that port. Lightning's own ``MLFlowLogger`` in the same setting
+sits in MLflow's retry loop, whose backoff alone sleeps 4 + 8 + 16 + 32 + 64 + 120 = 244 s, and then raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from mlflow import MlflowClient
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks import SpectrumMonitor
+from rmt_callbacks.sinks import SpoolingMLFlowLogger
+from rmt_callbacks.sinks.spool import replay
+
+MAX_STEPS = 6
+ANALYSED = list(range(0, MAX_STEPS + 1, 2))  # every_n_train_steps=2: steps 0 (train start), 2, 4, 6
+RETRY_SLEEP_S = 244.0  # the backoff sleeps of one request in MLflow's retry loop (see rmt_callbacks.sinks.spool)
+
+
+class Server:
+    """``mlflow server`` on a loopback port chosen (free) at construction, sqlite backend, proxied artifacts."""
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.root, self.url = root, f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 300) -> None:
+        mlflow_cli = Path(sys.executable).with_name("mlflow")
+        cmd = [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts",
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]  # fmt: skip
+        began = time.monotonic()
+        with open(self.root / "server.log", "a") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while not _healthy(self.url):
+            if self._proc.poll() is not None or time.monotonic() - began > timeout_s:
+                self.kill()
+                pytest.fail(f"mlflow server did not come up:\n{(self.root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Logs(pl.LightningModule):
+    """Two Linear layers on random regression data; ``self.log`` every step; two hyperparameters."""
+
+    def __init__(self, lr: float = 0.05, hidden: int = 12) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(8, hidden), nn.Linear(hidden, 4)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = nn.functional.mse_loss(self.fc2(self.fc1(x).tanh()), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def _fit(logger: SpoolingMLFlowLogger, root: Path) -> tuple[pl.Trainer, list[str], float]:
+    """Fit :class:`Logs` with a SpectrumMonitor; returns the trainer, the warning messages and the wall time."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g)
+    data = DataLoader(TensorDataset(x, torch.randn(64, 4, generator=g)), batch_size=8)
+    trainer = pl.Trainer(
+        max_steps=MAX_STEPS, default_root_dir=root, logger=logger, log_every_n_steps=1, accelerator="cpu",
+        callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)], enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    began = time.monotonic()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Logs(), data)
+    return trainer, [str(w.message) for w in caught], time.monotonic() - began
+
+
+def _fit_unreachable(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
+    """Fit against ``url`` (nothing listens); checks what the process left behind; returns the spool and warnings."""
+    monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/new-<experiment>-..., goes here
+    logger = SpoolingMLFlowLogger(experiment_name="unreached", tracking_uri=url)
+    trainer, messages, wall_s = _fit(logger, tmp_path)
+    print(f"fit with {url} unreachable: {wall_s:.1f} s wall, load {os.getloadavg()}")
+
+    assert trainer.state.finished and trainer.global_step == MAX_STEPS
+    assert wall_s < RETRY_SLEEP_S  # one request in MLflow's retry loop would sleep this long (not a speed check)
+    spool = logger.spool_dir
+    assert logger.run_id is None and logger.version is None and logger.name is None  # no run: nothing waited
+    assert logger.spool_dir == spool  # asking for the run after finalize opened no second writer
+    assert spool is not None and spool.parent == tmp_path / "mlflow-spool" and (spool / "manifest.json").exists()
+    first = [m for m in messages if str(spool) in m]
+    assert first and first[0].startswith(f"SpoolingMLFlowLogger: tracking server {url} unreachable; training goes on")
+    ops = [json.loads(line) for line in (spool / "ops.jsonl").read_text().splitlines()]
+    assert ops[0] == {"kind": "params", "params": {"lr": "0.05", "hidden": "12"}}  # log_hyperparams before training
+    assert sorted(op["step"] for op in ops if "train_loss" in op.get("metrics", {})) == list(range(MAX_STEPS))
+    assert sorted(op["step"] for op in ops if "rmt/fc1.weight/lambda_max" in op.get("metrics", {})) == ANALYSED
+    assert ops[-1] == {"kind": "terminate", "status": "FINISHED"}  # finalize: after everything else
+    return spool, messages
+
+
+def test_unreachable_from_the_start_trains_and_spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # free a moment ago: connections are refused
+    spool, messages = _fit_unreachable(tmp_path, url, monkeypatch)
+    assert len([m for m in messages if m.startswith("SpoolingMLFlowLogger")]) == 1  # warned once
+    assert any("operations not delivered" in m and str(spool) in m for m in messages)  # and where it is at the end
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "server")
+    srv.root.mkdir()
+    yield srv
+    srv.kill()
+
+
+def _check_run(client: MlflowClient, run_id: str) -> None:
+    """The run holds self.log's metric at every step, the hyperparameters, the monitor's metrics and spectra."""
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.05", "hidden": "12"}
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == list(range(MAX_STEPS))
+    for name in ("fc1.weight", "fc2.weight"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, f"rmt/{name}/lambda_max")) == ANALYSED
+    assert {f.path for f in client.list_artifacts(run_id, "spectra")} >= {f"spectra/step_{s:08d}.npz" for s in ANALYSED}
+
+
+@pytest.mark.slow
+def test_spool_replayed_into_a_server_started_later(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool, _ = _fit_unreachable(tmp_path, server.url, monkeypatch)
+    server.start()
+    report = replay(spool)
+    assert report.remaining == 0 and report.rejected == 0 and report.run_id is not None
+    client = MlflowClient(server.url)
+    _check_run(client, report.run_id)
+    experiment = client.get_experiment_by_name("unreached")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [report.run_id]
+
+
+@pytest.mark.slow
+def test_with_the_server_up_it_is_lightnings_logger(server: Server, tmp_path: Path) -> None:
+    server.start()
+    logger = SpoolingMLFlowLogger(experiment_name="up", tracking_uri=server.url, run_name="r1")
+    trainer, messages, _ = _fit(logger, tmp_path)
+    assert trainer.state.finished
+    assert not [m for m in messages if "unreachable" in m or "spool" in m], messages
+    client = MlflowClient(server.url)
+    _check_run(client, logger.run_id)  # the logger's metrics and parameters and the monitor's: one run
+    assert client.get_run(logger.run_id).info.run_name == "r1"
+    assert logger.version == logger.run_id and logger.name == logger.experiment_id
+    assert [r.info.run_id for r in client.search_runs([logger.experiment_id])] == [logger.run_id]
+    assert logger.spool_dir is not None and not logger.spool_dir.exists()  # nothing had to be spooled
