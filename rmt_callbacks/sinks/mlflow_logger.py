@@ -8,13 +8,14 @@ and, while the server answers, writes the same run, keys and parameters; what di
 
 * ``experiment`` asks ``<uri>/health`` first (:func:`~rmt_callbacks.sinks.spool.probe`, 2 s at most, repeated at most
   every ``retry_interval_s``). Without an answer it returns the client without creating the experiment or the run,
-  so ``run_id``, ``version``, ``experiment_id`` and ``name`` are ``None`` instead of a four-minute wait, and it warns
-  once with the spool directory.
+  so ``run_id`` and ``experiment_id`` are ``None`` instead of a four-minute wait (``name`` and ``version``, from which
+  ``ModelCheckpoint`` builds its default directory, are then the experiment name and the spool directory's name),
+  and it warns once with the spool directory.
 * ``log_metrics`` and ``log_hyperparams`` go through the run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (the
   one the monitors use): queued, sent from a background thread, spooled to disk while the server is down.
 * A run that could not be created at the start is created by that writer when it first reaches the server (or by
-  ``python -m rmt_callbacks.sinks.spool replay DIR`` after the process ended); the logger then takes its id, so the
-  logger and the monitors write one run.
+  ``python -m rmt_callbacks.sinks.spool replay DIR`` after the process ended), with the tags and run name Lightning
+  would have given it; the logger then takes its id, so the logger and the monitors write one run.
 * ``finalize`` ends the run through the writer (after everything queued before it) and closes the writer, waiting
   at most :data:`FINALIZE_TIMEOUT_S`; what is left stays in the spool, whose location is reported.
 
@@ -74,14 +75,18 @@ class SpoolingMLFlowLogger(MLFlowLogger):
         ValueError: ``retry_interval_s`` is not a positive number.
 
     Examples:
-        >>> import warnings
+        >>> import json, tempfile, warnings
+        >>> spool = Path(tempfile.mkdtemp()) / "spool"
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")
-        ...     logger = SpoolingMLFlowLogger("demo", tracking_uri="http://127.0.0.1:9")  # nothing listens there
-        ...     print(logger.run_id, logger.version, logger.name)  # at once, not after MLflow's retries
-        None None None
-        >>> "unreachable; training goes on" in str(caught[0].message)
+        ...     logger = SpoolingMLFlowLogger("demo", tracking_uri="http://127.0.0.1:9", spool_dir=spool)  # no server
+        ...     print(logger.run_id, logger.experiment_id, logger.name)  # at once, not after MLflow's retries
+        ...     logger.finalize("success")  # the run's tags and its end wait in the spool
+        None None demo
+        >>> str(caught[0].message).startswith("SpoolingMLFlowLogger: tracking server http://127.0.0.1:9 unreachable")
         True
+        >>> [json.loads(line)["kind"] for line in (spool / "ops.jsonl").read_text().splitlines()]
+        ['tags', 'terminate']
     """
 
     def __init__(
@@ -131,7 +136,10 @@ class SpoolingMLFlowLogger(MLFlowLogger):
                     raise
         self._retry_at = time.monotonic() + self._retry_interval_s
         if self._writer_ is None:  # the first time: open the writer now, to say where it spools
-            spool = self._open_writer().spool_dir
+            writer = self._open_writer()
+            if writer.run_id is None:  # the run it creates gets the tags (and name) Lightning would have given it
+                writer.set_tags(self._run_tags())
+            spool = writer.spool_dir
             self._warn_once(
                 "down",
                 f"SpoolingMLFlowLogger: tracking server {self._tracking_uri} unreachable; training goes on, and the "
@@ -139,6 +147,19 @@ class SpoolingMLFlowLogger(MLFlowLogger):
                 f"ended: python -m rmt_callbacks.sinks.spool replay {spool})",
             )
         return self._mlflow_client
+
+    @property
+    def name(self) -> str | None:
+        """The experiment id; the experiment name while the server has not been reached (``ModelCheckpoint``'s
+        default directory is ``<default_root_dir>/<name>/<version>/checkpoints``)."""
+        return self.experiment_id or self._experiment_name
+
+    @property
+    def version(self) -> str | None:
+        """The run id; while the run does not exist, the name of the spool directory (one per run, so that two
+        runs started with the server down do not share a checkpoint directory)."""
+        run_id = self.run_id
+        return self._writer_.spool_dir.name if run_id is None and self._writer_ is not None else run_id
 
     @property
     def spool_dir(self) -> Path | None:
@@ -190,6 +211,15 @@ class SpoolingMLFlowLogger(MLFlowLogger):
             f"SpoolingMLFlowLogger: tracking server {self._tracking_uri} unreachable; checkpoints are not uploaded "
             f"now (they stay in {checkpoint_callback.dirpath}; the next upload while it answers takes them)",
         )
+
+    def _run_tags(self) -> dict[str, str]:
+        from lightning.pytorch.loggers.mlflow import _get_resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        tags = dict(self.tags or {})
+        if self._run_name is not None:
+            tags[MLFLOW_RUN_NAME] = self._run_name
+        return _get_resolve_tags()(tags)
 
     def _writer(self) -> MlflowWriter:
         _ = self.experiment  # creates the run as Lightning does while the server answers; never waits when it does not

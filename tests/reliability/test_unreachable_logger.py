@@ -103,7 +103,6 @@ def _fit(logger: SpoolingMLFlowLogger, root: Path) -> tuple[pl.Trainer, list[str
     trainer = pl.Trainer(
         max_steps=MAX_STEPS, default_root_dir=root, logger=logger, log_every_n_steps=1, accelerator="cpu",
         callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)], enable_model_summary=False,
-        enable_checkpointing=False,
     )  # fmt: skip
     began = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
@@ -115,20 +114,26 @@ def _fit(logger: SpoolingMLFlowLogger, root: Path) -> tuple[pl.Trainer, list[str
 def _fit_unreachable(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
     """Fit against ``url`` (nothing listens); checks what the process left behind; returns the spool and warnings."""
     monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/new-<experiment>-..., goes here
-    logger = SpoolingMLFlowLogger(experiment_name="unreached", tracking_uri=url)
+    logger = SpoolingMLFlowLogger(experiment_name="unreached", tracking_uri=url, run_name="r0", log_model=True)
     trainer, messages, wall_s = _fit(logger, tmp_path)
     print(f"fit with {url} unreachable: {wall_s:.1f} s wall, load {os.getloadavg()}")
 
     assert trainer.state.finished and trainer.global_step == MAX_STEPS
     assert wall_s < RETRY_SLEEP_S  # one request in MLflow's retry loop would sleep this long (not a speed check)
     spool = logger.spool_dir
-    assert logger.run_id is None and logger.version is None and logger.name is None  # no run: nothing waited
-    assert logger.spool_dir == spool  # asking for the run after finalize opened no second writer
     assert spool is not None and spool.parent == tmp_path / "mlflow-spool" and (spool / "manifest.json").exists()
+    assert logger.run_id is None and logger.experiment_id is None  # no run: nothing waited
+    assert (logger.name, logger.version) == ("unreached", spool.name)
+    assert logger.spool_dir == spool  # asking for the run after finalize opened no second writer
+    checkpoints = tmp_path / "unreached" / spool.name / "checkpoints"  # ModelCheckpoint: root/name/version
+    assert (checkpoints / f"epoch=0-step={MAX_STEPS}.ckpt").exists()
+    assert any(m.endswith(f"checkpoints are not uploaded now (they stay in {checkpoints}; the next upload while it "
+               "answers takes them)") for m in messages)  # fmt: skip
     first = [m for m in messages if str(spool) in m]
     assert first and first[0].startswith(f"SpoolingMLFlowLogger: tracking server {url} unreachable; training goes on")
     ops = [json.loads(line) for line in (spool / "ops.jsonl").read_text().splitlines()]
-    assert ops[0] == {"kind": "params", "params": {"lr": "0.05", "hidden": "12"}}  # log_hyperparams before training
+    assert ops[0]["kind"] == "tags" and ops[0]["tags"]["mlflow.runName"] == "r0"  # for the run to be created
+    assert ops[1] == {"kind": "params", "params": {"lr": "0.05", "hidden": "12"}}  # log_hyperparams before training
     assert sorted(op["step"] for op in ops if "train_loss" in op.get("metrics", {})) == list(range(MAX_STEPS))
     assert sorted(op["step"] for op in ops if "rmt/fc1.weight/lambda_max" in op.get("metrics", {})) == ANALYSED
     assert ops[-1] == {"kind": "terminate", "status": "FINISHED"}  # finalize: after everything else
@@ -140,7 +145,7 @@ def test_unreachable_from_the_start_trains_and_spools(tmp_path: Path, monkeypatc
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"  # free a moment ago: connections are refused
     spool, messages = _fit_unreachable(tmp_path, url, monkeypatch)
-    assert len([m for m in messages if m.startswith("SpoolingMLFlowLogger")]) == 1  # warned once
+    assert len([m for m in messages if "training goes on" in m]) == 1  # warned once
     assert any("operations not delivered" in m and str(spool) in m for m in messages)  # and where it is at the end
 
 
@@ -152,10 +157,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.kill()
 
 
-def _check_run(client: MlflowClient, run_id: str) -> None:
+def _check_run(client: MlflowClient, run_id: str, name: str) -> None:
     """The run holds self.log's metric at every step, the hyperparameters, the monitor's metrics and spectra."""
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.run_name == name
     assert run.data.params == {"lr": "0.05", "hidden": "12"}
     assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == list(range(MAX_STEPS))
     for name in ("fc1.weight", "fc2.weight"):
@@ -172,7 +177,7 @@ def test_spool_replayed_into_a_server_started_later(
     report = replay(spool)
     assert report.remaining == 0 and report.rejected == 0 and report.run_id is not None
     client = MlflowClient(server.url)
-    _check_run(client, report.run_id)
+    _check_run(client, report.run_id, "r0")
     experiment = client.get_experiment_by_name("unreached")
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [report.run_id]
 
@@ -180,13 +185,37 @@ def test_spool_replayed_into_a_server_started_later(
 @pytest.mark.slow
 def test_with_the_server_up_it_is_lightnings_logger(server: Server, tmp_path: Path) -> None:
     server.start()
-    logger = SpoolingMLFlowLogger(experiment_name="up", tracking_uri=server.url, run_name="r1")
+    logger = SpoolingMLFlowLogger(experiment_name="up", tracking_uri=server.url, run_name="r1", log_model=True)
     trainer, messages, _ = _fit(logger, tmp_path)
     assert trainer.state.finished
     assert not [m for m in messages if "unreachable" in m or "spool" in m], messages
     client = MlflowClient(server.url)
-    _check_run(client, logger.run_id)  # the logger's metrics and parameters and the monitor's: one run
-    assert client.get_run(logger.run_id).info.run_name == "r1"
+    _check_run(client, logger.run_id, "r1")  # the logger's metrics and parameters and the monitor's: one run
+    assert f"epoch=0-step={MAX_STEPS}" in {f.path for f in client.list_artifacts(logger.run_id)}  # log_model
     assert logger.version == logger.run_id and logger.name == logger.experiment_id
+    assert (tmp_path / logger.name / logger.run_id / "checkpoints" / f"epoch=0-step={MAX_STEPS}.ckpt").exists()
     assert [r.info.run_id for r in client.search_runs([logger.experiment_id])] == [logger.run_id]
     assert logger.spool_dir is not None and not logger.spool_dir.exists()  # nothing had to be spooled
+
+
+def test_replayed_parameters_the_run_already_holds_are_left_out(tmp_path: Path) -> None:
+    """MLflow parameters cannot change: a replay sends only the keys the run lacks (the first value stays)."""
+    from rmt_callbacks.sinks.spool import MlflowWriter
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("params")).info.run_id
+    client.log_param(run_id, "lr", "0.1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{s.getsockname()[1]}"  # the writer probes this one: down, so it spools
+    writer = MlflowWriter(client, run_id, tracking_uri=refused, spool_dir=tmp_path / "s", warn=lambda m: None)
+    with pytest.raises(ValueError, match="status must be 'FINISHED', 'FAILED' or 'KILLED', got 'DONE'"):
+        writer.terminate("DONE")
+    writer.log_params({"lr": 0.2, "hidden": 12})
+    writer.terminate("FAILED")
+    assert not writer.close(timeout_s=10)
+    report = replay(tmp_path / "s", tracking_uri=uri)
+    assert (report.replayed, report.skipped, report.rejected, report.remaining) == (2, 1, 0, 0)
+    run = client.get_run(run_id)
+    assert run.data.params == {"lr": "0.1", "hidden": "12"} and run.info.status == "FAILED"
