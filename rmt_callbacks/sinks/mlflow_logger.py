@@ -196,10 +196,13 @@ class SpoolingMLFlowLogger(MLFlowLogger):
             if not self._initialized:
                 return  # nothing was written since the last finalize: no run to end
             writer = self._open_writer()
+        deadline = time.monotonic() + FINALIZE_TIMEOUT_S
         if self._checkpoint_callback:
+            writer.flush(timeout_s=FINALIZE_TIMEOUT_S)  # the writer may create the run meanwhile: upload into it
+            _ = self.experiment
             self._scan_and_log_checkpoints(self._checkpoint_callback)
         writer.terminate(_STATUS.get(status, status))
-        writer.close(timeout_s=FINALIZE_TIMEOUT_S)
+        writer.close(timeout_s=max(0.0, deadline - time.monotonic()))
         self._run_id = self._run_id or writer.run_id  # created by the writer during the wait
 
     def _scan_and_log_checkpoints(self, checkpoint_callback: ModelCheckpoint) -> None:

@@ -95,14 +95,25 @@ class Logs(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
-def _fit(logger: SpoolingMLFlowLogger, root: Path) -> tuple[pl.Trainer, list[str], float]:
+class StartServer(pl.Callback):
+    """Starts the server after one training step (training waits while it boots; the writer does not)."""
+
+    def __init__(self, server: Server, at_step: int) -> None:
+        self.server, self.at_step = server, at_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.at_step:
+            self.server.start()
+
+
+def _fit(logger: SpoolingMLFlowLogger, root: Path, *extra: pl.Callback) -> tuple[pl.Trainer, list[str], float]:
     """Fit :class:`Logs` with a SpectrumMonitor; returns the trainer, the warning messages and the wall time."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 8, generator=g)
     data = DataLoader(TensorDataset(x, torch.randn(64, 4, generator=g)), batch_size=8)
     trainer = pl.Trainer(
         max_steps=MAX_STEPS, default_root_dir=root, logger=logger, log_every_n_steps=1, accelerator="cpu",
-        callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)], enable_model_summary=False,
+        callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None), *extra], enable_model_summary=False,
     )  # fmt: skip
     began = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
@@ -180,6 +191,25 @@ def test_spool_replayed_into_a_server_started_later(
     _check_run(client, report.run_id, "r0")
     experiment = client.get_experiment_by_name("unreached")
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [report.run_id]
+
+
+@pytest.mark.slow
+def test_server_that_comes_back_mid_training_gets_one_run(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer creates the run on first contact; the logger takes it, so everything is in that one run."""
+    monkeypatch.chdir(tmp_path)
+    logger = SpoolingMLFlowLogger(
+        experiment_name="late", tracking_uri=server.url, run_name="r2", log_model=True, retry_interval_s=0.5
+    )
+    trainer, messages, _ = _fit(logger, tmp_path, StartServer(server, at_step=2))
+    assert trainer.state.finished and logger.run_id is not None
+    assert any(" caught up: " in m for m in messages), messages
+    client = MlflowClient(server.url)
+    _check_run(client, logger.run_id, "r2")
+    assert [r.info.run_id for r in client.search_runs([logger.experiment_id])] == [logger.run_id]
+    assert f"epoch=0-step={MAX_STEPS}" in {f.path for f in client.list_artifacts(logger.run_id)}  # uploaded at the end
+    assert not (logger.spool_dir / "ops.jsonl").exists()  # delivered
 
 
 @pytest.mark.slow
