@@ -160,6 +160,36 @@ def test_unreachable_from_the_start_trains_and_spools(tmp_path: Path, monkeypatc
     assert any("operations not delivered" in m and str(spool) in m for m in messages)  # and where it is at the end
 
 
+class FailsAtStep3(Logs):
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.global_step == 3:
+            raise RuntimeError("step 3")
+        return super().training_step(batch, batch_idx)
+
+
+def test_unreachable_and_fit_raises_the_spooled_run_ends_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    logger = SpoolingMLFlowLogger(experiment_name="fails", tracking_uri=url)
+    trainer = pl.Trainer(
+        max_steps=MAX_STEPS, default_root_dir=tmp_path, logger=logger, log_every_n_steps=1, accelerator="cpu",
+        callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)], enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    data = DataLoader(TensorDataset(torch.zeros(64, 8), torch.zeros(64, 4)), batch_size=8)
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="step 3"):
+        warnings.simplefilter("ignore")
+        trainer.fit(FailsAtStep3(), data)
+    ops = [json.loads(line) for line in (logger.spool_dir / "ops.jsonl").read_text().splitlines()]
+    assert ops[-1] == {"kind": "terminate", "status": "FAILED"}
+    assert sorted(op["step"] for op in ops if "train_loss" in op.get("metrics", {})) == [0, 1, 2]
+    assert [p.name for p in (tmp_path / "mlflow-spool").iterdir()] == [logger.spool_dir.name]  # one spool, one run
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "server")
