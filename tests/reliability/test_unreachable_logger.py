@@ -227,10 +227,13 @@ def test_spool_replayed_into_a_server_started_later(
 def test_server_that_comes_back_mid_training_gets_one_run(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The writer creates the run on first contact; the logger takes it, so everything is in that one run."""
+    """The writer creates the run on first contact; the logger takes it, so everything is in that one run.
+
+    Training ends moments after the server is back, usually before the writer's next probe (every 2 s): finalize
+    waits for that probe and the replay instead of leaving the run to a later replay."""
     monkeypatch.chdir(tmp_path)
     logger = SpoolingMLFlowLogger(
-        experiment_name="late", tracking_uri=server.url, run_name="r2", log_model=True, retry_interval_s=0.5
+        experiment_name="late", tracking_uri=server.url, run_name="r2", log_model=True, retry_interval_s=2.0
     )
     trainer, messages, _ = _fit(logger, tmp_path, StartServer(server, at_step=2))
     assert trainer.state.finished and logger.run_id is not None
