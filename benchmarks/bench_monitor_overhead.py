@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -121,7 +122,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=None, help="default 500 (100 with --quick)")
     p.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="training's intra-op threads (default: torch's, all cores)"
+    )
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # fewer than the cores leaves one free for the background analysis
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banners in the table
     args.steps = args.steps or (100 if args.quick else 500)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -142,6 +148,7 @@ def main() -> None:
                 seconds, analyses = fit(args, make(), logdir)
                 times[name].append(seconds)
                 counts[name].append(analyses)
+                print(f"# {name}: {seconds:.2f} s, {analyses} analyses", file=sys.stderr, flush=True)
     t_analysis = analysis_seconds(args)
     load1 = os.getloadavg()
     base = statistics.median(times["no monitor"])
