@@ -79,8 +79,9 @@ def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, s
             logger.log_metrics(dict(metrics), step=step)
 
 
-def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float | None = FLUSH_TIMEOUT_S) -> bool:
-    """Wait until what :func:`log_to_loggers` queued for the ``MLFlowLogger`` runs reached their stores.
+def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+    """Wait until what :func:`log_to_loggers` queued for the ``MLFlowLogger`` runs reached their stores (a server
+    that has just come back gets the writer's catch-up; one that does not answer ends the wait at once).
 
     Args:
         loggers: usually ``trainer.loggers``; loggers other than MLflow write synchronously and are left alone.
@@ -98,7 +99,7 @@ def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float | None = FLUSH_
     for logger in mlflow_loggers(loggers):
         from .spool import MlflowWriter
 
-        delivered = MlflowWriter.for_logger(logger).flush(timeout_s) and delivered
+        delivered = MlflowWriter.for_logger(logger).settle(timeout_s) and delivered
     return delivered
 
 

@@ -198,11 +198,13 @@ class SpoolingMLFlowLogger(MLFlowLogger):
             writer = self._open_writer()
         deadline = time.monotonic() + FINALIZE_TIMEOUT_S
         if self._checkpoint_callback:
-            self._settle(writer, deadline)  # the writer may create the run meanwhile: upload into that one
+            writer.settle(
+                max(0.0, deadline - time.monotonic())
+            )  # the writer may create the run meanwhile: upload into that one
             _ = self.experiment
             self._scan_and_log_checkpoints(self._checkpoint_callback)
         writer.terminate(_STATUS.get(status, status))
-        self._settle(writer, deadline)
+        writer.settle(max(0.0, deadline - time.monotonic()))
         writer.close(timeout_s=max(0.0, deadline - time.monotonic()))
         self._run_id = self._run_id or writer.run_id  # created by the writer during the wait
 
@@ -224,14 +226,6 @@ class SpoolingMLFlowLogger(MLFlowLogger):
         if self._run_name is not None:
             tags[MLFLOW_RUN_NAME] = self._run_name
         return _get_resolve_tags()(tags)
-
-    def _settle(self, writer: MlflowWriter, deadline: float) -> None:
-        """Flush; while the writer is still behind but the server answers again, give it its retry (it probes every
-        ``retry_interval_s``), until ``deadline``. A server that does not answer ends the wait at once."""
-        while not writer.flush(timeout_s=max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline or not probe(self._tracking_uri):
-                return
-            time.sleep(0.2)
 
     def _writer(self) -> MlflowWriter:
         _ = self.experiment  # creates the run as Lightning does while the server answers; never waits when it does not

@@ -362,6 +362,21 @@ class MlflowWriter:
             self._spool_leftovers()
         return delivered
 
+    def settle(self, timeout_s: float) -> bool:
+        """:meth:`flush`, and while the writer is still behind a server that answers again (it probes every
+        ``retry_interval_s``), wait for its catch-up, up to ``timeout_s`` in all; a server that does not answer
+        ends the wait at once (what is left is on disk).
+
+        Returns:
+            ``True`` iff everything reached the store.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self.flush(timeout_s=max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline or not probe(self.tracking_uri):
+                return False
+            time.sleep(0.2)
+        return True
+
     def close(self, timeout_s: float | None = None) -> bool:
         """Flush (see :meth:`flush`), stop the thread, and warn where the spool is if anything is left.
 

@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,52 +29,10 @@ from rmt_callbacks.sinks.spool import MlflowWriter, replay
 pytestmark = pytest.mark.slow
 
 
-class Server:
-    """``mlflow server`` on a fixed loopback port, sqlite backend and proxied artifacts under ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.root, self.url = root, f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start_s: list[float] = []
-
-    def start(self, timeout_s: float = 300) -> None:
-        mlflow_cli = Path(sys.executable).with_name("mlflow")
-        cmd = [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
-               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]  # fmt: skip
-        began = time.monotonic()
-        with open(self.root / "server.log", "a") as log:  # the child keeps its own descriptor
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        while not _healthy(self.url):
-            if self._proc.poll() is not None or time.monotonic() - began > timeout_s:
-                self.kill()
-                pytest.fail(f"mlflow server did not come up:\n{(self.root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        self.start_s.append(time.monotonic() - began)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its workers (its own process group), as a crash would."""
-        if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        self._proc = None
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any) -> Iterator[Any]:
     """One server for the module; each test leaves it running."""
-    srv = Server(tmp_path_factory.mktemp("server"))
+    srv = mlflow_server(tmp_path_factory.mktemp("server"))
     srv.start()
     yield srv
     srv.kill()
@@ -109,7 +61,7 @@ def _write_step(writer: MlflowWriter, step: int) -> float:
     return time.perf_counter() - began
 
 
-def test_server_killed_during_writes_and_restarted(server: Server, tmp_path: Path) -> None:
+def test_server_killed_during_writes_and_restarted(server: Any, tmp_path: Path) -> None:
     client = MlflowClient(server.url)
     run_id = client.create_run(client.create_experiment("outage")).info.run_id
     messages: list[str] = []
@@ -143,7 +95,7 @@ def test_server_killed_during_writes_and_restarted(server: Server, tmp_path: Pat
     print(f"write calls during the outage: max {max(outage_calls) * 1e3:.1f} ms; {messages[1]}")
 
 
-def test_unreachable_from_the_start_then_replayed_into_a_started_server(server: Server, tmp_path: Path) -> None:
+def test_unreachable_from_the_start_then_replayed_into_a_started_server(server: Any, tmp_path: Path) -> None:
     server.kill()
     messages: dict[str, list[str]] = {"replayed": [], "live": []}
     writers = {
@@ -202,7 +154,7 @@ class Regression(pl.LightningModule):
 class WritesEveryStep(pl.Callback):
     """Logs through the logger's shared writer after every batch; kills the server at one step, restarts it later."""
 
-    def __init__(self, server: Server, spool_dir: Path, *, kill_at: int, restart_at: int) -> None:
+    def __init__(self, server: Any, spool_dir: Path, *, kill_at: int, restart_at: int) -> None:
         self.server, self.spool_dir, self.kill_at, self.restart_at = server, spool_dir, kill_at, restart_at
         self.messages: list[str] = []
         self.calls: dict[int, float] = {}
@@ -230,7 +182,7 @@ class WritesEveryStep(pl.Callback):
         self.delivered = self._writer(trainer).close(timeout_s=120)
 
 
-def test_lightning_training_through_an_outage(server: Server, tmp_path: Path) -> None:
+def test_lightning_training_through_an_outage(server: Any, tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(240, 3, generator=g)
     data = DataLoader(TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5]])), batch_size=8)
@@ -258,7 +210,7 @@ def test_lightning_training_through_an_outage(server: Server, tmp_path: Path) ->
 class Outage(pl.Callback):
     """Kills the server after one step and restarts it after a later one; times every monitor hook meanwhile."""
 
-    def __init__(self, server: Server, *, kill_at: int, restart_at: int) -> None:
+    def __init__(self, server: Any, *, kill_at: int, restart_at: int) -> None:
         self.server, self.kill_at, self.restart_at = server, kill_at, restart_at
         self.began: float = 0.0
         self.hook_s: dict[int, float] = {}
@@ -292,7 +244,7 @@ class TwoLayers(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def test_monitors_train_through_an_outage(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SpectrumMonitor and DysonMonitor with an MLFlowLogger on a server that dies at step 6 and is back at 16:
     training never waits for it, every analysed step and every artifact is in the run exactly once, and the
     user hears twice: when it went and when it caught up."""

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import pytest
@@ -35,45 +31,6 @@ from rmt_callbacks.sinks.spool import replay
 MAX_STEPS = 6
 ANALYSED = list(range(0, MAX_STEPS + 1, 2))  # every_n_train_steps=2: steps 0 (train start), 2, 4, 6
 RETRY_SLEEP_S = 244.0  # the backoff sleeps of one request in MLflow's retry loop (see rmt_callbacks.sinks.spool)
-
-
-class Server:
-    """``mlflow server`` on a loopback port chosen (free) at construction, sqlite backend, proxied artifacts."""
-
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.root, self.url = root, f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 300) -> None:
-        mlflow_cli = Path(sys.executable).with_name("mlflow")
-        cmd = [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
-               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]  # fmt: skip
-        began = time.monotonic()
-        with open(self.root / "server.log", "a") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        while not _healthy(self.url):
-            if self._proc.poll() is not None or time.monotonic() - began > timeout_s:
-                self.kill()
-                pytest.fail(f"mlflow server did not come up:\n{(self.root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        self._proc = None
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 class Logs(pl.LightningModule):
@@ -98,7 +55,7 @@ class Logs(pl.LightningModule):
 class StartServer(pl.Callback):
     """Starts the server after one training step (training waits while it boots; the writer does not)."""
 
-    def __init__(self, server: Server, at_step: int) -> None:
+    def __init__(self, server: Any, at_step: int) -> None:
         self.server, self.at_step = server, at_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
@@ -191,8 +148,8 @@ def test_unreachable_and_fit_raises_the_spooled_run_ends_failed(
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "server")
+def server(tmp_path: Path, mlflow_server: Any) -> Iterator[Any]:
+    srv = mlflow_server(tmp_path / "server")
     srv.root.mkdir()
     yield srv
     srv.kill()
@@ -211,7 +168,7 @@ def _check_run(client: MlflowClient, run_id: str, name: str) -> None:
 
 @pytest.mark.slow
 def test_spool_replayed_into_a_server_started_later(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool, _ = _fit_unreachable(tmp_path, server.url, monkeypatch)
     server.start()
@@ -225,7 +182,7 @@ def test_spool_replayed_into_a_server_started_later(
 
 @pytest.mark.slow
 def test_server_that_comes_back_mid_training_gets_one_run(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer creates the run on first contact; the logger takes it, so everything is in that one run.
 
@@ -246,7 +203,7 @@ def test_server_that_comes_back_mid_training_gets_one_run(
 
 
 @pytest.mark.slow
-def test_with_the_server_up_it_is_lightnings_logger(server: Server, tmp_path: Path) -> None:
+def test_with_the_server_up_it_is_lightnings_logger(server: Any, tmp_path: Path) -> None:
     server.start()
     logger = SpoolingMLFlowLogger(experiment_name="up", tracking_uri=server.url, run_name="r1", log_model=True)
     trainer, messages, _ = _fit(logger, tmp_path)
