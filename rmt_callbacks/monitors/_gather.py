@@ -53,16 +53,21 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..spectral import MatrixView
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
 __all__ = [
     "WRAPPER_ATTRS",
+    "copy_stored",
     "gather_parameters",
     "is_sharded",
     "snapshot_module",
     "snapshot_parameters",
+    "snapshot_views",
     "stand_in",
+    "strategy_root",
     "unwrap",
     "user_name",
 ]
@@ -258,10 +263,7 @@ def snapshot_parameters(
     Raises:
         TypeError: ``pl_module`` is not an ``nn.Module``, or ``names`` is not a sequence of str.
     """
-    root = getattr(trainer.strategy, "model", None)
-    return gather_parameters(
-        pl_module, root=root if isinstance(root, nn.Module) else None, names=names, rank_zero=trainer.is_global_zero
-    )
+    return gather_parameters(pl_module, root=strategy_root(trainer), names=names, rank_zero=trainer.is_global_zero)
 
 
 def snapshot_module(
@@ -286,8 +288,7 @@ def snapshot_module(
     Raises:
         TypeError: ``pl_module`` is not an ``nn.Module``, or ``names`` is not a sequence of str.
     """
-    root = getattr(trainer.strategy, "model", None)
-    rows = _checked_rows(pl_module, root if isinstance(root, nn.Module) else None, names, trainer.is_global_zero)
+    rows = _checked_rows(pl_module, strategy_root(trainer), names, trainer.is_global_zero)
     return None if rows is None else stand_in(pl_module, rows)
 
 
@@ -316,3 +317,45 @@ def stand_in(model: nn.Module, rows: Sequence[_Row]) -> nn.Module:
         copy.__dict__.pop(attr, None)  # FSDP1 without use_orig_params may leave a plain tensor attribute
         copy._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
     return root
+
+
+def strategy_root(trainer: pl.Trainer) -> nn.Module | None:
+    """The outermost module the strategy trains (``trainer.strategy.model``), or ``None``."""
+    root = getattr(trainer.strategy, "model", None)
+    return root if isinstance(root, nn.Module) else None
+
+
+def snapshot_views(views: Sequence[MatrixView]) -> list[MatrixView]:
+    """Detached copies of the views, taken now (the optimizer moves on while the worker reads them).
+
+    On CUDA the copies are made on a side stream that waits for the training stream, and the training stream
+    waits for the copies (device-side, the host does not block), so the next optimizer step cannot overwrite a
+    weight before it was copied and the analysis never queues behind training kernels.
+    """
+    cuda = [v for v in views if v.matrix.is_cuda]
+    if not cuda:
+        return [MatrixView(v.name, copy_stored(v.matrix), v.source) for v in views]
+    side = torch.cuda.Stream(device=cuda[0].matrix.device)
+    side.wait_stream(torch.cuda.current_stream(cuda[0].matrix.device))
+    with torch.cuda.stream(side):
+        out = [MatrixView(v.name, copy_stored(v.matrix), v.source) for v in views]
+    torch.cuda.current_stream(cuda[0].matrix.device).wait_stream(side)
+    side.synchronize()  # the copies are complete before the worker thread (another stream) reads them
+    return out
+
+
+def copy_stored(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` that stores what ``t`` stores: a broadcast (stride-0) dimension stays broadcast.
+
+    Examples:
+        >>> big = torch.zeros(1, 1).expand(10_000, 10_000)
+        >>> c = copy_stored(big)
+        >>> c.shape, c.stride(), c.untyped_storage().nbytes()
+        (torch.Size([10000, 10000]), (0, 0), 4)
+    """
+    t = t.detach()
+    base = t
+    for dim in range(t.ndim):
+        if t.stride(dim) == 0 and t.shape[dim] > 1:
+            base = base.narrow(dim, 0, 1)
+    return t.clone() if base is t else base.clone().expand(t.shape)

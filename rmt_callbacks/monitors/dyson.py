@@ -29,7 +29,7 @@ from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
 from ..spectral import esd
 from ._batch import batch_size_of
-from ._gather import is_sharded, snapshot_module
+from ._gather import is_sharded, snapshot_module, strategy_root
 from ._schedule import check_count
 from ._selection import validate_patterns
 
@@ -138,8 +138,7 @@ class DysonMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
-        root = getattr(trainer.strategy, "model", None)
-        self._sharded = is_sharded(pl_module, root if isinstance(root, torch.nn.Module) else None)
+        self._sharded = is_sharded(pl_module, strategy_root(trainer))
         model = snapshot_module(trainer, pl_module) if self._sharded else pl_module  # a collective when sharded
         error = None
         if model is not None:

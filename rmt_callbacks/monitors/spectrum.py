@@ -15,7 +15,6 @@ References: arXiv:2412.20496, arXiv:2407.16427; Lightning ``LearningRateMonitor`
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import re
@@ -29,11 +28,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, to_rows, validate_analyses
-from ..sinks.keys import artifact_path, metric_key, tag_key
+from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, validate_analyses
+from ..sinks.keys import metric_key
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers, mlflow_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
-from ._gather import is_sharded, snapshot_module
+from ._artifacts import write_artifacts
+from ._gather import is_sharded, snapshot_module, snapshot_views, strategy_root
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
 from ._selection import validate_filter, validate_patterns
 from ._worker import AnalysisWorker, Finished, OverheadBudget, check_budget
@@ -220,7 +220,7 @@ class SpectrumMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
-        self._sharded = is_sharded(pl_module, _strategy_root(trainer))
+        self._sharded = is_sharded(pl_module, strategy_root(trainer))
         strict = not _has_lazy_parameters(pl_module)
         if self._sharded:  # the selection is checked on a gathered stand-in; every rank raises alike
             model, error = snapshot_module(trainer, pl_module), None  # a collective: every rank enters it
@@ -304,7 +304,7 @@ class SpectrumMonitor(Callback):
         elif not trainer.is_global_zero:
             return
         else:
-            snapshot = _snapshot(self._views(pl_module, strict=False))
+            snapshot = snapshot_views(self._views(pl_module, strict=False))
         mlflow = mlflow_loggers(trainer.loggers)
         self._budget.started()
 
@@ -426,7 +426,7 @@ class SpectrumMonitor(Callback):
         try:
             writer = MlflowWriter.for_logger(logger)
             writer.log_metrics(metrics, step=step)
-            _write_artifacts(writer, results, step=step, figures=figures)
+            write_artifacts(writer, results, step=step, figures=figures)
         except Exception as exc:  # a defect here must not cost the other loggers' numbers or the training
             self._warn_once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
 
@@ -441,84 +441,6 @@ class _Report:
     seconds: float
 
 
-def _snapshot(views: Sequence[MatrixView]) -> list[MatrixView]:
-    """Detached copies of the views, taken now (the optimizer moves on while the worker reads them).
-
-    On CUDA the copies are made on a side stream that waits for the training stream, and the training stream
-    waits for the copies (device-side, the host does not block), so the next optimizer step cannot overwrite a
-    weight before it was copied and the analysis never queues behind training kernels.
-    """
-    cuda = [v for v in views if v.matrix.is_cuda]
-    if not cuda:
-        return [MatrixView(v.name, _copy(v.matrix), v.source) for v in views]
-    side = torch.cuda.Stream(device=cuda[0].matrix.device)
-    side.wait_stream(torch.cuda.current_stream(cuda[0].matrix.device))
-    with torch.cuda.stream(side):
-        out = [MatrixView(v.name, _copy(v.matrix), v.source) for v in views]
-    torch.cuda.current_stream(cuda[0].matrix.device).wait_stream(side)
-    side.synchronize()  # the copies are complete before the worker thread (another stream) reads them
-    return out
-
-
-def _copy(t: torch.Tensor) -> torch.Tensor:
-    """A copy of ``t`` that stores what ``t`` stores: a broadcast (stride-0) dimension stays broadcast.
-
-    Examples:
-        >>> big = torch.zeros(1, 1).expand(10_000, 10_000)
-        >>> c = _copy(big)
-        >>> c.shape, c.stride(), c.untyped_storage().nbytes()
-        (torch.Size([10000, 10000]), (0, 0), 4)
-    """
-    t = t.detach()
-    base = t
-    for dim in range(t.ndim):
-        if t.stride(dim) == 0 and t.shape[dim] > 1:
-            base = base.narrow(dim, 0, 1)
-    return t.clone() if base is t else base.clone().expand(t.shape)
-
-
-def _write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
-    """Spectra, the fit table, skip and method tags and (when due) figures of one analysis into ``run`` (an
-    :class:`~rmt_callbacks.sinks.spool.MlflowWriter`)."""
-    stem = f"step_{step:08d}"
-    done = [r for r in results if r.skipped is None]
-    exact = {r.name: r.spectra["gram"].numpy() for r in done if "density" not in r.spectra}
-    if exact:
-        run.log_arrays(exact, artifact_path("spectra", f"{stem}.npz"))
-    symmetric = {r.name: r.spectra["symmetric"].numpy() for r in done if "symmetric" in r.spectra}
-    if symmetric:
-        run.log_arrays(symmetric, artifact_path("spectra", "symmetric", f"{stem}.npz"))
-    densities = {r.name: r for r in done if "density" in r.spectra}  # estimated (SLQ): a density on bin edges
-    if densities:
-        arrays = {f"{n}/density": r.spectra["density"].numpy() for n, r in densities.items()}
-        arrays.update({f"{n}/edges": r.spectra["density_edges"].numpy() for n, r in densities.items()})
-        run.log_arrays(arrays, artifact_path("spectra", "density", f"{stem}.npz"))
-    run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path("fits", f"{stem}.json"))
-    tags = {tag_key("rmt.skipped.", r.name): r.skipped for r in results if r.skipped is not None}
-    tags.update({tag_key("rmt.method.", r.name): r.method for r in done if r.method is not None})
-    if tags:
-        run.set_tags(tags)
-    if figures:
-        _write_figures(run, done, stem=stem, step=step)
-
-
-def _write_figures(writer: Any, results: Sequence[MatrixResult], *, stem: str, step: int) -> None:
-    from ..sinks.plots import close_figure, matrix_figure  # imports matplotlib: only when figures are due
-    from ._figures import panels_of
-
-    for r in results:
-        panels = panels_of(r)
-        if not panels:  # an estimated density has no levels to histogram: its arrays are the record
-            continue
-        fig = matrix_figure(panels, title=f"{r.name} {tuple(r.shape)}, step {step}")
-        try:
-            png = io.BytesIO()
-            fig.savefig(png, format="png")
-            writer.log_image(png.getvalue(), artifact_path("figures", r.name, f"{stem}.png"))
-        finally:
-            close_figure(fig)
-
-
 def _shape_of(reason: str) -> str:
     """A reason with its numbers blanked, so "3 of 100 entries are NaN" warns once, not at every count."""
     return re.sub(r"\d+", "#", reason)
@@ -531,11 +453,6 @@ def _one_intra_op_thread() -> None:
     faster with one thread than with several anyway (measured on 2 cores: 1500 × 1500 float64, 1.1 s vs 5.2 s).
     """
     torch.set_num_threads(1)
-
-
-def _strategy_root(trainer: pl.Trainer) -> torch.nn.Module | None:
-    root = getattr(trainer.strategy, "model", None)
-    return root if isinstance(root, torch.nn.Module) else None
 
 
 def _parameter_names(model: torch.nn.Module, views: Sequence[MatrixView]) -> list[str]:
