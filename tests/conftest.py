@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
+from mlflow import MlflowClient
 
 settings.register_profile("dev")
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
@@ -29,3 +31,12 @@ def _single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A sqlite MLflow tracking store per test module (its schema migration is the slow part) and an artifact root."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema
+    return uri, root / "artifacts"

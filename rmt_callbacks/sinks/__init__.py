@@ -2,7 +2,7 @@
 
 * :mod:`~rmt_callbacks.sinks.keys`: the one metric-key scheme (:func:`metric_key`) and MLflow-safe cleaning.
 * :mod:`~rmt_callbacks.sinks.lightning`: scalars to every logger in ``trainer.loggers``.
-* :mod:`~rmt_callbacks.sinks.mlflow`: arrays, tables and figures into an ``MLFlowLogger``'s own run.
+* :mod:`~rmt_callbacks.sinks.mlflow`: MLflow's request limits and the artifact path and table conventions.
 * :mod:`~rmt_callbacks.sinks.spool`: the background writer that spools a run's writes while its server is down.
 * :mod:`~rmt_callbacks.sinks.mlflow_logger`: :class:`~rmt_callbacks.sinks.mlflow_logger.SpoolingMLFlowLogger`, an
   ``MLFlowLogger`` that writes through that writer (``rmt_callbacks.sinks.SpoolingMLFlowLogger``, imported on use).

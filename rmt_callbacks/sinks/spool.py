@@ -72,7 +72,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from .keys import artifact_path, sanitize
-from .mlflow import MLFLOW_MAX_TAGS_PER_BATCH, _checked_path, rows_to_columns
+from .mlflow import MLFLOW_MAX_TAGS_PER_BATCH, checked_path, rows_to_columns
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
@@ -281,7 +281,7 @@ class MlflowWriter:
         Raises:
             ValueError: ``artifact_file`` does not end in ``.npz``, or an array has object dtype.
         """
-        path = _checked_path(artifact_file, ".npz")
+        path = checked_path(artifact_file, ".npz")
         values = {name: np.asarray(value) for name, value in arrays.items()}
         for name, value in values.items():
             if value.dtype == object:
@@ -297,7 +297,7 @@ class MlflowWriter:
             ValueError: ``artifact_file`` does not end in ``.json``.
             TypeError: a value is not JSON-serialisable (numpy scalars are converted).
         """
-        path = _checked_path(artifact_file, ".json")
+        path = checked_path(artifact_file, ".json")
         columns = json.loads(json.dumps(rows_to_columns(rows), default=_json_scalar))
         self._put({"kind": "table", "artifact_file": path, "columns": columns})
 
@@ -307,7 +307,7 @@ class MlflowWriter:
         Raises:
             ValueError: ``artifact_file`` does not end in ``.png`` or ``png`` is not PNG data.
         """
-        path = _checked_path(artifact_file, ".png")
+        path = checked_path(artifact_file, ".png")
         if not isinstance(png, bytes | bytearray) or not png.startswith(b"\x89PNG"):
             raise ValueError(f"log_image: png must be the bytes of a PNG file for {artifact_file!r}")
         self._put({"kind": "artifact", "artifact_file": path, "data": bytes(png)})

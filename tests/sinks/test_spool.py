@@ -18,15 +18,6 @@ from mlflow import MlflowClient
 from rmt_callbacks.sinks.spool import MlflowWriter, probe, replay
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A sqlite tracking store (created once: its schema migration is the slow part) and an artifact root."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema
-    return uri, root / "artifacts"
-
-
 def _new_run(store: tuple[str, Path], name: str) -> tuple[MlflowClient, str]:
     uri, artifacts = store
     client = MlflowClient(tracking_uri=uri)
