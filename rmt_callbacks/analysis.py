@@ -10,8 +10,8 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
   the ratio is left out when no matrix has 3 non-structural levels);
 * ``"marchenko_pastur"``: the Marchenko–Pastur fit of the eigenvalues pooled over the batch, ratio
   :math:`q = N/M` (``mp/…``);
-* ``"semicircle"``: for square :math:`W`, the semicircle fit of the pooled eigenvalues of
-  :math:`(W_b + W_b^\top)/2` (``semicircle/…``);
+* ``"semicircle"`` (not a default; ask for it): for square :math:`W`, the semicircle fit of the pooled
+  eigenvalues of :math:`(W_b + W_b^\top)/2` (``semicircle/…``);
 * ``"spacings"``: the Wigner-surmise fit of the pooled normalised spacings of the non-structural Gram levels
   (``surmise/…``). A matrix with at least :data:`MIN_UNFOLD_LEVELS` levels is unfolded on its own (polynomial
   degree :math:`\min(5, \lfloor n/10 \rfloor)`, 10% of the levels trimmed at each edge) in the variable
@@ -30,10 +30,12 @@ one ``torch.linalg.eigvalsh`` per stack of at most :data:`STACK_BYTES` bytes (an
 matrices in one stack, symmetric parts in another; each stack is filled matrix by matrix from the weights, so
 the analysis holds about two copies of :math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64
 (the stack and the copy ``eigvalsh`` makes of it). Gram matrices are decomposed in float64 (squaring doubles
-the dynamic range; the hard-edge levels of a square matrix need it), symmetric parts in the weights' own
-precision, at least float32 (about 2.5× faster than float64 on a CPU; the backward error
-:math:`\epsilon\|S\|` is that of the weights themselves). The eigensolver is all but the whole cost: two
-decompositions per square matrix with ``"semicircle"``, one without it.
+the dynamic range; the hard-edge levels of a square matrix need it) and only their lower triangle is formed
+(``eigvalsh`` reads no other), in blocks of :data:`GRAM_BLOCK` columns from float64 copies of row panels of the
+weights: :math:`(1 + 1/k)/2` of the product's flops for :math:`k` blocks, and a panel instead of a float64 copy of
+the matrix. Symmetric parts are decomposed in the weights' own precision, at least float32 (faster than float64
+on a CPU; the backward error :math:`\epsilon\|S\|` is that of the weights themselves). The eigensolver is all
+but the whole cost: one decomposition per matrix, two per square matrix with ``"semicircle"``.
 
 **Past the dense eigensolver.** A view with :math:`\min(M, N) \ge` :data:`~rmt_callbacks.spectral.DENSE_LIMIT`
 (8192) is not diagonalised: its Gram density is estimated by stochastic Lanczos quadrature
@@ -80,6 +82,8 @@ from .spectral import (
 
 __all__ = [
     "ANALYSES",
+    "DEFAULT_ANALYSES",
+    "GRAM_BLOCK",
     "MAX_DENSE_LEVELS",
     "MIN_UNFOLD_LEVELS",
     "STACK_BYTES",
@@ -94,6 +98,12 @@ __all__ = [
 
 Analysis = Literal["summary", "marchenko_pastur", "semicircle", "spacings"]
 ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "semicircle", "spacings")
+DEFAULT_ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "spacings")
+r"""What :func:`analyze` and the monitor compute unless told otherwise: everything the Gram spectrum gives, from one
+eigendecomposition per matrix. ``"semicircle"`` is left out: it is the law of a *symmetric* random matrix, and for a
+weight matrix it needs a second decomposition (of :math:`(W + W^\top)/2`), which would double the cost of every
+analysis of a square layer (``benchmarks/RESULTS.md``, section 1) for a statistic that the singular values of a
+general :math:`W` already carry; add it to ``analyses`` where a symmetric part means something."""
 MIN_UNFOLD_LEVELS: int = 10
 MAX_DENSE_LEVELS: int = DENSE_LIMIT - 1
 r"""Largest :math:`\min(M, N)` diagonalised exactly (:data:`~rmt_callbacks.spectral.DENSE_LIMIT` - 1); the density
@@ -101,6 +111,11 @@ of a larger matrix is estimated (``method="slq"``), never skipped for its size."
 STACK_BYTES: int = 8 << 20
 """Bytes of one ``eigvalsh`` stack (at least one matrix): bounds the analysis' memory to about two
 stacks, at no measured cost in speed (``eigvalsh`` loops over a CPU batch; ``benchmarks/bench_analysis.py``)."""
+GRAM_BLOCK: int = 256
+"""Columns per block of a Gram product: only the blocks on and below the diagonal are multiplied."""
+PANEL_BYTES: int = STACK_BYTES // 4
+"""Bytes of the float64 copy of one row panel of the weights that a Gram product reads at a time."""
+_MIN_PANEL_ROWS = 64  # narrower panels would make the products inefficient
 DENSITY_BINS: int = 100
 _PROBE_SEED = 0  # the SLQ probes: a fixed seed, so an analysis is deterministic and draws no global random numbers
 _FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
@@ -307,15 +322,20 @@ def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[in
 
 
 def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> None:
-    """Write the Gram matrices (unnormalised, smaller side) or the symmetric parts of ``w`` ``(b, M, N)``."""
+    """Write the symmetric parts of ``w`` ``(b, M, N)``, or the lower triangles of its Gram matrices
+    (unnormalised, smaller side; the rest of ``out`` zero): what ``eigvalsh`` reads."""
     if kind == "symmetric":
         out.copy_(w).add_(w.mT).mul_(0.5)
         return
-    w64 = w.to(torch.float64)  # at most one stack's worth (the caller bounds ``b``)
-    if w.shape[-1] <= w.shape[-2]:
-        torch.matmul(w64.mT, w64, out=out)
-    else:
-        torch.matmul(w64, w64.mT, out=out)
+    tall = w if w.shape[-1] <= w.shape[-2] else w.mT  # (b, K, n), K >= n: the Gram matrix is tall.mT @ tall
+    n = tall.shape[-1]
+    rows = max(_MIN_PANEL_ROWS, PANEL_BYTES // (8 * n * tall.shape[0]))
+    out.zero_()
+    for panel in tall.split(rows, dim=-2):  # X = sum over row panels P of P^T P, one float64 panel at a time
+        p64 = panel.to(torch.float64)
+        for start in range(0, n, GRAM_BLOCK):  # rows start:stop of X, columns up to stop: the lower triangle
+            stop = min(n, start + GRAM_BLOCK)
+            out[:, start:stop, :stop].baddbmm_(p64[..., start:stop].mT, p64[..., :stop])
 
 
 def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
@@ -445,7 +465,7 @@ def _estimated(view: MatrixView, analyses: tuple[str, ...], dense_limit: int) ->
 
 
 def analyze_views(
-    views: Sequence[MatrixView], *, analyses: Sequence[str] = ANALYSES, dense_limit: int = DENSE_LIMIT
+    views: Sequence[MatrixView], *, analyses: Sequence[str] = DEFAULT_ANALYSES, dense_limit: int = DENSE_LIMIT
 ) -> list[MatrixResult]:
     """Analyse matrix views; equal-shape views share batched eigen-decompositions (module docstring: cost, memory).
 
@@ -497,7 +517,7 @@ def analyze(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     param_filter: ParamFilter | None = None,
-    analyses: Sequence[str] = ANALYSES,
+    analyses: Sequence[str] = DEFAULT_ANALYSES,
     conv: Literal["slices", "flatten"] = "slices",
     dense_limit: int = DENSE_LIMIT,
 ) -> list[MatrixResult]:
@@ -509,7 +529,7 @@ def analyze(
             Linear, ConvNd, Embedding and attention modules, and ensemble weights ``(E, M, N)``).
         exclude: fnmatch patterns to leave out.
         param_filter: ``(name, param) -> bool`` instead of, or on top of, ``include``.
-        analyses: names from :data:`ANALYSES` (default: all).
+        analyses: names from :data:`ANALYSES` (default :data:`DEFAULT_ANALYSES`: all but ``"semicircle"``).
         conv: convolution view, ``"slices"`` (per kernel position, pooled) or ``"flatten"``.
         dense_limit: smallest :math:`\min(M, N)` whose density is estimated (SLQ) instead of diagonalised.
 

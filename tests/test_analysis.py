@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rmt_callbacks import analyze
-from rmt_callbacks.analysis import MatrixResult, analyze_views, to_rows
+from rmt_callbacks.analysis import ANALYSES, DEFAULT_ANALYSES, GRAM_BLOCK, MatrixResult, analyze_views, to_rows
 from rmt_callbacks.laws import MEAN_SPACING_RATIO
 from rmt_callbacks.spectral import MatrixView
 
@@ -55,6 +55,28 @@ def test_summary_of_a_linear_layer_against_numpy() -> None:
     for stat, value in expected.items():
         assert result.metrics[stat] == pytest.approx(value, rel=1e-5), stat  # float32 weights, float64 analysis
     assert result.metrics["skipped"] == 0.0
+
+
+@pytest.mark.parametrize("shape", [(3, 700, 300), (2, 300, 700), (1, 2 * GRAM_BLOCK + 17, 2 * GRAM_BLOCK + 17)])
+def test_gram_spectra_from_blocks_and_panels_against_numpy(shape: tuple[int, int, int]) -> None:
+    """Wider than one block of the lower-triangle product and taller than one row panel; tall, wide and square."""
+    w = torch.randn(*shape, generator=_gen(11))  # float32 weights, as a model holds them
+    (result,) = analyze_views([MatrixView("w", w, "ensemble")], analyses=["summary"])
+    w64 = w.double().numpy()
+    expected = np.linalg.eigvalsh(w64.transpose(0, 2, 1) @ w64 / shape[1])  # (B, N), N - M zeros first if wide
+    # float64 eigvalsh: absolute error ~ N eps lambda_max ~ 700 * 1.1e-16 * lambda_max < 1e-12 lambda_max
+    np.testing.assert_allclose(result.spectra["gram"].numpy(), expected, rtol=0, atol=1e-12 * expected.max())
+
+
+def test_defaults_decompose_each_matrix_once() -> None:
+    model = nn.Linear(40, 40)
+    (default,) = analyze(model)
+    assert DEFAULT_ANALYSES == tuple(a for a in ANALYSES if a != "semicircle")
+    assert set(default.spectra) == {"gram", "spacings"}  # no symmetric part: one eigendecomposition
+    assert not any(k.startswith("semicircle/") for k in default.metrics)
+    (asked,) = analyze(model, analyses=ANALYSES)
+    assert asked.spectra["symmetric"].shape == (40,) and asked.metrics["semicircle/converged"] == 1.0
+    assert {k: v for k, v in asked.metrics.items() if not k.startswith("semicircle/")} == default.metrics
 
 
 def test_ensemble_is_analysed_matrix_by_matrix_and_pooled_for_fits() -> None:
@@ -127,7 +149,10 @@ def test_conv_attention_and_embedding_views() -> None:
     assert results["attn.in_proj_weight.q"].metrics["lambda_max"] == pytest.approx(
         np.linalg.eigvalsh(q.T.numpy() @ q.numpy() / 16)[-1], rel=1e-6
     )
-    assert "semicircle/radius" in results["attn.in_proj_weight.q"].metrics  # square: (16, 16)
+    assert "semicircle/radius" not in results["attn.in_proj_weight.q"].metrics  # not a default analysis
+    asked = {r.name: r for r in analyze(model, analyses=ANALYSES)}
+    assert "semicircle/radius" in asked["attn.in_proj_weight.q"].metrics  # square: (16, 16)
+    assert "semicircle/radius" not in asked["emb.weight"].metrics  # (40, 16) is not square
 
 
 def test_bad_matrices_are_skipped_and_others_unaffected() -> None:
@@ -145,7 +170,7 @@ def test_bad_matrices_are_skipped_and_others_unaffected() -> None:
 
 
 def test_failed_fits_report_converged_zero_and_why() -> None:
-    (result,) = analyze_views([MatrixView("w", torch.eye(3, dtype=torch.float64) + 0.1, "matrix")])
+    (result,) = analyze_views([MatrixView("w", torch.eye(3, dtype=torch.float64) + 0.1, "matrix")], analyses=ANALYSES)
     assert result.skipped is None
     assert result.metrics["mp/converged"] == 0.0 and result.metrics["semicircle/converged"] == 0.0
     assert result.metrics["surmise/converged"] == 0.0

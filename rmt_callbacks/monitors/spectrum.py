@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from ..analysis import ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, validate_analyses
+from ..analysis import DEFAULT_ANALYSES, Analysis, MatrixResult, analyze_views, resolve_views, validate_analyses
 from ..sinks.keys import metric_key
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers, mlflow_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
@@ -88,7 +88,8 @@ class SpectrumMonitor(Callback):
         * ``mp/converged``, ``mp/sigma2``, ``mp/ratio``, ``mp/lambda_minus``, ``mp/lambda_plus``,
           ``mp/num_spikes``, ``mp/ks``: the Marchenko–Pastur fit (``"marchenko_pastur"``).
         * ``semicircle/converged``, ``semicircle/center``, ``semicircle/radius``, ``semicircle/ks``: the
-          semicircle fit of :math:`(W + W^\top)/2`, square matrices only (``"semicircle"``).
+          semicircle fit of :math:`(W + W^\top)/2`, square matrices only (``"semicircle"``, not a default: a second
+          eigendecomposition per square matrix).
         * ``surmise/converged``, ``surmise/beta``, ``surmise/ks``: the Wigner-surmise fit of the normalised
           spacings (``"spacings"``).
 
@@ -116,7 +117,8 @@ class SpectrumMonitor(Callback):
             Linear, ConvNd, Embedding and MultiheadAttention modules, and any ``weight`` with 3+ dimensions.
         exclude: fnmatch patterns to leave out.
         param_filter: ``(name, param) -> bool`` selecting parameters, alone or on top of ``include``.
-        analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings"]``; ``None``: all.
+        analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings"]``; ``None``: all but
+            ``"semicircle"`` (:data:`~rmt_callbacks.analysis.DEFAULT_ANALYSES`).
         log_key_prefix: the metric-key prefix.
         figure_every_n_analyses: draw figures (MLflow only) on analyses number 0, k, 2k, …; ``None`` or 0: never.
         overhead_budget: the largest fraction of training wall time analyses may take, in ``(0, 1]`` (default
@@ -158,7 +160,7 @@ class SpectrumMonitor(Callback):
         self.include = validate_patterns("include", include, allow_none=True)
         self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
         self.param_filter = validate_filter(param_filter)
-        self.analyses = ANALYSES if analyses is None else validate_analyses(analyses)
+        self.analyses = DEFAULT_ANALYSES if analyses is None else validate_analyses(analyses)
         if not isinstance(log_key_prefix, str):
             raise TypeError(f"log_key_prefix must be a str, got {type(log_key_prefix).__name__} ({log_key_prefix!r})")
         self.log_key_prefix = log_key_prefix

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
+from rmt_callbacks.analysis import ANALYSES
 
 MATRICES = [
     "embed.weight",
@@ -82,7 +83,9 @@ def _train(tmp_path: Path, *, loggers: list | bool, monitor: SpectrumMonitor | N
 
 
 def _monitor(figure_every_n_analyses: int = 2) -> SpectrumMonitor:
-    return SpectrumMonitor(every_n_train_steps=5, overhead_budget=None, figure_every_n_analyses=figure_every_n_analyses)
+    return SpectrumMonitor(  # every analysis, the semicircle of the square matrices' symmetric parts included
+        every_n_train_steps=5, overhead_budget=None, figure_every_n_analyses=figure_every_n_analyses, analyses=ANALYSES
+    )
 
 
 def _check_run(

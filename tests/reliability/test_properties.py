@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rmt_callbacks.analysis import MAX_DENSE_LEVELS, analyze_views
+from rmt_callbacks.analysis import ANALYSES, MAX_DENSE_LEVELS, analyze_views
 from rmt_callbacks.spectral import MatrixView
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool, torch.complex64]
@@ -63,7 +63,7 @@ def _check(result, healthy: bool) -> None:
 @given(views())
 def test_any_view_is_analysed_or_skipped_never_raised(case: tuple[MatrixView, bool]) -> None:
     view, healthy = case
-    (result,) = analyze_views([view])
+    (result,) = analyze_views([view], analyses=ANALYSES)
     _check(result, healthy)
     assert result.shape == tuple(view.matrix.shape)
 
@@ -72,8 +72,8 @@ def test_any_view_is_analysed_or_skipped_never_raised(case: tuple[MatrixView, bo
 @given(st.lists(views(), min_size=1, max_size=4), st.integers(0, 2**16))
 def test_bad_views_do_not_change_healthy_ones(cases: list[tuple[MatrixView, bool]], seed: int) -> None:
     good = MatrixView("good", torch.randn(12, 8, generator=torch.Generator().manual_seed(seed)), "linear")
-    alone = analyze_views([good])[0]
-    results = analyze_views([good, *(v for v, _ in cases)])
+    alone = analyze_views([good], analyses=ANALYSES)[0]
+    results = analyze_views([good, *(v for v, _ in cases)], analyses=ANALYSES)
     assert len(results) == 1 + len(cases)
     for result, (_, healthy) in zip(results[1:], cases, strict=True):
         _check(result, healthy)
@@ -87,7 +87,7 @@ def test_finite_entries_whose_squares_overflow_are_skipped_and_do_not_leak() -> 
     g = torch.Generator().manual_seed(0)
     huge = MatrixView("huge", torch.randn(2, 2, generator=g, dtype=torch.float64) * 1e200, "matrix")
     fine = MatrixView("fine", torch.randn(2, 2, generator=g, dtype=torch.float64), "matrix")
-    huge_r, fine_r = analyze_views([huge, fine])
+    huge_r, fine_r = analyze_views([huge, fine], analyses=ANALYSES)
     assert huge_r.metrics == {"skipped": 1.0}
     assert huge_r.skipped.startswith("eigendecomposition failed: the spectrum overflows float64"), huge_r.skipped
     assert fine_r.skipped is None and math.isfinite(fine_r.metrics["lambda_max"])
@@ -98,7 +98,7 @@ def test_nan_matrix_beyond_the_dense_solver_is_skipped_without_a_dense_pass() ->
     k = MAX_DENSE_LEVELS + 1
     big = MatrixView("big", torch.full((1, 1), float("nan")).expand(k, k + 3), "matrix")
     small = MatrixView("small", torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), "matrix")
-    big_r, small_r = analyze_views([big, small])
+    big_r, small_r = analyze_views([big, small], analyses=ANALYSES)
     assert big_r.skipped == (
         f"weight must be finite, but {k * (k + 3)} of its {k * (k + 3)} entries are NaN or Inf (shape ({k}, {k + 3}))"
     )
@@ -109,7 +109,7 @@ def test_nan_matrix_beyond_the_dense_solver_is_skipped_without_a_dense_pass() ->
 def test_finite_matrix_beyond_the_dense_solver_is_estimated_not_skipped() -> None:
     """A constant expanded (k, k) view: rank one, X = c^2 k 11^T / k has the single non-zero level c^2 k."""
     k, c = MAX_DENSE_LEVELS + 1, 0.5
-    (r,) = analyze_views([MatrixView("big", torch.full((1, 1), c).expand(k, k), "matrix")])
+    (r,) = analyze_views([MatrixView("big", torch.full((1, 1), c).expand(k, k), "matrix")], analyses=ANALYSES)
     assert r.skipped is None and r.method == "slq" and r.metrics["estimated"] == 1.0
     assert r.metrics["lambda_mean"] == c * c  # ||W||_F^2 / (M N), exact in float64
     # float32 products of length k: worst-case relative rounding k * eps32 = 8192 * 6e-8 = 5e-4
