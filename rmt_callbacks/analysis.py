@@ -323,19 +323,19 @@ def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[in
 
 def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> None:
     """Write the symmetric parts of ``w`` ``(b, M, N)``, or the lower triangles of its Gram matrices
-    (unnormalised, smaller side; the rest of ``out`` zero): what ``eigvalsh`` reads."""
+    (unnormalised, smaller side; what ``eigvalsh`` reads; the blocks above the diagonal blocks are left as they
+    were)."""
     if kind == "symmetric":
         out.copy_(w).add_(w.mT).mul_(0.5)
         return
     tall = w if w.shape[-1] <= w.shape[-2] else w.mT  # (b, K, n), K >= n: the Gram matrix is tall.mT @ tall
     n = tall.shape[-1]
     rows = max(_MIN_PANEL_ROWS, PANEL_BYTES // (8 * n * tall.shape[0]))
-    out.zero_()
-    for panel in tall.split(rows, dim=-2):  # X = sum over row panels P of P^T P, one float64 panel at a time
-        p64 = panel.to(torch.float64)
+    for i, panel in enumerate(tall.split(rows, dim=-2)):  # X = sum over row panels P of P^T P
+        p64 = panel.to(torch.float64)  # one float64 panel at a time
         for start in range(0, n, GRAM_BLOCK):  # rows start:stop of X, columns up to stop: the lower triangle
-            stop = min(n, start + GRAM_BLOCK)
-            out[:, start:stop, :stop].baddbmm_(p64[..., start:stop].mT, p64[..., :stop])
+            stop = min(n, start + GRAM_BLOCK)  # beta = 0 on the first panel: what ``out`` held is ignored
+            out[:, start:stop, :stop].baddbmm_(p64[..., start:stop].mT, p64[..., :stop], beta=float(i > 0))
 
 
 def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
@@ -355,7 +355,10 @@ def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
         for i, a, b in stack:
             part = buf[offset : offset + b - a]
             _fill(part, flats[i][a:b], kind)
-            if not bool(torch.isfinite(part).all()):  # finite entries whose squares overflow float64
+            # finite entries whose squares overflow float64. A Gram matrix is finite if its diagonal is:
+            # |X_ij| <= (X_ii + X_jj) / 2, and the triangle above the diagonal blocks is never written
+            check = part.diagonal(dim1=-2, dim2=-1) if kind == "gram" else part
+            if not bool(torch.isfinite(check).all()):
                 reasons.setdefault(i, _overflow(flats[i]))
                 part.zero_()  # keeps the rest of the stack decomposable
             offset += b - a

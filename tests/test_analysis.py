@@ -68,6 +68,16 @@ def test_gram_spectra_from_blocks_and_panels_against_numpy(shape: tuple[int, int
     np.testing.assert_allclose(result.spectra["gram"].numpy(), expected, rtol=0, atol=1e-12 * expected.max())
 
 
+def test_eigvalsh_reads_only_the_lower_triangle() -> None:
+    """What the Gram products rely on: the blocks above the diagonal blocks are never written."""
+    x = torch.randn(3, 50, 50, generator=_gen(13), dtype=torch.float64)
+    x = x + x.mT
+    garbage = x.clone()
+    rows, cols = torch.triu_indices(50, 50, 1)
+    garbage[:, rows, cols] = float("nan")
+    assert torch.equal(torch.linalg.eigvalsh(garbage), torch.linalg.eigvalsh(x))
+
+
 def test_defaults_decompose_each_matrix_once() -> None:
     model = nn.Linear(40, 40)
     (default,) = analyze(model)

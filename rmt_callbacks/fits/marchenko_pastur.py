@@ -40,6 +40,7 @@ Benaych-Georges & Nadakuditi, J. Multivar. Anal. 111 (2012) 120 (arXiv:1103.2221
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -172,14 +173,28 @@ def _signal_strength(ell: torch.Tensor, sigma2: float, q: float) -> torch.Tensor
 
 def _robust_start(x: torch.Tensor, q: float) -> float:
     """Median of the continuous part of the sample over that of MP(1, q): insensitive to a few spikes."""
+    p = max(0.0, 1.0 - 1.0 / q)
+    p += 0.5 * (1.0 - p)
+    sample = float(x[min(int(p * x.numel()), x.numel() - 1)])
+    return sample / _unit_median(q)
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_median(q: float) -> float:
+    r"""The median of the continuous part of MP(1, q): three rounds of a 257-point grid search of the cdf.
+
+    Each round brackets the root within one grid cell, so the bracket shrinks 256-fold per round: after three,
+    to :math:`(\lambda_+ - \lambda_-)/2^{24}`, and the cell's midpoint is returned. Cached: a monitor fits the same
+    :math:`q` at every analysis.
+    """
     unit = MarchenkoPastur(sigma2=1.0, ratio=q)
     p = unit.atom + 0.5 * (1.0 - unit.atom)
     lo, hi = unit.lambda_minus, unit.lambda_plus
-    for _ in range(60):  # bisection of the continuous cdf
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if float(unit.cdf(mid)) < p else (lo, mid)
-    sample = float(x[min(int(p * x.numel()), x.numel() - 1)])
-    return sample / (0.5 * (lo + hi))
+    for _ in range(3):
+        grid = torch.linspace(lo, hi, 257, dtype=torch.float64)
+        i = int(torch.searchsorted(unit.cdf(grid), torch.tensor([p], dtype=torch.float64)))  # cdf(grid[i-1]) < p
+        lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i, 256)])
+    return 0.5 * (lo + hi)
 
 
 def _positive(name: str, value: object) -> float:

@@ -14,8 +14,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
+from scipy.optimize import brentq
 
 from rmt_callbacks.fits import fit_marchenko_pastur
+from rmt_callbacks.fits.marchenko_pastur import _unit_median
 
 SIGMA2, N, E = 2.0, 200, 4
 RATIOS = [0.25, 0.5, 1.0, 2.0]
@@ -126,3 +129,14 @@ def test_round_off_zeros_join_the_atom_but_real_negatives_and_missing_zeros_are_
 def test_arguments_are_validated(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         fit_marchenko_pastur(torch.rand(20, dtype=torch.float64), **kwargs)
+
+
+@pytest.mark.parametrize("q", [0.25, 1.0, 3.0])
+def test_start_is_the_median_of_the_continuous_part_against_scipy(q: float) -> None:
+    """The fit's robust start divides the sample median by this: scipy's root of the integrated density."""
+    a, b = (1 - q**0.5) ** 2, (1 + q**0.5) ** 2
+    pdf = lambda x: math.sqrt(max((b - x) * (x - a), 0.0)) / (2 * math.pi * q * x)  # noqa: E731, MP(1, q) for x > 0
+    continuous = 1.0 - max(0.0, 1.0 - 1.0 / q)
+    # quad's absolute error on this smooth integrand is far below 1e-10; the grid search brackets to span / 2^24
+    median = brentq(lambda x: quad(pdf, a, x, limit=200)[0] / continuous - 0.5, a + 1e-12, b - 1e-12, xtol=1e-12)
+    assert _unit_median(q) == pytest.approx(median, abs=(b - a) / 2**24)
