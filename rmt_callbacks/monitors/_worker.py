@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "check_budget"]
+__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "check_budget", "stride_factor"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,22 @@ def check_budget(value: object) -> float | None:
     if not ok or not 0.0 < float(value) <= 1.0:
         raise ValueError(f"overhead_budget must be None or a number in (0, 1], got {value!r}")
     return float(value)
+
+
+def stride_factor(cost: float, elapsed: float, fraction: float, *, limit: int = 1024) -> int:
+    r"""The smallest power of two :math:`k \le` ``limit`` with :math:`c \le f\, k\, t`: how much to stretch a
+    cadence that must stay regular, when a record costing ``cost`` came ``elapsed`` seconds of training after the
+    previous one (:math:`k` records' worth of training then pays for each record).
+
+    Examples:
+        >>> stride_factor(0.01, 1.0, 0.02)  # 1 % of the time: keep the stride
+        1
+        >>> stride_factor(0.1, 1.0, 0.02)  # 10 %: five times the stride, rounded up to a power of two
+        8
+    """
+    if elapsed <= 0.0 or cost <= fraction * elapsed:
+        return 1
+    return min(limit, 1 << math.ceil(math.log2(cost / (fraction * elapsed))))
 
 
 class OverheadBudget:

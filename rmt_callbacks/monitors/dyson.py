@@ -14,34 +14,33 @@ References: arXiv:2412.20496, arXiv:2407.16427.
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from ..analysis import _skip_reason, resolve_views
+from ..analysis import _levels, _skip_reason, resolve_views
 from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
 from ..scaling import equivalent_lr
 from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
-from ..spectral import esd
 from ._batch import batch_size_of
 from ._gather import is_sharded, snapshot_module, strategy_root
 from ._schedule import check_count
 from ._selection import validate_patterns
+from ._worker import check_budget, stride_factor
 
 __all__ = ["DysonMonitor"]
-
-_SOLVER_ERRORS = (ValueError, RuntimeError, ArithmeticError)  # what a pathological matrix makes eigvalsh raise
 
 
 class DysonMonitor(Callback):
     r"""Log the SGD noise temperature :math:`T = \alpha/|B|` and eigenvalue fluctuations normalised by it.
 
-    Every ``every_n_train_steps`` optimizer steps the monitor records the Gram eigenvalues
+    Every ``every_n_train_steps`` optimizer steps (the *stride*) the monitor records the Gram eigenvalues
     (:func:`~rmt_callbacks.spectral.esd`) of each selected matrix into a window of the last ``window``
     snapshots; every ``log_every_n_steps`` steps it logs, at ``step = trainer.global_step``:
 
@@ -55,6 +54,16 @@ class DysonMonitor(Callback):
         * ``{prefix}{matrix}/dyson/ensemble_width`` and ``…_normalized``: for a parameter ``(E, M, N)``, the std
           across the :math:`E` networks of each eigenvalue at this step, averaged over modes: the stationary width
           the papers measure.
+        * ``{prefix}dyson/stride``: optimizer steps between snapshots, ``every_n_train_steps`` unless the budget
+          stretched it.
+
+    The estimators need snapshots at a regular stride, so the ``overhead_budget`` :math:`f` does not skip a due
+    snapshot: when a snapshot's wall time :math:`c` (the eigendecompositions, in the hook) exceeds :math:`f` times
+    the training time since the previous one, the stride is doubled (as often as needed, to the smallest power of
+    two that fits; the cheaper of the last two snapshots is what counts, so one slow one does not decide) and the
+    window thinned to the snapshots on the new stride. It never shrinks; each change is reported once, and
+    logged. A longer stride lengthens :math:`\delta t`; the diffusion estimate assumes :math:`\delta t` well below
+    the relaxation time of the levels (paper.md 2.7), which the stride metric lets you check.
 
     :math:`\alpha` is read from the first parameter group of the first optimizer (schedulers included);
     :math:`|B|` from the first batch of each epoch (the leading dimension of its first tensor), else
@@ -75,6 +84,9 @@ class DysonMonitor(Callback):
         batch_size: fixed :math:`|B|` (``None``: read from the batch).
         log_key_prefix: metric-key prefix.
         jump_tolerance: relative change of :math:`T` that counts as a jump.
+        overhead_budget: the largest fraction of training wall time snapshots may take, in ``(0, 1]`` (default
+            0.02); ``None``: a snapshot every ``every_n_train_steps`` steps, however long it takes (reproducible
+            cadence).
 
     Raises:
         ValueError, TypeError: a bad argument, naming it; at fit start, a selection matching no matrix.
@@ -96,6 +108,7 @@ class DysonMonitor(Callback):
         batch_size: int | None = None,
         log_key_prefix: str = "rmt/",
         jump_tolerance: float = 0.01,
+        overhead_budget: float | None = 0.02,
     ) -> None:
         check_count("every_n_train_steps", every_n_train_steps)
         check_count("log_every_n_steps", log_every_n_steps)
@@ -112,6 +125,10 @@ class DysonMonitor(Callback):
         self.include = validate_patterns("include", include, allow_none=True)
         self.lr, self.batch_size, self.log_key_prefix = lr, batch_size, log_key_prefix
         self.jump_tolerance = float(jump_tolerance)
+        self.overhead_budget = check_budget(overhead_budget)
+        self._stride = every_n_train_steps
+        self._last_end: float | None = None  # clock at the end of the previous snapshot (this fit)
+        self._last_cost: float | None = None
         self._snapshots: dict[str, deque[torch.Tensor]] = {}
         self._temperature: float | None = None
         self._previous_bs: int = 1
@@ -129,15 +146,18 @@ class DysonMonitor(Callback):
             "snapshots": {k: list(v) for k, v in self._snapshots.items()},
             "temperature": self._temperature,
             "epoch_batch_size": self._epoch_batch_size,
+            "stride": self._stride,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._snapshots = {k: deque(v, maxlen=self.window) for k, v in state_dict["snapshots"].items()}
         self._temperature = state_dict["temperature"]
         self._epoch_batch_size = state_dict["epoch_batch_size"]
+        self._stride = int(state_dict.get("stride", self.every_n_train_steps))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
+        self._last_end = self._last_cost = None
         self._sharded = is_sharded(pl_module, strategy_root(trainer))
         model = snapshot_module(trainer, pl_module) if self._sharded else pl_module  # a collective when sharded
         error = None
@@ -170,14 +190,22 @@ class DysonMonitor(Callback):
         step = trainer.global_step
         if trainer.sanity_checking or step == 0:
             return
+        due = step % self._stride == 0
         source: torch.nn.Module | None = pl_module
-        if step % self.every_n_train_steps == 0 and self._sharded:  # every rank enters the gather
+        if due and self._sharded:  # every rank enters the gather
             source = snapshot_module(trainer, pl_module)
-        if not trainer.is_global_zero or source is None:
-            return
+        if trainer.is_global_zero and source is not None:
+            self._observe(trainer, pl_module, source, due)
+        if due and self._sharded:  # rank zero's stride, on every rank: they gather on the same steps
+            self._stride = trainer.strategy.broadcast(self._stride, src=0)
+
+    def _observe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, source: torch.nn.Module, due: bool) -> None:
+        step = trainer.global_step
         temperature = self._current_temperature(trainer, pl_module)
-        if step % self.every_n_train_steps == 0:
+        if due:
+            start = time.perf_counter()
             self._record(source)
+            self._pace(step, start)
         if step % self.log_every_n_steps == 0 and temperature is not None:
             key = sanitize(f"{self.log_key_prefix}noise_temperature")  # replayed steps of a resumed MLflow run: once
             loggers = self._ledger.loggers(trainer.loggers, step=step, key=key)
@@ -216,6 +244,29 @@ class DysonMonitor(Callback):
             )
         return temperature
 
+    def _pace(self, step: int, start: float) -> None:
+        """Stretch the stride when the snapshot that started at ``start`` exceeded the budget (class docstring)."""
+        cost = time.perf_counter() - start
+        if self.overhead_budget is not None and self._last_end is not None:
+            typical = cost if self._last_cost is None else min(cost, self._last_cost)
+            factor = stride_factor(typical, start - self._last_end, self.overhead_budget)
+            if factor > 1:
+                self._stretch(step, factor)
+                rank_zero_info(
+                    f"DysonMonitor: a snapshot takes {typical:.3g} s, over overhead_budget={self.overhead_budget:g} "
+                    f"of the {start - self._last_end:.3g} s of training between snapshots; recording every "
+                    f"{self._stride} steps from step {step} (logged as {self.log_key_prefix}dyson/stride; "
+                    "overhead_budget=None keeps every_n_train_steps)"
+                )
+        self._last_cost, self._last_end = cost, time.perf_counter()
+
+    def _stretch(self, step: int, factor: int) -> None:
+        """Multiply the stride by ``factor``, keeping the window's snapshots that fall on the new stride."""
+        old, self._stride = self._stride, self._stride * factor
+        for name, buffer in self._snapshots.items():  # the newest snapshot is this step's; they are ``old`` apart
+            kept = [e for i, e in enumerate(reversed(buffer)) if (step - i * old) % self._stride == 0]
+            self._snapshots[name] = deque(reversed(kept), maxlen=self.window)
+
     def _record(self, pl_module: torch.nn.Module) -> None:
         """Snapshot the spectra of the current views (re-resolved: parameters may be replaced, reshaped, removed)."""
         views = self._current_views(pl_module)
@@ -223,11 +274,13 @@ class DysonMonitor(Callback):
             del self._snapshots[name]  # the parameter disappeared: its window ends
         for view in views:
             reason = _skip_reason(view.matrix)
-            if reason is None:
-                try:
-                    eigs = esd(view.matrix.detach().to(torch.float64)).cpu()  # (..., N)
-                except _SOLVER_ERRORS as exc:
-                    reason = f"eigendecomposition failed: {type(exc).__name__}: {exc}"
+            if reason is None:  # the analysis' Gram spectra: normalised, ascending, float64, or why they failed
+                m, n = view.matrix.shape[-2:]
+                (levels,) = _levels([view.matrix.detach().reshape(-1, m, n)], "gram")
+                if isinstance(levels, str):
+                    reason = levels
+                else:
+                    eigs = levels.reshape(*view.matrix.shape[:-2], n).cpu()  # (..., N)
             if reason is not None:
                 self._snapshots.pop(view.name, None)  # no stale window is logged as if current
                 key = f"skip:{view.name}:{re.sub(r'[0-9]+', '#', reason)}"
@@ -250,8 +303,11 @@ class DysonMonitor(Callback):
         p = self.log_key_prefix
         out = {sanitize(f"{p}noise_temperature"): temperature, sanitize(f"{p}lr"): float(lr)}
         out[sanitize(f"{p}batch_size")] = float(bs)
-        dt = float(lr) * self.every_n_train_steps
+        out[sanitize(f"{p}dyson/stride")] = float(self._stride)
+        dt = float(lr) * self._stride
         for name, buffer in self._snapshots.items():
+            if not buffer:  # emptied by a stretched stride: nothing on the new stride yet
+                continue
             stats = _window_statistics(torch.stack(tuple(buffer)), dt=dt)
             for stat, value in stats.items():
                 out[metric_key(p, name, f"dyson/{stat}")] = value

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import warnings
+from collections import deque
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -60,7 +62,13 @@ def _final(rows: list[dict], key: str) -> float:
 
 
 def test_logs_the_exact_temperature_of_a_real_run(tmp_path: Path) -> None:
-    rows = _fit(_Regression(lr=0.05), DysonMonitor(log_every_n_steps=5, window=10), 20, tmp_path, _loader(8))
+    rows = _fit(
+        _Regression(lr=0.05),
+        DysonMonitor(log_every_n_steps=5, window=10, overhead_budget=None),
+        20,
+        tmp_path,
+        _loader(8),
+    )
     logged = [(int(r["step"]), float(r["rmt/noise_temperature"])) for r in rows if r.get("rmt/noise_temperature")]
     assert [s for s, _ in logged] == [5, 10, 15, 20]
     assert all(t == 0.05 / 8 for _, t in logged)
@@ -74,7 +82,7 @@ def _ts_widths(lr: float, batch_size: int, tmp_path: Path) -> dict[str, float]:
     langevin_time = 40.0  # steps · α, the same for both runs: 4/α relaxation times of the TS drift (τ = 1)
     steps = round(langevin_time / lr)
     model = TeacherStudent2x2(networks=300, lr=lr, batch_size=batch_size, epochs=1, batches_per_epoch=steps, seed=1)
-    rows = _fit(model, DysonMonitor(log_every_n_steps=steps, window=100), steps, tmp_path)
+    rows = _fit(model, DysonMonitor(log_every_n_steps=steps, window=100, overhead_budget=None), steps, tmp_path)
     return {k: _final(rows, f"rmt/weight/dyson/{k}") for k in ("ensemble_width_normalized", "diffusion_normalized")}
 
 
@@ -98,7 +106,7 @@ def test_warns_once_when_the_temperature_jumps(tmp_path: Path) -> None:
 
 
 def test_state_round_trip_keeps_the_window(tmp_path: Path) -> None:
-    monitor = DysonMonitor(log_every_n_steps=5, window=4)
+    monitor = DysonMonitor(log_every_n_steps=5, window=4, overhead_budget=None)
     _fit(_Regression(lr=0.05), monitor, 10, tmp_path, _loader(8))
     state = monitor.state_dict()
     assert len(state["snapshots"]["layer.weight"]) == 4
@@ -122,6 +130,7 @@ def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> N
         ({"batch_size": 0}, "batch_size"),
         ({"jump_tolerance": 0}, "jump_tolerance"),
         ({"include": "layer.*"}, "include"),
+        ({"overhead_budget": 0}, "overhead_budget"),
     ],
 )
 def test_bad_arguments_raise_in_init(kwargs: dict, match: str) -> None:
@@ -132,3 +141,28 @@ def test_bad_arguments_raise_in_init(kwargs: dict, match: str) -> None:
 def test_batch_size_of_nested_batches() -> None:
     assert batch_size_of([torch.zeros(()), (torch.zeros(5, 2),)]) == 5
     assert batch_size_of("text") is None
+
+
+def test_a_stretched_stride_keeps_the_snapshots_on_it() -> None:
+    monitor = DysonMonitor(window=10)
+    monitor._snapshots = {"w": deque(torch.arange(3.0, 11.0)[:, None])}  # snapshots at steps 3..10, stride 1
+    monitor._stretch(10, 4)
+    assert monitor._stride == 4 and [int(e) for e in monitor._snapshots["w"]] == [4, 8]
+    monitor._snapshots["w"].append(torch.tensor([12.0]))
+    monitor._stretch(12, 2)  # the newest snapshot need not be on the new stride: then it goes too
+    assert monitor._stride == 8 and [int(e) for e in monitor._snapshots["w"]] == [8]
+
+
+def test_budget_stretches_the_stride_of_a_real_run_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget no snapshot can meet: the stride jumps at the second snapshot (the first pays for warm-up)."""
+    monitor = DysonMonitor(log_every_n_steps=1, window=10, overhead_budget=1e-9)
+    with caplog.at_level(logging.INFO):
+        rows = _fit(_Regression(lr=0.05), monitor, 6, tmp_path, _loader(8))
+    strides = [(int(r["step"]), float(r["rmt/dyson/stride"])) for r in rows if r.get("rmt/dyson/stride")]
+    assert strides == [(1, 1.0)] + [(s, 1024.0) for s in range(2, 7)]  # stride_factor's limit, one decision
+    assert monitor.state_dict()["stride"] == 1024
+    told = [r.getMessage() for r in caplog.records if "recording every 1024 steps from step 2" in r.getMessage()]
+    assert len(told) == 1 and "overhead_budget=1e-09" in told[0]
+    assert not any(r.get("rmt/layer.weight/dyson/width") for r in rows if int(r["step"]) >= 2)  # emptied window

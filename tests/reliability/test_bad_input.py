@@ -103,7 +103,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str, li
         analyses=["summary", "marchenko_pastur"], figure_every_n_analyses=None, dense_limit=DENSE_LIMIT,
     )  # fmt: skip
     dyson = DysonMonitor(
-        every_n_train_steps=1, log_every_n_steps=2, window=4, include=["net.*", "hurt.*", "extra.[!b]*"]
+        every_n_train_steps=1, log_every_n_steps=2, window=4, include=["net.*", "hurt.*", "extra.[!b]*"],
+        overhead_budget=None,
     )  # fmt: skip
     trainer = pl.Trainer(
         max_steps=STEPS, default_root_dir=tmp, logger=logger, callbacks=[Saboteur(), spectrum, dyson],

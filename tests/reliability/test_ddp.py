@@ -42,7 +42,7 @@ def _fit(tmp: Path, devices: int) -> tuple[MlflowClient, str, Net]:
         SpectrumMonitor(
             every_n_train_steps=2, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=None
         ),
-        DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, batch_size=16),
+        DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, batch_size=16, overhead_budget=None),
     ]
     strategy = "ddp_spawn" if devices > 1 else "auto"
     trainer = pl.Trainer(

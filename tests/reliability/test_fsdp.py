@@ -250,7 +250,7 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
         "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
     }
     monitor = SpectrumMonitor(every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"])
-    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4)
+    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4, overhead_budget=None)
     trainer = pl.Trainer(
         max_steps=MAX_STEPS, default_root_dir=tmp, logger=CSVLogger(tmp, name="csv", version=0), callbacks=[monitor],
         accelerator="cpu", devices=devices, strategy=strategies[layout](), enable_checkpointing=False,

@@ -259,7 +259,7 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
     logger = MLFlowLogger(experiment_name="monitors-outage", tracking_uri=server.url)
     outage = Outage(server, kill_at=6, restart_at=16)
     spectrum = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, figure_every_n_analyses=5)
-    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=5, window=4)
+    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=5, window=4, overhead_budget=None)
     trainer = pl.Trainer(
         max_steps=24, default_root_dir=tmp_path, logger=logger, callbacks=[outage, spectrum, dyson],
         accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

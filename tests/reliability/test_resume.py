@@ -54,7 +54,7 @@ def _monitors() -> list[pl.Callback]:
         SpectrumMonitor(
             every_n_train_steps=3, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=None
         ),
-        DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, batch_size=8),
+        DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, batch_size=8, overhead_budget=None),
     ]
 
 
