@@ -1,4 +1,4 @@
-r"""Training wall time with and without ``SpectrumMonitor`` (issue 6, item 2).
+r"""Training wall time with and without ``SpectrumMonitor`` or ``DysonMonitor`` (issue 6, item 2).
 
 Reference CPU workload: an MLP of ``--layers`` (default 4) square ``nn.Linear(768, 768)`` layers with ReLUs,
 MSE regression on a fixed synthetic batch of ``--batch-size`` (default 64) rows, SGD, ``--steps`` optimizer
@@ -10,6 +10,11 @@ log to one). Arms, run interleaved after one warm-up each, median of ``--repeats
   ``overhead_budget=0.02`` (deferred analyses stretch the cadence);
 * ``every 50, no budget``: ``SpectrumMonitor(overhead_budget=None)``: background thread, every 50 steps;
 * ``every 50, in the hook``: ``SpectrumMonitor(overhead_budget=None, background=False)``: the synchronous path.
+
+With ``--monitor dyson`` the arms are ``no monitor``, ``dyson default`` (``DysonMonitor()``: a snapshot of every
+layer every step, synchronously, its stride doubled while a snapshot costs more than ``overhead_budget=0.02`` of
+the training time between snapshots) and ``dyson, no budget`` (``DysonMonitor(overhead_budget=None)``: every
+step, whatever it costs; use few ``--steps``). The ``analyses`` column then shows the final stride.
 
 The overhead ratio is wall time over the baseline's; ``analyses`` counts what each arm really ran. Targets: ≤ 1.03
 at the defaults, ≤ 1.10 with an analysis every 50 steps. The table also prints the time of one training step and
@@ -37,7 +42,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rmt_callbacks import SpectrumMonitor
+from rmt_callbacks import DysonMonitor, SpectrumMonitor
 from rmt_callbacks.analysis import analyze
 
 
@@ -99,7 +104,7 @@ def fit(args: argparse.Namespace, callbacks: list[pl.Callback], logdir: str) -> 
     if args.device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return seconds, sum(getattr(c, "_num_analyses", 0) for c in callbacks)
+    return seconds, sum(getattr(c, "_num_analyses", 0) + getattr(c, "_stride", 0) for c in callbacks)
 
 
 def analysis_seconds(args: argparse.Namespace, repeats: int = 3) -> float:
@@ -117,6 +122,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="100 steps, 2 repeats")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--monitor", choices=("spectrum", "dyson"), default="spectrum")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--batch-size", type=int, default=64)
@@ -131,12 +137,14 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banners in the table
     args.steps = args.steps or (100 if args.quick else 500)
     repeats = args.repeats or (2 if args.quick else 3)
-    arms: dict[str, Callable[[], list[pl.Callback]]] = {
-        "no monitor": list,
-        "default": lambda: [SpectrumMonitor()],
-        "every 50, no budget": lambda: [SpectrumMonitor(overhead_budget=None)],
-        "every 50, in the hook": lambda: [SpectrumMonitor(overhead_budget=None, background=False)],
-    }
+    arms: dict[str, Callable[[], list[pl.Callback]]] = {"no monitor": list}
+    if args.monitor == "spectrum":
+        arms["default"] = lambda: [SpectrumMonitor()]
+        arms["every 50, no budget"] = lambda: [SpectrumMonitor(overhead_budget=None)]
+        arms["every 50, in the hook"] = lambda: [SpectrumMonitor(overhead_budget=None, background=False)]
+    else:
+        arms["dyson default"] = lambda: [DysonMonitor()]
+        arms["dyson, no budget"] = lambda: [DysonMonitor(overhead_budget=None)]
     load0 = os.getloadavg()
     times: dict[str, list[float]] = {k: [] for k in arms}
     counts: dict[str, list[int]] = {k: [] for k in arms}
