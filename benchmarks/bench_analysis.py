@@ -23,7 +23,7 @@ Target: ``analyze`` ≤ 1.25 × ``eigvalsh(gram)``. Peak memory is measured in a
 the call, sampled every 0.5 ms from ``/proc/self/statm``, next to the ``ru_maxrss`` delta (which stays 0 when the
 import-time high-water mark is not exceeded); or ``torch.cuda.max_memory_allocated`` on CUDA. It is printed in
 MiB and in float64 copies of the largest analysed matrix (one :math:`N \times N` layer). ``--stack-bytes`` sets
-:data:`rmt_callbacks.analysis.STACK_BYTES` (the float64 bytes of one ``eigvalsh`` stack) for the speed/memory
+:data:`rmt_callbacks.spectral.stacks.STACK_BYTES` (the float64 bytes of one ``eigvalsh`` stack) for the speed/memory
 trade-off; ``--profile`` prints the cProfile hot spots of one analysis.
 
 Usage: ``.venv/bin/python benchmarks/bench_analysis.py [--quick] [--threads 1] [--stack-bytes B] [--device cuda]
@@ -48,8 +48,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from rmt_callbacks import analysis
 from rmt_callbacks.analysis import ANALYSES, analyze
+from rmt_callbacks.spectral import stacks
 
 
 def build_model(layers: int, width: int, device: str) -> nn.Module:
@@ -174,12 +174,12 @@ def main() -> None:
     p.add_argument("--width", type=int, default=None, help="default 1024 (512 with --quick)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--stack-bytes", type=int, default=analysis.STACK_BYTES, help="analysis.STACK_BYTES")
+    p.add_argument("--stack-bytes", type=int, default=stacks.STACK_BYTES, help="stacks.STACK_BYTES")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--memory-child", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    analysis.STACK_BYTES = args.stack_bytes
+    stacks.STACK_BYTES = args.stack_bytes
     args.width = args.width or (512 if args.quick else 1024)
     if args.memory_child:
         memory_child(args.memory_child, args.layers, args.width, args.device)
@@ -207,7 +207,7 @@ def main() -> None:
     print(
         f"# bench_analysis: {args.layers} x Linear({args.width}, {args.width}), device={args.device}, "
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, repeats={repeats} (median), "
-        f"STACK_BYTES={analysis.STACK_BYTES}"
+        f"STACK_BYTES={stacks.STACK_BYTES}"
     )
     print(f"# load average before {load0[0]:.2f}, after {load1[0]:.2f} (1-min)")
     base = statistics.median(times["eigvalsh(gram)"])
@@ -229,7 +229,7 @@ def main() -> None:
     matrix_mib = args.width * args.width * 8 / 2**20
     print(f"\npeak memory growth over the float32 model (fresh subprocess, {how}):")
     for kind in MEMORY_CASES:
-        peak, maxrss = peak_memory(kind, args, analysis.STACK_BYTES)
+        peak, maxrss = peak_memory(kind, args, stacks.STACK_BYTES)
         print(f"{kind:<26}{peak:>10.1f} MiB {maxrss:>8.1f} MiB {peak / matrix_mib:>6.1f} x largest matrix")
     print(f"(one float64 {args.width} x {args.width} matrix: {matrix_mib:.1f} MiB; all {args.layers}: ", end="")
     print(f"{args.layers * matrix_mib:.1f} MiB)")

@@ -25,17 +25,10 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
     \bar m = \frac{1}{B} \sum_{b=1}^{B} m(X_b),\qquad
     \text{fit}\Big(\bigcup_{b=1}^{B} \operatorname{spec} X_b\Big).
 
-**Cost and memory.** The spectra of equal-shape matrices (over all views of a call) are decomposed together by
-one ``torch.linalg.eigvalsh`` per stack of at most :data:`STACK_BYTES` bytes (and at least one matrix), Gram
-matrices in one stack, symmetric parts in another; each stack is filled matrix by matrix from the weights, so
-the analysis holds about two copies of :math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64
-(the stack and the copy ``eigvalsh`` makes of it). Gram matrices are decomposed in float64 (squaring doubles
-the dynamic range; the hard-edge levels of a square matrix need it) and only their lower triangle is formed
-(``eigvalsh`` reads no other), in blocks of :data:`GRAM_BLOCK` columns from float64 copies of row panels of the
-weights: :math:`(1 + 1/k)/2` of the product's flops for :math:`k` blocks, and a panel instead of a float64 copy of
-the matrix. Symmetric parts are decomposed in the weights' own precision, at least float32 (faster than float64
-on a CPU; the backward error :math:`\epsilon\|S\|` is that of the weights themselves). The eigensolver is all
-but the whole cost: one decomposition per matrix, two per square matrix with ``"semicircle"``.
+**Cost and memory.** The Gram spectra of equal-shape matrices (over all views of a call) are decomposed together
+in stacks of bounded bytes (:mod:`rmt_callbacks.spectral.stacks`: about two copies of the largest matrix or of
+8 MiB); the eigensolver is all but the whole cost: one decomposition per matrix, two per square matrix with
+``"semicircle"``.
 
 **Past the dense eigensolver.** A view with :math:`\min(M, N) \ge` :data:`~rmt_callbacks.spectral.DENSE_LIMIT`
 (8192) is not diagonalised: its Gram density is estimated by stochastic Lanczos quadrature
@@ -59,7 +52,7 @@ References: arXiv:2412.20496, arXiv:2407.16427; Martin & Mahoney, arXiv:1810.010
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -79,14 +72,13 @@ from .spectral import (
     unfolded_spacings,
     validate_matrix,
 )
+from .spectral.stacks import STACK_BYTES, overflow_reason, stacked_levels
 
 __all__ = [
     "ANALYSES",
     "DEFAULT_ANALYSES",
-    "GRAM_BLOCK",
     "MAX_DENSE_LEVELS",
     "MIN_UNFOLD_LEVELS",
-    "STACK_BYTES",
     "Analysis",
     "MatrixResult",
     "analyze",
@@ -108,14 +100,6 @@ MIN_UNFOLD_LEVELS: int = 10
 MAX_DENSE_LEVELS: int = DENSE_LIMIT - 1
 r"""Largest :math:`\min(M, N)` diagonalised exactly (:data:`~rmt_callbacks.spectral.DENSE_LIMIT` - 1); the density
 of a larger matrix is estimated (``method="slq"``), never skipped for its size."""
-STACK_BYTES: int = 8 << 20
-"""Bytes of one ``eigvalsh`` stack (at least one matrix): bounds the analysis' memory to about two
-stacks, at no measured cost in speed (``eigvalsh`` loops over a CPU batch; ``benchmarks/bench_analysis.py``)."""
-GRAM_BLOCK: int = 256
-"""Columns per block of a Gram product: only the blocks on and below the diagonal are multiplied."""
-PANEL_BYTES: int = STACK_BYTES // 4
-"""Bytes of the float64 copy of one row panel of the weights that a Gram product reads at a time."""
-_MIN_PANEL_ROWS = 64  # narrower panels would make the products inefficient
 DENSITY_BINS: int = 100
 _PROBE_SEED = 0  # the SLQ probes: a fixed seed, so an analysis is deterministic and draws no global random numbers
 _FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
@@ -295,117 +279,15 @@ def _skipped(view: MatrixView, reason: str) -> MatrixResult:
     return MatrixResult(view.name, tuple(view.matrix.shape), view.source, {"skipped": 1.0}, reason, method=None)
 
 
-def _overflow(matrix: torch.Tensor) -> str:
-    return (
-        "eigendecomposition failed: the spectrum overflows float64 "
-        f"(largest |entry| {float(matrix.detach().abs().max()):.3g}; "
-        f"its square exceeds {torch.finfo(torch.float64).max:.3g})"
-    )
-
-
-def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[int, int, int]]]:
-    """Stacks of at most ``per_stack`` matrices, as ``(view, start, stop)`` slices of the flattened views."""
-    stack: list[tuple[int, int, int]] = []
-    room = per_stack
-    for i, flat in enumerate(flats):
-        start = 0
-        while start < flat.shape[0]:
-            stop = min(flat.shape[0], start + room)
-            stack.append((i, start, stop))
-            room -= stop - start
-            start = stop
-            if room == 0:
-                yield stack
-                stack, room = [], per_stack
-    if stack:
-        yield stack
-
-
-def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> None:
-    """Write the symmetric parts of ``w`` ``(b, M, N)``, or the lower triangles of its Gram matrices
-    (unnormalised, smaller side; what ``eigvalsh`` reads; the blocks above the diagonal blocks are left as they
-    were)."""
-    if kind == "symmetric":
-        out.copy_(w).add_(w.mT).mul_(0.5)
-        return
-    tall = w if w.shape[-1] <= w.shape[-2] else w.mT  # (b, K, n), K >= n: the Gram matrix is tall.mT @ tall
-    n = tall.shape[-1]
-    rows = max(_MIN_PANEL_ROWS, PANEL_BYTES // (8 * n * tall.shape[0]))
-    for i, panel in enumerate(tall.split(rows, dim=-2)):  # X = sum over row panels P of P^T P
-        p64 = panel.to(torch.float64)  # one float64 panel at a time
-        for start in range(0, n, GRAM_BLOCK):  # rows start:stop of X, columns up to stop: the lower triangle
-            stop = min(n, start + GRAM_BLOCK)  # beta = 0 on the first panel: what ``out`` held is ignored
-            out[:, start:stop, :stop].baddbmm_(p64[..., start:stop].mT, p64[..., :stop], beta=float(i > 0))
-
-
-def _levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
-    """Per view ``(B_i, M, N)``, its ``(B_i, N)`` spectrum of ``kind`` (``"gram"``: normalised, ascending, with
-    the structural zeros; ``"symmetric"``), or why it failed; one ``eigvalsh`` per stack of ``STACK_BYTES``."""
-    m, n = flats[0].shape[-2:]
-    side = min(m, n) if kind == "gram" else n
-    # Gram: float64 (squaring W doubles its dynamic range; a square matrix's hard-edge levels need it). Symmetric
-    # part: the weights' own precision, float32 at least (backward error eps * ||S||, as good as the weights are)
-    dtype = torch.float64 if kind == "gram" else torch.promote_types(flats[0].dtype, torch.float32)
-    per_stack = max(1, STACK_BYTES // (side * side * dtype.itemsize))
-    pieces: list[list[torch.Tensor]] = [[] for _ in flats]
-    reasons: dict[int, str] = {}
-    for stack in _chunks(flats, per_stack):
-        buf = torch.empty(sum(b - a for _, a, b in stack), side, side, dtype=dtype, device=flats[0].device)
-        offset = 0
-        for i, a, b in stack:
-            part = buf[offset : offset + b - a]
-            _fill(part, flats[i][a:b], kind)
-            # finite entries whose squares overflow float64. A Gram matrix is finite if its diagonal is:
-            # |X_ij| <= (X_ii + X_jj) / 2, and the triangle above the diagonal blocks is never written
-            check = part.diagonal(dim1=-2, dim2=-1) if kind == "gram" else part
-            if not bool(torch.isfinite(check).all()):
-                reasons.setdefault(i, _overflow(flats[i]))
-                part.zero_()  # keeps the rest of the stack decomposable
-            offset += b - a
-        try:
-            eigs = [torch.linalg.eigvalsh(buf)]
-        except _FIT_ERRORS:  # find the culprit: eigvalsh again, view slice by view slice
-            eigs = []
-        offset = 0
-        for i, a, b in stack:
-            part = buf[offset : offset + b - a]
-            if eigs:
-                levels = eigs[0][offset : offset + b - a]
-            else:
-                try:
-                    levels = torch.linalg.eigvalsh(part)
-                except _FIT_ERRORS as exc:
-                    reasons.setdefault(i, f"eigendecomposition failed: {type(exc).__name__}: {exc}")
-                    levels = part.new_zeros(b - a, side)
-            pieces[i].append(levels)
-            offset += b - a
-        del buf, eigs
-    out: list[torch.Tensor | str] = []
-    for i in range(len(flats)):
-        if i in reasons:
-            out.append(reasons[i])
-            continue
-        levels = torch.cat(pieces[i])
-        if not bool(torch.isfinite(levels).all()):  # a solver that returned NaN instead of raising
-            out.append(f"eigendecomposition failed: non-finite eigenvalues of a finite {kind} matrix")
-            continue
-        if kind == "gram":
-            levels = levels.clamp_min(0.0) / m
-            if n > m:
-                levels = torch.cat([levels.new_zeros(levels.shape[0], n - m), levels], dim=-1)
-        out.append(levels.to(torch.float64))
-    return out
-
-
 def _analyse_group(views: list[MatrixView], analyses: tuple[str, ...]) -> list[MatrixResult]:
     """Equal-shape views on one device: Gram spectra (and symmetric parts if square and asked for) by stacks."""
     m, n = views[0].matrix.shape[-2:]
     flats = [v.matrix.detach().reshape(-1, m, n) for v in views]  # views of the weights (a copy if not viewable)
-    grams = _levels(flats, "gram")
+    grams = stacked_levels(flats, "gram")
     live = [i for i, g in enumerate(grams) if isinstance(g, torch.Tensor)]
     syms: dict[int, torch.Tensor | str] = {}
     if m == n and "semicircle" in analyses and live:
-        syms = dict(zip(live, _levels([flats[i] for i in live], "symmetric"), strict=True))
+        syms = dict(zip(live, stacked_levels([flats[i] for i in live], "symmetric"), strict=True))
     return [
         _analyse_one(view, gram, syms.get(i), analyses) if isinstance(gram, torch.Tensor) else _skipped(view, gram)
         for i, (view, gram) in enumerate(zip(views, grams, strict=True))
@@ -444,7 +326,7 @@ def _estimated(view: MatrixView, analyses: tuple[str, ...], dense_limit: int) ->
     keys = ("lambda_min", "lambda_max", "lambda_mean", "spectral_norm", "stable_rank")
     means = torch.tensor(stats, dtype=torch.float64).nanmean(0).tolist()
     if not all(math.isfinite(v) for v in means[:4]):
-        return _skipped(view, _overflow(view.matrix))
+        return _skipped(view, overflow_reason(view.matrix))
     metrics = {"skipped": 0.0, **{k: v for k, v in zip(keys, means, strict=True) if math.isfinite(v)}}
     metrics["estimated"] = 1.0
     failures = {}
@@ -472,8 +354,9 @@ def analyze_views(
 ) -> list[MatrixResult]:
     """Analyse matrix views; equal-shape views share batched eigen-decompositions (module docstring: cost, memory).
 
-    Works under ``torch.no_grad()`` on stacks of at most :data:`STACK_BYTES` bytes, never changes the weights,
-    and draws no global random numbers (the SLQ probes of matrices past the dense eigensolver use a fixed seed).
+    Works under ``torch.no_grad()`` on stacks of at most :data:`~rmt_callbacks.spectral.stacks.STACK_BYTES`
+    bytes, never changes the weights, and draws no global random numbers (the SLQ probes of matrices past the
+    dense eigensolver use a fixed seed).
 
     Args:
         views: the views, each ``(..., M, N)``.

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from rmt_callbacks import analyze
-from rmt_callbacks.analysis import ANALYSES, DEFAULT_ANALYSES, GRAM_BLOCK, MatrixResult, analyze_views, to_rows
+from rmt_callbacks.analysis import ANALYSES, DEFAULT_ANALYSES, MatrixResult, analyze_views, to_rows
 from rmt_callbacks.laws import MEAN_SPACING_RATIO
 from rmt_callbacks.spectral import MatrixView
+from rmt_callbacks.spectral.stacks import GRAM_BLOCK
 
 
 def _gen(seed: int) -> torch.Generator:

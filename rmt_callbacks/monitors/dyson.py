@@ -23,11 +23,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from ..analysis import _levels, _skip_reason, resolve_views
+from ..analysis import _skip_reason, resolve_views
 from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
 from ..scaling import equivalent_lr
 from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
+from ..spectral.stacks import stacked_levels
 from ._batch import batch_size_of
 from ._gather import is_sharded, snapshot_module, strategy_root
 from ._schedule import check_count
@@ -276,7 +277,7 @@ class DysonMonitor(Callback):
             reason = _skip_reason(view.matrix)
             if reason is None:  # the analysis' Gram spectra: normalised, ascending, float64, or why they failed
                 m, n = view.matrix.shape[-2:]
-                (levels,) = _levels([view.matrix.detach().reshape(-1, m, n)], "gram")
+                (levels,) = stacked_levels([view.matrix.detach().reshape(-1, m, n)], "gram")
                 if isinstance(levels, str):
                     reason = levels
                 else:

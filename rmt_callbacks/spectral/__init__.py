@@ -49,7 +49,8 @@ histogram-weighted mean).
 
 **Past the dense eigensolver.** For :math:`\min(M, N) \ge` :data:`DENSE_LIMIT` the Gram density is estimated
 from matrix-vector products (:func:`estimate_density`, stochastic Lanczos quadrature) instead of diagonalised;
-:class:`SpectralDensity` records which method produced it.
+:class:`SpectralDensity` records which method produced it. Below it, many equal-shape matrices are decomposed
+together, in stacks of bounded memory, by :func:`~rmt_callbacks.spectral.stacks.stacked_levels`.
 
 **Device and dtype.** Every computation runs on the input's device. Eigen-decompositions of float16 /
 bfloat16 inputs are carried out in float32; results keep float32 or float64.
