@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from reference_models import GaussianRBM, fit_reference
 from rmt_callbacks import SpectrumMonitor, analyze
+from rmt_callbacks.analysis import ANALYSES
 from rmt_callbacks.spectral.density import density_l1, estimate_density, exact_density
 
 FAILED: list[str] = []
@@ -66,8 +67,8 @@ def worst_relative(a: dict[str, float], b: dict[str, float]) -> float:
 
 def check_analyze(device: str, width: int) -> None:
     model = mlp(width, 3)
-    cpu = {r.name: r.metrics for r in analyze(model)}
-    dev = {r.name: r.metrics for r in analyze(model.to(device))}
+    cpu = {r.name: r.metrics for r in analyze(model, analyses=ANALYSES)}  # the symmetric parts' solver too
+    dev = {r.name: r.metrics for r in analyze(model.to(device), analyses=ANALYSES)}
     keys_match = all(set(cpu[n]) == set(dev[n]) for n in cpu)
     worst = max(worst_relative(dev[n], cpu[n]) for n in cpu)
     report("analyze on device == CPU", keys_match and worst < 1e-6, f"worst relative difference {worst:.2e}")
@@ -182,9 +183,10 @@ def main() -> None:
     check_rbm(device, networks, steps)
     if not args.smoke and not args.skip_benchmarks:
         here = Path(__file__).parent
-        for script in ("bench_analysis.py", "bench_monitor_overhead.py", "bench_ensembles.py"):
-            print(f"\n## {script} --device cuda --quick", flush=True)
-            subprocess.run([sys.executable, str(here / script), "--device", "cuda", "--quick"], check=False)
+        monitors = [["bench_monitor_overhead.py"], ["bench_monitor_overhead.py", "--monitor", "dyson"]]
+        for script, *extra in [["bench_analysis.py"], *monitors, ["bench_ensembles.py"]]:
+            print(f"\n## {script} --device cuda --quick {' '.join(extra)}", flush=True)
+            subprocess.run([sys.executable, str(here / script), "--device", "cuda", "--quick", *extra], check=False)
     print(f"\n{len(FAILED)} check(s) failed: {FAILED}" if FAILED else "\nall checks passed")
     sys.exit(1 if FAILED else 0)
 
