@@ -16,13 +16,17 @@ side, interleaved, after a warm-up, the median of ``--repeats`` runs:
   decompositions per square matrix);
 * ``weightwatcher.analyze()``: WeightWatcher's ``analyze()`` on the same model, when ``weightwatcher`` is
   importable (it is not a dependency: ``pip install --no-deps --target .ww weightwatcher powerlaw safetensors
-  matplotlib-inline traitlets`` and run with ``PYTHONPATH=.ww``), its defaults.
+  matplotlib-inline traitlets`` and run with ``PYTHONPATH=.ww``), at its defaults (numpy/scipy's BLAS threads:
+  all cores) and, when ``threadpoolctl`` is importable, with them limited to ``--threads`` (``weightwatcher, k thr``).
 
 Target: ``analyze`` ≤ 1.25 × ``eigvalsh(gram)``. Peak memory is measured in a fresh subprocess per case
 (torch's CPU allocations are invisible to ``tracemalloc``): the growth of the resident set over its value before
-the call, sampled every 0.5 ms from ``/proc/self/statm``, next to the ``ru_maxrss`` delta (which stays 0 when the
-import-time high-water mark is not exceeded); or ``torch.cuda.max_memory_allocated`` on CUDA. It is printed in
-MiB and in float64 copies of the largest analysed matrix (one :math:`N \times N` layer). ``--stack-bytes`` sets
+the call, sampled every 0.5 ms from ``/proc/self/statm``; or ``torch.cuda.max_memory_allocated`` on CUDA. On a
+CPU it is measured twice: with ``MALLOC_MMAP_THRESHOLD_=131072`` (*held*: every allocation over 128 KiB is a
+mapping of its own, returned when freed, so the resident set follows the bytes the analysis holds) and with
+glibc's defaults (*RSS*: its dynamic threshold moves freed multi-MiB blocks to the heap, so the resident set
+also shows the allocator's reuse and fragmentation). It is printed in MiB and in float64 copies of the largest
+analysed matrix (one :math:`N \times N` layer), from the held bytes. ``--stack-bytes`` sets
 :data:`rmt_callbacks.spectral.stacks.STACK_BYTES` (the float64 bytes of one ``eigvalsh`` stack) for the speed/memory
 trade-off; ``--profile`` prints the cProfile hot spots of one analysis.
 
@@ -35,9 +39,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import logging
 import os
 import pstats
-import resource
 import statistics
 import subprocess
 import sys
@@ -96,13 +100,27 @@ def interleaved(cases: dict[str, Callable[[], object]], repeats: int, device: st
     return times
 
 
-def weightwatcher_case(model: nn.Module) -> Callable[[], object] | None:
+def weightwatcher_cases(model: nn.Module, threads: int) -> dict[str, Callable[[], object]]:
+    """WeightWatcher's ``analyze()`` at its defaults (its SVDs use numpy/scipy's BLAS threads, all cores) and, when
+    ``threadpoolctl`` is importable, with those limited to ``threads`` like the torch cases; none if not installed."""
     try:
         import weightwatcher  # optional, not a dependency
     except ImportError:
-        return None
+        return {}
+    logging.getLogger("weightwatcher").setLevel(logging.WARNING)  # one INFO line per layer otherwise
     watcher = weightwatcher.WeightWatcher(model=model)
-    return lambda: watcher.analyze()
+    cases: dict[str, Callable[[], object]] = {"weightwatcher.analyze()": lambda: watcher.analyze()}
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return cases
+
+    def limited() -> object:
+        with threadpool_limits(limits=threads):
+            return watcher.analyze()
+
+    cases[f"weightwatcher, {threads} thr"] = limited
+    return cases
 
 
 MEMORY_CASES = ("gram + eigvalsh", "analyze", "analyze(+semicircle)")
@@ -125,7 +143,6 @@ def memory_child(kind: str, layers: int, width: int, device: str) -> None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        max0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         rss0, samples, done = _rss(), [0], threading.Event()
 
         def sample() -> None:
@@ -138,10 +155,9 @@ def memory_child(kind: str, layers: int, width: int, device: str) -> None:
         fn()
         done.set()
         thread.join()
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - max0
-        print(json.dumps({"kind": kind, "peak_bytes": max(samples) - rss0, "maxrss_bytes": maxrss}))
+        print(json.dumps({"kind": kind, "peak_bytes": max(samples) - rss0}))
         return
-    print(json.dumps({"kind": kind, "peak_bytes": peak, "maxrss_bytes": float("nan")}))
+    print(json.dumps({"kind": kind, "peak_bytes": peak}))
 
 
 def _rss() -> int:
@@ -149,12 +165,13 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory(kind: str, args: argparse.Namespace, stack_bytes: int) -> tuple[float, float]:
+def peak_memory(kind: str, args: argparse.Namespace, stack_bytes: int, *, held: bool) -> float:
+    """MiB of peak growth of one ``kind`` call in a fresh process; ``held``: with a fixed mmap threshold."""
     cmd = [sys.executable, __file__, "--memory-child", kind, "--layers", str(args.layers), "--width", str(args.width)]
     cmd += ["--device", args.device, "--threads", str(args.threads), "--stack-bytes", str(stack_bytes)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    res = json.loads(out.strip().splitlines()[-1])
-    return res["peak_bytes"] / 2**20, res["maxrss_bytes"] / 2**20
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"} if held else None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_bytes"] / 2**20
 
 
 def profile(model: nn.Module, top: int = 15) -> None:
@@ -198,9 +215,8 @@ def main() -> None:
         "analyze(model)": lambda: analyze(model),
         "analyze(+semicircle)": lambda: analyze(model, analyses=ANALYSES),
     }
-    ww = weightwatcher_case(model)
-    if ww is not None:
-        cases["weightwatcher.analyze()"] = ww
+    ww = weightwatcher_cases(model, args.threads)
+    cases.update(ww)
     load0 = os.getloadavg()
     times = interleaved(cases, repeats, args.device)
     load1 = os.getloadavg()
@@ -217,20 +233,22 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:<26}{med:>10.3f}{min(ts):>10.3f}{med / base:>8.2f}{min(ts) / base_min:>10.2f}")
-    if ww is None:
+    if not ww:
         print(f"{'weightwatcher.analyze()':<26}{'not installed':>28}")
-    else:
-        ratio = statistics.median(times["weightwatcher.analyze()"]) / statistics.median(times["analyze(model)"])
-        print(f"weightwatcher / analyze = {ratio:.2f} (target >= 4)")
+    for name in ww:
+        ratio = statistics.median(times[name]) / statistics.median(times["analyze(model)"])
+        print(f"{name} / analyze(model) = {ratio:.2f} (target >= 4)")
     default, every = statistics.median(times["analyze(model)"]), statistics.median(times["analyze(+semicircle)"])
     print(f"target: analyze(model) / eigvalsh(gram) <= 1.25; measured {default / base:.2f} (defaults); ", end="")
     print(f"with the semicircle {every / base:.2f} of eigvalsh(gram), {every / floor:.2f} of eigvalsh(gram)+(sym)")
-    how = "cuda max_memory_allocated" if args.device.startswith("cuda") else "sampled RSS; ru_maxrss delta"
+    cuda = args.device.startswith("cuda")
+    how = "cuda max_memory_allocated" if cuda else "sampled resident set: held (fixed mmap threshold), glibc RSS"
     matrix_mib = args.width * args.width * 8 / 2**20
     print(f"\npeak memory growth over the float32 model (fresh subprocess, {how}):")
     for kind in MEMORY_CASES:
-        peak, maxrss = peak_memory(kind, args, stacks.STACK_BYTES)
-        print(f"{kind:<26}{peak:>10.1f} MiB {maxrss:>8.1f} MiB {peak / matrix_mib:>6.1f} x largest matrix")
+        held = peak_memory(kind, args, stacks.STACK_BYTES, held=True)
+        rss = held if cuda else peak_memory(kind, args, stacks.STACK_BYTES, held=False)
+        print(f"{kind:<26}{held:>8.1f} MiB held {rss:>8.1f} MiB RSS {held / matrix_mib:>6.1f} x largest matrix")
     print(f"(one float64 {args.width} x {args.width} matrix: {matrix_mib:.1f} MiB; all {args.layers}: ", end="")
     print(f"{args.layers * matrix_mib:.1f} MiB)")
     if args.profile:
