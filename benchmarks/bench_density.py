@@ -7,7 +7,7 @@ L1 distance of the estimate to the exact histogram on the estimate's edges and t
 estimate / exact (target: L1 <= 0.05 and ratio <= 0.10 at n = 4096; ``n`` is ``min(M, N)``). ``ratio_eig`` compares with
 ``eigvalsh`` alone (the Gram product excluded), the stricter reading.
 
-Run: ``.venv/bin/python benchmarks/bench_density.py [--large] [--repeats 3] [--method slq]``.
+Run: ``.venv/bin/python benchmarks/bench_density.py [--large | --sizes 4096] [--repeats 3] [--threads 1]``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def _compare(w: torch.Tensor, args: argparse.Namespace, repeats: int) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="also n = 8192 (minutes on a CPU)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sizes n to run (overrides --large)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--method", choices=("slq", "kpm"), default="slq")
     parser.add_argument("--num-vectors", type=int, default=None, help="default: the library's")
@@ -88,7 +89,7 @@ def main() -> None:
     args.num_steps = args.num_steps or _DEFAULTS["num_steps"]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    sizes = (2048, 4096, 8192) if args.large else (2048, 4096)
+    sizes = args.sizes or ((2048, 4096, 8192) if args.large else (2048, 4096))
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, method={args.method}, "
         f"k={args.num_vectors}, m={args.num_steps}, bins={args.bins}, median of {args.repeats}, "
