@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -152,6 +153,38 @@ def test_low_rank_matrix_gives_exact_nodes() -> None:
     assert float(est.mass[~occupied].sum()) == pytest.approx(0.0, abs=1e-12)
     # the weight of zero is a probe average of 1 - (weight on the two eigenvectors): 8 probes, relative error ~ 1/2
     assert float(est.mass[occupied].max()) == pytest.approx(198 / 200, abs=0.02)
+
+
+def test_wide_low_rank_matrix_gives_exact_nodes() -> None:
+    # wide W: Lanczos runs on W W^T / M (60 x 60, rank 2) with each vector carrying its image under W
+    g = _seeded(4)
+    w = torch.randn(60, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 100, generator=g, dtype=torch.float64)
+    eigs = _exact_eigs(w)
+    est = estimate_density(w, bins=51, generator=_seeded())
+    # breakdown after 3 steps: Ritz values {0, λ1, λ2} exact, binned as point masses
+    assert est.lambda_max == pytest.approx(float(eigs[-1]), rel=1e-9)
+    occupied = exact_density(eigs, est.edges) > 0
+    assert float(est.mass[~occupied].sum()) == pytest.approx(0.0, abs=1e-12)
+    # zero: the exact atom 40/100 plus 60/100 times a probe estimate of 58/60 (8 probes, relative error ~ 1/2 on
+    # the 2/60 left to the two eigenvectors)
+    assert float(est.mass[occupied].max()) == pytest.approx(0.4 + 0.6 * 58 / 60, abs=0.02)
+
+
+def test_wide_matrix_matches_its_rescaled_transpose() -> None:
+    """W (M, N), N > M, and T = sqrt(N/M) W^T have the same M x M Gram matrix W W^T / M: same probes, same rule."""
+    w = torch.randn(200, 500, generator=_seeded(5), dtype=torch.float64)
+    t = math.sqrt(500 / 200) * w.mT
+    wide = estimate_density(w, bins=2000, generator=_seeded())
+    tall = estimate_density(t, bins=2000, generator=_seeded())
+    assert wide.lambda_max == pytest.approx(tall.lambda_max, rel=1e-10)
+    atom, zero_bin = 1.0 - 200 / 500, int(torch.bucketize(torch.tensor(0.0).double(), wide.edges, right=True)) - 1
+    assert float(wide.mass[zero_bin]) == pytest.approx(atom, abs=1e-12)  # T's spectrum starts far above 0
+    # wide = atom at 0 + (1 - atom) tall: their CDFs agree at tall's edges up to wide's linear interpolation
+    # inside one of its bins, at most its largest bin mass besides the atom's (~0.002)
+    bulk = wide.mass.clone()
+    bulk[zero_bin] -= atom
+    expected = atom + (1.0 - atom) * tall.cdf(tall.edges)
+    assert float((wide.cdf(tall.edges) - expected).abs().max()) <= float(bulk.max()) + 1e-9
 
 
 def test_single_eigenvalue_and_zero_matrix() -> None:
