@@ -20,7 +20,7 @@ sum (Euler–Maclaurin in the variable in which Gauss nodes are equally spaced, 
 central difference of the weights; kept inside the bracket), to 0 and 1 at a third of the extreme node spacing
 beyond the extreme nodes (where a square-root edge lies: Chebyshev-:math:`U` nodes), flat there, and joined by a
 monotone cubic (Fritsch–Carlson) in :math:`s = \sqrt x`, where the hard-edge :math:`x^{-1/2}` of a square matrix
-becomes a regular quarter circle. The two corrections resolve a soft lower edge with fewer steps (MP
+becomes a regular quarter circle. The two corrections are what lets 12 steps resolve a soft lower edge (MP
 :math:`q = 0.5`, L1 0.030 at :math:`m = 12`, against 0.040 for the plain midpoints and half a spacing). Ritz
 values with residual bound :math:`|\beta_m U_{mi}|` below 1 % of a bin are eigenvalues and are binned as point
 masses (a matrix of rank at most :math:`m` gets exact nodes; its weights remain a :math:`k`-probe estimate). For
@@ -34,19 +34,25 @@ edges come from a short two-probe Lanczos run, which doubles the cost. L1 ≤ 0.
 is more accurate at the soft edges, and cheaper).
 
 **Cost and the switch-over.** Exact: :math:`2MN^2` flops for the Gram product plus :math:`\approx\tfrac43 N^3` for
-``eigvalsh``, both compute-bound. SLQ: :math:`m` steps, each one pass over ``W`` for all :math:`k` probes at once
-(on a CPU in cache-sized panels, :math:`P^\top (P v)`), memory-bound, so its cost grows with :math:`m`, hardly with
-:math:`k`, and its share falls like :math:`1/N`. The defaults :math:`k = 8`, :math:`m = 16` keep the L1 distance to
-the exact 100-bin histogram ≤ 0.035 on Marchenko–Pastur (:math:`q = 0.5, 1, 2`) and spiked :math:`N = 4096`
-matrices, near the exact histogram's own fluctuation about its limit (≈ 0.02); fewer steps blur the soft edges
-(:math:`m = 12`: 0.045). On a 2-core CPU (``benchmarks/bench_density.py``) SLQ costs 0.09–0.16 of the exact path at
-:math:`\min(M, N) = 4096` (square matrices about 0.10) and 0.05–0.09 at 8192, where ``eigvalsh`` alone takes
-13–16 s and the Gram product 8–17 s more. Hence :data:`DENSE_LIMIT` ``= 8192``, the one threshold of the
-project: :func:`rmt_callbacks.analysis.analyze_views` (and so the monitors' analyses) diagonalises a matrix whose
-:math:`\min(M, N)` is below it (exact spectra, which spacing statistics need, for at most a few seconds),
-estimates the density at or above it, and records which method produced each spectrum
-(``MatrixResult.method``: ``"eigvalsh"`` or ``"slq"``; here :attr:`SpectralDensity.method`). No matrix is
-skipped for its size.
+``eigvalsh``, both compute-bound and using every core. SLQ: :math:`m` steps, each one pass over ``W`` for all
+:math:`k` probes at once (on a CPU in cache-sized panels of rows, :math:`P^\top (P v)`; for a wide ``W`` each vector
+carries its image :math:`q W`, so the pass is over its contiguous rows too, plus one product for the start and no
+transposed copy), so its cost grows with :math:`m`, hardly with :math:`k` (:math:`k = 4, 8, 16`: 0.9, 1, 1.3), and
+its share falls like :math:`1/N`. The panel products have :math:`k` rows: MKL runs them at 25–35 GFlop/s on one
+core, reading ``W`` at a quarter of the memory bandwidth, and gains little from a second core. The defaults
+:math:`k = 8`, :math:`m = 12` keep the L1 distance to the exact 100-bin histogram ≤ 0.035 on Marchenko–Pastur
+(:math:`q = 0.5, 1, 2`) and spiked :math:`N = 4096` matrices (2 matrix seeds × 4 probe seeds; ≤ 0.038 on 2 more
+matrix seeds), near the exact histogram's own fluctuation about its limit (≈ 0.02); :math:`m = 16` gains nothing
+measurable (≤ 0.032), :math:`m = 10` little (≤ 0.038). On a 2-core AMD EPYC (``benchmarks/bench_density.py``, one
+thread for both paths) SLQ costs 0.05 (square), 0.08 (:math:`8192 \times 4096`) and 0.09 (:math:`4096 \times 8192`)
+of the exact path at :math:`\min(M, N) = 4096`, and 0.027–0.039 at 8192, where ``eigvalsh`` alone takes 30–33 s and
+the Gram product 19–39 s more; with two threads for both the exact path runs 1.4–1.7 times faster and SLQ 1.0–1.5
+times, and the rectangular shares at 4096 rise to 0.10–0.13 (squares: 0.06–0.07). Hence :data:`DENSE_LIMIT`
+``= 8192``, the one threshold of the project: :func:`rmt_callbacks.analysis.analyze_views` (and so the monitors'
+analyses) diagonalises a matrix whose :math:`\min(M, N)` is below it (exact spectra, which spacing statistics need,
+for at most a few seconds), estimates the density at or above it, and records which method produced each spectrum
+(``MatrixResult.method``: ``"eigvalsh"`` or ``"slq"``; here :attr:`SpectralDensity.method`). No matrix is skipped
+for its size.
 
 References: Lin, Saad & Yang, arXiv:1308.5467; Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38 (2017) 1075;
 Weiße, Wellein, Alvermann & Fehske, arXiv:cond-mat/0504627 (KPM).
@@ -73,6 +79,7 @@ __all__ = [
 DENSE_LIMIT: int = 8192
 """Smallest :math:`\\min(M, N)` for which a monitor estimates the density instead of diagonalising."""
 
+_DEFAULT_STEPS = {"slq": 12, "kpm": 16}  # num_steps=None (module docstring: accuracy and cost)
 _MARGIN = 0.005  # edges: extreme Ritz values widened by this fraction of the span
 _CONVERGED = 0.01  # Ritz values with residual bound below this fraction of a bin are point masses
 _EDGE = 1.0 / 3.0  # soft edge beyond an extreme node, in units of the extreme node spacing (Chebyshev U asymptotics)
@@ -199,7 +206,7 @@ def estimate_density(
     bins: int = 100,
     method: Literal["slq", "kpm"] = "slq",
     num_vectors: int = 8,
-    num_steps: int = 16,
+    num_steps: int | None = None,
     generator: torch.Generator | None = None,
 ) -> SpectralDensity:
     r"""Density of :math:`X = W^\top W / M` from ``num_vectors × num_steps`` products with ``W`` and ``W.T``.
@@ -212,7 +219,8 @@ def estimate_density(
         bins: number of equal bins between the estimated spectral edges.
         method: ``"slq"`` (stochastic Lanczos quadrature) or ``"kpm"`` (kernel polynomial method).
         num_vectors: number of Rademacher probes ``k``, run together as one block.
-        num_steps: Lanczos steps ``m`` per probe (KPM: ``m`` products give ``2m`` Chebyshev moments).
+        num_steps: Lanczos steps ``m`` per probe (KPM: ``m`` products give ``2m`` Chebyshev moments); ``None``:
+            12 for SLQ, 16 for KPM.
         generator: source of the probes (on its own device); ``None`` uses the global one.
 
     Returns:
@@ -235,6 +243,7 @@ def estimate_density(
     w = _check_weight(weight, kind=kind, method=method)
     _check_int("bins", bins, 1, "estimate_density")
     _check_int("num_vectors", num_vectors, 1, "estimate_density")
+    num_steps = _DEFAULT_STEPS[method] if num_steps is None else num_steps
     _check_int("num_steps", num_steps, 2, "estimate_density")
     gram = _gram_operator(w)
     start = gram.lift(_rademacher(num_vectors, gram.dim, w, generator))
