@@ -250,7 +250,7 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
         "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
     }
     monitor = SpectrumMonitor(every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"])
-    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4, overhead_budget=None)
+    dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4, overhead_budget=budget)
     trainer = pl.Trainer(
         max_steps=MAX_STEPS, default_root_dir=tmp, logger=CSVLogger(tmp, name="csv", version=0), callbacks=[monitor],
         accelerator="cpu", devices=devices, strategy=strategies[layout](), enable_checkpointing=False,
@@ -313,7 +313,10 @@ def test_monitors_under_fsdp_log_what_one_process_logs(layout: str, tmp_path: Pa
 
 @pytest.mark.slow
 def test_a_deferral_on_rank_zero_is_followed_by_every_rank(tmp_path: Path) -> None:
-    """With a budget of 1e-9 rank zero defers every analysis after the first; the other ranks, which measure
-    nothing, must skip the gather too (a rank entering it alone would hang until the timeout)."""
+    """With a budget of 1e-9 rank zero defers every analysis after the first, and DysonMonitor stretches its
+    stride at its second snapshot; the other ranks, which measure nothing, must follow both (a rank entering a
+    gather alone would hang until the timeout)."""
     sharded = _run_monitored("fsdp2", tmp_path, budget=1e-9)
     assert [s for s, m in sorted(sharded.items()) if "rmt/fc.weight/skipped" in m] == [0]
+    strides = [m["rmt/dyson/stride"] for _, m in sorted(sharded.items()) if "rmt/dyson/stride" in m]
+    assert strides == [1.0] + [1024.0] * (MAX_STEPS - 1)  # snapshots at steps 1 and 2, then every 1024 steps
