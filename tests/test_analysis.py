@@ -87,7 +87,8 @@ def test_defaults_decompose_each_matrix_once() -> None:
     assert not any(k.startswith("semicircle/") for k in default.metrics)
     (asked,) = analyze(model, analyses=ANALYSES)
     assert asked.spectra["symmetric"].shape == (40,) and asked.metrics["semicircle/converged"] == 1.0
-    assert {k: v for k, v in asked.metrics.items() if not k.startswith("semicircle/")} == default.metrics
+    others = {k: v for k, v in asked.metrics.items() if not k.startswith("semicircle/")}
+    assert others == pytest.approx(default.metrics, rel=1e-6)  # the surmise fit's optimiser stops at ~1e-8
 
 
 def test_ensemble_is_analysed_matrix_by_matrix_and_pooled_for_fits() -> None:
