@@ -145,32 +145,27 @@ def test_atom_of_structural_zeros_for_wide_matrices(small: dict) -> None:
     assert float(exact_density(eigs, est.edges)[zero_bin] * est.edges.diff()[zero_bin]) >= 0.5 - 1e-12
 
 
-def test_low_rank_matrix_gives_exact_nodes() -> None:
-    g = _seeded(3)
-    w = torch.randn(300, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 200, generator=g, dtype=torch.float64)
+@pytest.mark.parametrize(
+    ("rows", "cols", "seed", "zero_mass"),
+    [
+        # tall W: the weight of zero is a probe average of 1 - (weight on the two eigenvectors), 198/200
+        (300, 200, 3, 198 / 200),
+        # wide W: Lanczos runs on W W^T / M (60 x 60, rank 2) with each vector carrying its image under W; zero
+        # holds the exact atom 40/100 plus 60/100 times a probe estimate of 58/60
+        (60, 100, 4, 0.4 + 0.6 * 58 / 60),
+    ],
+)
+def test_low_rank_matrix_gives_exact_nodes(rows: int, cols: int, seed: int, zero_mass: float) -> None:
+    g = _seeded(seed)
+    w = torch.randn(rows, 2, generator=g, dtype=torch.float64) @ torch.randn(2, cols, generator=g, dtype=torch.float64)
     eigs = _exact_eigs(w)
     est = estimate_density(w, bins=51, generator=_seeded())
     # Lanczos breaks down after 3 steps: the Ritz values are the eigenvalues {0, λ1, λ2}, binned as point masses
     assert est.lambda_max == pytest.approx(float(eigs[-1]), rel=1e-9)
     occupied = exact_density(eigs, est.edges) > 0
     assert float(est.mass[~occupied].sum()) == pytest.approx(0.0, abs=1e-12)
-    # the weight of zero is a probe average of 1 - (weight on the two eigenvectors): 8 probes, relative error ~ 1/2
-    assert float(est.mass[occupied].max()) == pytest.approx(198 / 200, abs=0.02)
-
-
-def test_wide_low_rank_matrix_gives_exact_nodes() -> None:
-    # wide W: Lanczos runs on W W^T / M (60 x 60, rank 2) with each vector carrying its image under W
-    g = _seeded(4)
-    w = torch.randn(60, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 100, generator=g, dtype=torch.float64)
-    eigs = _exact_eigs(w)
-    est = estimate_density(w, bins=51, generator=_seeded())
-    # breakdown after 3 steps: Ritz values {0, λ1, λ2} exact, binned as point masses
-    assert est.lambda_max == pytest.approx(float(eigs[-1]), rel=1e-9)
-    occupied = exact_density(eigs, est.edges) > 0
-    assert float(est.mass[~occupied].sum()) == pytest.approx(0.0, abs=1e-12)
-    # zero: the exact atom 40/100 plus 60/100 times a probe estimate of 58/60 (8 probes, relative error ~ 1/2 on
-    # the 2/60 left to the two eigenvectors)
-    assert float(est.mass[occupied].max()) == pytest.approx(0.4 + 0.6 * 58 / 60, abs=0.02)
+    # the probe estimate of the weight off the two eigenvectors: 8 probes, relative error ~ 1/2 on the remainder
+    assert float(est.mass[occupied].max()) == pytest.approx(zero_mass, abs=0.02)
 
 
 def test_wide_matrix_matches_its_rescaled_transpose() -> None:
