@@ -42,8 +42,9 @@ class DysonMonitor(Callback):
     r"""Log the SGD noise temperature :math:`T = \alpha/|B|` and eigenvalue fluctuations normalised by it.
 
     Every ``every_n_train_steps`` optimizer steps (the *stride*) the monitor records the Gram eigenvalues
-    (:func:`~rmt_callbacks.spectral.esd`) of each selected matrix into a window of the last ``window``
-    snapshots; every ``log_every_n_steps`` steps it logs, at ``step = trainer.global_step``:
+    (:func:`~rmt_callbacks.spectral.stacks.stacked_levels`, the conventions of :func:`~rmt_callbacks.spectral.esd`)
+    of each selected matrix into a window of the last ``window`` snapshots; every ``log_every_n_steps`` steps it
+    logs, at ``step = trainer.global_step``:
 
     Logged metrics:
         * ``{prefix}noise_temperature``: :math:`T = \alpha/|B|`; ``{prefix}lr``, ``{prefix}batch_size``.
