@@ -1,4 +1,4 @@
-"""One intra-op torch thread for every test.
+"""One intra-op torch thread, and a working directory of its own, for every test.
 
 Most tests run many tiny batched operations (2×2 to 200×200 matrices, Lightning steps); on a small machine a
 second OpenMP thread competing with other processes slowed them by up to tenfold, while one thread keeps each
@@ -23,6 +23,13 @@ from mlflow import MlflowClient
 settings.register_profile("dev")
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory: MLflow puts a sqlite store's artifacts under ``./mlruns`` of the
+    working directory, and the spooling writer its spool under ``./mlflow-spool``; neither belongs in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)
