@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from mlflow import MlflowClient
 
-settings.register_profile("dev")
+# an absolute path: tests run in their own directories (below), the failures found are kept with the checkout
+_EXAMPLES = Path(__file__).parents[1] / ".hypothesis" / "examples"
+settings.register_profile("dev", database=DirectoryBasedExampleDatabase(_EXAMPLES))
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
