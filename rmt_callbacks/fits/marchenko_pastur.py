@@ -173,15 +173,15 @@ def _signal_strength(ell: torch.Tensor, sigma2: float, q: float) -> torch.Tensor
 
 def _robust_start(x: torch.Tensor, q: float) -> float:
     """Median of the continuous part of the sample over that of MP(1, q): insensitive to a few spikes."""
-    p = max(0.0, 1.0 - 1.0 / q)
-    p += 0.5 * (1.0 - p)
+    p, median = _unit_median(q)
     sample = float(x[min(int(p * x.numel()), x.numel() - 1)])
-    return sample / _unit_median(q)
+    return sample / median
 
 
 @functools.lru_cache(maxsize=64)
-def _unit_median(q: float) -> float:
-    r"""The median of the continuous part of MP(1, q): three rounds of a 257-point grid search of the cdf.
+def _unit_median(q: float) -> tuple[float, float]:
+    r"""The cdf level ``p`` of the median of the continuous part of MP(1, q) (atom included), and that median:
+    three rounds of a 257-point grid search of the cdf.
 
     Each round brackets the root within one grid cell, so the bracket shrinks 256-fold per round: after three,
     to :math:`(\lambda_+ - \lambda_-)/2^{24}`, and the cell's midpoint is returned. Cached: a monitor fits the same
@@ -194,7 +194,7 @@ def _unit_median(q: float) -> float:
         grid = torch.linspace(lo, hi, 257, dtype=torch.float64)
         i = int(torch.searchsorted(unit.cdf(grid), torch.tensor([p], dtype=torch.float64)))  # cdf(grid[i-1]) < p
         lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i, 256)])
-    return 0.5 * (lo + hi)
+    return p, 0.5 * (lo + hi)
 
 
 def _positive(name: str, value: object) -> float:

@@ -139,4 +139,6 @@ def test_start_is_the_median_of_the_continuous_part_against_scipy(q: float) -> N
     continuous = 1.0 - max(0.0, 1.0 - 1.0 / q)
     # quad's absolute error on this smooth integrand is far below 1e-10; the grid search brackets to span / 2^24
     median = brentq(lambda x: quad(pdf, a, x, limit=200)[0] / continuous - 0.5, a + 1e-12, b - 1e-12, xtol=1e-12)
-    assert _unit_median(q) == pytest.approx(median, abs=(b - a) / 2**24)
+    level, found = _unit_median(q)
+    assert level == pytest.approx(1.0 - continuous / 2, abs=1e-15)  # the atom plus half the continuous mass
+    assert found == pytest.approx(median, abs=(b - a) / 2**24)
