@@ -62,21 +62,28 @@ def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[in
         yield stack
 
 
-def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> None:
+def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> bool:
     """Write the symmetric parts of ``w`` ``(b, M, N)``, or the lower triangles of its Gram matrices
     (unnormalised, smaller side; what ``eigvalsh`` reads; the blocks above the diagonal blocks are left as they
-    were)."""
+    were). Whether they are finite; if not, ``out`` is zeroed (the rest of its stack stays decomposable)."""
     if kind == "symmetric":
         out.copy_(w).add_(w.mT).mul_(0.5)
-        return
-    tall = w if w.shape[-1] <= w.shape[-2] else w.mT  # (b, K, n), K >= n: the Gram matrix is tall.mT @ tall
-    n = tall.shape[-1]
-    rows = max(_MIN_PANEL_ROWS, PANEL_BYTES // (8 * n * tall.shape[0]))
-    for i, panel in enumerate(tall.split(rows, dim=-2)):  # X = sum over row panels P of P^T P
-        p64 = panel.to(torch.float64)  # one float64 panel at a time
-        for start in range(0, n, GRAM_BLOCK):  # rows start:stop of X, columns up to stop: the lower triangle
-            stop = min(n, start + GRAM_BLOCK)  # beta = 0 on the first panel: what ``out`` held is ignored
-            out[:, start:stop, :stop].baddbmm_(p64[..., start:stop].mT, p64[..., :stop], beta=float(i > 0))
+        finite = bool(torch.isfinite(out).all())
+    else:
+        tall = w if w.shape[-1] <= w.shape[-2] else w.mT  # (b, K, n), K >= n: the Gram matrix is tall.mT @ tall
+        n = tall.shape[-1]
+        rows = max(_MIN_PANEL_ROWS, PANEL_BYTES // (8 * n * tall.shape[0]))
+        for i, panel in enumerate(tall.split(rows, dim=-2)):  # X = sum over row panels P of P^T P
+            p64 = panel.to(torch.float64)  # one float64 panel at a time
+            for start in range(0, n, GRAM_BLOCK):  # rows start:stop of X, columns up to stop: the lower triangle
+                stop = min(n, start + GRAM_BLOCK)  # beta = 0 on the first panel: what ``out`` held is ignored
+                out[:, start:stop, :stop].baddbmm_(p64[..., start:stop].mT, p64[..., :stop], beta=float(i > 0))
+        # finite entries whose squares overflow float64. A Gram matrix is finite if its diagonal is:
+        # |X_ij| <= (X_ii + X_jj) / 2, and the triangle above the diagonal blocks is never written
+        finite = bool(torch.isfinite(out.diagonal(dim1=-2, dim2=-1)).all())
+    if not finite:
+        out.zero_()
+    return finite
 
 
 def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
@@ -107,15 +114,9 @@ def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | 
     for stack in _chunks(flats, per_stack):
         buf = torch.empty(sum(b - a for _, a, b in stack), side, side, dtype=dtype, device=flats[0].device)
         offset = 0
-        for i, a, b in stack:
-            part = buf[offset : offset + b - a]
-            _fill(part, flats[i][a:b], kind)
-            # finite entries whose squares overflow float64. A Gram matrix is finite if its diagonal is:
-            # |X_ij| <= (X_ii + X_jj) / 2, and the triangle above the diagonal blocks is never written
-            check = part.diagonal(dim1=-2, dim2=-1) if kind == "gram" else part
-            if not bool(torch.isfinite(check).all()):
+        for i, a, b in stack:  # no view of buf outlives it: each stack is freed before the next is filled
+            if not _fill(buf[offset : offset + b - a], flats[i][a:b], kind):
                 reasons.setdefault(i, overflow_reason(flats[i]))
-                part.zero_()  # keeps the rest of the stack decomposable
             offset += b - a
         try:
             eigs = [torch.linalg.eigvalsh(buf)]
@@ -134,7 +135,7 @@ def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | 
                     levels = part.new_zeros(b - a, side)
             pieces[i].append(levels)
             offset += b - a
-        del buf, eigs
+        del buf, eigs, part
     out: list[torch.Tensor | str] = []
     for i in range(len(flats)):
         if i in reasons:
