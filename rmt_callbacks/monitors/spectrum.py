@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -449,12 +450,18 @@ def _shape_of(reason: str) -> str:
 
 
 def _one_intra_op_thread() -> None:
-    """The worker's torch ops use one intra-op thread (a per-thread setting: training's own is untouched).
+    """The worker's torch ops use one intra-op thread; training's setting, and every other thread's, is untouched.
 
     The analysis then never oversubscribes the cores training uses, and on CPUs LAPACK's ``eigvalsh`` is often
     faster with one thread than with several anyway (measured on 2 cores: 1500 × 1500 float64, 1.1 s vs 5.2 s).
+    ``torch.set_num_threads`` sets the calling thread's count, and also the count that threads starting later
+    take when they first run a parallel op; a short-lived thread puts that default back.
     """
+    default = torch.get_num_threads()  # this thread has not set its own yet: what a new thread gets
     torch.set_num_threads(1)
+    restore = threading.Thread(target=torch.set_num_threads, args=(default,), name="rmt-thread-default")
+    restore.start()
+    restore.join()
 
 
 def _parameter_names(model: torch.nn.Module, views: Sequence[MatrixView]) -> list[str]:

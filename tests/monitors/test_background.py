@@ -91,6 +91,11 @@ def test_the_analysis_runs_on_another_thread(tmp_path: Path) -> None:
     assert threads == {threading.current_thread().name}
     assert set(seen) == {("rmt-SpectrumMonitor", 1)} and len(seen) == 4  # steps 0, 4, 8, 12; one intra-op thread
     assert torch.get_num_threads() == 2  # the worker's setting is its own
+    later: list[int] = []
+    started_after = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    started_after.start()
+    started_after.join()
+    assert later == [2]  # nor is it the default of threads started after it (torch keeps the last value set)
 
 
 def test_a_tiny_budget_defers_every_later_analysis_and_says_so_once(
