@@ -10,14 +10,21 @@ side, interleaved, after a warm-up, the median of ``--repeats`` runs:
 * ``eigvalsh([gram; sym])``: both stacks in one call ``(2L, N, N)`` (is one call cheaper than two?);
 * ``eigvalsh(gram) f32``: the baseline in float32 (what float64 costs);
 * ``gram + eigvalsh``: the baseline, forming the float64 Gram matrices from the weights inside the timed region;
+* ``eigh(gram) scipy``: the baseline's matrices through scipy's LAPACK (``scipy.linalg.eigh``, eigenvalues only,
+  the same ``syevd``), one matrix at a time: the other solver the analysis may use on a CPU;
 * ``analyze(model)``: :func:`rmt_callbacks.analyze` with its defaults (summary, Marchenko–Pastur, spacings:
-  everything the monitor does per analysis at its defaults; one decomposition per matrix);
+  everything the monitor does per analysis at its defaults; one decomposition per matrix), its CPU solver chosen
+  by measurement (:data:`rmt_callbacks.spectral.stacks.EIGENSOLVER` ``= "auto"``);
+* ``analyze, torch solver``: the same with ``EIGENSOLVER = "torch"`` (torch's ``eigvalsh`` only);
 * ``analyze(+semicircle)``: every analysis, the semicircle fit of the symmetric parts included (two
   decompositions per square matrix);
 * ``weightwatcher.analyze()``: WeightWatcher's ``analyze()`` on the same model, when ``weightwatcher`` is
   importable (it is not a dependency: ``pip install --no-deps --target .ww weightwatcher powerlaw safetensors
-  matplotlib-inline traitlets`` and run with ``PYTHONPATH=.ww``), at its defaults (numpy/scipy's BLAS threads:
-  all cores) and, when ``threadpoolctl`` is importable, with them limited to ``--threads`` (``weightwatcher, k thr``).
+  matplotlib-inline traitlets`` and run with ``PYTHONPATH=.ww``), with numpy/scipy's BLAS at ``--threads`` like
+  every other case (``weightwatcher, k thr``) and at its defaults, all cores (``weightwatcher.analyze()``).
+
+``--threads`` sets torch's intra-op threads and, through ``threadpoolctl``, numpy's and scipy's BLAS threads for the
+whole run (the analysis offers scipy's solver only where the two counts are equal).
 
 Target: ``analyze`` ≤ 1.25 × ``eigvalsh(gram)``. Peak memory is measured in a fresh subprocess per case
 (torch's CPU allocations are invisible to ``tracemalloc``): the growth of the resident set over its value before
@@ -49,7 +56,9 @@ import threading
 import time
 from collections.abc import Callable
 
+import scipy.linalg  # loaded before threadpoolctl limits its BLAS (it limits the libraries loaded so far)
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from rmt_callbacks.analysis import ANALYSES, analyze
@@ -101,38 +110,47 @@ def interleaved(cases: dict[str, Callable[[], object]], repeats: int, device: st
 
 
 def weightwatcher_cases(model: nn.Module, threads: int) -> dict[str, Callable[[], object]]:
-    """WeightWatcher's ``analyze()`` at its defaults (its SVDs use numpy/scipy's BLAS threads, all cores) and, when
-    ``threadpoolctl`` is importable, with those limited to ``threads`` like the torch cases; none if not installed."""
+    """WeightWatcher's ``analyze()`` with its SVDs' BLAS at ``threads`` like the other cases, and at its defaults
+    (all cores); none if it is not installed."""
     try:
         import weightwatcher  # optional, not a dependency
     except ImportError:
         return {}
     logging.getLogger("weightwatcher").setLevel(logging.WARNING)  # one INFO line per layer otherwise
     watcher = weightwatcher.WeightWatcher(model=model)
-    cases: dict[str, Callable[[], object]] = {"weightwatcher.analyze()": lambda: watcher.analyze()}
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return cases
 
-    def limited() -> object:
-        with threadpool_limits(limits=threads):
+    def all_cores() -> object:
+        with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
             return watcher.analyze()
 
-    cases[f"weightwatcher, {threads} thr"] = limited
-    return cases
+    return {f"weightwatcher, {threads} thr": lambda: watcher.analyze(), "weightwatcher.analyze()": all_cores}
 
 
-MEMORY_CASES = ("gram + eigvalsh", "analyze", "analyze(+semicircle)")
+def scipy_eigh(x: object) -> object:
+    return scipy.linalg.eigh(x, eigvals_only=True, driver="evd", check_finite=False)
+
+
+def analyze_with_torch_solver(model: nn.Module) -> object:
+    before, stacks.EIGENSOLVER = stacks.EIGENSOLVER, "torch"
+    try:
+        return analyze(model)
+    finally:
+        stacks.EIGENSOLVER = before
+
+
+MEMORY_CASES = ("gram + eigvalsh", "analyze", "analyze, torch solver", "analyze(+semicircle)")
 
 
 def memory_child(kind: str, layers: int, width: int, device: str) -> None:
     """Run in a fresh process: print the peak-memory growth (bytes) of one ``kind`` call as JSON."""
-    analyze(build_model(1, 16, device))  # lazy imports (scipy) and solver start-up are not the analysis' memory
+    # lazy imports (scipy), solver start-up and the choice of CPU solver (the first stacks of a size try both) are
+    # not the analysis' memory: done on a model of the same shape, then freed
+    analyze(build_model(layers, width, device))
     model = build_model(layers, width, device)  # every kind starts from the float32 model alone
     fn = {
         "gram + eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))),
         "analyze": lambda: analyze(model),
+        "analyze, torch solver": lambda: analyze_with_torch_solver(model),
         "analyze(+semicircle)": lambda: analyze(model, analyses=ANALYSES),
     }[kind]
     if device.startswith("cuda"):
@@ -196,6 +214,7 @@ def main() -> None:
     p.add_argument("--memory-child", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    blas = threadpool_limits(limits=args.threads, user_api="blas")  # noqa: F841  (held for the whole run)
     stacks.STACK_BYTES = args.stack_bytes
     args.width = args.width or (512 if args.quick else 1024)
     if args.memory_child:
@@ -212,7 +231,9 @@ def main() -> None:
         "eigvalsh([gram; sym])": lambda: torch.linalg.eigvalsh(both),
         "eigvalsh(gram) f32": lambda: torch.linalg.eigvalsh(gram32),
         "gram + eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))),
+        "eigh(gram) scipy": lambda: [scipy_eigh(x) for x in gram.cpu().numpy()],
         "analyze(model)": lambda: analyze(model),
+        "analyze, torch solver": lambda: analyze_with_torch_solver(model),
         "analyze(+semicircle)": lambda: analyze(model, analyses=ANALYSES),
     }
     ww = weightwatcher_cases(model, args.threads)

@@ -1,8 +1,9 @@
-"""One intra-op torch thread, and a working directory of its own, for every test.
+"""One intra-op torch thread, one BLAS thread, and a working directory of its own, for every test.
 
 Most tests run many tiny batched operations (2×2 to 200×200 matrices, Lightning steps); on a small machine a
 second OpenMP thread competing with other processes slowed them by up to tenfold, while one thread keeps each
-test's wall time predictable.
+test's wall time predictable. scipy's BLAS gets one thread too, as torch does: the analysis offers scipy's
+eigensolver only at equal thread counts (``rmt_callbacks.spectral._solvers``), so both solvers are exercised.
 
 Hypothesis profiles: ``dev`` (the default) draws fresh examples each run, to keep finding new failures; ``ci``
 (``HYPOTHESIS_PROFILE=ci``, set by ``.ci/run``) is derandomised, so a green commit stays green and a failure found
@@ -20,6 +21,7 @@ import torch
 from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 from mlflow import MlflowClient
+from threadpoolctl import threadpool_limits
 
 # an absolute path: tests run in their own directories (below), the failures found are kept with the checkout
 _EXAMPLES = Path(__file__).parents[1] / ".hypothesis" / "examples"
@@ -33,6 +35,14 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own directory: MLflow puts a sqlite store's artifacts under ``./mlruns`` of the
     working directory, and the spooling writer its spool under ``./mlflow-spool``; neither belongs in the checkout."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_blas_thread() -> Iterator[None]:
+    import scipy.linalg  # noqa: F401  (threadpoolctl limits the BLAS libraries loaded so far: load scipy's)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -1,19 +1,20 @@
 r"""Spectra of many equal-shape matrices, decomposed in stacks of bounded size (the analysis' and Dyson's solver).
 
 Conventions (orientation, Gram normalisation, ascending order): :mod:`rmt_callbacks.spectral`. The spectra of
-equal-shape matrices are decomposed together by one ``torch.linalg.eigvalsh`` per stack of at most
-:data:`STACK_BYTES` bytes (and at least one matrix), Gram matrices in one stack, symmetric parts in another; each
-stack is filled matrix by matrix from the weights, so a call holds about two copies of
-:math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64 (the stack and the copy ``eigvalsh`` makes
-of it) and a panel (below). Gram matrices are decomposed in float64 (squaring doubles
-the dynamic range; the hard-edge levels of a square matrix need it) and only their lower triangle is formed
-(``eigvalsh`` reads no other), in blocks of :data:`GRAM_BLOCK` columns from float64 copies of row panels of the
-weights: :math:`(1 + 1/k)/2` of the product's flops for :math:`k` blocks, and a panel instead of a float64 copy of
-the matrix. Symmetric parts are decomposed in the weights' own precision, at least float32 (faster than float64
-on a CPU; the backward error :math:`\epsilon\|S\|` is that of the weights themselves).
+equal-shape matrices are decomposed together, one stack of at most :data:`STACK_BYTES` bytes (and at least one
+matrix) at a time, Gram matrices in one stack, symmetric parts in another; on a CPU by torch's or scipy's LAPACK,
+whichever this machine runs faster (:data:`EIGENSOLVER`), on a GPU by ``torch.linalg.eigvalsh``. Each stack is
+filled matrix by matrix from the weights, so a call holds one or two copies of
+:math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64 (the stack; and the copy torch's
+``eigvalsh`` makes of it, where scipy's works in place) and a panel (below). Gram matrices are decomposed in
+float64 (squaring doubles the dynamic range; the hard-edge levels of a square matrix need it) and only their lower
+triangle is formed (the solvers read no other), in blocks of :data:`GRAM_BLOCK` columns from float64 copies of
+row panels of the weights: :math:`(1 + 1/k)/2` of the product's flops for :math:`k` blocks, and a panel instead
+of a float64 copy of the matrix. Symmetric parts are decomposed in the weights' own precision, at least float32
+(faster than float64 on a CPU; the backward error :math:`\epsilon\|S\|` is that of the weights themselves).
 
 A matrix whose spectrum cannot be computed comes back as the reason (a ``str``), never as an exception: finite
-entries whose squares overflow float64, a solver that raises or returns NaN. Pure torch, any device.
+entries whose squares overflow float64, a solver that raises or returns NaN. Any device.
 """
 
 from __future__ import annotations
@@ -22,17 +23,22 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["GRAM_BLOCK", "PANEL_BYTES", "STACK_BYTES", "overflow_reason", "stacked_levels"]
+from ._solvers import Solver, eigvalsh_stack
+
+__all__ = ["EIGENSOLVER", "GRAM_BLOCK", "PANEL_BYTES", "STACK_BYTES", "overflow_reason", "stacked_levels"]
+
+EIGENSOLVER: Solver = "auto"
+"""Which LAPACK decomposes CPU stacks: ``"auto"`` (torch's or scipy's, whichever is measured faster here:
+:mod:`rmt_callbacks.spectral._solvers`), ``"torch"`` or ``"scipy"``. GPU stacks always use torch."""
 
 STACK_BYTES: int = 8 << 20
-"""Bytes of one ``eigvalsh`` stack (at least one matrix): bounds the analysis' memory to about two
-stacks, at no measured cost in speed (``eigvalsh`` loops over a CPU batch; ``benchmarks/bench_analysis.py``)."""
+"""Bytes of one stack (at least one matrix): bounds the analysis' memory to one or two stacks, at no measured
+cost in speed (LAPACK loops over a CPU batch anyway; ``benchmarks/bench_analysis.py``)."""
 GRAM_BLOCK: int = 256
 """Columns per block of a Gram product: only the blocks on and below the diagonal are multiplied."""
 PANEL_BYTES: int = STACK_BYTES // 4
 """Bytes of the float64 copy of one row panel of the weights that a Gram product reads at a time."""
 _MIN_PANEL_ROWS = 64  # narrower panels would make the products inefficient
-_SOLVER_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad stack makes eigvalsh raise
 
 
 def overflow_reason(matrix: torch.Tensor) -> str:
@@ -64,7 +70,7 @@ def _chunks(flats: list[torch.Tensor], per_stack: int) -> Iterator[list[tuple[in
 
 def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> bool:
     """Write the symmetric parts of ``w`` ``(b, M, N)``, or the lower triangles of its Gram matrices
-    (unnormalised, smaller side; what ``eigvalsh`` reads; the blocks above the diagonal blocks are left as they
+    (unnormalised, smaller side; what the solvers read; the blocks above the diagonal blocks are left as they
     were). Whether they are finite; if not, ``out`` is zeroed (the rest of its stack stays decomposable)."""
     if kind == "symmetric":
         out.copy_(w).add_(w.mT).mul_(0.5)
@@ -118,24 +124,15 @@ def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | 
             if not _fill(buf[offset : offset + b - a], flats[i][a:b], kind):
                 reasons.setdefault(i, overflow_reason(flats[i]))
             offset += b - a
-        try:
-            eigs = [torch.linalg.eigvalsh(buf)]
-        except _SOLVER_ERRORS:  # find the culprit: eigvalsh again, view slice by view slice
-            eigs = []
+        eigs, failed = eigvalsh_stack(buf, EIGENSOLVER)  # may overwrite buf
         offset = 0
         for i, a, b in stack:
-            part = buf[offset : offset + b - a]
-            if eigs:
-                levels = eigs[0][offset : offset + b - a]
-            else:
-                try:
-                    levels = torch.linalg.eigvalsh(part)
-                except _SOLVER_ERRORS as exc:
-                    reasons.setdefault(i, f"eigendecomposition failed: {type(exc).__name__}: {exc}")
-                    levels = part.new_zeros(b - a, side)
-            pieces[i].append(levels)
+            pieces[i].append(eigs[offset : offset + b - a])
+            failure = next((failed[j] for j in range(offset, offset + b - a) if j in failed), None)
+            if failure is not None:
+                reasons.setdefault(i, f"eigendecomposition failed: {failure}")
             offset += b - a
-        del buf, eigs, part
+        del buf, eigs
     out: list[torch.Tensor | str] = []
     for i in range(len(flats)):
         if i in reasons:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor
 from rmt_callbacks.monitors._worker import AnalysisWorker, OverheadBudget
+from rmt_callbacks.spectral import stacks
 
 STEPS = 12
 
@@ -60,8 +61,11 @@ def _by_step(rows: list[dict[str, str]], skip: str = "monitor/analysis_seconds")
     return out
 
 
-def test_background_analysis_equals_the_synchronous_one_step_by_step(tmp_path: Path) -> None:
+def test_background_analysis_equals_the_synchronous_one_step_by_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The worker analyses a copy taken at the step it reports: later optimizer steps do not leak into it."""
+    monkeypatch.setattr(stacks, "EIGENSOLVER", "torch")  # one solver in both arms: equal to the last bit
     kwargs = {"every_n_train_steps": 3, "overhead_budget": None, "analyses": ["summary", "marchenko_pastur"]}
     background = _by_step(_fit(tmp_path / "bg", SpectrumMonitor(**kwargs)))
     inline = _by_step(_fit(tmp_path / "inline", SpectrumMonitor(background=False, **kwargs)))
