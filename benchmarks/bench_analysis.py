@@ -231,11 +231,12 @@ def main() -> None:
         "eigvalsh([gram; sym])": lambda: torch.linalg.eigvalsh(both),
         "eigvalsh(gram) f32": lambda: torch.linalg.eigvalsh(gram32),
         "gram + eigvalsh": lambda: torch.linalg.eigvalsh(gram_of(weights_of(model))),
-        "eigh(gram) scipy": lambda: [scipy_eigh(x) for x in gram.cpu().numpy()],
         "analyze(model)": lambda: analyze(model),
         "analyze, torch solver": lambda: analyze_with_torch_solver(model),
         "analyze(+semicircle)": lambda: analyze(model, analyses=ANALYSES),
     }
+    if args.device == "cpu":  # the other solver the analysis may use on a CPU
+        cases["eigh(gram) scipy"] = lambda: [scipy_eigh(x) for x in gram.numpy()]
     ww = weightwatcher_cases(model, args.threads)
     cases.update(ww)
     load0 = os.getloadavg()
