@@ -13,10 +13,12 @@ under ``torch.use_deterministic_algorithms(True)`` (Lightning's ``Trainer(determ
 uses torch.
 
 scipy's backend is offered only where it needs no setting changed: when ``threadpoolctl`` finds the OpenBLAS
-inside scipy's own wheel and its (process-wide) thread count equals torch's for the calling thread, as it does by
-default in a training process's main thread (``analyze``, ``DysonMonitor``, ``SpectrumMonitor(background=False)``).
-A monitor's background worker runs torch with one thread, so it uses torch unless scipy's BLAS is set to one
-thread too (``OPENBLAS_NUM_THREADS=1``). GPU tensors always go to torch.
+inside scipy's own wheel and its (process-wide) thread count equals torch's for the calling thread. By default
+both use one thread per core in a training process's main thread (``analyze``, ``DysonMonitor``,
+``SpectrumMonitor(background=False)``) where each core runs one hardware thread; with SMT torch counts physical
+cores and OpenBLAS logical ones, and torch's solver is used unless the counts are set equal
+(``OMP_NUM_THREADS``). A monitor's background worker runs torch with one thread, so it uses torch's solver unless
+scipy's BLAS has one thread too (``OPENBLAS_NUM_THREADS=1``). GPU tensors always go to torch.
 """
 
 from __future__ import annotations
