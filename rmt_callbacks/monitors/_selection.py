@@ -23,6 +23,8 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
+from ..spectral import MatrixView
+
 __all__ = ["ParamFilter", "available_names", "select_names", "validate_filter", "validate_patterns"]
 
 ParamFilter = Callable[[str, torch.Tensor], bool]
@@ -148,3 +150,14 @@ def available_names(model: nn.Module, *, limit: int = 50) -> str:
     rows = [f"{name!r} {tuple(p.shape)}" for name, _, _, p in _named_parameters(model) if p.ndim >= 2]
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return "[" + ", ".join(rows[:limit]) + "]" + more
+
+
+def parameter_names(model: nn.Module, views: Sequence[MatrixView]) -> list[str]:
+    """The parameters behind ``views`` (a view is a parameter, or a block of one such as ``in_proj_weight.q``)."""
+    names = {v.name for v in views}
+    return [n for n, _ in model.named_parameters() if n in names or any(v.startswith(n + ".") for v in names)]
+
+
+def has_lazy_parameters(module: nn.Module) -> bool:
+    """Whether ``module`` still has lazy parameters (their shapes are known only after a first forward)."""
+    return any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,8 @@ from ..spectral import DENSE_LIMIT, MatrixView
 from ._artifacts import write_artifacts
 from ._gather import is_sharded, snapshot_module, snapshot_views, strategy_root
 from ._schedule import check_count, figure_due, is_due, resolve_cadence
-from ._selection import validate_filter, validate_patterns
-from ._worker import AnalysisWorker, Finished, OverheadBudget, check_budget
+from ._selection import has_lazy_parameters, parameter_names, validate_filter, validate_patterns
+from ._worker import AnalysisWorker, Finished, OverheadBudget, check_budget, one_intra_op_thread
 
 __all__ = ["DEFAULT_OVERHEAD_BUDGET", "SpectrumMonitor"]
 
@@ -179,7 +178,7 @@ class SpectrumMonitor(Callback):
         self._messages: queue.SimpleQueue[str] = queue.SimpleQueue()  # warnings raised off the training thread
         self._ledger = StepLedger(self._warn_replay)
         self._budget = OverheadBudget(self.overhead_budget)
-        self._worker: AnalysisWorker[_Report] = AnalysisWorker("rmt-SpectrumMonitor", initializer=_one_intra_op_thread)
+        self._worker: AnalysisWorker[_Report] = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
         self._trainer: pl.Trainer | None = None
         self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
         self._names: list[str] | None = None  # under sharding, the selected parameters (read on rank zero)
@@ -215,7 +214,7 @@ class SpectrumMonitor(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._messages = queue.SimpleQueue()
-        self._worker = AnalysisWorker("rmt-SpectrumMonitor", initializer=_one_intra_op_thread)
+        self._worker = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
         self._trainer = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -224,12 +223,12 @@ class SpectrumMonitor(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
         self._sharded = is_sharded(pl_module, strategy_root(trainer))
-        strict = not _has_lazy_parameters(pl_module)
+        strict = not has_lazy_parameters(pl_module)
         if self._sharded:  # the selection is checked on a gathered stand-in; every rank raises alike
             model, error = snapshot_module(trainer, pl_module), None  # a collective: every rank enters it
             if model is not None:
                 try:
-                    self._names = _parameter_names(model, self._views(model, strict=strict))
+                    self._names = parameter_names(model, self._views(model, strict=strict))
                 except ValueError as exc:
                     error = str(exc)
             error = trainer.strategy.broadcast(error, src=0)
@@ -447,28 +446,3 @@ class _Report:
 def _shape_of(reason: str) -> str:
     """A reason with its numbers blanked, so "3 of 100 entries are NaN" warns once, not at every count."""
     return re.sub(r"\d+", "#", reason)
-
-
-def _one_intra_op_thread() -> None:
-    """The worker's torch ops use one intra-op thread; training's setting, and every other thread's, is untouched.
-
-    The analysis then never oversubscribes the cores training uses, and on CPUs LAPACK's ``eigvalsh`` is often
-    faster with one thread than with several anyway (measured on 2 cores: 1500 × 1500 float64, 1.1 s vs 5.2 s).
-    ``torch.set_num_threads`` sets the calling thread's count, and also the count that threads starting later
-    take when they first run a parallel op; a short-lived thread puts that default back.
-    """
-    default = torch.get_num_threads()  # this thread has not set its own yet: what a new thread gets
-    torch.set_num_threads(1)
-    restore = threading.Thread(target=torch.set_num_threads, args=(default,), name="rmt-thread-default")
-    restore.start()
-    restore.join()
-
-
-def _parameter_names(model: torch.nn.Module, views: Sequence[MatrixView]) -> list[str]:
-    """The parameters behind ``views`` (a view is a parameter, or a block of one such as ``in_proj_weight.q``)."""
-    names = {v.name for v in views}
-    return [n for n, _ in model.named_parameters() if n in names or any(v.startswith(n + ".") for v in names)]
-
-
-def _has_lazy_parameters(module: torch.nn.Module) -> bool:
-    return any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in module.parameters())
