@@ -13,7 +13,7 @@ from torch import nn
 from rmt_callbacks import analyze
 from rmt_callbacks.analysis import ANALYSES, DEFAULT_ANALYSES, MatrixResult, analyze_views, to_rows
 from rmt_callbacks.laws import MEAN_SPACING_RATIO
-from rmt_callbacks.spectral import MatrixView
+from rmt_callbacks.spectral import MatrixView, _solvers, stacks
 from rmt_callbacks.spectral.stacks import GRAM_BLOCK
 
 
@@ -201,6 +201,26 @@ def test_batched_shapes_equal_one_by_one() -> None:
         for k in t.metrics:
             # batched and single eigvalsh agree to ~1e-15; iterative fits amplify that to their tolerance ~1e-8
             assert t.metrics[k] == pytest.approx(s.metrics[k], rel=1e-6, abs=1e-12), k
+
+
+@pytest.mark.skipif(_solvers._scipy_blas() is None, reason="scipy's bundled OpenBLAS not found")
+def test_both_cpu_solvers_give_the_same_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _solvers._scipy_offered()  # one BLAS thread like torch's (conftest): "scipy" is not torch in disguise
+    model = nn.Sequential(nn.Linear(60, 60), nn.Linear(60, 90), nn.Linear(90, 40))
+    by_solver = {}
+    for solver in ("torch", "scipy"):
+        monkeypatch.setattr(stacks, "EIGENSOLVER", solver)
+        by_solver[solver] = analyze(model, analyses=ANALYSES)
+    for t, s in zip(by_solver["torch"], by_solver["scipy"], strict=True):
+        # LAPACK's backward error ~ n eps ||X||, n <= 90: Gram spectra in float64, symmetric parts in float32
+        for kind, eps in (("gram", 2.2e-16), ("symmetric", 1.2e-7)):
+            if kind in t.spectra:
+                atol = 90 * eps * float(t.spectra[kind].abs().max())
+                np.testing.assert_allclose(s.spectra[kind], t.spectra[kind], rtol=0, atol=atol)
+        np.testing.assert_allclose(s.spectra["spacings"], t.spectra["spacings"], rtol=1e-9)
+        for key, value in t.metrics.items():  # fits stop at ~1e-8; the semicircle's from float32 levels (~1e-6)
+            rel = 1e-4 if key.startswith("semicircle/") else 1e-6
+            assert s.metrics[key] == pytest.approx(value, rel=rel, abs=1e-12), key
 
 
 def test_no_rng_no_grad_no_mutation() -> None:

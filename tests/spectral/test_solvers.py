@@ -31,6 +31,7 @@ def _lower_only(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("solver", ["torch", "scipy", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_backends_against_numpy_reading_the_lower_triangle(solver: str, dtype: torch.dtype, fresh_race) -> None:
+    assert _solvers._scipy_blas() is None or _solvers._scipy_offered()  # equal thread counts (conftest)
     g = torch.Generator().manual_seed(0)
     w = torch.randn(5, 120, 80, generator=g, dtype=torch.float64)
     x = (w.mT @ w).to(dtype)  # Wishart, float64 or float32
