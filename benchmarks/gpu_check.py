@@ -2,7 +2,8 @@ r"""One prepared script for a GPU machine: is the CUDA path right, and how fast 
 
 Checks, each printed as ``PASS``/``FAIL`` with its numbers, then timings:
 
-1. ``analyze(model)`` on CUDA equals the CPU result (every metric, relative 1e-6: both float64 eigensolvers);
+1. ``analyze(model)`` on CUDA equals the CPU result (every metric to relative 1e-6, from float64 Gram spectra;
+   the semicircle fit's to 1e-4, from float32 symmetric parts);
 2. ``SpectrumMonitor`` in a GPU ``Trainer``: the background path (side-stream snapshot, worker thread) logs the
    same rows as the synchronous one, and its last analysis equals ``analyze`` of the final weights on the CPU;
 3. the spectral-density estimate on CUDA at :math:`n = 4096`: L1 distance to the exact density ≤ 0.05, and its
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from reference_models import GaussianRBM, fit_reference
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.analysis import ANALYSES
+from rmt_callbacks.spectral import stacks
 from rmt_callbacks.spectral.density import density_l1, estimate_density, exact_density
 
 FAILED: list[str] = []
@@ -61,8 +63,10 @@ def mlp(width: int, layers: int, seed: int = 0) -> nn.Sequential:
     return model
 
 
-def worst_relative(a: dict[str, float], b: dict[str, float]) -> float:
-    return max((abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) for k in b), default=0.0)
+def worst_over_tolerance(a: dict[str, float], b: dict[str, float]) -> float:
+    """The largest relative difference over its tolerance: 1e-6, 1e-4 for the semicircle fit (float32 levels)."""
+    tol = {k: 1e-4 if k.startswith("semicircle/") else 1e-6 for k in b}
+    return max((abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) / tol[k] for k in b), default=0.0)
 
 
 def check_analyze(device: str, width: int) -> None:
@@ -70,8 +74,8 @@ def check_analyze(device: str, width: int) -> None:
     cpu = {r.name: r.metrics for r in analyze(model, analyses=ANALYSES)}  # the symmetric parts' solver too
     dev = {r.name: r.metrics for r in analyze(model.to(device), analyses=ANALYSES)}
     keys_match = all(set(cpu[n]) == set(dev[n]) for n in cpu)
-    worst = max(worst_relative(dev[n], cpu[n]) for n in cpu)
-    report("analyze on device == CPU", keys_match and worst < 1e-6, f"worst relative difference {worst:.2e}")
+    worst = max(worst_over_tolerance(dev[n], cpu[n]) for n in cpu)
+    report("analyze on device == CPU", keys_match and worst < 1, f"worst relative difference / tolerance {worst:.2g}")
 
 
 class _Regression(pl.LightningModule):
@@ -108,9 +112,13 @@ def _monitored_rows(device: str, width: int, tmp: Path, *, background: bool) -> 
 
 
 def check_monitor(device: str, width: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        bg, model = _monitored_rows(device, width, Path(tmp), background=True)
-        inline, _ = _monitored_rows(device, width, Path(tmp), background=False)
+    solver, stacks.EIGENSOLVER = stacks.EIGENSOLVER, "torch"  # one CPU solver in both arms: rows equal to the bit
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            bg, model = _monitored_rows(device, width, Path(tmp), background=True)
+            inline, _ = _monitored_rows(device, width, Path(tmp), background=False)
+    finally:
+        stacks.EIGENSOLVER = solver
     merged = {}
     for r in bg:
         merged.setdefault(int(r["step"]), {}).update(r)
