@@ -26,9 +26,9 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
     \text{fit}\Big(\bigcup_{b=1}^{B} \operatorname{spec} X_b\Big).
 
 **Cost and memory.** The Gram spectra of equal-shape matrices (over all views of a call) are decomposed together
-in stacks of bounded bytes (:mod:`rmt_callbacks.spectral.stacks`: about two copies of the largest matrix or of
-8 MiB); the eigensolver is all but the whole cost: one decomposition per matrix, two per square matrix with
-``"semicircle"``.
+in stacks of bounded bytes (:mod:`rmt_callbacks.spectral.stacks`: one or two copies of the largest matrix or of
+8 MiB; on a CPU by torch's or scipy's LAPACK, whichever is measured faster); the eigensolver is all but the whole
+cost: one decomposition per matrix, two per square matrix with ``"semicircle"``.
 
 **Past the dense eigensolver.** A view with :math:`\min(M, N) \ge` :data:`~rmt_callbacks.spectral.DENSE_LIMIT`
 (8192) is not diagonalised: its Gram density is estimated by stochastic Lanczos quadrature
