@@ -93,7 +93,7 @@ def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> bool:
 
 
 def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
-    """The spectra of equal-shape matrices, one ``eigvalsh`` per stack of :data:`STACK_BYTES`.
+    """The spectra of equal-shape matrices, one decomposition per stack of :data:`STACK_BYTES`.
 
     Args:
         flats: views ``(B_i, M, N)`` of the same ``(M, N)`` on one device, any real floating dtype, finite.
