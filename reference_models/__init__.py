@@ -5,9 +5,9 @@ Each model keeps its ensemble of E networks in one ``nn.Parameter`` named ``weig
 with one optimizer step per ``training_step``, reads its mini-batch size from ``hparams.batch_size``, and
 draws its randomness from a module-owned generator seeded by ``hparams.seed``.
 
-* :class:`GaussianRBM` — the Gaussian RBM learning a free lattice field (paper.md 3), float64.
-* :class:`TeacherStudent2x2` — the 2×2 teacher–student model with GOE gradient noise (paper.md 4).
-* :class:`HiddenLayerNetwork` — the project's linear network with a fixed hidden layer (paper.md 6).
+* :class:`GaussianRBM` — the Gaussian RBM learning a free lattice field (docs/science.md#gaussian-rbm), float64.
+* :class:`TeacherStudent2x2` — the 2×2 teacher–student model with GOE gradient noise (docs/science.md#teacher-student).
+* :class:`HiddenLayerNetwork` — the project's linear network with a fixed hidden layer (docs/science.md#hidden-layer).
 
 :func:`fit_reference` trains one for a number of steps.
 

@@ -119,7 +119,7 @@ def goe_noise(
 
         a_{ij} = a_{ji} \sim \mathcal N(0, \varepsilon^2)\ (i < j), \qquad a_{ii} \sim \mathcal N(0, 2\varepsilon^2).
 
-    This is the per-sample gradient noise of the teacher–student model (paper.md 4.1). The mean of
+    This is the per-sample gradient noise of the teacher–student model (docs/science.md, E25). The mean of
     :math:`|B|` independent draws is again of this form with :math:`\varepsilon \to \varepsilon/\sqrt{|B|}`.
 
     Args:
@@ -152,7 +152,7 @@ def goe_noise(
 def lattice_kinetic_operator(
     n_sites: int, mass: float, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""The periodic 1-D lattice operator :math:`K_\phi = -\partial^2 + m^2` (paper.md E19), shape ``(N, N)``.
+    r"""The periodic 1-D lattice operator :math:`K_\phi = -\partial^2 + m^2` (docs/science.md, E19), shape ``(N, N)``.
 
     .. math::
 
@@ -182,7 +182,7 @@ def lattice_kinetic_operator(
 
 
 def lattice_spectrum(n_sites: int, mass: float) -> tuple[float, ...]:
-    r"""Eigenvalues of :math:`K_\phi` in ascending order (paper.md E20).
+    r"""Eigenvalues of :math:`K_\phi` in ascending order (docs/science.md, E20).
 
     .. math::
 

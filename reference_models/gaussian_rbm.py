@@ -1,4 +1,4 @@
-r"""Gaussian (scalar-field) restricted Boltzmann machine learning a free lattice field (paper.md 3).
+r"""Gaussian (scalar-field) restricted Boltzmann machine learning a free lattice field (docs/science.md#gaussian-rbm).
 
 Model (E17–E18): visible field :math:`\phi \in \mathbb R^{N_v}`, hidden :math:`h \in \mathbb R^{N_h}`,
 
@@ -46,7 +46,7 @@ from .data import EnsembleModule, derive_seed, lattice_kinetic_operator, lattice
 
 __all__ = ["TARGET_KAPPA", "TARGET_X", "GaussianRBM", "chain_covariance", "pcd_sweep", "rbm_surrogate_loss"]
 
-#: Eigenvalues of :math:`K_\phi` for N = 10, m = 2, ascending (= the order of descending ``x``), paper.md 3.2.
+#: Eigenvalues of :math:`K_\phi` for N = 10, m = 2, ascending (= the order of descending ``x``), E20.
 TARGET_KAPPA: tuple[float, ...] = lattice_spectrum(10, 2.0)
 #: Targets :math:`x^* = \mu^2 - \kappa` (μ = 3, σ_h = 1), descending.
 TARGET_X: tuple[float, ...] = tuple(9.0 - k for k in TARGET_KAPPA)
@@ -201,7 +201,7 @@ def rbm_surrogate_loss(w: torch.Tensor, k_inv: torch.Tensor, c_hat: torch.Tensor
 
 
 class GaussianRBM(EnsembleModule):
-    """An ensemble of Gaussian RBMs trained by (E21) with exact positive phase and PCD-3 chains (paper.md 3).
+    """An ensemble of Gaussian RBMs trained by (E21) with exact positive phase and PCD-3 chains (docs/science.md).
 
     Args:
         networks: ensemble size E.

@@ -1,4 +1,6 @@
-r"""Linear network with a fixed hidden layer Z: the project's design for arXiv:2412.20496 Figs. 4–5 (paper.md 6).
+r"""Linear network with a fixed hidden layer Z: the project's design for arXiv:2412.20496 Figs. 4–5.
+
+Theory and provenance: docs/science.md#hidden-layer.
 
 **[PROJECT] design** — the paper's matrices Z and fit function are not available; this model is built to show
 the same phenomena. Student :math:`f(x) = Z W x` with trained :math:`W \in \mathbb R^{2\times2}`
@@ -36,7 +38,7 @@ from .data import EnsembleModule, derive_seed, goe_noise, require_float, require
 
 __all__ = ["HIDDEN_LAYERS", "HiddenLayerNetwork", "hidden_layer_loss", "predicted_rates"]
 
-#: The fixed hidden → output layers (paper.md 6.2).
+#: The fixed hidden → output layers (docs/science.md#hidden-layer).
 HIDDEN_LAYERS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "mat_1": ((1.0, 0.0), (0.0, 0.5)),
     "mat_2": ((1.0, 1.0), (0.0, 1.0)),
@@ -92,7 +94,7 @@ def predicted_rates(z: torch.Tensor, lr: float, steps_per_epoch: int) -> tuple[f
 
 
 class HiddenLayerNetwork(EnsembleModule):
-    """An ensemble of students W behind a fixed layer Z, trained online by (E28) (paper.md 6, [PROJECT]).
+    """An ensemble of students W behind a fixed layer Z, trained online by (E28) (project design, docs/science.md).
 
     Args:
         networks: ensemble size E.

@@ -1,4 +1,4 @@
-r"""The 2×2 linear teacher–student model with explicit GOE gradient noise (paper.md 4).
+r"""The 2×2 linear teacher–student model with explicit GOE gradient noise (docs/science.md#teacher-student).
 
 Teacher :math:`W_T = 2\cdot\mathbb 1_2`, student :math:`W \in \mathbb R^{2\times2}` with i.i.d.
 :math:`\mathcal N(0, 0.1^2)` entries, inputs :math:`x \sim \mathcal N(0, \mathbb 1_2)` (a data set of

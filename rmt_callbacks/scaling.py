@@ -1,9 +1,9 @@
 r"""The linear scaling rule as an advisor: keep :math:`\alpha/|B|` fixed when the batch size changes.
 
 SGD with learning rate :math:`\alpha` and batch size :math:`|B|` is, in Langevin time :math:`t = n\alpha`, a
-Langevin process with drift independent of :math:`\alpha` and noise strength :math:`\propto \alpha/|B|` (paper.md
-E4). Scaling :math:`\alpha \to k\alpha`, :math:`|B| \to k|B|` therefore leaves the dynamics in :math:`t` and the
-stationary (Coulomb-gas) distribution unchanged; fluctuations of weights and eigenvalues scale as
+Langevin process with drift independent of :math:`\alpha` and noise strength :math:`\propto \alpha/|B|`
+(docs/science.md, E4). Scaling :math:`\alpha \to k\alpha`, :math:`|B| \to k|B|` therefore leaves the dynamics in
+:math:`t` and the stationary (Coulomb-gas) distribution unchanged; fluctuations of weights and eigenvalues scale as
 :math:`\sqrt{\alpha/|B|}`.
 
 **Range of validity.** The rule is the continuum limit: it holds while :math:`\alpha` is small compared with the

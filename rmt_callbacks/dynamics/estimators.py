@@ -1,4 +1,4 @@
-r"""Estimators of Dyson Brownian motion on eigenvalue trajectories (paper.md 2.3–2.7).
+r"""Estimators of Dyson Brownian motion on eigenvalue trajectories (docs/science.md, E4–E13).
 
 A *trajectory* is a tensor of shape ``(T, ..., n)``: ``T`` consecutive snapshots (one per SGD step, or every
 ``dt`` units of Langevin time) of ``n`` eigenvalues, ascending, with any batch dimensions between. Langevin time
@@ -138,7 +138,7 @@ def predicted_pair_spacing(lr: float, batch_size: float, scale: float) -> float:
 
     For a Gram-eigenvalue pair at :math:`x^*` under isotropic Gaussian noise (E24; the RBM with ``scale`` =
     :math:`x^* = \mu^2 - \kappa`). The papers' measured slope against :math:`\sqrt{\alpha x^*/|B|}` is 2.28 rather
-    than :math:`\sqrt{2\pi} = 2.51` (non-universal corrections, paper.md 3.4).
+    than :math:`\sqrt{2\pi} = 2.51` (non-universal corrections, docs/science.md#gaussian-rbm).
 
     Example:
         >>> round(predicted_pair_spacing(0.1, 16, 4.618034), 4)

@@ -1,4 +1,4 @@
-r"""Near-degenerate eigenvalue pairs over an ensemble, as the papers analyse them (paper.md Section 5).
+r"""Near-degenerate eigenvalue pairs over an ensemble, as the papers analyse them (docs/science.md#analysis-recipe).
 
 For a pair of levels that share a target, each network contributes its two eigenvalues and their spacing
 :math:`S = |x_i - x_j|`. Over the ensemble the pair is summarised by its mean, the papers' histogram-weighted
@@ -55,7 +55,7 @@ def jackknife(
         \sigma_{\rm jk} = \sqrt{\frac{n-1}{n}\sum_k (\theta_k - \bar\theta)^2}
         = \mathrm{std}(\theta)\,\sqrt{n - 1},
 
-    the papers' formula (paper.md 5.6). The estimate is the statistic on all samples.
+    the papers' formula (docs/science.md#analysis-recipe, step 5). The estimate is the statistic on all samples.
 
     Args:
         samples: tensor of shape ``(E, ...)``, one row per network.
@@ -90,8 +90,9 @@ def summarize_pair(pair: torch.Tensor, *, blocks: int | None = 50) -> PairSummar
     r"""Summarise one near-degenerate pair, given as ``(E, 2)`` eigenvalues per network.
 
     ``mean`` is the ensemble mean of both levels, ``mean_spacing`` the histogram-weighted
-    :math:`\langle S\rangle` of :math:`S = |x_1 - x_2|` (paper.md 5.3), and ``sigma``, ``center`` the E12 fit to
-    the pooled ``2E`` values (maximum likelihood, :func:`rmt_callbacks.fits.fit_pair_density`).
+    :math:`\langle S\rangle` of :math:`S = |x_1 - x_2|` (docs/science.md#analysis-recipe, step 3), and ``sigma``,
+    ``center`` the E12 fit to the pooled ``2E`` values (maximum likelihood,
+    :func:`rmt_callbacks.fits.fit_pair_density`).
 
     Args:
         pair: ``(E, 2)`` tensor, the pair's two eigenvalues in each network.
@@ -127,7 +128,9 @@ def summarize_pair(pair: torch.Tensor, *, blocks: int | None = 50) -> PairSummar
 
 
 def fit_slope_through_origin(x: torch.Tensor, y: torch.Tensor, err: torch.Tensor | None = None) -> tuple[float, float]:
-    r"""Weighted least-squares line through the origin, :math:`y = a x`, as the papers fit it (paper.md 5.7).
+    r"""Weighted least-squares line through the origin, :math:`y = a x`, as the papers fit it.
+
+    Step 6 of docs/science.md#analysis-recipe.
 
     .. math::
 

@@ -121,7 +121,8 @@ def l1_distance(values: torch.Tensor, law: SpectralLaw, *, bins: int | None = No
         TypeError: ``values`` is not a real floating tensor, ``law`` not a ``SpectralLaw``, ``bins`` not an int.
         ValueError: ``values`` is empty or has non-finite entries; ``bins < 1``.
 
-    References: Freedman & Diaconis, Z. Wahrsch. 57 (1981) 453; paper.md 3.8 (the L1 numbers quoted there).
+    References: Freedman & Diaconis, Z. Wahrsch. 57 (1981) 453; docs/science.md#reference-numbers (the L1
+    distances quoted there).
 
     Example:
         >>> from rmt_callbacks.laws import WignerSemicircle

@@ -18,7 +18,8 @@ Densities are floored at :math:`10^{-300}`, so a value far beyond the fitted tai
 The optimiser is Nelder–Mead (``scipy.optimize.minimize``) on the centre and the log-widths, started from the
 robust moments (median, and the E12 variance :math:`\tfrac32\sigma^2` equated to :math:`s^2`).
 
-References: arXiv:2407.16427 (E12 fits of every pair); arXiv:2412.20496 (Fig. 5, two species); paper.md 6.4.
+References: arXiv:2407.16427 (E12 fits of every pair); arXiv:2412.20496 (Fig. 5, two species);
+docs/science.md (E12, E30).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def fit_pair_density(eigs: torch.Tensor) -> PairDensityFit:
         TypeError: ``eigs`` is not a real floating tensor.
         ValueError: ``eigs`` has non-finite entries (the message gives how many).
 
-    References: arXiv:2407.16427; paper.md E12.
+    References: arXiv:2407.16427; docs/science.md, E12.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -117,7 +118,7 @@ def fit_two_species(eigs: torch.Tensor) -> TwoSpeciesFit:
         TypeError: ``eigs`` is not a real floating tensor.
         ValueError: ``eigs`` has non-finite entries (the message gives how many).
 
-    References: arXiv:2412.20496 (Fig. 5); paper.md 6.4 (E30, the project's parametrisation).
+    References: arXiv:2412.20496 (Fig. 5); docs/science.md, E30 (the project's parametrisation).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-r"""Fit of Wigner's semicircle (paper.md E11) by its first two moments."""
+r"""Fit of Wigner's semicircle (docs/science.md, E11) by its first two moments."""
 
 from __future__ import annotations
 

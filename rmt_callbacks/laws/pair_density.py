@@ -21,7 +21,7 @@ _SQRT2PI = math.sqrt(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class GOEPairDensity(SpectralLaw):
-    r"""Exact one-point density of a 2×2 GOE block, the papers' "N = 2 semicircle" (paper.md E12).
+    r"""Exact one-point density of a 2×2 GOE block, the papers' "N = 2 semicircle" (docs/science.md, E12).
 
     The marginal of :math:`P(\lambda_1, \lambda_2) \propto |\lambda_1 - \lambda_2|
     e^{-\sum_i (\lambda_i - \lambda_0)^2 / 2\sigma^2}`:
@@ -41,7 +41,7 @@ class GOEPairDensity(SpectralLaw):
         center: :math:`\lambda_0`.
         sigma: :math:`\sigma > 0`.
 
-    References: arXiv:2407.16427 (the authors' ``rho``); paper.md 2.7.
+    References: arXiv:2407.16427 (the authors' ``rho``); docs/science.md#pair-density.
 
     Example:
         >>> round(float(GOEPairDensity(center=1.3, sigma=0.7).pdf(0.0)), 6)
@@ -67,7 +67,7 @@ class GOEPairDensity(SpectralLaw):
 
 @dataclass(frozen=True)
 class TwoSpeciesPairDensity(SpectralLaw):
-    r"""One-point density of two levels with different confinement widths and one repulsion (paper.md E30).
+    r"""One-point density of two levels with different confinement widths and one repulsion (docs/science.md, E30).
 
     The marginal of :math:`P(\lambda_1, \lambda_2) \propto |\lambda_1 - \lambda_2|
     e^{-(\lambda_1-\lambda_0)^2/2\sigma_1^2 - (\lambda_2-\lambda_0)^2/2\sigma_2^2}`, averaged over the two
@@ -83,14 +83,14 @@ class TwoSpeciesPairDensity(SpectralLaw):
         + \sigma_2^2\phi_{\sigma_2}(u)\,\mathrm{erf}(u/\sqrt2\sigma_1)}{2Z}.
 
     For :math:`\sigma_1 = \sigma_2` it is exactly :class:`GOEPairDensity`. This parametrisation of the
-    two-species gas is the project's own (paper.md 6.4), not taken from the papers.
+    two-species gas is the project's own (docs/science.md#hidden-layer), not taken from the papers.
 
     Args:
         center: :math:`\lambda_0`.
         sigma1: width of the first species, :math:`> 0`.
         sigma2: width of the second species, :math:`> 0`.
 
-    References: arXiv:2412.20496 (Fig. 5, "generalised Wigner semicircle"); paper.md 6.4.
+    References: arXiv:2412.20496 (Fig. 5, "generalised Wigner semicircle"); docs/science.md, E30.
 
     Example:
         >>> goe = GOEPairDensity(center=0.5, sigma=0.3)

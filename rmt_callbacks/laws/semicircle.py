@@ -14,7 +14,7 @@ __all__ = ["WignerSemicircle"]
 
 @dataclass(frozen=True)
 class WignerSemicircle(SpectralLaw):
-    r"""Semicircle of centre :math:`\lambda_0` and radius :math:`R` (paper.md E11).
+    r"""Semicircle of centre :math:`\lambda_0` and radius :math:`R` (docs/science.md, E11).
 
     .. math::
 

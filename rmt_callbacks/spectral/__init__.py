@@ -26,7 +26,7 @@ mass :math:`1 - 1/q` at zero.
 unnormalised; :math:`s_i^2 = M x_i` for the non-zero Gram eigenvalues.
 
 **Symmetric part.** ``kind="symmetric"`` gives the eigenvalues of :math:`(W + W^\top)/2` of a square
-``W``: the matrix whose eigenvalues obey Dyson Brownian motion in the harmonic picture (paper.md 2.4).
+``W``: the matrix whose eigenvalues obey Dyson Brownian motion in the harmonic picture (docs/science.md, E5).
 
 **Ordering.** Every spectrum is returned in ascending order along the last dimension. (The papers list the
 eigenvalues of :math:`W^\top W` in descending order; reverse with ``.flip(-1)`` where that is needed.)
@@ -42,7 +42,7 @@ standardised variable), so that the unfolded levels have unit mean density; unfo
 :math:`s_i = \bar N(\lambda_{i+1}) - \bar N(\lambda_i)` are then rescaled to mean one per matrix. Spacing
 *ratios* :math:`r_i = \min(S_i, S_{i+1}) / \max(S_i, S_{i+1})` need no unfolding.
 
-**Near-degenerate pairs** (papers' definition, paper.md 2.7 and 5): for a pair of levels that share a target
+**Near-degenerate pairs** (papers' definition, docs/science.md#pair-density): for a pair of levels that share a target
 value, :math:`S = |x_i - x_{i+1}|` is taken per network and pooled over the ensemble; the normalised spacing
 is :math:`s = S / \langle S \rangle`, and :math:`\langle S \rangle` is the ensemble mean (or the papers'
 histogram-weighted mean).

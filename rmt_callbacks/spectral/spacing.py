@@ -209,7 +209,7 @@ def pair_spacings(eigs: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> torch
         TypeError: ``eigs`` is not a real floating tensor, or an index is not an int.
         ValueError: ``pairs`` is empty, or an index is out of range or repeated within a pair.
 
-    References: arXiv:2407.16427 (paper.md 2.7 and Section 5).
+    References: arXiv:2407.16427; docs/science.md#pair-density.
 
     Example:
         >>> pair_spacings(torch.tensor([5.0, 2.0, 1.5, 0.0]), [(1, 2), (0, 3)]).tolist()
@@ -253,7 +253,7 @@ def _edge(k: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
 
 
 def freedman_diaconis_edges(values: torch.Tensor) -> torch.Tensor:
-    r"""Bin edges of the papers' Freedman–Diaconis histogram (paper.md Section 5, step 2).
+    r"""Bin edges of the papers' Freedman–Diaconis histogram (docs/science.md#analysis-recipe, step 2).
 
     .. math::
 
@@ -284,7 +284,7 @@ def freedman_diaconis_edges(values: torch.Tensor) -> torch.Tensor:
 
 
 def histogram_mean(values: torch.Tensor) -> float:
-    r"""The papers' histogram-weighted mean :math:`\langle S \rangle` (paper.md Section 5, step 3).
+    r"""The papers' histogram-weighted mean :math:`\langle S \rangle` (docs/science.md#analysis-recipe, step 3).
 
     With the :func:`freedman_diaconis_edges` histogram, density heights :math:`h_k` and bin centres
     :math:`p_k`,

@@ -1,4 +1,4 @@
-"""Trajectory estimators against a simulated Dyson Brownian motion with known D (paper.md 7.1.4)."""
+"""Trajectory estimators against a simulated Dyson Brownian motion with known D (docs/science.md, E5)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rmt_callbacks.dynamics import (
 
 
 def _goe_increment(n: int, d: float, dt: float, batch: int, g: torch.Generator) -> torch.Tensor:
-    """GOE increments: diagonal variance 2·D·dt, off-diagonal D·dt (paper.md 2.4)."""
+    """GOE increments: diagonal variance 2·D·dt, off-diagonal D·dt (docs/science.md, E5)."""
     a = torch.randn(batch, n, n, generator=g, dtype=torch.float64) * math.sqrt(d * dt / 2.0)
     return a + a.transpose(-1, -2)
 

@@ -13,7 +13,7 @@ from rmt_callbacks.dynamics import fit_slope_through_origin, jackknife, summariz
 
 
 def _goe_pairs(n: int, center: float, sigma: float, seed: int) -> torch.Tensor:
-    """Eigenvalues (n, 2) of 2×2 GOE blocks: diagonal N(center, σ²), off-diagonal N(0, σ²/2) (paper.md 7.1.2)."""
+    """Eigenvalues (n, 2) of 2×2 GOE blocks: diagonal N(center, σ²), off-diagonal N(0, σ²/2) (docs/science.md, E10)."""
     g = torch.Generator().manual_seed(seed)
     d = center + sigma * torch.randn(n, 2, generator=g, dtype=torch.float64)
     off = sigma / math.sqrt(2.0) * torch.randn(n, generator=g, dtype=torch.float64)

@@ -102,8 +102,9 @@ def test_e30_recovers_its_parameters_and_beats_e12(sigma1: float, sigma2: float)
     truth = np.array([CENTER, sigma1, sigma2])
     se = _fisher_standard_errors(lambda c, s1, s2: TwoSpeciesPairDensity(center=c, sigma1=s1, sigma2=s2), truth, PAIRS)
     np.testing.assert_array_less(np.abs(np.array([two.center, two.sigma1, two.sigma2]) - truth), 5 * se)
-    # Width ratio 1.67 / 2: one species cannot follow the sharper peak and wider tails (paper.md 6.2 reports
-    # KS 0.023 against 0.0095); the two-species fit is within sampling error of its law.
+    # Width ratio 1.67 / 2: one species cannot follow the sharper peak and wider tails (the project's
+    # simulation in docs/science.md#reference-numbers: KS 0.023 against 0.0095); the two-species fit is within
+    # sampling error of its law.
     one = fit_pair_density(values)
     assert two.ks < 1.63 / math.sqrt(PAIRS) < one.ks
 

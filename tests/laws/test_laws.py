@@ -2,8 +2,8 @@
 
 Invariants (every law, several parameter sets): normalisation by ``scipy.integrate.quad`` (Marchenko–Pastur's
 atom included), cdf monotone from 0 to 1, pdf = d cdf/dx, pdf = 0 outside the support, cdf = ∫ pdf, dtype kept.
-References: scipy.stats distributions, closed-form moments, the numbers of paper.md (7.1.1, E14), and the
-one-point densities E12/E30 recomputed as numerical marginals of their two-level densities.
+References: scipy.stats distributions, closed-form moments, the numbers of docs/science.md (reference numbers,
+E14), and the one-point densities E12/E30 recomputed as numerical marginals of their two-level densities.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from reference_models import (
 )
 from reference_models.data import require_float, require_int, step_index_loader
 
-# paper.md 3.2: spectrum of K_phi for N = 10, m = 2, ascending (= descending x order).
+# docs/science.md, E20: spectrum of K_phi for N = 10, m = 2, ascending (= descending x order).
 PAPER_KAPPA = (4.0, 4.381966, 4.381966, 5.381966, 5.381966, 6.618034, 6.618034, 7.618034, 7.618034, 8.0)
 
 

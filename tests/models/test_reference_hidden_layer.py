@@ -1,4 +1,4 @@
-"""The hidden-layer network (paper.md 6, project design): (E28) step by step and the relaxation rates (E29)."""
+"""The hidden-layer network (docs/science.md, project design): (E28) step by step and the relaxation rates (E29)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class _EpochMeans(pl.Callback):
 
 
 def _fit_rate(t: np.ndarray, xi: np.ndarray) -> tuple[float, float, float]:
-    """ξ(t) = A (1 − B e^{−γ t})² from epoch 2 on (paper.md 6.3)."""
+    """ξ(t) = A (1 − B e^{−γ t})² from epoch 2 on (docs/science.md, E29)."""
     keep = t >= 2
 
     def model(t: np.ndarray, a: float, b: float, g: float) -> np.ndarray:
@@ -117,8 +117,9 @@ def test_squared_singular_values_relax_at_rates_z_squared(z: str, ratio: float) 
 
     Tolerance 3 % on rates and ratio: the fit form is the small-W₀ approximation of (E29), which biases the
     fitted ratio by +0.4 % (mat_1) and +1.4 % (mat_2) (seeds 0–3 gave 4.012–4.020 and 6.947–6.961: seed
-    spread ≈ 0.2 %; paper.md 6.2's independent simulation: 4.03 and 6.95). A ratio of z₁/z₂ (rates ∝ z: 2 and
-    2.62) or a single rate fails by far. The amplitude A → κ² = 4 to 0.5 % (fitted 4.001–4.008).
+    spread ≈ 0.2 %; the independent simulation in docs/science.md#reference-numbers: 4.03 and 6.95). A ratio
+    of z₁/z₂ (rates ∝ z: 2 and 2.62) or a single rate fails by far. The amplitude A → κ² = 4 to 0.5 % (fitted
+    4.001–4.008).
     """
     net = HiddenLayerNetwork(networks=500, z=z, lr=0.01, batch_size=16, noise=0.1, seed=0)
     rec = _EpochMeans(net)

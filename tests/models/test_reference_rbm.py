@@ -15,7 +15,8 @@ from reference_models import TARGET_X, GaussianRBM, fit_reference
 from reference_models.gaussian_rbm import pcd_sweep, rbm_surrogate_loss
 
 PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8))  # degenerate target pairs in descending-x order
-# paper.md 7.2.3, (α, |B|) = (0.1, 16): pair means, pair ⟨S⟩, singles (index, mean).
+# The authors' values at (α, |B|) = (0.1, 16) (docs/science.md#reference-numbers):
+# pair means, pair ⟨S⟩, singles (index, mean).
 PAIR_MEANS = (4.56, 3.52, 2.28, 1.27)
 PAIR_SPACINGS = (0.374, 0.362, 0.281, 0.208)
 SINGLES = ((0, 5.18), (9, 0.85))
@@ -248,12 +249,15 @@ def _stationary_x(lr: float, batch_size: int, networks: int, steps: int, seed: i
 
 
 def _check_against_paper(x: np.ndarray, *, modes: tuple[int, ...] = tuple(range(10)), slack: float = 0.02) -> None:
-    """paper.md 7.2.3 at (α, |B|) = (0.1, 16): pair means, singles and ⟨S⟩ per pair, for the pairs/singles in ``modes``.
+    """The authors' pair means, singles and ⟨S⟩ per pair at (α, |B|) = (0.1, 16), for the pairs/singles in ``modes``.
+
+    Reference values: docs/science.md#reference-numbers.
 
     Tolerances: 4 standard errors of the ensemble mean (from the sample itself) plus ``slack`` = 0.02 for the
     reference values' own accuracy (quoted to ±0.02). For ⟨S⟩ the spacing of a β = 1 pair has
     std/mean = √(4/π − 1) = 0.52, so its mean over E networks has relative error 0.52/√E; we allow 4 of them
-    plus 5 % for the reference's own ±2–5 % (histogram-weighted vs plain mean, run length, paper.md 3.8).
+    plus 5 % for the reference's own ±2–5 % (histogram-weighted vs plain mean, run length;
+    docs/science.md#reference-numbers).
     """
     e = x.shape[0]
     pairs = [(p, ref, s) for p, ref, s in zip(PAIRS, PAIR_MEANS, PAIR_SPACINGS, strict=True) if p[0] in modes]
@@ -267,7 +271,7 @@ def _check_against_paper(x: np.ndarray, *, modes: tuple[int, ...] = tuple(range(
 
 
 def test_small_ensemble_reaches_the_papers_stationary_spectrum() -> None:
-    """128 networks, 3000 steps: the four pairs and the κ = 4 single against paper.md 7.2.3.
+    """128 networks, 3000 steps: the four pairs and the κ = 4 single against the authors' values.
 
     The κ = 8 single is left to the slow test: its x grows multiplicatively (W ← W(1 + α(K⁻¹ − Ĉ)) keeps
     small directions small) at 2α(1/κ − 1/μ²) ≈ 0.0028 per step from initial values that reach 1e-6 in a few
@@ -285,11 +289,11 @@ def test_large_ensemble_matches_the_paper_with_float64_noise() -> None:
 
 @pytest.mark.slow
 def test_linear_scaling_rule_same_alpha_over_b_same_spectrum() -> None:
-    """(0.1, 16) and (0.05, 8) share α/|B| = 0.00625 and so their stationary spectra (paper.md 7.2.2)."""
+    """(0.1, 16) and (0.05, 8) share α/|B| = 0.00625 and so their stationary spectra (docs/science.md)."""
     e = 400
     x1 = _stationary_x(0.1, 16, networks=e, steps=7000, seed=2, float32_noise=True)
     x2 = _stationary_x(0.05, 8, networks=e, steps=14000, seed=3, float32_noise=True)  # half the rate per step
-    for i in range(10):  # two independent ensembles: 4 combined standard errors, plus 0.01 (paper.md 7.2.2)
+    for i in range(10):  # two independent ensembles: 4 combined standard errors, plus 0.01 (docs/science.md)
         se = math.sqrt((x1[:, i].var() + x2[:, i].var()) / e)
         assert abs(x1[:, i].mean() - x2[:, i].mean()) < 4 * se + 0.01, (i, x1[:, i].mean(), x2[:, i].mean())
     for i, j in PAIRS:  # ratio of two means with 0.52/√E relative error each

@@ -111,15 +111,15 @@ def _runs(lr: float, batch: int, eps: float, runs: int, networks: int, steps: in
 
 
 def test_stationary_singular_values_match_e27() -> None:
-    """Mean singular value 2 and ⟨S⟩ against (E27) (paper.md 7.3.1–2), (α, |B|, ε) = (0.1, 16, 0.1).
+    """Mean singular value 2 and ⟨S⟩ against (E27) (docs/science.md#reference-numbers), (α, |B|, ε) = (0.1, 16, 0.1).
 
     The data set is shared by all networks of a run, so a run's ⟨S⟩ carries a run-level factor set by the
     last ~1/α mini-batches: σ² ∝ 1/λ_eff with λ_eff an average of x x^T over ≈ (2 − α)|B|/(2α) samples, i.e. a
     relative spread ≈ √(α/((2 − α)|B|)) = 5.7 % here (16 runs × 500 networks: 5.2 % observed). Averaging 8 runs
     (independent data sets) and 500 networks each (spacing std/mean = 0.52 per network):
     se = √((0.057² + 0.52²/500)/8) = 2.2 %; we allow 4 se plus 2 % for the non-linear (Jensen) bias of
-    averaging 1/λ_eff (paper.md 4.4 finds 0.97–1.03 single-run ratios). The mean relaxes at rate α per
-    step (τ = 10 steps), so 300 steps are stationary.
+    averaging 1/λ_eff (the released data give 0.97–1.03 single-run ratios,
+    docs/science.md#reference-numbers). The mean relaxes at rate α per step (τ = 10 steps), so 300 steps are stationary.
     """
     lr, batch, runs, networks = 0.1, 16, 8, 500
     ratios, centres = _runs(lr, batch, 0.1, runs=runs, networks=networks, steps=300)
@@ -131,7 +131,7 @@ def test_stationary_singular_values_match_e27() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("lr", "batch", "eps"), [(0.1, 16, 0.1), (0.1, 64, 0.1), (0.1, 16, 0.05), (0.2, 8, 0.1)])
 def test_e27_over_the_papers_settings(lr: float, batch: int, eps: float) -> None:
-    """paper.md 7.3.2 settings, 10 data sets × 1000 networks × 2 epochs; error from the run-to-run scatter."""
+    """Settings from docs/science.md; 10 data sets × 1000 networks × 2 epochs; error from the run-to-run scatter."""
     ratios, centres = _runs(lr, batch, eps, runs=10, networks=1000, steps=1000)
     assert abs(centres.mean() - 2.0) < 4 * centres.std() / math.sqrt(centres.size), centres.mean()
     assert abs(ratios.mean() - 1) < 4 * ratios.std(ddof=1) / math.sqrt(ratios.size) + 0.02, ratios

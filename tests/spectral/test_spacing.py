@@ -1,4 +1,4 @@
-"""Spacings, unfolding and ratios against the classical ensembles, and the papers' pair statistics (paper.md 7.1)."""
+"""Spacings, unfolding and ratios against the classical ensembles, and the papers' pair statistics (docs/science.md)."""
 
 from __future__ import annotations
 
@@ -150,11 +150,11 @@ def _goe_pairs(n: int, center: float, sigma: float, seed: int) -> torch.Tensor:
     return torch.linalg.eigvalsh(h)
 
 
-def test_pair_spacing_of_2x2_goe_blocks_paper_7_1_2() -> None:
+def test_pair_spacing_of_2x2_goe_blocks() -> None:
     center, sigma = 1.3, 0.7
     eigs = _goe_pairs(200_000, center, sigma, seed=7)
     s = pair_spacings(eigs, [(1, 0)])[:, 0]
-    # paper.md 7.1.2: <S> = sqrt(pi) sigma to 1% with 2e5 samples (the standard error is 0.12%)
+    # docs/science.md#reference-numbers: <S> = sqrt(pi) sigma to 1% with 2e5 samples (the standard error is 0.12%)
     assert float(s.mean()) == pytest.approx(math.sqrt(math.pi) * sigma, rel=0.01)
     assert histogram_mean(s) == pytest.approx(math.sqrt(math.pi) * sigma, rel=0.01)
     assert float(eigs.std()) == pytest.approx(sigma * math.sqrt(1.5), rel=0.01)
@@ -180,7 +180,7 @@ def test_pair_spacings_reject_bad_pairs(pairs: list, error: type[Exception], mat
 
 
 def _numpy_histogram_mean(y: np.ndarray) -> tuple[float, np.ndarray]:
-    """The authors' recipe (paper.md Section 5, steps 2-3), written directly with numpy."""
+    """The authors' recipe (docs/science.md#analysis-recipe, steps 2-3), written directly with numpy."""
     q75, q25 = np.percentile(y, [75, 25])
     width = 2 * (q75 - q25) / len(y) ** (1 / 3)
     bins = max(int(np.floor((y.max() - y.min()) / width)), 1) if width > 0 else 1
