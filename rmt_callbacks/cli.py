@@ -2,7 +2,10 @@
 
 ``rmt-reproduce all`` runs every figure (``fig2`` … ``fig5``); ``rbm``, ``ts2x2`` and ``hidden`` run single
 experiments for scripting. Each writes PNG figures and ``summary.json`` into ``--out`` and logs an MLflow run per
-experiment into ``--tracking-uri`` (default: the embedded ``sqlite:///mlflow.db``).
+experiment into ``--tracking-uri`` (default: the embedded ``sqlite:///mlflow.db``); a command that spans several
+runs nests them under a parent run holding its figures and ``summary.json``. It prints one line per finished
+experiment (its name, steps, seconds, folder and MLflow run) and, when stderr is a terminal, one progress bar
+per experiment while it trains.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ def _common(quick_default: bool = True) -> argparse.ArgumentParser:
         "--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: sqlite:///mlflow.db)"
     )
     common.add_argument("--experiment", default="rmt-reproduce", help="MLflow experiment name")
-    common.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
+    common.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar even on a terminal (the line per finished experiment is still printed)",
+    )
     common.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
     common.add_argument(
         "--threads",
@@ -60,23 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     for name, text in (
         ("all", "every figure below"),
-        ("fig2", "RBM spectra at three learning rates with targets, and the E12 close-up"),
+        ("fig2", "RBM spectra at three learning rates with targets, and one pair's 2×2 GOE density close-up"),
         ("fig3", "RBM spacings collapsing on the β = 1 surmise, and ⟨S⟩ against √(α(μ² − κ)/|B|)"),
-        ("fig4", "hidden-layer network: dynamics of the squared singular values, with fits"),
-        ("fig5", "hidden-layer network: stationary density with one- and two-species fits"),
+        ("fig4", "hidden-layer network: dynamics of the squared singular values, with fits (arXiv:2412.20496)"),
+        ("fig5", "hidden-layer network: stationary density with one- and two-species fits (arXiv:2412.20496)"),
         ("scaling", "the linear scaling rule over the RBM and teacher–student grids, as nested MLflow runs"),
     ):
         sub.add_parser(name, parents=[common], help=text)
-    rbm = sub.add_parser("rbm", parents=[common], help="one Gaussian RBM experiment (paper.md 3)")
+    rbm = sub.add_parser("rbm", parents=[common], help="one Gaussian RBM experiment (arXiv:2407.16427)")
     rbm.add_argument("--lr", type=_positive(float), default=0.1)
     rbm.add_argument("--batch-size", type=_positive(int), default=16)
     rbm.add_argument("--steps", type=_positive(int), default=None, help="SGD steps (default: set by --quick/--full)")
-    ts = sub.add_parser("ts2x2", parents=[common], help="one 2×2 teacher–student experiment (paper.md 4)")
+    ts = sub.add_parser("ts2x2", parents=[common], help="one 2×2 teacher–student experiment (arXiv:2407.16427)")
     ts.add_argument("--lr", type=_positive(float), default=0.1)
     ts.add_argument("--batch-size", type=_positive(int), default=16)
     ts.add_argument("--noise", type=_positive(float), default=0.1, help="noise strength ε")
     ts.add_argument("--epochs", type=_positive(int), default=10, help="epochs of 500 mini-batches (default: 10)")
-    hidden = sub.add_parser("hidden", parents=[common], help="hidden-layer network, rates and density (paper.md 6)")
+    hidden = sub.add_parser(
+        "hidden", parents=[common], help="hidden-layer network, rates and density (arXiv:2412.20496, Figs. 4-5)"
+    )
     hidden.add_argument("--z", choices=("mat_1", "mat_2"), default="mat_1")
     hidden.add_argument("--epochs", type=_positive(int), default=100, help="epochs of the dynamics run (default: 100)")
     hidden.add_argument(
@@ -91,11 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from .reproduce import commands
+    from .reproduce.console import console
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    summary_path = commands.run(args)
-    print(f"rmt-reproduce {args.command}: wrote {summary_path} in {time.perf_counter() - start:.0f} s")
+    with console():
+        summary_path = commands.run(args)
+    print(
+        f"rmt-reproduce {args.command}: wrote {summary_path} in {time.perf_counter() - start:.0f} s; "
+        f"MLflow experiment {args.experiment!r} in {args.tracking_uri}"
+    )
     return 0
 
 

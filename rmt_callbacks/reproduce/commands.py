@@ -1,26 +1,34 @@
-"""What each ``rmt-reproduce`` subcommand runs, at ``--quick`` or ``--full`` sizes."""
+"""What each ``rmt-reproduce`` subcommand runs, at ``--quick`` or ``--full`` sizes, and how it lands in MLflow.
+
+``rbm`` and ``ts2x2`` are one MLflow run each. Every other command opens a parent run named after itself;
+its training runs nest under it (MLflow's UI groups them), and it holds what spans several of them: the
+figures written to ``--out`` (``figures/*.png``), the whole ``summary.json``, and the fits over the grid
+(``summary/<name>`` metrics).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .hidden import HiddenSizes, run_hidden
 from .rbm import MU2, PAIRS, RBMResult, run_rbm, scaling_fit
-from .runs import Settings, write_summary
+from .runs import Outcome, Settings, parent_run, record, write_summary
 from .teacher_student import run_ts2x2
 
-__all__ = ["ALPHA_SCAN", "BATCH_SCAN", "Sizes", "run"]
+__all__ = ["ALPHA_SCAN", "BATCH_SCAN", "NESTED", "Sizes", "run"]
 
-#: The papers' RBM grid (paper.md 3.5): α scan at |B| = 16 and |B| scan at α = 0.1.
+#: The authors' RBM grid for arXiv:2407.16427 (docs/science.md#reference-numbers): α scan at |B| = 16 and |B| scan
+#: at α = 0.1.
 ALPHA_SCAN = ((0.01, 16), (0.02, 16), (0.04, 16), (0.06, 16), (0.08, 16), (0.1, 16))
 BATCH_SCAN = ((0.1, 4), (0.1, 8), (0.1, 32), (0.1, 64))
 FIG2_SETTINGS = ((0.01, 16), (0.04, 16), (0.08, 16))
+HIDDEN_ZS = ("mat_1", "mat_2")
 
 
 @dataclass(frozen=True)
@@ -64,13 +72,13 @@ FULL = Sizes(
 )
 
 
-def _settings(args: argparse.Namespace, out: Path | None = None) -> Settings:
+def _settings(args: argparse.Namespace) -> Settings:
     return Settings(
-        out=out or args.out,
+        out=args.out,
         seed=args.seed,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),
         accelerator=args.accelerator,
     )
 
@@ -82,68 +90,74 @@ def _sizes(args: argparse.Namespace) -> Sizes:
 def run(args: argparse.Namespace) -> Path:
     """Run the subcommand in ``args``; return the path of the ``summary.json`` it wrote."""
     start = time.perf_counter()
-    summary = _COMMANDS[args.command](args)
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    summary["sizes"] = "full" if args.full else "quick"
-    return write_summary(args.out, summary)
+    settings = _settings(args)
+    sizes = "full" if args.full else "quick"
+    parent = parent_run(settings, args.command) if args.command in NESTED else None
+    if parent is not None:
+        settings = replace(settings, out=args.out / "runs", parent_run_id=parent.run_id)
+    try:
+        outcome = _COMMANDS[args.command](args, settings)
+    except BaseException:
+        if parent is not None:
+            parent.logger.finalize("failed")
+        raise
+    summary = {**outcome.summary, "seconds": round(time.perf_counter() - start, 1), "sizes": sizes}
+    if parent is None:
+        return write_summary(args.out, summary)
+    params = {"sizes": sizes, "seed": args.seed, **outcome.params}
+    return record(parent, args.out, summary=summary, metrics=outcome.metrics, params=params, figures=outcome.figures)
 
 
-def _rbm(args: argparse.Namespace) -> dict[str, Any]:
+def _rbm(args: argparse.Namespace, settings: Settings) -> Outcome:
     sizes = _sizes(args)
     networks = args.networks or sizes.rbm_networks
     steps = args.steps or sizes.rbm_steps(args.lr)
-    result = run_rbm(args.lr, args.batch_size, steps, networks, _settings(args), float32_noise=sizes.rbm_float32_noise)
+    result = run_rbm(args.lr, args.batch_size, steps, networks, settings, float32_noise=sizes.rbm_float32_noise)
     np.savez(args.out / "eigenvalues.npz", eigenvalues=result.x)
-    return {**result.summary(), "steps": steps}
+    return Outcome({**result.summary(), "steps": steps})
 
 
-def _ts2x2(args: argparse.Namespace) -> dict[str, Any]:
+def _ts2x2(args: argparse.Namespace, settings: Settings) -> Outcome:
     networks = args.networks or _sizes(args).ts_networks
-    return run_ts2x2(args.lr, args.batch_size, args.noise, networks, _settings(args), epochs=args.epochs)
-
-
-def _hidden(args: argparse.Namespace) -> dict[str, Any]:
-    return _run_hidden_figures(args, (args.z,))["hidden"]
+    return Outcome(run_ts2x2(args.lr, args.batch_size, args.noise, networks, settings, epochs=args.epochs))
 
 
 def _rbm_grid(
-    args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...], settings: Settings | None = None
+    args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...], settings: Settings
 ) -> list[RBMResult]:
     sizes = _sizes(args)
     networks = args.networks or sizes.rbm_networks
-    settings = settings or _settings(args, args.out / "runs")
     return [
         run_rbm(lr, bs, sizes.rbm_steps(lr), networks, settings, figures=False, float32_noise=sizes.rbm_float32_noise)
         for lr, bs in settings_list
     ]
 
 
-def _fig2(args: argparse.Namespace, results: list[RBMResult] | None = None) -> dict[str, Any]:
+def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
+    from ..laws import GOEPairDensity
     from .figures import pair_density_figure, rbm_spectra_figure
 
-    results = results or _rbm_grid(args, FIG2_SETTINGS)
+    results = results or _rbm_grid(args, FIG2_SETTINGS, settings)
     chosen = [r for r in results if (r.lr, r.batch_size) in FIG2_SETTINGS]
     kappa = chosen[0].kappa
     spectra = {f"α = {r.lr:g}, |B| = {r.batch_size}": MU2 - r.x for r in chosen}
-    fig = rbm_spectra_figure(spectra, kappa, xlabel="λ = μ² − x")
-    fig.savefig(args.out / "fig2_rbm_spectra.png", dpi=120)
     closeup = chosen[-1]
     i, j = PAIRS[0]
     pair = closeup.pairs[0]
-    from ..laws import GOEPairDensity
-
     law = GOEPairDensity(center=MU2 - pair.center, sigma=pair.sigma)
-    fig = pair_density_figure(
-        MU2 - closeup.x[:, [i, j]], {"E12 fit": law}, title=f"pair κ = {kappa[i]:.3f}", xlabel="λ = μ² − x"
-    )
-    fig.savefig(args.out / "fig2_pair_closeup.png", dpi=120)
-    return {"fig2": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in chosen}}
+    figures = {
+        "fig2_rbm_spectra": rbm_spectra_figure(spectra, kappa, xlabel="λ = μ² − x"),
+        "fig2_pair_closeup": pair_density_figure(
+            MU2 - closeup.x[:, [i, j]], {"E12 fit": law}, title=f"pair κ = {kappa[i]:.3f}", xlabel="λ = μ² − x"
+        ),
+    }
+    return Outcome({"fig2": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in chosen}}, figures)
 
 
-def _fig3(args: argparse.Namespace, results: list[RBMResult] | None = None) -> dict[str, Any]:
+def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
     from .figures import spacing_figure
 
-    results = results or _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN)
+    results = results or _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
     fit = scaling_fit(results)
     x = np.concatenate([r.predictor for r in results])
     y = np.array([p.mean_spacing for r in results for p in r.pairs])
@@ -154,18 +168,13 @@ def _fig3(args: argparse.Namespace, results: list[RBMResult] | None = None) -> d
         (x, y, err, fit["a_fit_mean_spacing"], fit["a_fit_mean_spacing_err"]),
         xlabel=r"$\sqrt{\alpha(\mu^2-\kappa)/|B|}$",
     )
-    fig.savefig(args.out / "fig3_spacings.png", dpi=120)
     pooled = np.concatenate([r.normalised_spacings for r in results])
-    return {
-        "fig3": {
-            **fit,
-            "mean_s2": float((pooled**2).mean()),
-            "settings": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in results},
-        }
-    }
+    measured = {**fit, "mean_s2": float((pooled**2).mean())}
+    settings_summary = {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in results}
+    return Outcome({"fig3": {**measured, "settings": settings_summary}}, {"fig3_spacings": fig}, measured)
 
 
-def _run_hidden_figures(args: argparse.Namespace, zs: tuple[str, ...]) -> dict[str, Any]:
+def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[str, ...]) -> Outcome:
     from ..laws import GOEPairDensity, TwoSpeciesPairDensity
     from .figures import dynamics_figure, two_species_figure
 
@@ -176,11 +185,7 @@ def _run_hidden_figures(args: argparse.Namespace, zs: tuple[str, ...]) -> dict[s
         density_networks=args.networks or sizes.density_networks,
         density_steps=getattr(args, "steps", None) or sizes.density_steps,
     )
-    results = {z: run_hidden(z, sizes, _settings(args, args.out / "runs")) for z in zs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    dynamics_figure({f"Z = {z}": r["trajectory"] for z, r in results.items()}).savefig(
-        args.out / "fig4_hidden_dynamics.png", dpi=120
-    )
+    results = {z: run_hidden(z, sizes, settings) for z in zs}
     panels = {}
     for z, r in results.items():
         values, one, two = r["density"]
@@ -190,35 +195,51 @@ def _run_hidden_figures(args: argparse.Namespace, zs: tuple[str, ...]) -> dict[s
         if two.converged:
             fits["two species (E30)"] = TwoSpeciesPairDensity(center=two.center, sigma1=two.sigma1, sigma2=two.sigma2)
         panels[f"Z = {z}"] = (values, fits)
-    two_species_figure(panels, xlabel="singular value").savefig(args.out / "fig5_hidden_density.png", dpi=120)
+    figures = {
+        "fig4_hidden_dynamics": dynamics_figure({f"Z = {z}": r["trajectory"] for z, r in results.items()}),
+        "fig5_hidden_density": two_species_figure(panels, xlabel="singular value"),
+    }
     summaries = {z: r["summary"] for z, r in results.items()}
-    return {"hidden": summaries if len(zs) > 1 else summaries[zs[0]]}
+    return Outcome({"hidden": summaries if len(zs) > 1 else summaries[zs[0]]}, figures)
 
 
-def _scaling(args: argparse.Namespace) -> dict[str, Any]:
+def _hidden(args: argparse.Namespace, settings: Settings) -> Outcome:
+    outcome = _hidden_figures(args, settings, (args.z,))
+    return replace(outcome, summary=outcome.summary["hidden"])
+
+
+def _scaling(args: argparse.Namespace, settings: Settings) -> Outcome:
     from .scaling import run_scaling
 
-    def grid(settings: Settings) -> list[RBMResult]:
-        return _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
+    def grid(child: Settings) -> list[RBMResult]:
+        return _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, child)
 
     sizes = _sizes(args)
     ts_networks = args.networks or sizes.ts_networks
-    return {"scaling": run_scaling(grid, ts_networks, _settings(args), ts_epochs=sizes.ts_epochs)}
+    outcome = run_scaling(grid, ts_networks, settings, ts_epochs=sizes.ts_epochs)
+    return replace(outcome, summary={"scaling": outcome.summary})
 
 
-def _all(args: argparse.Namespace) -> dict[str, Any]:
-    results = _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN)
-    return {**_fig2(args, results), **_fig3(args, results), **_run_hidden_figures(args, ("mat_1", "mat_2"))}
+def _all(args: argparse.Namespace, settings: Settings) -> Outcome:
+    results = _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
+    parts = (_fig2(args, settings, results), _fig3(args, settings, results), _hidden_figures(args, settings, HIDDEN_ZS))
+    return Outcome(
+        summary={k: v for p in parts for k, v in p.summary.items()},
+        figures={k: v for p in parts for k, v in p.figures.items()},
+        metrics={k: v for p in parts for k, v in p.metrics.items()},
+    )
 
 
 _COMMANDS = {
     "all": _all,
     "fig2": _fig2,
     "fig3": _fig3,
-    "fig4": lambda a: _run_hidden_figures(a, ("mat_1", "mat_2")),
-    "fig5": lambda a: _run_hidden_figures(a, ("mat_1", "mat_2")),
+    "fig4": lambda a, s: _hidden_figures(a, s, HIDDEN_ZS),
+    "fig5": lambda a, s: _hidden_figures(a, s, HIDDEN_ZS),
     "scaling": _scaling,
     "rbm": _rbm,
     "ts2x2": _ts2x2,
     "hidden": _hidden,
 }
+#: Commands that span several training runs: each opens a parent run that nests them.
+NESTED = frozenset(_COMMANDS) - {"rbm", "ts2x2"}

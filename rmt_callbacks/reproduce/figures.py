@@ -1,4 +1,7 @@
-"""The reproduction's figures (paper.md 3.7, 6.3, 6.4): matplotlib only here, on the Agg backend.
+"""The reproduction's figures: matplotlib only here, on the Agg backend.
+
+The RBM spectra and spacing figures follow arXiv:2407.16427's (docs/science.md#gaussian-rbm); the hidden-layer
+figures are Figs. 4–5 of arXiv:2412.20496 (docs/science.md#hidden-layer).
 
 Every function takes plain arrays and fitted laws and returns a closed-over ``Figure``; nothing is shown or saved.
 """
@@ -33,7 +36,7 @@ def _fd_bins(values: np.ndarray) -> int:
 
 
 def rbm_spectra_figure(spectra: Mapping[str, np.ndarray], targets: Sequence[float], *, xlabel: str) -> Figure:
-    """Pooled spectral histograms, one panel per setting, with dashed lines at the targets (paper.md 3.6).
+    """Pooled spectral histograms, one panel per setting, with dashed lines at the targets (arXiv:2407.16427).
 
     Each value is an ``(E, n)`` array of one setting's levels. As in the papers, the bin width is the
     Freedman–Diaconis width of the first level's distribution, applied over the pooled range.
@@ -69,7 +72,7 @@ def pair_density_figure(values: np.ndarray, fits: Mapping[str, SpectralLaw], *, 
 
 
 def two_species_figure(panels: Mapping[str, tuple[np.ndarray, Mapping[str, SpectralLaw]]], *, xlabel: str) -> Figure:
-    """One panel per case: histogram and the one- and two-species fits (paper.md 6.4, Fig. 5)."""
+    """One panel per case: histogram and the one- and two-species fits (arXiv:2412.20496, Fig. 5)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for ax, (title, (values, fits)) in zip(axes[0], panels.items(), strict=True):
         values = values.ravel()
@@ -122,7 +125,7 @@ def dynamics_figure(
 ) -> Figure:
     """Squared singular values against epoch: ``shown`` networks thin, the ensemble mean solid, fits dashed.
 
-    Each panel is ``(epochs (T,), squared singular values (E, T, 2), fitted curves (T, 2))`` (paper.md 6.3).
+    Each panel is ``(epochs (T,), squared singular values (E, T, 2), fitted curves (T, 2))`` (arXiv:2412.20496, Fig. 4).
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for ax, (title, (t, xi, fitted)) in zip(axes[0], panels.items(), strict=True):

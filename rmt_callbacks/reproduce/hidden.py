@@ -1,13 +1,13 @@
-"""The linear hidden-layer network (paper.md 6, the project's design): relaxation rates and stationary density.
+"""The linear hidden-layer network behind Figs. 4–5 of arXiv:2412.20496: relaxation rates and stationary density.
 
-Fig. 4: the ensemble-mean squared singular values :math:`\\xi_i(t)` relax at rates :math:`\\gamma_i \\propto
-z_i^2` (E29); we fit :math:`\\xi(t) = A(1 - B e^{-\\gamma t})^2` from epoch 2 on. Fig. 5: the pooled stationary
-singular values are fitted with the one-species (E12) and two-species (E30) pair densities.
+The model is this project's design (docs/science.md#hidden-layer); the labels (E12), (E29), (E30) are docs/science.md's.
+Fig. 4: the ensemble-mean squared singular values :math:`\\xi_i(t)` relax at rates :math:`\\gamma_i \\propto z_i^2`
+(E29); we fit :math:`\\xi(t) = A(1 - B e^{-\\gamma t})^2` from epoch 2 on. Fig. 5: the pooled stationary singular
+values are fitted with the one-species (E12) and two-species (E30) pair densities.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ __all__ = ["HiddenSizes", "fit_relaxation", "run_hidden"]
 
 @dataclass(frozen=True)
 class HiddenSizes:
-    """Ensemble sizes and lengths of the two hidden-layer experiments (defaults: paper.md 6.2)."""
+    """Ensemble sizes and lengths of the two hidden-layer experiments (defaults: docs/science.md#hidden-layer)."""
 
     dynamics_networks: int = 500
     dynamics_epochs: int = 100
@@ -67,33 +67,32 @@ def _record_trajectory(model: Any, epochs: int, steps_per_epoch: int, settings: 
             if trainer.global_step % steps_per_epoch == 0:
                 snapshots.append(pl_module.singular_values().detach().cpu() ** 2)
 
-    logger = train(model, epochs * steps_per_epoch, settings, run_name=name, extra_callbacks=[_Snapshots()])
-    return logger, torch.stack(snapshots, dim=1).to(torch.float64).numpy()
+    run = train(model, epochs * steps_per_epoch, settings, run_name=name, extra_callbacks=[_Snapshots()])
+    return run, torch.stack(snapshots, dim=1).to(torch.float64).numpy()
 
 
 def run_hidden(z: str, sizes: HiddenSizes, settings: Settings) -> dict[str, Any]:
-    """Both hidden-layer experiments for one fixed layer ``z`` (``"mat_1"`` or ``"mat_2"``)."""
+    """Both hidden-layer experiments for one fixed layer ``z`` (``"mat_1"`` or ``"mat_2"``), each an MLflow run."""
+    dynamics, trajectory = _run_dynamics(z, sizes, settings)
+    density, fits = _run_density(z, sizes, settings)
+    return {"summary": {**dynamics, **density}, "trajectory": trajectory, "density": fits}
+
+
+def _run_dynamics(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
+    """Fig. 4's run: fitted relaxation rates (metrics) against the predicted ones (params)."""
     from reference_models import HiddenLayerNetwork
 
-    dyn = HiddenLayerNetwork(
+    model = HiddenLayerNetwork(
         networks=sizes.dynamics_networks, z=z, lr=0.01, batch_size=16, noise=0.1, seed=settings.seed
     )
-    spe = dyn.steps_per_epoch
-    logger, xi = _record_trajectory(dyn, sizes.dynamics_epochs, spe, settings, f"hidden_{z}_dynamics")
+    name = f"hidden_{z}_dynamics"
+    run, xi = _record_trajectory(model, sizes.dynamics_epochs, model.steps_per_epoch, settings, name)
     t = np.arange(xi.shape[1], dtype=np.float64)
     mean = xi.mean(axis=0)  # (T, 2), column 0 the smaller squared singular value
     fits = [fit_relaxation(t, mean[:, k]) for k in range(2)]
     rates = sorted((f[2] for f in fits), reverse=True)
-    predicted = sorted(dyn.predicted_rates(), reverse=True)
+    predicted = sorted(model.predicted_rates(), reverse=True)
     fitted = np.stack([f[0] * (1 - f[1] * np.exp(-f[2] * t)) ** 2 for f in fits], axis=1)
-    record(logger, settings.out / f"hidden_{z}_dynamics", metrics={"rate_fast": rates[0], "rate_slow": rates[1]})
-
-    den = HiddenLayerNetwork(
-        networks=sizes.density_networks, z=z, lr=0.1, batch_size=16, noise=0.1, seed=settings.seed + 1
-    )
-    logger = train(den, sizes.density_steps, settings, run_name=f"hidden_{z}_density")
-    sv = den.singular_values().detach().to("cpu", torch.float64).reshape(-1)
-    one, two = fit_pair_density(sv), fit_two_species(sv)
     summary = {
         "z": z,
         "rates": rates,
@@ -101,6 +100,28 @@ def run_hidden(z: str, sizes: HiddenSizes, settings: Settings) -> dict[str, Any]
         "rate_ratio": rates[0] / rates[1],
         "predicted_rate_ratio": predicted[0] / predicted[1],
         "amplitudes": [f[0] for f in fits],
+    }
+    metrics = {"rate_fast": rates[0], "rate_slow": rates[1], "rate_ratio": summary["rate_ratio"]}
+    metrics.update({f"amplitude_mode{k + 1}": f[0] for k, f in enumerate(fits)})
+    params = {"predicted_rate_fast": predicted[0], "predicted_rate_slow": predicted[1]}
+    params["predicted_rate_ratio"] = summary["predicted_rate_ratio"]
+    record(run, settings.out / name, summary=summary, metrics=metrics, params=params)
+    return summary, (t, xi, fitted)
+
+
+def _run_density(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """Fig. 5's run: one- and two-species fits to the pooled stationary singular values."""
+    from reference_models import HiddenLayerNetwork
+
+    model = HiddenLayerNetwork(
+        networks=sizes.density_networks, z=z, lr=0.1, batch_size=16, noise=0.1, seed=settings.seed + 1
+    )
+    name = f"hidden_{z}_density"
+    run = train(model, sizes.density_steps, settings, run_name=name)
+    sv = model.singular_values().detach().to("cpu", torch.float64).reshape(-1)
+    one, two = fit_pair_density(sv), fit_two_species(sv)
+    summary = {
+        "z": z,
         "ks_one_species": one.ks,
         "ks_two_species": two.ks,
         "sigma_one_species": one.sigma,
@@ -108,6 +129,6 @@ def run_hidden(z: str, sizes: HiddenSizes, settings: Settings) -> dict[str, Any]
         "sigma2": two.sigma2,
         "center": two.center,
     }
-    metrics = {k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)}
-    record(logger, settings.out / f"hidden_{z}_density", metrics=metrics, arrays={"singular_values": sv.numpy()})
-    return {"summary": summary, "trajectory": (t, xi, fitted), "density": (sv.numpy(), one, two)}
+    metrics = {k: v for k, v in summary.items() if k != "z"}
+    record(run, settings.out / name, summary=summary, metrics=metrics, arrays={"singular_values": sv.numpy()})
+    return summary, (sv.numpy(), one, two)

@@ -1,4 +1,4 @@
-"""The Gaussian RBM experiments (paper.md 3): one setting, the α and |B| grids, Figs. 2 and 3.
+"""The Gaussian RBM experiments of arXiv:2407.16427 (docs/science.md#gaussian-rbm): one setting, the α and |B| grids.
 
 Eigenvalues ``x`` of :math:`W^\\top W` are handled in the papers' descending order; the four doubly
 degenerate target pairs sit at indices (1, 2), (3, 4), (5, 6), (7, 8) and the two single modes at 0 and 9.
@@ -69,19 +69,26 @@ class RBMResult:
         }
 
     def metrics(self) -> dict[str, float]:
-        """Flat MLflow metrics: ``pair{k}/…`` and ``single{k}/…``."""
+        """The measured numbers as flat names: ``pair{k}_<statistic>``, ``single{k}_mean``/``_std``, ``mean_s2``."""
         out: dict[str, float] = {}
         for k, p in enumerate(self.pairs):
-            out.update(p.to_metrics(f"pair{k + 1}/"))
+            out.update(p.to_metrics(f"pair{k + 1}_"))
         for k, (m, s) in enumerate(zip(self.single_means, self.single_stds, strict=True)):
-            out[f"single{k + 1}/mean"], out[f"single{k + 1}/std"] = m, s
+            out[f"single{k + 1}_mean"], out[f"single{k + 1}_std"] = m, s
         out["mean_s2"] = float((self.normalised_spacings**2).mean())
         out["surmise_beta"] = self.surmise_beta
         return out
 
+    def params(self) -> dict[str, float]:
+        """Numbers fixed by the setting: each level's target κ and each pair's predictor (the x-axis of Fig. 3)."""
+        out = {f"pair{k + 1}_kappa": self.kappa[i] for k, (i, _) in enumerate(PAIRS)}
+        out.update({f"pair{k + 1}_predictor": float(x) for k, x in enumerate(self.predictor)})
+        out.update({f"single{k + 1}_kappa": self.kappa[i] for k, i in enumerate(SINGLES)})
+        return out
+
 
 def analyse_rbm(x: torch.Tensor, *, lr: float, batch_size: int, kappa: tuple[float, ...]) -> RBMResult:
-    """Analyse final eigenvalues ``x`` of shape (E, 10) (descending) as the papers do (paper.md 5)."""
+    """Analyse final eigenvalues ``x`` (E, 10), descending, as the papers do (docs/science.md#analysis-recipe)."""
     x = x.detach().to("cpu", torch.float64)
     pairs = tuple(summarize_pair(x[:, [i, j]]) for i, j in PAIRS)
     spacings = [(x[:, i] - x[:, j]).abs() for i, j in PAIRS]
@@ -122,7 +129,7 @@ def run_rbm(
         networks=networks, lr=lr, batch_size=batch_size, seed=settings.seed, float32_noise=float32_noise
     )
     name = f"rbm_lr{lr:g}_bs{batch_size}"
-    logger = train(model, steps, settings, run_name=name, tags={"model": "GaussianRBM"})
+    run = train(model, steps, settings, run_name=name, tags={"model": "GaussianRBM"})
     kappa = tuple(float(k) for k in model.target_kappa_descending_x())
     result = analyse_rbm(model.eigenvalues(), lr=lr, batch_size=batch_size, kappa=kappa)
     figs = {}
@@ -130,13 +137,23 @@ def run_rbm(
         from .figures import rbm_spectra_figure
 
         figs[name] = rbm_spectra_figure({name: MU2 - result.x}, [kappa[i] for i in range(10)], xlabel="λ = μ² − x")
-    out = settings.out / name
-    record(logger, out, metrics=result.metrics(), figures=figs, arrays={"eigenvalues": result.x})
+    record(
+        run,
+        settings.out / name,
+        summary=result.summary(),
+        metrics=result.metrics(),
+        params=result.params(),
+        figures=figs,
+        arrays={"eigenvalues": result.x},
+    )
     return result
 
 
 def scaling_fit(results: list[RBMResult]) -> dict[str, float]:
-    """Fit ⟨S⟩ = a·x and √π σ = a·x through the origin over every pair of every setting (paper.md 5.7)."""
+    """Fit ⟨S⟩ = a·x and √π σ = a·x through the origin over every pair of every setting.
+
+    References: arXiv:2407.16427; docs/science.md#analysis-recipe, step (6).
+    """
     x = torch.tensor(np.concatenate([r.predictor for r in results]))
     s = torch.tensor([p.mean_spacing for r in results for p in r.pairs])
     s_err = torch.tensor([max(p.mean_spacing_err, 1e-12) for r in results for p in r.pairs])

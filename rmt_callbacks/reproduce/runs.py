@@ -2,7 +2,14 @@
 
 Each experiment trains with a Lightning ``Trainer`` whose ``MLFlowLogger`` writes into the tracking store
 (default: the embedded ``sqlite:///mlflow.db``), with :class:`rmt_callbacks.SpectrumMonitor` watching the
-ensemble's weights; afterwards its fitted numbers, figures and arrays go into the same run and into ``--out``.
+ensemble's weights. :func:`record` then puts into the same run, and into the experiment's folder under ``--out``,
+what a reader looks for:
+
+* artifacts ``figures/<name>.png`` (every figure it draws), ``summary.json`` (its part of the command's
+  ``summary.json``) and ``arrays.npz`` (the final spectra);
+* metrics ``summary/<name>``, one value each: the measured numbers, in a chart section of their own in the
+  MLflow UI (which groups metrics by the key up to its last ``/``), apart from the monitor's per-step metrics;
+* params: the model's hyper-parameters, ``max_steps``, and numbers fixed by construction (targets, predictions).
 """
 
 from __future__ import annotations
@@ -10,9 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +27,27 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Settings", "parent_run", "record", "train", "write_summary"]
+__all__ = [
+    "SUMMARY_PREFIX",
+    "Outcome",
+    "Run",
+    "Settings",
+    "parent_run",
+    "record",
+    "summary_metrics",
+    "train",
+    "write_summary",
+]
+
+#: The largest share of a run's training time the monitor's analyses may take.
+MONITOR_BUDGET = 0.25
+#: Prefix of the one-value summary metrics of a run (its own chart section in the MLflow UI).
+SUMMARY_PREFIX = "summary/"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What every experiment shares: where results go, the seed, the tracking store, what to show."""
+    """What every experiment shares: where results go, the seed, the tracking store, whether to draw a bar."""
 
     out: Path
     seed: int = 0
@@ -37,6 +59,31 @@ class Settings:
     parent_run_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Run:
+    """One experiment's MLflow run: its ``MLFlowLogger``, name, optimizer steps (0 for a parent run), start time."""
+
+    logger: Any
+    name: str
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id."""
+        return self.logger.run_id
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command gives its parent run: its part of ``summary.json`` and the figures and fits over several runs."""
+
+    summary: dict[str, Any]
+    figures: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 def train(
     module: Any,
     steps: int,
@@ -45,63 +92,62 @@ def train(
     run_name: str,
     tags: Mapping[str, str] | None = None,
     extra_callbacks: Sequence[Any] = (),
-) -> Any:
-    """Train ``module`` for ``steps`` optimizer steps under the monitor; return the run's ``MLFlowLogger``."""
+) -> Run:
+    """Train ``module`` for ``steps`` optimizer steps under the monitor, in a new MLflow run named ``run_name``.
+
+    The monitor aims at ten analyses per run but is paced to a quarter of the training time (``overhead_budget``),
+    so a short run on a slow machine gets fewer rather than a warning. With ``settings.progress`` a
+    :class:`~rmt_callbacks.reproduce.console.StepBar` shows one bar over all steps.
+    """
     import lightning.pytorch as pl
-    from lightning.pytorch.loggers import MLFlowLogger
 
     from ..monitors import SpectrumMonitor
+    from .console import StepBar
 
-    logger = MLFlowLogger(
+    run = Run(_mlflow_logger(settings, run_name, tags), run_name, steps)
+    run.logger.log_hyperparams({"max_steps": steps})
+    callbacks = list(extra_callbacks)
+    if settings.monitor:
+        callbacks.append(SpectrumMonitor(every_n_train_steps=max(1, steps // 10), overhead_budget=MONITOR_BUDGET))
+    if settings.progress:
+        callbacks.append(StepBar(run_name))
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=run.logger,
+        callbacks=callbacks,
+        accelerator=settings.accelerator,
+        devices=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(steps // 50, getattr(module, "steps_per_epoch", steps))),
+    )
+    trainer.fit(module)
+    return run
+
+
+def parent_run(settings: Settings, run_name: str, *, tags: Mapping[str, str] | None = None) -> Run:
+    """A new run to nest others under: pass its ``run_id`` as ``Settings.parent_run_id``."""
+    run = Run(_mlflow_logger(settings, run_name, tags), run_name)
+    _ = run.logger.experiment  # creates the run now, so children can point at it
+    return run
+
+
+def _mlflow_logger(settings: Settings, run_name: str, tags: Mapping[str, str] | None) -> Any:
+    """An ``MLFlowLogger`` for a new run; the experiment is created first, so Lightning has nothing to announce."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    if client.get_experiment_by_name(settings.experiment) is None:
+        client.create_experiment(settings.experiment)
+    return MLFlowLogger(
         experiment_name=settings.experiment,
         run_name=run_name,
         tracking_uri=settings.tracking_uri,
         tags={"rmt.reproduce": run_name, **_parent_tag(settings), **(tags or {})},
     )
-    callbacks = [SpectrumMonitor(every_n_train_steps=max(1, steps // 10))] if settings.monitor else []
-    callbacks += list(extra_callbacks)
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=logger,
-        callbacks=callbacks,
-        accelerator=settings.accelerator,
-        devices=1,
-        enable_progress_bar=settings.progress,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, steps // 50),
-    )
-    trainer.fit(module)
-    return logger
-
-
-def record(
-    logger: Any,
-    out: Path,
-    *,
-    metrics: Mapping[str, float],
-    figures: Mapping[str, Any] | None = None,
-    arrays: Mapping[str, np.ndarray] | None = None,
-) -> None:
-    """Write finite ``metrics``, ``figures`` (PNG) and ``arrays`` (one ``.npz``) into ``out`` and the run."""
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    client, run_id = logger.experiment, logger.run_id
-    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
-    logger.log_metrics(finite, step=None)
-    for name, fig in (figures or {}).items():
-        fig.savefig(out / f"{name}.png", dpi=120)
-        client.log_figure(run_id, fig, f"figures/{name}.png")
-        plt.close(fig)
-    if arrays:
-        np.savez_compressed(out / "arrays.npz", **arrays)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "arrays.npz"
-            np.savez_compressed(path, **arrays)
-            client.log_artifact(run_id, str(path))
-    logger.finalize("success")
 
 
 def _parent_tag(settings: Settings) -> dict[str, str]:
@@ -109,18 +155,69 @@ def _parent_tag(settings: Settings) -> dict[str, str]:
     return {"mlflow.parentRunId": settings.parent_run_id} if settings.parent_run_id else {}
 
 
-def parent_run(settings: Settings, run_name: str) -> Any:
-    """A ``MLFlowLogger`` on a new parent run; pass ``logger.run_id`` as ``Settings.parent_run_id`` to nest."""
-    from lightning.pytorch.loggers import MLFlowLogger
+def record(
+    run: Run,
+    out: Path,
+    *,
+    summary: Mapping[str, Any],
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    figures: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write an experiment's results into ``out`` and its run, end the run, and log its one line.
 
-    logger = MLFlowLogger(
-        experiment_name=settings.experiment,
-        run_name=run_name,
-        tracking_uri=settings.tracking_uri,
-        tags={"rmt.reproduce": run_name},
-    )
-    _ = logger.experiment  # creates the run now, so children can point at it
-    return logger
+    Args:
+        run: the experiment's run, from :func:`train` or :func:`parent_run`.
+        out: its folder; receives ``summary.json``, ``<name>.png`` per figure and ``arrays.npz``.
+        summary: its part of ``summary.json``; also the run's ``summary.json`` artifact.
+        metrics: measured numbers, logged once as ``summary/<name>`` (names without ``/``; non-finite ones
+            are left out of MLflow and appear as ``null`` in ``summary.json``).
+        params: numbers fixed by construction (targets, predictions), logged as params.
+        figures: matplotlib figures, written as PNG and logged as ``figures/<name>.png``; closed afterwards.
+        arrays: arrays for ``arrays.npz``, also an artifact.
+
+    Returns:
+        The path of the ``summary.json`` written.
+    """
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    client, run_id = run.logger.experiment, run.run_id
+    if params:
+        run.logger.log_hyperparams(dict(params))
+    if values := summary_metrics(metrics or {}):
+        run.logger.log_metrics(values, step=None)
+    for name, fig in (figures or {}).items():
+        fig.savefig(out / f"{name}.png", dpi=120)
+        plt.close(fig)
+        client.log_artifact(run_id, str(out / f"{name}.png"), "figures")
+    if arrays:
+        np.savez_compressed(out / "arrays.npz", **arrays)
+        client.log_artifact(run_id, str(out / "arrays.npz"))
+    path = write_summary(out, summary)
+    client.log_artifact(run_id, str(path))
+    run.logger.finalize("success")
+    seconds = time.perf_counter() - run.started
+    done = f"{run.steps} steps in {seconds:.0f} s" if run.steps else f"{seconds:.0f} s"
+    log.info("%s: %s -> %s (MLflow run %s)", run.name, done, out, run_id)
+    return path
+
+
+def summary_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The finite ``metrics`` under :data:`SUMMARY_PREFIX`, the keys of a run's one-value summary numbers.
+
+    Example:
+        >>> summary_metrics({"mean_s2": 1.27, "surmise_beta": float("nan")})
+        {'summary/mean_s2': 1.27}
+
+    Raises:
+        ValueError: a name contains ``/`` (it would open a chart section of its own in the MLflow UI).
+    """
+    nested = sorted(name for name in metrics if "/" in name)
+    if nested:
+        raise ValueError(f"summary metric names must not contain '/', got {nested}")
+    return {f"{SUMMARY_PREFIX}{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
 
 
 def write_summary(out: Path, summary: Mapping[str, Any]) -> Path:
@@ -128,7 +225,7 @@ def write_summary(out: Path, summary: Mapping[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "summary.json"
     path.write_text(json.dumps(_plain(summary), indent=2, sort_keys=True) + "\n")
-    log.info("wrote %s", path)
+    log.debug("wrote %s", path)
     return path
 
 

@@ -1,16 +1,17 @@
-r"""``rmt-reproduce scaling``: the linear scaling rule across the papers' grids (paper.md 3.5, 4.1, 5).
+r"""``rmt-reproduce scaling``: the linear scaling rule of arXiv:2412.20496 and arXiv:2407.16427 across the grids.
+
+The rule and the grids are in docs/science.md (sections "Linear scaling rule" and "Reference numbers").
 
 RBM: α scan at |B| = 16 and |B| scan at α = 0.1, ⟨S⟩ of each pair against
 :math:`\sqrt{\alpha(\mu^2-\kappa)/|B|}` (authors: slope 2.275 ± 0.033). Teacher–student: α, |B| and ε scans,
 ⟨S⟩ against :math:`\sqrt{\alpha\varepsilon^2/|B|}` (authors: 1.878 ± 0.034).
-Every setting is a child MLflow run of one parent run, so MLflow's compare views (parallel coordinates, charts
-grouped by ``lr`` or ``batch_size``) show the rule.
+Every setting is a child MLflow run of one parent run (``Settings.parent_run_id``), so MLflow's compare views
+(parallel coordinates, charts grouped by ``lr`` or ``batch_size``) show the rule.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,13 @@ import torch
 
 from ..dynamics import fit_slope_through_origin
 from .rbm import RBMResult, scaling_fit
-from .runs import Settings, parent_run, record
+from .runs import Outcome, Settings
 from .teacher_student import run_ts2x2
 
 __all__ = ["TS_SCANS", "run_scaling", "ts_scaling_fit"]
 
-#: (α, |B|, ε) of the teacher–student scans (paper.md 4.1); the shared point (0.1, 16, 0.1) appears once.
+#: (α, |B|, ε) of the teacher–student scans of arXiv:2407.16427 (docs/science.md#teacher-student); the shared point
+#: (0.1, 16, 0.1) appears once.
 TS_SCANS: tuple[tuple[float, int, float], ...] = (
     *((lr, 16, 0.1) for lr in (0.1, 0.2, 0.3, 0.4, 0.5)),
     *((0.1, bs, 0.1) for bs in (4, 8, 32, 64)),
@@ -32,7 +34,10 @@ TS_SCANS: tuple[tuple[float, int, float], ...] = (
 
 
 def ts_scaling_fit(summaries: list[dict[str, Any]]) -> dict[str, float]:
-    r"""Fit ⟨S⟩ = a·x and √π σ = a·x through the origin, :math:`x = \sqrt{\alpha\varepsilon^2/|B|}` (paper.md 5.7)."""
+    r"""Fit ⟨S⟩ = a·x and √π σ = a·x through the origin, :math:`x = \sqrt{\alpha\varepsilon^2/|B|}`.
+
+    References: arXiv:2407.16427; docs/science.md#analysis-recipe, step (6).
+    """
     x = torch.tensor([s["predictor"] for s in summaries])
     out: dict[str, float] = {}
     for key, value, err in (
@@ -46,14 +51,12 @@ def ts_scaling_fit(summaries: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epochs: int = 10) -> dict[str, Any]:
-    """Both grids as child runs of one parent run; returns the summary and writes the collapse figure."""
+def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epochs: int = 10) -> Outcome:
+    """Run both grids as runs nested under ``settings.parent_run_id``; return the fits and the collapse figures."""
     from .figures import spacing_figure
 
-    parent = parent_run(settings, "scaling")
-    child = replace(settings, parent_run_id=parent.run_id, out=settings.out / "runs")
-    rbm: list[RBMResult] = rbm_grid(child)
-    ts = [run_ts2x2(lr, bs, eps, ts_networks, child, epochs=ts_epochs) for lr, bs, eps in TS_SCANS]
+    rbm: list[RBMResult] = rbm_grid(settings)
+    ts = [run_ts2x2(lr, bs, eps, ts_networks, settings, epochs=ts_epochs) for lr, bs, eps in TS_SCANS]
     rbm_fit, ts_fit = scaling_fit(rbm), ts_scaling_fit(ts)
     x = np.concatenate([r.predictor for r in rbm])
     y = np.array([p.mean_spacing for r in rbm for p in r.pairs])
@@ -74,10 +77,14 @@ def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epoch
         ),
         xlabel=r"$\sqrt{\alpha\varepsilon^2/|B|}$",
     )
-    metrics = {**{f"rbm/{k}": v for k, v in rbm_fit.items()}, **{f"ts/{k}": v for k, v in ts_fit.items()}}
-    record(parent, settings.out, metrics=metrics, figures={"scaling_rbm": fig_rbm, "scaling_ts": fig_ts})
-    return {
-        "rbm": {**rbm_fit, "settings": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in rbm}},
-        "teacher_student": {**ts_fit, "settings": ts},
-        "authors": {"rbm_a_fit": [2.2750, 0.0326], "ts_a_fit": [1.8785, 0.0338]},
-    }
+    authors = {"rbm_a_fit": [2.2750, 0.0326], "ts_a_fit": [1.8785, 0.0338]}
+    return Outcome(
+        summary={
+            "rbm": {**rbm_fit, "settings": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in rbm}},
+            "teacher_student": {**ts_fit, "settings": ts},
+            "authors": authors,
+        },
+        figures={"scaling_rbm": fig_rbm, "scaling_ts": fig_ts},
+        metrics={**{f"rbm_{k}": v for k, v in rbm_fit.items()}, **{f"ts_{k}": v for k, v in ts_fit.items()}},
+        params={f"authors_{k}": f"{a:.4f} ± {e:.4f}" for k, (a, e) in authors.items()},
+    )

@@ -1,4 +1,7 @@
-"""The 2×2 teacher–student experiment (paper.md 4): singular values of the student around the teacher's 2·𝟙."""
+"""The 2×2 teacher–student experiment of arXiv:2407.16427: the student's singular values around the teacher's 2·𝟙.
+
+The set-up and the prediction (E27) for ⟨S⟩ are in docs/science.md#teacher-student.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +15,21 @@ from .runs import Settings, record, train
 
 __all__ = ["run_ts2x2"]
 
+#: Summary entries fixed by the setting: logged as params, not metrics.
+_FIXED = ("lr", "batch_size", "noise", "networks", "predicted_mean_spacing", "predictor")
+
 
 def run_ts2x2(
     lr: float, batch_size: int, noise: float, networks: int, settings: Settings, *, epochs: int = 10
 ) -> dict[str, Any]:
-    """Train the teacher–student ensemble for its 10 epochs, analyse the final singular values, record the run."""
+    """Train the teacher–student ensemble for ``epochs`` epochs, analyse the final singular values, record the run."""
     from reference_models import TeacherStudent2x2, predicted_mean_spacing
 
     model = TeacherStudent2x2(
         networks=networks, lr=lr, batch_size=batch_size, noise=noise, seed=settings.seed, epochs=epochs
     )
     name = f"ts2x2_lr{lr:g}_bs{batch_size}_n{noise:g}"
-    logger = train(model, model.total_steps, settings, run_name=name, tags={"model": "TeacherStudent2x2"})
+    run = train(model, model.total_steps, settings, run_name=name, tags={"model": "TeacherStudent2x2"})
     sv = model.singular_values().detach().to("cpu", torch.float64)  # (E, 2)
     pair = summarize_pair(sv)
     predicted = predicted_mean_spacing(lr, batch_size, noise)
@@ -41,6 +47,14 @@ def run_ts2x2(
         "predicted_mean_spacing": predicted,
         "predictor": math.sqrt(lr * noise**2 / batch_size),
     }
-    metrics = {k: float(v) for k, v in summary.items() if k not in ("lr", "batch_size", "noise", "networks")}
-    record(logger, settings.out, metrics=metrics, arrays={"singular_values": sv.numpy()})
+    metrics = {k: float(v) for k, v in summary.items() if k not in _FIXED}
+    params = {k: summary[k] for k in ("predicted_mean_spacing", "predictor")}
+    record(
+        run,
+        settings.out / name,
+        summary=summary,
+        metrics=metrics,
+        params=params,
+        arrays={"singular_values": sv.numpy()},
+    )
     return summary

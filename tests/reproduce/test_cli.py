@@ -42,22 +42,36 @@ def test_rbm_writes_summary_eigenvalues_and_an_mlflow_run(tmp_path: Path) -> Non
     assert np.all(np.diff(x, axis=1) <= 0)  # descending x, the papers' order
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("rmt-reproduce").experiment_id])
-    assert run.data.metrics["pair1/mean"] == pytest.approx(summary["pair_means"][0])
-    assert run.data.params["lr"] == "0.1"
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"figures", "arrays.npz"} <= artifacts
+    run_id, metrics, params = run.info.run_id, run.data.metrics, run.data.params
+    # the measured numbers, once each, under summary/ (their own chart section), and nowhere else
+    assert metrics["summary/pair1_mean"] == pytest.approx(summary["pair_means"][0])
+    assert metrics["summary/pair4_mean_spacing"] == pytest.approx(summary["pair_mean_spacing"][3])
+    assert metrics["summary/mean_s2"] == pytest.approx(summary["mean_s2"])
+    assert [m.step for m in client.get_metric_history(run_id, "summary/pair1_mean")] == [0]
+    assert not {"pair1/mean", "pair1_mean", "mean_s2"} & set(metrics)
+    # what the setting fixes is a param, not a metric
+    assert params["lr"] == "0.1" and params["max_steps"] == "300"
+    assert float(params["pair1_kappa"]) == pytest.approx(summary["pair_kappa"][0])
+    assert float(params["pair2_predictor"]) == pytest.approx(summary["pair_predictor"][1])
+    assert not [k for k in metrics if "kappa" in k or "predictor" in k]
+    # its figure and its part of summary.json are artifacts of the run
+    assert {"figures", "arrays.npz", "summary.json"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert "figures/rbm_lr0.1_bs16.png" in {a.path for a in client.list_artifacts(run_id, "figures")}
+    part = json.loads(Path(client.download_artifacts(run_id, "summary.json", str(tmp_path))).read_text())
+    assert part["pair_means"] == summary["pair_means"] and part["single_stds"] == summary["single_stds"]
 
 
-def test_ts2x2_summary_keys(tmp_path: Path) -> None:
-    summary, _ = _run(
+def test_ts2x2_summary_keys_and_its_run(tmp_path: Path) -> None:
+    summary, uri = _run(
         tmp_path, "ts2x2", "--lr", "0.1", "--batch-size", "4", "--noise", "0.1", "--networks", "30", "--epochs", "1"
     )
     assert {"mean_spacing", "mean_singular_value", "sigma"} <= set(summary)
     assert summary["mean_singular_value"] == pytest.approx(2.0, abs=0.05)
-
-
-def test_hidden_summary_keys(tmp_path: Path) -> None:
-    summary, _ = _run(tmp_path, "hidden", "--z", "mat_1", "--networks", "60", "--epochs", "30", "--steps", "300")
-    assert {"rates", "rate_ratio", "predicted_rate_ratio", "ks_one_species", "ks_two_species"} <= set(summary)
-    assert summary["predicted_rate_ratio"] == pytest.approx(4.0)
-    assert (tmp_path / "out" / "fig4_hidden_dynamics.png").stat().st_size > 0
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("rmt-reproduce").experiment_id])
+    assert run.data.metrics["summary/mean_spacing"] == pytest.approx(summary["mean_spacing"])
+    # the prediction (E27) and the x-axis value are fixed by (α, |B|, ε): params
+    assert float(run.data.params["predicted_mean_spacing"]) == pytest.approx(summary["predicted_mean_spacing"])
+    assert not {"summary/predicted_mean_spacing", "summary/predictor", "summary/lr"} & set(run.data.metrics)
+    assert {"summary.json", "arrays.npz"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert (tmp_path / "out" / "ts2x2_lr0.1_bs4_n0.1" / "arrays.npz").is_file()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from reference_models import predicted_mean_spacing
-from rmt_callbacks.reproduce.runs import Settings, parent_run
+from rmt_callbacks.reproduce.runs import Settings, parent_run, record
 from rmt_callbacks.reproduce.scaling import ts_scaling_fit
 from rmt_callbacks.reproduce.teacher_student import run_ts2x2
 
@@ -46,16 +47,38 @@ def test_scaling_command_nests_every_setting_under_one_parent(tmp_path: Path) ->
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = Settings(out=tmp_path / "out", tracking_uri=uri, progress=False, monitor=False)
+    parent = parent_run(settings, "scaling")
+    child = replace(settings, out=settings.out / "runs", parent_run_id=parent.run_id)
 
     def grid(child: Settings) -> list:
         return [run_rbm(lr, bs, 300, 16, child, figures=False) for lr, bs in ((0.1, 16), (0.05, 8))]
 
-    summary = run_scaling(grid, 20, settings, ts_epochs=1)
+    outcome = run_scaling(grid, 20, child, ts_epochs=1)
+    figures = set(outcome.figures)
+    record(
+        parent,
+        settings.out,
+        summary=outcome.summary,
+        metrics=outcome.metrics,
+        params=outcome.params,
+        figures=outcome.figures,
+    )
+    summary = outcome.summary
     assert math.isfinite(summary["rbm"]["a_fit_mean_spacing"])
     assert math.isfinite(summary["teacher_student"]["a_fit_mean_spacing"])
+    assert figures == {"scaling_rbm", "scaling_ts"}
     assert (tmp_path / "out" / "scaling_rbm.png").stat().st_size > 0
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("rmt-reproduce").experiment_id])
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert top.info.run_id == parent.run_id
     assert len(runs) == 1 + 2 + len(TS_SCANS)
-    assert math.isfinite(parent.data.metrics["ts/a_fit_mean_spacing"])
+    assert top.data.metrics["summary/ts_a_fit_mean_spacing"] == pytest.approx(
+        summary["teacher_student"]["a_fit_mean_spacing"]
+    )
+    assert top.data.params["authors_ts_a_fit"] == "1.8785 ± 0.0338"
+    assert "summary.json" in {a.path for a in client.list_artifacts(parent.run_id)}
+    assert {a.path for a in client.list_artifacts(parent.run_id, "figures")} == {
+        "figures/scaling_rbm.png",
+        "figures/scaling_ts.png",
+    }
