@@ -65,7 +65,7 @@ def mlp(width: int, layers: int, seed: int = 0) -> nn.Sequential:
 
 def worst_over_tolerance(a: dict[str, float], b: dict[str, float]) -> float:
     """The largest relative difference over its tolerance: 1e-6, 1e-4 for the semicircle fit (float32 levels)."""
-    tol = {k: 1e-4 if k.startswith("semicircle/") else 1e-6 for k in b}
+    tol = {k: 1e-4 if k.startswith("semicircle_") else 1e-6 for k in b}
     return max((abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) / tol[k] for k in b), default=0.0)
 
 

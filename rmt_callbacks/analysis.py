@@ -9,11 +9,11 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
   (``lambda_min``, ``lambda_max``, ``lambda_mean``, ``spectral_norm``, ``stable_rank``, ``mean_spacing_ratio``;
   the ratio is left out when no matrix has 3 non-structural levels);
 * ``"marchenko_pastur"``: the Marchenko–Pastur fit of the eigenvalues pooled over the batch, ratio
-  :math:`q = N/M` (``mp/…``);
+  :math:`q = N/M` (``mp_…``);
 * ``"semicircle"`` (not a default; ask for it): for square :math:`W`, the semicircle fit of the pooled
-  eigenvalues of :math:`(W_b + W_b^\top)/2` (``semicircle/…``);
+  eigenvalues of :math:`(W_b + W_b^\top)/2` (``semicircle_…``);
 * ``"spacings"``: the Wigner-surmise fit of the pooled normalised spacings of the non-structural Gram levels
-  (``surmise/…``). A matrix with at least :data:`MIN_UNFOLD_LEVELS` levels is unfolded on its own (polynomial
+  (``surmise_…``). A matrix with at least :data:`MIN_UNFOLD_LEVELS` levels is unfolded on its own (polynomial
   degree :math:`\min(5, \lfloor n/10 \rfloor)`, 10% of the levels trimmed at each edge) in the variable
   :math:`\sqrt{\lambda}` (the singular values over :math:`\sqrt M`: unfolding is invariant under a smooth
   monotone map, and this one keeps the density finite at the hard edge of :math:`q = 1`); smaller matrices of a
@@ -83,6 +83,7 @@ __all__ = [
     "MatrixResult",
     "analyze",
     "analyze_views",
+    "is_stepwise",
     "resolve_views",
     "to_rows",
     "validate_analyses",
@@ -103,7 +104,20 @@ of a larger matrix is estimated (``method="slq"``), never skipped for its size."
 DENSITY_BINS: int = 100
 _PROBE_SEED = 0  # the SLQ probes: a fixed seed, so an analysis is deterministic and draws no global random numbers
 _FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
-_PREFIX = {"marchenko_pastur": "mp/", "semicircle": "semicircle/", "spacings": "surmise/"}
+_PREFIX = {"marchenko_pastur": "mp_", "semicircle": "semicircle_", "spacings": "surmise_"}
+_RUN_CONSTANT = frozenset({"skipped", "estimated", "mp_ratio"})
+
+
+def is_stepwise(stat: str) -> bool:
+    """Whether a statistic of :attr:`MatrixResult.metrics` can change during training (a metric per step) or is
+    fixed by the matrix's shape and the analysis's outcome (``skipped``, ``estimated``, ``mp_ratio``,
+    ``*_converged``: table columns and run tags, not charts).
+
+    Examples:
+        >>> [s for s in ("lambda_max", "mp_ratio", "mp_converged", "surmise_beta") if is_stepwise(s)]
+        ['lambda_max', 'surmise_beta']
+    """
+    return stat not in _RUN_CONSTANT and not stat.endswith("_converged")
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class MatrixResult:
         name: the view's name (dotted parameter name, ``.q/.k/.v`` for attention in-projections).
         shape: the view's shape ``(..., M, N)``.
         source: what it came from (``"linear"``, ``"conv"``, ``"embedding"``, ``"attention"``, ``"ensemble"``, …).
-        metrics: statistic name to value, e.g. ``{"lambda_max": 2.9, "mp/sigma2": 1.0, ...}``.
+        metrics: statistic name to value, e.g. ``{"lambda_max": 2.9, "mp_sigma2": 1.0, ...}``.
         skipped: why the matrix was not analysed, or ``None``.
         failures: analysis name to the reason it failed (its ``converged`` metric is 0).
         spectra: ``"gram"`` ``(..., N)``, ``"symmetric"`` ``(..., N)`` (square only; decomposed in the weights'
@@ -435,7 +449,7 @@ def analyze(
         >>> rows = to_rows(analyze(model))
         >>> [r["name"] for r in rows]
         ['0.weight', '2.weight']
-        >>> abs(rows[0]["mp/sigma2"] - 1.0) < 0.1  # i.i.d. N(0, 1) entries: sigma^2 = 1
+        >>> abs(rows[0]["mp_sigma2"] - 1.0) < 0.1  # i.i.d. N(0, 1) entries: sigma^2 = 1
         True
     """
     views = resolve_views(model, include=include, exclude=exclude, param_filter=param_filter, conv=conv)

@@ -84,10 +84,10 @@ def test_defaults_decompose_each_matrix_once() -> None:
     (default,) = analyze(model)
     assert DEFAULT_ANALYSES == tuple(a for a in ANALYSES if a != "semicircle")
     assert set(default.spectra) == {"gram", "spacings"}  # no symmetric part: one eigendecomposition
-    assert not any(k.startswith("semicircle/") for k in default.metrics)
+    assert not any(k.startswith("semicircle_") for k in default.metrics)
     (asked,) = analyze(model, analyses=ANALYSES)
-    assert asked.spectra["symmetric"].shape == (40,) and asked.metrics["semicircle/converged"] == 1.0
-    others = {k: v for k, v in asked.metrics.items() if not k.startswith("semicircle/")}
+    assert asked.spectra["symmetric"].shape == (40,) and asked.metrics["semicircle_converged"] == 1.0
+    others = {k: v for k, v in asked.metrics.items() if not k.startswith("semicircle_")}
     assert others == pytest.approx(default.metrics, rel=1e-6)  # the surmise fit's optimiser stops at ~1e-8
 
 
@@ -101,9 +101,9 @@ def test_ensemble_is_analysed_matrix_by_matrix_and_pooled_for_fits() -> None:
     assert gram.shape == (6, 30)
     np.testing.assert_allclose(gram, np.linalg.eigvalsh(np.einsum("emi,emj->eij", w, w) / 20), atol=1e-10)
     # sigma^2 = 1: the trace estimate averages E M N = 3600 squares, relative s.e. sqrt(2 / 3600) = 0.024; 5 s.e.
-    assert result.metrics["mp/sigma2"] == pytest.approx(1.0, abs=0.12)
-    assert result.metrics["mp/ratio"] == 1.5 and result.metrics["mp/converged"] == 1.0
-    assert "semicircle/converged" not in result.metrics  # not square
+    assert result.metrics["mp_sigma2"] == pytest.approx(1.0, abs=0.12)
+    assert result.metrics["mp_ratio"] == 1.5 and result.metrics["mp_converged"] == 1.0
+    assert "semicircle_converged" not in result.metrics  # not square
 
 
 def test_semicircle_of_the_symmetric_part() -> None:
@@ -111,12 +111,12 @@ def test_semicircle_of_the_symmetric_part() -> None:
     (result,) = analyze(Holder(w), analyses=["semicircle"])
     # (W + W^T)/2 has off-diagonal variance v = 1/2: radius 2 sqrt(N v) = sqrt(200); the fit's relative bias is
     # ~1/(2N) and the pooled variance of 400 levels averages 20000 squares: 3% is > 5 standard errors.
-    assert result.metrics["semicircle/radius"] == pytest.approx(200**0.5, rel=0.03)
-    assert abs(result.metrics["semicircle/center"]) < 0.05 * 200**0.5
+    assert result.metrics["semicircle_radius"] == pytest.approx(200**0.5, rel=0.03)
+    assert abs(result.metrics["semicircle_center"]) < 0.05 * 200**0.5
     sym = result.spectra["symmetric"].numpy()
     np.testing.assert_allclose(sym, np.linalg.eigvalsh((w + w.mT).numpy() / 2), atol=1e-10)
-    assert set(result.metrics) == {"skipped", "semicircle/center", "semicircle/radius", "semicircle/ks",
-                                   "semicircle/converged"}  # fmt: skip
+    assert set(result.metrics) == {"skipped", "semicircle_center", "semicircle_radius", "semicircle_ks",
+                                   "semicircle_converged"}  # fmt: skip
 
 
 def test_level_statistics_separate_wishart_from_poisson() -> None:
@@ -124,13 +124,13 @@ def test_level_statistics_separate_wishart_from_poisson() -> None:
     (goe,) = analyze(Holder(wishart), analyses=["summary", "spacings"])
     # 8 x ~200 ratios with s.d. ~0.27: s.e. ~0.007; 0.03 is > 4 s.e.
     assert goe.metrics["mean_spacing_ratio"] == pytest.approx(MEAN_SPACING_RATIO["goe"], abs=0.03)
-    assert goe.metrics["surmise/beta"] == pytest.approx(1.0, abs=0.2)  # ~1300 unfolded spacings
+    assert goe.metrics["surmise_beta"] == pytest.approx(1.0, abs=0.2)  # ~1300 unfolded spacings
     # independent levels: W = diag(sqrt(M x)), x ~ Exp(1) i.i.d., so the Gram eigenvalues are the x_i
     x = -torch.log(torch.rand(8, 200, generator=_gen(4), dtype=torch.float64))
     (poisson,) = analyze(Holder(torch.diag_embed((200 * x).sqrt())), analyses=["summary", "spacings"])
     assert poisson.metrics["mean_spacing_ratio"] == pytest.approx(MEAN_SPACING_RATIO["poisson"], abs=0.03)
     # no level repulsion: a small beta, or the fit stops at its lower bound and says so (converged = 0)
-    assert poisson.metrics.get("surmise/beta", 0.0) < 0.3
+    assert poisson.metrics.get("surmise_beta", 0.0) < 0.3
 
 
 def test_small_matrices_use_the_ensemble_mean_spacing() -> None:
@@ -139,7 +139,7 @@ def test_small_matrices_use_the_ensemble_mean_spacing() -> None:
     eigs = np.linalg.eigvalsh(np.einsum("emi,emj->eij", w.numpy(), w.numpy()) / 2)
     gaps = eigs[:, 1] - eigs[:, 0]
     np.testing.assert_allclose(result.spectra["spacings"].numpy(), gaps / gaps.mean(), rtol=1e-9)
-    assert result.metrics["surmise/converged"] == 1.0
+    assert result.metrics["surmise_converged"] == 1.0
 
 
 def test_conv_attention_and_embedding_views() -> None:
@@ -161,10 +161,10 @@ def test_conv_attention_and_embedding_views() -> None:
     assert results["attn.in_proj_weight.q"].metrics["lambda_max"] == pytest.approx(
         np.linalg.eigvalsh(q.T.numpy() @ q.numpy() / 16)[-1], rel=1e-6
     )
-    assert "semicircle/radius" not in results["attn.in_proj_weight.q"].metrics  # not a default analysis
+    assert "semicircle_radius" not in results["attn.in_proj_weight.q"].metrics  # not a default analysis
     asked = {r.name: r for r in analyze(model, analyses=ANALYSES)}
-    assert "semicircle/radius" in asked["attn.in_proj_weight.q"].metrics  # square: (16, 16)
-    assert "semicircle/radius" not in asked["emb.weight"].metrics  # (40, 16) is not square
+    assert "semicircle_radius" in asked["attn.in_proj_weight.q"].metrics  # square: (16, 16)
+    assert "semicircle_radius" not in asked["emb.weight"].metrics  # (40, 16) is not square
 
 
 def test_bad_matrices_are_skipped_and_others_unaffected() -> None:
@@ -184,8 +184,8 @@ def test_bad_matrices_are_skipped_and_others_unaffected() -> None:
 def test_failed_fits_report_converged_zero_and_why() -> None:
     (result,) = analyze_views([MatrixView("w", torch.eye(3, dtype=torch.float64) + 0.1, "matrix")], analyses=ANALYSES)
     assert result.skipped is None
-    assert result.metrics["mp/converged"] == 0.0 and result.metrics["semicircle/converged"] == 0.0
-    assert result.metrics["surmise/converged"] == 0.0
+    assert result.metrics["mp_converged"] == 0.0 and result.metrics["semicircle_converged"] == 0.0
+    assert result.metrics["surmise_converged"] == 0.0
     assert "too few values" in result.failures["marchenko_pastur"]
     assert "too few for spacing statistics" in result.failures["spacings"]
     w = np.eye(3) + 0.1
@@ -219,7 +219,7 @@ def test_both_cpu_solvers_give_the_same_analysis(monkeypatch: pytest.MonkeyPatch
                 np.testing.assert_allclose(s.spectra[kind], t.spectra[kind], rtol=0, atol=atol)
         np.testing.assert_allclose(s.spectra["spacings"], t.spectra["spacings"], rtol=1e-9)
         for key, value in t.metrics.items():  # fits stop at ~1e-8; the semicircle's from float32 levels (~1e-6)
-            rel = 1e-4 if key.startswith("semicircle/") else 1e-6
+            rel = 1e-4 if key.startswith("semicircle_") else 1e-6
             assert s.metrics[key] == pytest.approx(value, rel=rel, abs=1e-12), key
 
 
@@ -294,7 +294,7 @@ def test_past_the_dense_limit_the_density_is_estimated_against_numpy() -> None:
     assert est.metrics["spectral_norm"] == pytest.approx(np.sqrt(600 * est.metrics["lambda_max"]))
     assert est.metrics["stable_rank"] == pytest.approx(400 * eigs.mean() / est.metrics["lambda_max"])
     assert "mean_spacing_ratio" not in est.metrics and est.metrics["estimated"] == 1.0
-    assert est.metrics["mp/converged"] == 0.0 and "needs the exact levels" in est.failures["marchenko_pastur"]
+    assert est.metrics["mp_converged"] == 0.0 and "needs the exact levels" in est.failures["marchenko_pastur"]
     assert "semicircle" not in est.failures  # not square: never attempted
     edges, density = est.spectra["density_edges"], est.spectra["density"]
     cdf = np.concatenate([[0.0], np.cumsum(density.numpy() * np.diff(edges.numpy()))])

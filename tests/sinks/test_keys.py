@@ -23,8 +23,8 @@ DISTINCT_NAMES = st.lists(NAMES, min_size=2, max_size=6, unique=True)
 
 
 def test_metric_key_scheme() -> None:
-    assert metric_key("rmt/", "blocks.0.attn.in_proj_weight.q", "mp/sigma2") == (
-        "rmt/blocks.0.attn.in_proj_weight.q/mp/sigma2"
+    assert metric_key("rmt/", "blocks.0.attn.in_proj_weight.q", "mp_sigma2") == (
+        "rmt/blocks.0.attn.in_proj_weight.q/mp_sigma2"
     )
     assert metric_key("", "w", "lambda_max") == "w/lambda_max"
 
@@ -110,14 +110,14 @@ def test_names_that_plain_cleaning_merges_stay_apart(a: str, b: str) -> None:
 def test_distinct_names_give_distinct_keys_tags_and_paths(names: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        keys = [metric_key("rmt/", n, "mp/sigma2") for n in names]
+        keys = [metric_key("rmt/", n, "mp_sigma2") for n in names]
         tags = [tag_key("rmt.skipped.", n) for n in names]
         paths = [artifact_path("figures", n, "step_00000010.png") for n in names]
     assert len(set(keys)) == len(set(tags)) == len(set(paths)) == len(names)
     for key, tag, path in zip(keys, tags, paths, strict=True):
         _validate_metric_name(key)
         _validate_tag_name(tag)
-        assert len(key) <= MAX_KEY_LENGTH and len(tag) <= MAX_KEY_LENGTH and key.endswith("/mp/sigma2")
+        assert len(key) <= MAX_KEY_LENGTH and len(tag) <= MAX_KEY_LENGTH and key.endswith("/mp_sigma2")
         assert path.startswith("figures/") and path.endswith("/step_00000010.png") and ".." not in path.split("/")
         assert sanitize(key) == key and sanitize(tag) == tag and artifact_path(path) == path  # idempotent
 
