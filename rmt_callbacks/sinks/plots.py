@@ -16,6 +16,7 @@ References: matplotlib object-oriented API ("embedding in a web application serv
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,8 +24,20 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, NullLocator
 
-__all__ = ["MAX_BINS", "Y_HEADROOM", "Curve", "Panel", "close_figure", "matrix_figure"]
+__all__ = [
+    "MAX_BINS",
+    "Y_HEADROOM",
+    "Curve",
+    "Marker",
+    "Panel",
+    "Rendered",
+    "close_figure",
+    "evolution_figure",
+    "matrix_figure",
+    "render",
+]
 
 MAX_BINS: int = 200
 Y_HEADROOM: float = 3.0
@@ -62,6 +75,14 @@ def _edges(values: np.ndarray, value_range: tuple[float, float] | None = None) -
 
 
 @dataclass(frozen=True)
+class Marker:
+    """A labelled vertical line at ``x`` (e.g. a fitted bulk edge)."""
+
+    label: str
+    x: float
+
+
+@dataclass(frozen=True)
 class Panel:
     """One histogram panel: values drawn as a density, with curves on top.
 
@@ -71,6 +92,10 @@ class Panel:
         curves: curves to overlay.
         xlabel: the x-axis label.
         value_range: the histogram range, or ``None`` for the data range.
+        markers: vertical lines to draw.
+        spikes: sample values to mark individually (a rug of outliers, e.g. eigenvalues above a bulk edge).
+        note: a text box in the upper right corner (e.g. the sample size and the fit's parameters).
+        loglog: log-spaced bins on log-log axes (positive values only): how heavy tails are read.
     """
 
     title: str
@@ -78,24 +103,55 @@ class Panel:
     curves: Sequence[Curve] = ()
     xlabel: str = ""
     value_range: tuple[float, float] | None = None
+    markers: Sequence[Marker] = ()
+    spikes: np.ndarray | None = None
+    note: str = ""
+    loglog: bool = False
+
+
+def _finite(values: np.ndarray, *, positive: bool = False) -> np.ndarray:
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    keep = np.isfinite(flat) & (flat > 0) if positive else np.isfinite(flat)
+    return flat[keep]
+
+
+def _log_edges(values: np.ndarray) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        lo, hi = lo / 1.5, hi * 1.5
+    bins = int(np.clip(np.sqrt(values.size), 10, 60))
+    return np.geomspace(lo, hi, bins + 1)
 
 
 def _draw(ax: Axes, panel: Panel) -> None:
-    values = np.asarray(panel.values, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
+    values = _finite(panel.values, positive=panel.loglog)
     top = 0.0
     if values.size:
-        edges = _edges(values, panel.value_range)
+        edges = _log_edges(values) if panel.loglog else _edges(values, panel.value_range)
         heights, _, _ = ax.hist(values, bins=edges, density=True, color="0.75", label=f"data (n={values.size})")
         top = float(np.max(heights))
     for curve in panel.curves:
         ax.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), lw=1.5, label=curve.label)
-    if top > 0:  # an integrable singularity of a density (MP at q = 1) must not flatten the histogram
+    for marker in panel.markers:
+        if np.isfinite(marker.x):
+            ax.axvline(marker.x, color="k", ls="--", lw=1.0, label=marker.label)
+    if panel.spikes is not None and np.size(panel.spikes):
+        spikes = _finite(panel.spikes)
+        ax.plot(spikes, np.zeros_like(spikes), "rv", ms=7, clip_on=False, label=f"spikes ({spikes.size})")
+    if panel.loglog:  # plain tick labels: the default scientific ones are mathtext, slow to lay out
+        for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
+            scale("log")
+            axis.set_major_formatter(LogFormatter(labelOnlyBase=True))
+            axis.set_minor_locator(NullLocator())
+    elif top > 0:  # an integrable singularity of a density (MP at q = 1) must not flatten the histogram
         ax.set_ylim(0.0, min(ax.get_ylim()[1], Y_HEADROOM * top))
+    if panel.note:
+        ax.text(0.97, 0.97, panel.note, transform=ax.transAxes, ha="right", va="top", fontsize="small",
+                bbox={"boxstyle": "round", "fc": "white", "ec": "0.8", "alpha": 0.8})  # fmt: skip
     ax.set_title(panel.title, fontsize="medium")
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel("density")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper center" if panel.note else "best")
 
 
 def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figure:
@@ -142,3 +198,111 @@ def close_figure(figure: Figure) -> None:
         0
     """
     figure.clear()
+
+
+def evolution_figure(
+    steps: Sequence[int],
+    samples: Sequence[np.ndarray],
+    *,
+    curves: Sequence[Curve] = (),
+    title: str | None = None,
+    xlabel: str = "",
+    overlays: int = 5,
+) -> Figure:
+    """How a distribution moved over training: a step × value density image, and histograms at a few steps.
+
+    Left: one row per step, the density of that step's samples on bins common to all steps (log colour scale).
+    Right: step histograms (outlines) at up to ``overlays`` steps, always the first, middle and last, with
+    ``curves`` (e.g. the last step's fitted law) on top.
+
+    Args:
+        steps: the steps, ascending, ``(S,)``.
+        samples: one array of samples per step (each flattened; non-finite values dropped).
+        curves: curves to draw over the histograms.
+        title: the figure title.
+        xlabel: the value axis label.
+        overlays: how many steps the right panel overlays (at least 3).
+
+    Returns:
+        A matplotlib ``Figure`` on an Agg canvas; pass it to :func:`close_figure` once saved.
+
+    Raises:
+        ValueError: no step, or ``steps`` and ``samples`` of different lengths.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> fig = evolution_figure([0, 10, 20], [rng.normal(s, 1, 100) for s in range(3)], xlabel="x")
+        >>> len(fig.axes)  # the image, its colour bar and the overlays
+        3
+        >>> close_figure(fig)
+    """
+    if not steps or len(steps) != len(samples):
+        raise ValueError(f"evolution_figure: need one sample array per step, got {len(steps)} and {len(samples)}")
+    flats = [_finite(v) for v in samples]
+    pooled = np.concatenate(flats) if any(f.size for f in flats) else np.zeros(1)
+    edges = _edges(pooled)
+    image = np.stack([np.histogram(f, bins=edges, density=bool(f.size))[0] if f.size else 0 * edges[1:] for f in flats])
+    fig = Figure(figsize=(2 * PANEL_SIZE[0] + 1.0, PANEL_SIZE[1] + 0.4))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.16, top=0.84 if title else 0.9, wspace=0.35)
+    left, right = fig.subplots(1, 2)
+    positive = image[image > 0]
+    low = float(positive.min()) if positive.size else 1e-3
+    from matplotlib.colors import LogNorm
+
+    rows = np.arange(len(steps) + 1) - 0.5
+    norm = LogNorm(low, max(low * 10, float(image.max())))
+    mesh = left.pcolormesh(edges, rows, np.where(image > 0, image, np.nan), norm=norm)
+    fig.colorbar(mesh, ax=left, label="density")
+    ticks = sorted({0, len(steps) // 2, len(steps) - 1})
+    left.set_yticks(ticks, [str(steps[i]) for i in ticks])
+    left.set_ylabel("step")
+    left.set_xlabel(xlabel)
+    left.set_title("density over training", fontsize="medium")
+    picks = sorted({round(i * (len(steps) - 1) / (max(overlays, 3) - 1)) for i in range(max(overlays, 3))})
+    for i in picks:
+        if flats[i].size:
+            right.hist(flats[i], bins=edges, density=True, histtype="step", lw=1.2, label=f"step {steps[i]}")
+    for curve in curves:
+        right.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), "k--", lw=1.2, label=curve.label)
+    tops = [np.histogram(flats[i], bins=edges, density=True)[0].max() for i in picks if flats[i].size]
+    if tops:
+        right.set_ylim(0.0, Y_HEADROOM * max(tops))
+    right.set_xlabel(xlabel)
+    right.set_ylabel("density")
+    right.set_title("first, middle and last steps", fontsize="medium")
+    right.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A drawn figure: PNG bytes (MLflow artifacts) and its RGB pixels ``(H, W, 3)`` uint8 (TensorBoard images)."""
+
+    png: bytes
+    rgb: np.ndarray
+
+
+def render(figure: Figure) -> Rendered:
+    """Draw ``figure`` once and encode it as PNG; the figure is closed.
+
+    Examples:
+        >>> fig = Figure(figsize=(2, 1), dpi=50); _ = fig.subplots()
+        >>> out = render(fig)
+        >>> out.png[:4], out.rgb.shape
+        (b'\\x89PNG', (50, 100, 3))
+    """
+    from PIL import Image
+
+    try:
+        canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
+        rgb = np.ascontiguousarray(rgba[..., :3])
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="png")
+        return Rendered(buffer.getvalue(), rgb)
+    finally:
+        close_figure(figure)
