@@ -44,15 +44,22 @@ def test_mlp_example(in_store: tuple[Path, str]) -> None:
     assert _lambda_max_keys(uri, run_id) == {f"rmt/net.{i}.weight/lambda_max" for i in (0, 2, 4)}
     client = MlflowClient(tracking_uri=uri)
     steps = [m.step for m in client.get_metric_history(run_id, "rmt/net.0.weight/lambda_max")]
-    assert steps[0] == 0 and set(steps) <= {0, 5, 10}  # the default overhead_budget may defer steps 5 and 10
+    assert steps[0] == 0 and steps[-1] == 10 and len(steps) >= 2  # more than the initial step: the final weights
+    assert set(steps) <= set(range(11))  # due steps 5 and 10, or as soon as the worker could take them
     artifacts = {f.path for f in client.list_artifacts(run_id, "spectra")}
     assert {f"spectra/step_{s:08d}.npz" for s in steps} <= artifacts  # every analysis logged its spectra
+    figures = {f.path for f in client.list_artifacts(run_id, "figures/net.0.weight")}
+    assert {"figures/net.0.weight/step_00000000.png", "figures/net.0.weight/step_00000010.png"} <= figures
+    assert "figures/net.0.weight/evolution.png" in figures
 
 
 def test_transformer_example(in_store: tuple[Path, str]) -> None:
     root, uri = in_store
     argv = ["--max-steps", "4", "--every-n-train-steps", "4", "--dim", "8", "--tracking-uri", uri]
-    keys = _lambda_max_keys(uri, _load("transformer").main([*argv, "--root-dir", str(root)]))
+    run_id = _load("transformer").main([*argv, "--root-dir", str(root)])
+    keys = _lambda_max_keys(uri, run_id)
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "rmt/model.embedding.weight/lambda_max")
+    assert [m.step for m in history] == [0, 4]  # the initial and the final weights
     assert "rmt/model.embedding.weight/lambda_max" in keys
     assert "rmt/model.transformer.encoder.layers.0.self_attn.in_proj_weight.q/lambda_max" in keys
     assert "rmt/model.transformer.decoder.layers.0.multihead_attn.out_proj.weight/lambda_max" in keys
@@ -71,6 +78,11 @@ def test_cli_example_with_its_yaml(in_store: tuple[Path, str]) -> None:
     ]  # fmt: skip
     cli = _load("cli").main(args)
     (monitor,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "SpectrumMonitor"]
-    assert monitor.exclude == ("net.4.*",) and monitor.figure_every_n_analyses == 3
+    assert monitor.exclude == ("net.4.*",) and monitor.figure_every_n_analyses == "auto"
+    assert monitor.overhead_budget == "auto" and monitor._budget.fraction is None  # every_n_train_steps is explicit
     keys = _lambda_max_keys(uri, cli.trainer.logger.run_id)
     assert keys == {"rmt/net.0.weight/lambda_max", "rmt/net.2.weight/lambda_max"}  # net.4 excluded by the YAML
+    history = MlflowClient(tracking_uri=uri).get_metric_history(
+        cli.trainer.logger.run_id, "rmt/net.0.weight/lambda_max"
+    )
+    assert [m.step for m in history] == [0, 6]  # 6 steps, shorter than the cadence of 50: the final weights too

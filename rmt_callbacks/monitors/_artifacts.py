@@ -1,24 +1,91 @@
-"""What one analysis leaves in an MLflow run: spectra as ``.npz``, the fit table, skip and method tags, figures.
+"""What an analysis leaves beside the metrics: spectra as ``.npz``, the fit table, run tags, figures, the summary.
 
-Written through the run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (queued, spooled while the server is
-down), from the monitor's background thread; figures are rendered here to PNG bytes, so the writer's thread never
-touches matplotlib.
+Figures are rendered here (on the monitor's background thread) to PNG bytes and RGB pixels
+(:class:`~rmt_callbacks.sinks.plots.Rendered`), once for every sink: MLflow takes the PNGs as artifacts through the
+run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (queued, spooled while the server is down), TensorBoard the
+pixels as images. Values fixed for a matrix during a run (shape, aspect ratio, method, skip and failure reasons) are
+run tags, sent when they change, never per-step metrics.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..analysis import MatrixResult, to_rows
+from ..analysis import MatrixResult, is_stepwise, to_rows
 from ..sinks.keys import artifact_path, tag_key
+from ._history import LevelHistory, nonstructural
 
-__all__ = ["write_artifacts"]
+__all__ = ["render_evolution", "render_step", "run_tags", "summary_rows", "write_artifacts", "write_closing"]
+
+MEAN_ROW = "(model mean)"
 
 
-def write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, figures: bool) -> None:
-    """Spectra, the fit table, skip and method tags and (when due) figures of one analysis into ``run`` (an
+def render_step(results: Sequence[MatrixResult], *, step: int) -> dict[str, Any]:
+    """Each analysed matrix's figure at ``step``, rendered: ``{matrix: Rendered}`` (none for estimated spectra)."""
+    from ..sinks.plots import matrix_figure, render  # imports matplotlib: only when figures are due
+    from ._figures import panels_of
+
+    out = {}
+    for r in results:
+        panels = panels_of(r)
+        if panels:  # an estimated density has no levels to histogram: its arrays are the record
+            out[r.name] = render(matrix_figure(panels, title=f"{r.name} {tuple(r.shape)}, step {step}"))
+    return out
+
+
+def render_evolution(history: LevelHistory, last: Mapping[str, MatrixResult]) -> dict[str, Any]:
+    """Each matrix's spectrum over the run (:func:`~rmt_callbacks.sinks.plots.evolution_figure`), rendered."""
+    from ..sinks.plots import evolution_figure, render
+    from ._figures import evolution_curves
+
+    out = {}
+    for name in history.names():
+        steps, samples = history.series(name)
+        if len(steps) < 2:
+            continue
+        result = last.get(name)
+        shape = f" {tuple(result.shape)}" if result is not None else ""
+        title = f"{name}{shape}: spectrum over training"
+        curves = evolution_curves(result, samples)
+        fig = evolution_figure(steps, samples, curves=curves, title=title, xlabel="eigenvalue λ")
+        out[name] = render(fig)
+    return out
+
+
+def record_levels(history: LevelHistory, results: Sequence[MatrixResult], *, step: int) -> dict[str, Any]:
+    """Add each analysed matrix's non-structural levels at ``step`` to ``history``; return them by name."""
+    levels = {r.name: nonstructural(r) for r in results if r.skipped is None}
+    for name, values in levels.items():
+        if values.numel():
+            history.add(name, step, values)
+    return {name: v.numpy() for name, v in levels.items() if v.numel()}
+
+
+def run_tags(results: Sequence[MatrixResult], *, step: int) -> dict[str, str]:
+    """The run tags of one analysis: ``rmt.matrix.<m>`` (shape, kind, :math:`q = N/M`), ``rmt.method.<m>``,
+    ``rmt.skipped.<m>`` and ``rmt.failed.<m>`` (which fits failed at which step, and why)."""
+    tags = {}
+    for r in results:
+        m, n = r.shape[-2:] if len(r.shape) >= 2 else (0, 0)
+        ratio = f", q = N/M = {n / m:.4g}" if m > 0 else ""
+        tags[tag_key("rmt.matrix.", r.name)] = f"{tuple(r.shape)} {r.source}{ratio}"
+        if r.skipped is not None:
+            tags[tag_key("rmt.skipped.", r.name)] = r.skipped
+            continue
+        if r.method is not None:
+            tags[tag_key("rmt.method.", r.name)] = r.method
+        if r.failures:
+            reasons = "; ".join(f"{k}: {v}" for k, v in r.failures.items())
+            tags[tag_key("rmt.failed.", r.name)] = f"step {step}: {reasons}"[:5000]
+    return tags
+
+
+def write_artifacts(
+    run: Any, results: Sequence[MatrixResult], *, step: int, figures: Mapping[str, Any], tags: Mapping[str, str]
+) -> None:
+    """Spectra, the fit table, ``tags`` and the rendered ``figures`` of one analysis into ``run`` (an
     :class:`~rmt_callbacks.sinks.spool.MlflowWriter`)."""
     stem = f"step_{step:08d}"
     done = [r for r in results if r.skipped is None]
@@ -34,26 +101,40 @@ def write_artifacts(run: Any, results: Sequence[MatrixResult], *, step: int, fig
         arrays.update({f"{n}/edges": r.spectra["density_edges"].numpy() for n, r in densities.items()})
         run.log_arrays(arrays, artifact_path("spectra", "density", f"{stem}.npz"))
     run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path("fits", f"{stem}.json"))
-    tags = {tag_key("rmt.skipped.", r.name): r.skipped for r in results if r.skipped is not None}
-    tags.update({tag_key("rmt.method.", r.name): r.method for r in done if r.method is not None})
     if tags:
-        run.set_tags(tags)
-    if figures:
-        _write_figures(run, done, stem=stem, step=step)
+        run.set_tags(dict(tags))
+    for name, rendered in figures.items():
+        run.log_image(rendered.png, artifact_path("figures", name, f"{stem}.png"))
 
 
-def _write_figures(writer: Any, results: Sequence[MatrixResult], *, stem: str, step: int) -> None:
-    from ..sinks.plots import close_figure, matrix_figure  # imports matplotlib: only when figures are due
-    from ._figures import panels_of
+def summary_rows(last: Mapping[str, tuple[int, MatrixResult]]) -> list[dict[str, Any]]:
+    """The run's summary: per matrix its last analysis (step, shape, every statistic), then the model means.
 
-    for r in results:
-        panels = panels_of(r)
-        if not panels:  # an estimated density has no levels to histogram: its arrays are the record
-            continue
-        fig = matrix_figure(panels, title=f"{r.name} {tuple(r.shape)}, step {step}")
-        try:
-            png = io.BytesIO()
-            fig.savefig(png, format="png")
-            writer.log_image(png.getvalue(), artifact_path("figures", r.name, f"{stem}.png"))
-        finally:
-            close_figure(fig)
+    Examples:
+        >>> a = MatrixResult("a", (4, 4), "linear", {"skipped": 0.0, "lambda_max": 1.0, "mp_converged": 1.0})
+        >>> b = MatrixResult("b", (4, 4), "linear", {"skipped": 0.0, "lambda_max": 3.0})
+        >>> rows = summary_rows({"a": (5, a), "b": (5, b)})
+        >>> rows[-1]["name"], rows[-1]["lambda_max"], "mp_converged" in rows[-1]
+        ('(model mean)', 2.0, False)
+    """
+    rows = [{"step": step, **row} for step, r in last.values() for row in to_rows([r])]
+    stats = dict.fromkeys(k for _, r in last.values() if r.skipped is None for k in r.metrics if is_stepwise(k))
+    mean: dict[str, Any] = {"step": max((s for s, _ in last.values()), default=0), "name": MEAN_ROW}
+    for stat in stats:
+        values = [r.metrics[stat] for _, r in last.values() if stat in r.metrics and math.isfinite(r.metrics[stat])]
+        if values:
+            mean[stat] = sum(values) / len(values)
+    return [*rows, mean] if rows else []
+
+
+def write_closing(
+    run: Any, *, step: int, drawn: Mapping[str, Any], figures: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """The end-of-training record: the last step's figures if not drawn yet, each matrix's evolution figure and the
+    summary table."""
+    for name, rendered in drawn.items():
+        run.log_image(rendered.png, artifact_path("figures", name, f"step_{step:08d}.png"))
+    for name, rendered in figures.items():
+        run.log_image(rendered.png, artifact_path("figures", name, "evolution.png"))
+    if rows:
+        run.log_table(list(rows), artifact_path("summary", "matrices.json"))

@@ -1,40 +1,54 @@
-r"""From a :class:`~rmt_callbacks.analysis.MatrixResult` to the panels of its figure.
+r"""From a :class:`~rmt_callbacks.analysis.MatrixResult` to the panels of its figures.
 
-The sinks draw only arrays; here the fitted laws are evaluated on a grid. Panels, left to right:
+The sinks draw only arrays; here the fitted laws are evaluated on a grid. Spectra are drawn on their
+*non-structural* levels: a wide :math:`W` (:math:`N > M`) has :math:`N - M` exact zeros in the spectrum of
+:math:`X = W^\top W / M` that say nothing about training, so they are left out and the Marchenko–Pastur density is
+drawn as its continuous part renormalised to one (divided by :math:`1/q`). Per analysed step, left to right:
 
-* the pooled Gram spectrum with the fitted Marchenko–Pastur density (its continuous part; the atom of mass
-  :math:`1 - 1/q` at zero for :math:`q > 1` shows as the histogram's first bar);
-* for a square matrix, the pooled spectrum of the symmetric part with the fitted semicircle;
-* the pooled normalised spacings with Poisson :math:`e^{-s}`, the GOE surmise
-  :math:`\tfrac{\pi s}{2} e^{-\pi s^2/4}` and, when fitted, the surmise of the fitted :math:`\beta`.
+* the Gram spectrum with the fitted Marchenko–Pastur density, its bulk edge :math:`\lambda_+` and the spikes (the
+  fit's ``num_spikes`` largest levels) marked, and :math:`n`, :math:`\sigma^2` and the KS distance written in;
+* the same levels on log-spaced bins and log-log axes (how heavy tails are read);
+* for a square matrix, the spectrum of the symmetric part with the fitted semicircle;
+* the normalised spacings with Poisson :math:`e^{-s}`, the GOE surmise :math:`\tfrac{\pi s}{2} e^{-\pi s^2/4}`
+  and, when fitted, the surmise of the fitted :math:`\beta`.
 
-References: arXiv:2412.20496; Mehta, *Random Matrices* (surmise).
+At the end of training, per matrix, the evolution of its spectrum (:func:`evolution_of`).
+
+References: arXiv:2412.20496; Martin & Mahoney, arXiv:1810.01075 (log-log ESD); Mehta, *Random Matrices*.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ..analysis import MatrixResult
 from ..laws import PoissonSpacing, SpectralLaw, WignerSurmise
-from ..sinks.plots import Curve, Panel
+from ..sinks.plots import Curve, Marker, Panel
+from ._history import nonstructural
 
-__all__ = ["GRID_POINTS", "panels_of"]
+__all__ = ["GRID_POINTS", "evolution_curves", "panels_of"]
 
 GRID_POINTS: int = 400
 _SPACING_MAX: float = 4.0
+_EIGENVALUE = "eigenvalue λ of WᵀW / M"  # plain text: mathtext triples the drawing time
 
 
-def _curve(label: str, law: SpectralLaw, lo: float, hi: float) -> Curve:
-    """``law.pdf`` on a grid over its support clipped to ``[lo, hi]``."""
+def _curve(label: str, law: SpectralLaw, lo: float, hi: float, *, scale: float = 1.0, log: bool = False) -> Curve:
+    """``scale * law.pdf`` on a grid over its support clipped to ``[lo, hi]`` (log-spaced when ``log``)."""
     s_lo, s_hi = law.support
     a, b = max(lo, s_lo), min(hi, s_hi)
     if not (math.isfinite(a) and math.isfinite(b)) or b <= a:
         a, b = lo, hi
-    x = torch.linspace(a, b, GRID_POINTS, dtype=torch.float64)
-    return Curve(label, x.numpy(), law.pdf(x).numpy())
+    if log:
+        a = max(a, b * 1e-6)
+        x = torch.logspace(math.log10(a), math.log10(b), GRID_POINTS, dtype=torch.float64)
+    else:
+        x = torch.linspace(a, b, GRID_POINTS, dtype=torch.float64)
+    return Curve(label, x.numpy(), scale * law.pdf(x).numpy())
 
 
 def _range(values: torch.Tensor) -> tuple[float, float]:
@@ -46,57 +60,81 @@ def _range(values: torch.Tensor) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _law_panel(title: str, values: torch.Tensor, law: SpectralLaw | None, label: str) -> Panel:
-    lo, hi = _range(values)
-    curves = [_curve(label, law, lo, hi)] if law is not None else []
-    return Panel(title, values.numpy(), curves, xlabel=r"eigenvalue $\lambda$")
+def _mp_overlay(result: MatrixResult, levels: torch.Tensor, *, log: bool = False) -> list[Curve]:
+    law = result.laws.get("marchenko_pastur")
+    if law is None:
+        return []
+    lo, hi = _range(levels)
+    if log:
+        positive = levels[levels > 0]
+        lo = float(positive.min()) * 0.9 if positive.numel() else lo
+    scale = 1.0 / (1.0 - getattr(law, "atom", 0.0))  # the continuous part, as a density of the non-structural levels
+    return [_curve("Marchenko–Pastur fit", law, max(lo, 0.0), hi, scale=scale, log=log)]
 
 
-def _spacing_panel(values: torch.Tensor, fitted: SpectralLaw | None) -> Panel:
+def _gram_panels(result: MatrixResult) -> list[Panel]:
+    levels = nonstructural(result)
+    metrics = result.metrics
+    note = f"n = {levels.numel()}"
+    if "mp_sigma2" in metrics:
+        note += f"\nσ² = {metrics['mp_sigma2']:.3g}\nKS = {metrics.get('mp_ks', math.nan):.3f}"
+    spikes = int(metrics.get("mp_num_spikes", 0) or 0)
+    markers = [Marker("λ₊", metrics["mp_lambda_plus"])] if "mp_lambda_plus" in metrics else []
+    top = torch.sort(levels).values[levels.numel() - spikes :].numpy() if spikes else None
+    return [
+        Panel("Gram spectrum WᵀW / M", levels.numpy(), _mp_overlay(result, levels), xlabel=_EIGENVALUE,
+              markers=markers, spikes=top, note=note),
+        Panel("ESD, log-log", levels.numpy(), _mp_overlay(result, levels, log=True), xlabel=_EIGENVALUE,
+              markers=markers, loglog=True),
+    ]  # fmt: skip
+
+
+def _spacing_panel(values: torch.Tensor, fitted: SpectralLaw | None, metrics: dict[str, float]) -> Panel:
     curves = [_curve("Poisson", PoissonSpacing(), 0.0, _SPACING_MAX)]
-    curves.append(_curve(r"GOE surmise $\beta=1$", WignerSurmise(beta=1), 0.0, _SPACING_MAX))
+    curves.append(_curve("GOE surmise β = 1", WignerSurmise(beta=1), 0.0, _SPACING_MAX))
+    note = f"n = {values.numel()}"
     if fitted is not None:
         beta = getattr(fitted, "beta", math.nan)
-        curves.append(_curve(f"fitted surmise $\\beta={beta:.2f}$", fitted, 0.0, _SPACING_MAX))
-    return Panel("level spacings", values.numpy(), curves, xlabel="spacing $s$", value_range=(0.0, _SPACING_MAX))
+        curves.append(_curve(f"fitted surmise β = {beta:.2f}", fitted, 0.0, _SPACING_MAX))
+        note += f"\nβ = {beta:.2f}\nKS = {metrics.get('surmise_ks', math.nan):.3f}"
+    return Panel("level spacings", values.numpy(), curves, xlabel="spacing s", value_range=(0.0, _SPACING_MAX),
+                 note=note)  # fmt: skip
 
 
 def panels_of(result: MatrixResult) -> list[Panel]:
-    """The histogram panels of one analysed matrix (empty for a skipped one).
+    """The panels of one analysed matrix's figure at one step (empty for a skipped or estimated one).
 
     Args:
         result: an analysis result with its spectra and fitted laws.
 
     Returns:
-        Up to three panels: Gram spectrum, symmetric part (square matrices), spacings.
+        Gram spectrum, its log-log view, the symmetric part (square matrices, when analysed), spacings.
 
     References: arXiv:2412.20496.
 
     Examples:
         >>> r = MatrixResult("w", (3, 3), "linear", {}, spectra={"gram": torch.tensor([0.5, 1.0, 2.0])})
         >>> [p.title for p in panels_of(r)]
-        ['Gram spectrum $W^\\\\top W / M$']
+        ['Gram spectrum WᵀW / M', 'ESD, log-log']
     """
-    if result.skipped is not None or "gram" not in result.spectra or result.spectra["gram"].numel() == 0:
+    if result.skipped is not None or nonstructural(result).numel() == 0:
         return []
     spectra, laws = result.spectra, result.laws
-    panels = [
-        _law_panel(
-            r"Gram spectrum $W^\top W / M$",
-            spectra["gram"].flatten(),
-            laws.get("marchenko_pastur"),
-            "Marchenko–Pastur fit",
-        )
-    ]
+    panels = _gram_panels(result)
     if "symmetric" in spectra:
-        panels.append(
-            _law_panel(
-                r"symmetric part $(W + W^\top)/2$",
-                spectra["symmetric"].flatten(),
-                laws.get("semicircle"),
-                "semicircle fit",
-            )
-        )
+        values = spectra["symmetric"].flatten()
+        lo, hi = _range(values)
+        law = laws.get("semicircle")
+        curves = [_curve("semicircle fit", law, lo, hi)] if law is not None else []
+        panels.append(Panel("symmetric part (W + Wᵀ)/2", values.numpy(), curves, xlabel=r"eigenvalue"))
     if "spacings" in spectra:
-        panels.append(_spacing_panel(spectra["spacings"].flatten(), laws.get("spacings")))
+        panels.append(_spacing_panel(spectra["spacings"].flatten(), laws.get("spacings"), result.metrics))
     return panels
+
+
+def evolution_curves(last: MatrixResult | None, samples: Sequence[np.ndarray]) -> list[Curve]:
+    """The last analysis's fitted Marchenko–Pastur density over the range of every step's levels (or nothing)."""
+    if last is None or "marchenko_pastur" not in last.laws or not samples:
+        return []
+    pooled = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in samples]))
+    return [Curve(f"fit at the last step: {c.label}", c.x, c.y) for c in _mp_overlay(last, pooled)]

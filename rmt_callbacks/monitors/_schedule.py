@@ -16,11 +16,31 @@ References: Lightning ``ModelCheckpoint`` (``every_n_train_steps`` / ``every_n_e
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-__all__ = ["DEFAULT_EVERY_N_TRAIN_STEPS", "EVENTS", "check_count", "figure_due", "is_due", "resolve_cadence"]
+__all__ = [
+    "DEFAULT_EVERY_N_TRAIN_STEPS",
+    "DEFAULT_FIGURE_INTERVAL",
+    "DEFAULT_OVERHEAD_BUDGET",
+    "EVENTS",
+    "FIGURES_PER_RUN",
+    "check_count",
+    "expected_analyses",
+    "figure_due",
+    "figure_interval",
+    "is_due",
+    "resolve_budget",
+    "resolve_cadence",
+]
 
 DEFAULT_EVERY_N_TRAIN_STEPS: int = 50
+DEFAULT_OVERHEAD_BUDGET: float = 0.02
+"""The fraction of training time the *default* cadence may take (``overhead_budget="auto"``)."""
+FIGURES_PER_RUN: int = 9
+"""``figure_every_n_analyses="auto"`` draws about this many per-step figures in a run (and always the last)."""
+DEFAULT_FIGURE_INTERVAL: int = 10
+"""``figure_every_n_analyses="auto"`` when the run's length is unknown (no ``max_steps`` nor ``max_epochs``)."""
 EVENTS = ("train_start", "train_batch_end", "train_epoch_end")
 Event = Literal["train_start", "train_batch_end", "train_epoch_end"]
 
@@ -131,3 +151,69 @@ def figure_due(num_analyses: int, every_n_analyses: int | None) -> bool:
     if not every_n_analyses:
         return False
     return num_analyses % every_n_analyses == 0
+
+
+def resolve_budget(value: object, *, explicit_cadence: bool) -> float | None:
+    """The overhead budget in force: ``"auto"`` paces the default cadence only; a number paces any cadence.
+
+    An explicit ``every_n_train_steps`` / ``every_n_epochs`` is what the user asked for, so ``"auto"`` leaves it
+    unpaced; a budget passed explicitly is honoured on any cadence.
+
+    Raises:
+        ValueError: not ``"auto"``, ``None`` or a number in ``(0, 1]``.
+
+    Examples:
+        >>> resolve_budget("auto", explicit_cadence=False), resolve_budget("auto", explicit_cadence=True)
+        (0.02, None)
+        >>> resolve_budget(0.1, explicit_cadence=True)
+        0.1
+    """
+    if value == "auto":
+        return None if explicit_cadence else DEFAULT_OVERHEAD_BUDGET
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if value is not None and (not ok or not 0.0 < float(value) <= 1.0):  # type: ignore[arg-type]
+        raise ValueError(f"overhead_budget must be 'auto', None or a number in (0, 1], got {value!r}")
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def expected_analyses(
+    *, total_steps: float, max_epochs: int | None, every_n_train_steps: int | None, every_n_epochs: int | None
+) -> float:
+    """How many analyses a run will make (the initial one and the final one included); ``inf`` if unbounded.
+
+    Examples:
+        >>> expected_analyses(total_steps=300, max_epochs=None, every_n_train_steps=50, every_n_epochs=None)
+        7.0
+        >>> expected_analyses(total_steps=30, max_epochs=10, every_n_train_steps=None, every_n_epochs=2)
+        6.0
+    """
+    if every_n_train_steps is not None:
+        return math.floor(total_steps / every_n_train_steps) + 1.0 if math.isfinite(total_steps) else math.inf
+    if max_epochs is None or max_epochs < 0 or every_n_epochs is None:
+        return math.inf
+    return math.floor(max_epochs / every_n_epochs) + 1.0
+
+
+def figure_interval(value: int | Literal["auto"] | None, expected: float) -> int | None:
+    """Draw per-step figures on every this many analyses (``None``: never); ``"auto"`` keeps first, middle and last.
+
+    ``"auto"`` aims at :data:`FIGURES_PER_RUN` figures spread over the run (every analysis in a short run); the
+    final analysis always draws, so a run shows its first, middle and last spectra.
+
+    Raises:
+        ValueError: not ``"auto"``, ``None`` or an int >= 0.
+
+    Examples:
+        >>> figure_interval("auto", 7.0), figure_interval("auto", 101.0), figure_interval("auto", math.inf)
+        (1, 11, 10)
+        >>> figure_interval(0, 5.0), figure_interval(3, 5.0)
+        (None, 3)
+    """
+    if value == "auto":
+        if not math.isfinite(expected):
+            return DEFAULT_FIGURE_INTERVAL
+        return max(1, int(expected) // FIGURES_PER_RUN)
+    if isinstance(value, str):
+        raise ValueError(f"figure_every_n_analyses must be 'auto', None or an int >= 0, got {value!r}")
+    check_count("figure_every_n_analyses", value, allow_zero=True)
+    return value or None

@@ -162,6 +162,11 @@ class AnalysisWorker(Generic[T]):
         """Whether a submitted job has not been picked up yet (running, waiting or finished but unread)."""
         return self._pending > 0
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a submitted job waits for the thread (not started yet): a new one would block :meth:`submit`."""
+        return self._jobs.qsize() > 0
+
     def submit(self, job: Callable[[], T]) -> None:
         """Queue ``job`` (blocks only while another job is already waiting)."""
         if self._thread is None or not self._thread.is_alive():

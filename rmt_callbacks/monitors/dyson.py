@@ -1,10 +1,10 @@
 r"""``DysonMonitor``: the noise temperature :math:`\alpha/|B|` of SGD and the eigenvalue fluctuations it drives.
 
 SGD moves eigenvalues like Dyson Brownian motion with diffusion coefficient :math:`D \propto \alpha/|B|`; widths
-scale as :math:`\sqrt{\alpha/|B|}` (paper.md E4, E10). The monitor logs the temperature and, per selected
-matrix, the fluctuation and diffusion estimates raw and divided by the temperature (the *normalised* curves),
-so two runs that differ only in :math:`(\alpha, |B|)` at equal :math:`\alpha/|B|` show the same curves in the
-MLflow UI, and a run whose temperature jumped is flagged.
+scale as :math:`\sqrt{\alpha/|B|}` (arXiv:2412.20496; docs/science.md, E4, E10). The monitor logs the temperature
+and, per selected matrix, the fluctuation and diffusion estimates raw and divided by the temperature (the
+*normalised* curves), so two runs that differ only in :math:`(\alpha, |B|)` at equal :math:`\alpha/|B|` show the
+same curves in the MLflow UI, and a run whose temperature jumped is flagged.
 
 Estimators: :mod:`rmt_callbacks.dynamics.estimators`; Langevin time advances by :math:`\alpha` per step.
 
@@ -48,12 +48,12 @@ class DysonMonitor(Callback):
 
     Logged metrics:
         * ``{prefix}noise_temperature``: :math:`T = \alpha/|B|`; ``{prefix}lr``, ``{prefix}batch_size``.
-        * ``{prefix}{matrix}/dyson/width``: std over the window of each eigenvalue, averaged over modes (and
-          ensemble members); ``…/dyson/width_normalized`` :math:`= \text{width}/\sqrt{T}`.
-        * ``{prefix}{matrix}/dyson/diffusion``: :math:`D = \mathrm{Var}(\Delta\lambda)/(2\,\delta t)` from the
+        * ``{prefix}{matrix}/dyson_width``: std over the window of each eigenvalue, averaged over modes (and
+          ensemble members); ``…/dyson_width_normalized`` :math:`= \text{width}/\sqrt{T}`.
+        * ``{prefix}{matrix}/dyson_diffusion``: :math:`D = \mathrm{Var}(\Delta\lambda)/(2\,\delta t)` from the
           window's increments, :math:`\delta t = \alpha \cdot` ``every_n_train_steps`` (Langevin time), averaged
-          over modes; ``…/dyson/diffusion_normalized`` :math:`= D/T`.
-        * ``{prefix}{matrix}/dyson/ensemble_width`` and ``…_normalized``: for a parameter ``(E, M, N)``, the std
+          over modes; ``…/dyson_diffusion_normalized`` :math:`= D/T`.
+        * ``{prefix}{matrix}/dyson_ensemble_width`` and ``…_normalized``: for a parameter ``(E, M, N)``, the std
           across the :math:`E` networks of each eigenvalue at this step, averaged over modes: the stationary width
           the papers measure.
         * ``{prefix}dyson/stride``: optimizer steps between snapshots, ``every_n_train_steps`` unless the budget
@@ -65,7 +65,7 @@ class DysonMonitor(Callback):
     two that fits; the cheaper of the last two snapshots is what counts, so one slow one does not decide) and the
     window thinned to the snapshots on the new stride. It never shrinks; each change is reported once, and
     logged. A longer stride lengthens :math:`\delta t`; the diffusion estimate assumes :math:`\delta t` well below
-    the relaxation time of the levels (paper.md 2.7), which the stride metric lets you check.
+    the relaxation time of the levels (docs/science.md#semicircle, E10), which the stride metric lets you check.
 
     :math:`\alpha` is read from the first parameter group of the first optimizer (schedulers included);
     :math:`|B|` from the first batch of each epoch (the leading dimension of its first tensor), else
@@ -78,7 +78,8 @@ class DysonMonitor(Callback):
 
     Args:
         every_n_train_steps: record a snapshot every this many optimizer steps.
-        log_every_n_steps: log the estimates every this many optimizer steps (needs 2+ snapshots).
+        log_every_n_steps: log the estimates every this many optimizer steps (needs 2+ snapshots), and at the last
+            step of training (the final weights), unless that step was just logged.
         window: number of snapshots kept (the estimates' time window).
         include: fnmatch patterns of parameter names (``None``: the default selection of
             :class:`~rmt_callbacks.SpectrumMonitor`).
@@ -138,6 +139,7 @@ class DysonMonitor(Callback):
         self._warned: set[str] = set()
         self._ledger = StepLedger(self._warn_replay)
         self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
+        self._logged_step: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -175,6 +177,7 @@ class DysonMonitor(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
+            self._log_final(trainer, pl_module)
             flush_loggers(trainer.loggers)  # the MLflow runs hold every logged step when training returns
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -209,9 +212,21 @@ class DysonMonitor(Callback):
             self._record(source)
             self._pace(step, start)
         if step % self.log_every_n_steps == 0 and temperature is not None:
-            key = sanitize(f"{self.log_key_prefix}noise_temperature")  # replayed steps of a resumed MLflow run: once
-            loggers = self._ledger.loggers(trainer.loggers, step=step, key=key)
-            log_to_loggers(loggers, self._metrics(trainer, pl_module, temperature), step=step)
+            self._log(trainer, pl_module, temperature)
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, temperature: float) -> None:
+        step, self._logged_step = trainer.global_step, trainer.global_step
+        key = sanitize(f"{self.log_key_prefix}noise_temperature")  # replayed steps of a resumed MLflow run: once
+        loggers = self._ledger.loggers(trainer.loggers, step=step, key=key)
+        log_to_loggers(loggers, self._metrics(trainer, pl_module, temperature), step=step)
+
+    def _log_final(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The estimates of the window at the last step, unless that step was logged (or nothing was recorded)."""
+        if trainer.global_step in (0, self._logged_step) or not any(len(b) >= 2 for b in self._snapshots.values()):
+            return
+        temperature = self._current_temperature(trainer, pl_module)
+        if temperature is not None:
+            self._log(trainer, pl_module, temperature)
 
     def _current_lr(self, trainer: pl.Trainer) -> float | None:
         if self.lr is not None:
@@ -312,8 +327,8 @@ class DysonMonitor(Callback):
                 continue
             stats = _window_statistics(torch.stack(tuple(buffer)), dt=dt)
             for stat, value in stats.items():
-                out[metric_key(p, name, f"dyson/{stat}")] = value
-                out[metric_key(p, name, f"dyson/{stat}_normalized")] = value / (
+                out[metric_key(p, name, f"dyson_{stat}")] = value
+                out[metric_key(p, name, f"dyson_{stat}_normalized")] = value / (
                     temperature if stat == "diffusion" else temperature**0.5
                 )
         return out

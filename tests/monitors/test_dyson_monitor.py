@@ -72,9 +72,9 @@ def test_logs_the_exact_temperature_of_a_real_run(tmp_path: Path) -> None:
     logged = [(int(r["step"]), float(r["rmt/noise_temperature"])) for r in rows if r.get("rmt/noise_temperature")]
     assert [s for s, _ in logged] == [5, 10, 15, 20]
     assert all(t == 0.05 / 8 for _, t in logged)
-    assert _final(rows, "rmt/layer.weight/dyson/width") > 0.0
-    assert _final(rows, "rmt/layer.weight/dyson/diffusion_normalized") == pytest.approx(
-        _final(rows, "rmt/layer.weight/dyson/diffusion") / (0.05 / 8)
+    assert _final(rows, "rmt/layer.weight/dyson_width") > 0.0
+    assert _final(rows, "rmt/layer.weight/dyson_diffusion_normalized") == pytest.approx(
+        _final(rows, "rmt/layer.weight/dyson_diffusion") / (0.05 / 8)
     )
 
 
@@ -83,7 +83,7 @@ def _ts_widths(lr: float, batch_size: int, tmp_path: Path) -> dict[str, float]:
     steps = round(langevin_time / lr)
     model = TeacherStudent2x2(networks=300, lr=lr, batch_size=batch_size, epochs=1, batches_per_epoch=steps, seed=1)
     rows = _fit(model, DysonMonitor(log_every_n_steps=steps, window=100, overhead_budget=None), steps, tmp_path)
-    return {k: _final(rows, f"rmt/weight/dyson/{k}") for k in ("ensemble_width_normalized", "diffusion_normalized")}
+    return {k: _final(rows, f"rmt/weight/dyson_{k}") for k in ("ensemble_width_normalized", "diffusion_normalized")}
 
 
 def test_normalised_widths_agree_at_equal_temperature(tmp_path: Path) -> None:
@@ -165,4 +165,4 @@ def test_budget_stretches_the_stride_of_a_real_run_and_says_so(
     assert monitor.state_dict()["stride"] == 1024
     told = [r.getMessage() for r in caplog.records if "recording every 1024 steps from step 2" in r.getMessage()]
     assert len(told) == 1 and "overhead_budget=1e-09" in told[0]
-    assert not any(r.get("rmt/layer.weight/dyson/width") for r in rows if int(r["step"]) >= 2)  # emptied window
+    assert not any(r.get("rmt/layer.weight/dyson_width") for r in rows if int(r["step"]) >= 2)  # emptied window

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
-from rmt_callbacks.analysis import ANALYSES
+from rmt_callbacks.analysis import ANALYSES, is_stepwise
 
 
 class Tiny(pl.LightningModule):
@@ -78,8 +78,9 @@ def test_step_is_global_step_and_values_match_analyze(tmp_path: Path) -> None:
     final = {r.name: r.metrics for r in analyze(model, analyses=["summary", "marchenko_pastur"])}
     last = rows[-1]
     for name, metrics in final.items():
-        for stat, value in metrics.items():
-            assert float(last[f"rmt/{name}/{stat}"]) == pytest.approx(value, rel=1e-9, abs=1e-12), (name, stat)
+        for stat, value in ((k, v) for k, v in metrics.items() if is_stepwise(k)):
+            rel = 1e-6 if stat.startswith("mp_") else 1e-9  # the fit's optimiser tolerance: the CPU solver may differ
+            assert float(last[f"rmt/{name}/{stat}"]) == pytest.approx(value, rel=rel, abs=1e-12), (name, stat)
     assert not [k for k in trainer.callback_metrics if k.startswith("rmt/")]  # never through pl_module.log
     assert monitor.state_dict() == {"last_step": 6, "num_analyses": 3}
 
@@ -94,7 +95,7 @@ def test_epoch_cadence(tmp_path: Path) -> None:
 
 
 def test_bad_matrices_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
-    monitor = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)
+    monitor = SpectrumMonitor(every_n_train_steps=2, background=False)  # every step exactly, whatever the load
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer, _, rows = _fit(tmp_path, [monitor], model=Tiny(bad=True))
@@ -103,10 +104,9 @@ def test_bad_matrices_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
     assert len(skips) == 2, skips  # 4 analyses, but one warning per (matrix, reason)
     assert any("'thin.weight'" in s and "degenerate shape (1, 12)" in s for s in skips)
     assert any("'broken.weight'" in s and "120 of its 120 entries are NaN or Inf" in s for s in skips)
-    assert _steps_with(rows, "rmt/thin.weight/skipped") == [0, 2, 4, 6]
-    assert {float(r["rmt/thin.weight/skipped"]) for r in rows if r.get("rmt/thin.weight/skipped")} == {1.0}
-    assert {float(r["rmt/net.0.weight/skipped"]) for r in rows if r.get("rmt/net.0.weight/skipped")} == {0.0}
-    assert not any(r.get("rmt/thin.weight/lambda_max") for r in rows)
+    assert _steps_with(rows, "rmt/net.0.weight/lambda_max") == [0, 2, 4, 6]
+    assert not [k for k in rows[0] if k.startswith(("rmt/thin.", "rmt/broken."))]  # a skip is a tag, not a metric
+    assert not [k for k in rows[0] if k.endswith(("/skipped", "_converged", "/mp_ratio"))]  # no constant metric
 
 
 def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
@@ -147,6 +147,9 @@ def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> N
         _fit(tmp_path, [monitor])
 
 
+BUDGET_MUST = r"overhead_budget must be 'auto', None or a number in \(0, 1\]"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -159,9 +162,10 @@ def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> N
         ({"analyses": []}, ValueError, r"analyses must be a non-empty list"),
         ({"log_key_prefix": 1}, TypeError, r"log_key_prefix must be a str, got int \(1\)"),
         ({"figure_every_n_analyses": -1}, ValueError, r"figure_every_n_analyses must be None or an int >= 0, got -1"),
-        ({"overhead_budget": 0}, ValueError, r"overhead_budget must be None or a number in \(0, 1\], got 0"),
-        ({"overhead_budget": 1.5}, ValueError, r"overhead_budget must be None or a number in \(0, 1\], got 1.5"),
-        ({"overhead_budget": "2%"}, ValueError, r"overhead_budget must be None or a number in \(0, 1\], got '2%'"),
+        ({"overhead_budget": 0}, ValueError, rf"{BUDGET_MUST}, got 0"),
+        ({"overhead_budget": 1.5}, ValueError, rf"{BUDGET_MUST}, got 1.5"),
+        ({"overhead_budget": "2%"}, ValueError, rf"{BUDGET_MUST}, got '2%'"),
+        ({"figure_every_n_analyses": "some"}, ValueError, r"figure_every_n_analyses must be 'auto', None or an int"),
         ({"background": 1}, TypeError, r"background must be a bool, got int \(1\)"),
     ],
 )
@@ -192,6 +196,6 @@ def test_docstring_lists_every_logged_statistic() -> None:
     with torch.no_grad():
         model[0].weight.copy_(torch.randn(40, 40, generator=g))
     stats = {k for r in analyze(model, analyses=ANALYSES) for k in r.metrics}
-    assert {"mp/sigma2", "semicircle/radius", "surmise/beta", "mean_spacing_ratio", "skipped"} <= stats
-    documented = SpectrumMonitor.__doc__.split("Logged metrics")[1].split("MLflow artifacts")[0]
-    assert [s for s in sorted(stats) if f"``{s}``" not in documented] == []
+    assert {"mp_sigma2", "semicircle_radius", "surmise_beta", "mean_spacing_ratio", "skipped"} <= stats
+    documented = SpectrumMonitor.__doc__.split("Logged metrics")[1].split("MLflow run")[0]
+    assert [s for s in sorted(stats) if is_stepwise(s) and f"``{s}``" not in documented] == []

@@ -59,7 +59,7 @@ def _fit(tmp: Path, devices: int) -> tuple[MlflowClient, str, Net]:
 def test_two_gloo_processes_log_once_and_match_one_process(tmp_path: Path) -> None:
     client, run_id, model = _fit(tmp_path / "ddp", devices=2)
     single_client, single_id, _ = _fit(tmp_path / "one", devices=1)
-    for key in ("rmt/fc.weight/lambda_max", "rmt/fc.weight/stable_rank", "rmt/fc.weight/dyson/width"):
+    for key in ("rmt/fc.weight/lambda_max", "rmt/fc.weight/stable_rank", "rmt/fc.weight/dyson_width"):
         ddp = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
         one = [(m.step, m.value) for m in single_client.get_metric_history(single_id, key)]
         assert [s for s, _ in ddp] == [s for s, _ in one] and len(ddp) == len({s for s, _ in ddp}), key  # once

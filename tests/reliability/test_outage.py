@@ -272,7 +272,7 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
     run_id = logger.run_id
     for name in ("fc1.weight", "fc2.weight"):
         assert _steps_once(client, run_id, f"rmt/{name}/lambda_max") == list(range(0, 25, 2)), name
-        assert _steps_once(client, run_id, f"rmt/{name}/dyson/width") == [5, 10, 15, 20], name
+        assert _steps_once(client, run_id, f"rmt/{name}/dyson_width") == [5, 10, 15, 20], name
     assert _steps_once(client, run_id, "rmt/noise_temperature") == [5, 10, 15, 20]
     assert {f.path for f in client.list_artifacts(run_id, "spectra")} >= {
         f"spectra/step_{s:08d}.npz" for s in range(0, 25, 2)

@@ -1,0 +1,80 @@
+"""Once-only warnings from any thread, said by the training thread (where Lightning's rank-zero helpers belong)."""
+
+from __future__ import annotations
+
+import queue
+import re
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+__all__ = ["OnceMessages", "deferred_message", "late_message", "shape_of"]
+
+
+def shape_of(reason: str) -> str:
+    """A reason with its numbers blanked, so "3 of 100 entries are NaN" warns once, not at every count.
+
+    Examples:
+        >>> shape_of("3 of 100 entries are NaN")
+        '# of # entries are NaN'
+    """
+    return re.sub(r"\d+", "#", reason)
+
+
+class OnceMessages:
+    """Messages said once per key: queued from any thread (:meth:`once`), emitted by the training thread (:meth:`emit`).
+
+    Examples:
+        >>> said = OnceMessages()
+        >>> said.once(("budget",), "first"); said.once(("budget",), "second")
+        >>> said.seen(("budget",))
+        True
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, ...]] = set()
+        self._queue: queue.SimpleQueue[tuple[bool, str]] = queue.SimpleQueue()
+
+    def seen(self, key: tuple[str, ...]) -> bool:
+        """Whether a message under ``key`` was queued already."""
+        return key in self._seen
+
+    def once(self, key: tuple[str, ...], message: str, *, info: bool = False) -> None:
+        """Queue ``message`` (a ``RuntimeWarning``, or an info line) unless ``key`` was used before."""
+        if key not in self._seen:
+            self._seen.add(key)
+            self._queue.put((info, message))
+
+    def emit(self) -> None:
+        """Say every queued message (call from the training thread)."""
+        while True:
+            try:
+                info, message = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if info:
+                rank_zero_info(message)
+            else:
+                rank_zero_warn(message, category=RuntimeWarning)
+
+
+def late_message(cadence: str, *, cost: float, due: int, step: int, previous: int | None, keys: tuple[str, str]) -> str:
+    """What a late analysis says: the requested and achieved cadence, the cost, where to look, what to change."""
+    achieved = "" if previous is None else f" ({step - previous} steps after the previous one)"
+    return (
+        f"SpectrumMonitor: {cadence} was asked for, but an analysis takes {cost:.3g} s (analysis, figures and "
+        f"artifacts) and two were still pending when step {due} was due; that analysis ran at step {step}{achieved}, "
+        f"as soon as the worker could take it. Each analysis logs its interval as {keys[0]!r} and the monitor's share "
+        f"of training time as {keys[1]!r}. To analyse every due step: background=False (training waits for each "
+        "analysis), or make analyses cheaper: a longer cadence, fewer matrices (include=/exclude=), fewer analyses "
+        "(analyses=[...]) or fewer figures (figure_every_n_analyses=None)."
+    )
+
+
+def deferred_message(why: str, *, fraction: float, step: int, key: str) -> str:
+    """What the overhead budget says when it defers a step of the default cadence."""
+    return (
+        f"SpectrumMonitor: {why}; to keep analyses within overhead_budget={fraction:g} of training time the one due "
+        f"at step {step} is deferred: the default cadence stretches, and each analysis logs the interval it ran at as "
+        f"{key!r}. Pass every_n_train_steps (or every_n_epochs) to analyse on that cadence, or overhead_budget=None "
+        "to analyse at every due step."
+    )

@@ -1,0 +1,143 @@
+"""The monitor's jobs, run off the training thread: analyse a snapshot, draw it, write MLflow's share; close a run.
+
+A :class:`Recorder` holds what a run accumulates (each matrix's spectrum over time, its last results, the run tags
+sent, the monitor's measured time) and returns a :class:`Report` per job; the Lightning callback hands the
+reports' metrics, histograms and images to the other loggers from the training thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ..analysis import MatrixResult, analyze_views, is_stepwise
+from ..sinks.keys import metric_key
+from ..sinks.lightning import StepLedger
+from ..spectral import MatrixView
+from ._artifacts import (
+    record_levels,
+    render_evolution,
+    render_step,
+    run_tags,
+    summary_rows,
+    write_artifacts,
+    write_closing,
+)
+from ._history import LevelHistory
+from ._messages import OnceMessages
+
+__all__ = ["Clock", "Recorder", "Report"]
+
+
+@dataclass
+class Clock:
+    """The monitor's time: copies in the hook and jobs on the worker, against the time since training started."""
+
+    start: float | None = None
+    hook: float = 0.0
+    jobs: float = 0.0
+
+    def overhead(self) -> float:
+        """The monitor's seconds over the training seconds so far (0 before training starts)."""
+        elapsed = 0.0 if self.start is None else time.perf_counter() - self.start
+        return (self.hook + self.jobs) / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """One finished job: the step, results, metrics, wall time, eigenvalue histograms and figure pixels by tag."""
+
+    step: int
+    results: list[MatrixResult]
+    metrics: dict[str, float]
+    seconds: float
+    histograms: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Recorder:
+    """What one monitor records in a run, job by job (see the module docstring).
+
+    Args:
+        analyses: the analyses to run (:data:`~rmt_callbacks.analysis.ANALYSES`).
+        dense_limit: see :func:`~rmt_callbacks.analysis.analyze_views`.
+        prefix: the metric-key prefix.
+        said: where warnings go (emitted by the training thread).
+        ledger: the steps a resumed MLflow run already holds.
+    """
+
+    def __init__(
+        self, *, analyses: Sequence[str], dense_limit: int, prefix: str, said: OnceMessages, ledger: StepLedger
+    ) -> None:
+        self.analyses, self.dense_limit, self.prefix = tuple(analyses), dense_limit, prefix
+        self.said, self.ledger, self.clock = said, ledger, Clock()
+        self.history = LevelHistory()
+        self.last: dict[str, tuple[int, MatrixResult]] = {}  # each matrix's last analysis: (step, result)
+        self.drawn: int | None = None  # the last step whose figures were drawn
+        self._tags: dict[str, str] = {}  # the run tags sent, so only changes are sent again
+
+    def key(self, name: str, stat: str) -> str:
+        """The metric key of ``stat`` of matrix (or section) ``name``."""
+        return metric_key(self.prefix, name, stat)
+
+    def analyse(
+        self, views: list[MatrixView], mlflow: list[Any], pixels: bool, *, step: int, interval: int, figures: bool
+    ) -> Report:
+        """Analyse a snapshot, draw it when ``figures``, and queue MLflow's share: arrays, table, tags, figures,
+        then the metrics (whose ``analysis_seconds`` count all of it)."""
+        start = time.perf_counter()
+        results = analyze_views(views, analyses=self.analyses, dense_limit=self.dense_limit)
+        levels = record_levels(self.history, results, step=step)
+        self.last.update({r.name: (step, r) for r in results})
+        rendered = render_step(results, step=step) if figures and (mlflow or pixels) else {}
+        self.drawn = step if figures else self.drawn
+        tags = self._changed(run_tags(results, step=step))
+        if mlflow and results:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
+            mlflow = self.ledger.loggers(mlflow, step=step, key=self.key("monitor", "analysis_interval"))
+        for logger in mlflow:
+            self._write(logger, partial(write_artifacts, results=results, step=step, figures=rendered, tags=tags))
+        seconds = time.perf_counter() - start
+        self.clock.jobs += seconds
+        metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k)}
+        metrics[self.key("monitor", "analysis_seconds")] = seconds
+        metrics[self.key("monitor", "analysis_interval")] = float(interval)
+        metrics[self.key("monitor", "overhead")] = self.clock.overhead()
+        for logger in mlflow:
+            self._write(logger, lambda run: run.log_metrics(metrics, step=step))
+        images = {self.key(n, "spectrum"): r.rgb for n, r in rendered.items()} if pixels else {}
+        histograms = {self.key(n, "eigenvalues"): v for n, v in levels.items()}
+        return Report(step, results, metrics, seconds, histograms, images)
+
+    def close(self, mlflow: list[Any], pixels: bool, *, step: int) -> Report:
+        """The end of training: the last step's figures if its analysis drew none, each matrix's spectrum over the
+        run, and the run's summary table."""
+        start, drawn, rendered = time.perf_counter(), {}, {}
+        final = [r for s, r in self.last.values() if s == step]
+        if mlflow or pixels:
+            drawn = render_step(final, step=step) if final and self.drawn != step else {}
+            rendered = render_evolution(self.history, {n: r for n, (_, r) in self.last.items()})
+        rows = summary_rows(self.last)
+        for logger in mlflow:
+            self._write(logger, partial(write_closing, step=step, drawn=drawn, figures=rendered, rows=rows))
+        images = {self.key(n, "spectrum"): r.rgb for n, r in drawn.items()} if pixels else {}
+        images.update({self.key(n, "evolution"): r.rgb for n, r in rendered.items()} if pixels else {})
+        return Report(step, [], {}, time.perf_counter() - start, {}, images)
+
+    def _changed(self, tags: dict[str, str]) -> dict[str, str]:
+        changed = {k: v for k, v in tags.items() if self._tags.get(k) != v}
+        self._tags.update(changed)
+        return changed
+
+    def _write(self, logger: Any, write: Callable[[Any], None]) -> None:
+        """Queue a write into the logger's run (its writer sends it, or spools it while the server is down)."""
+        from ..sinks.spool import MlflowWriter  # imports mlflow: only with an MLFlowLogger
+
+        try:
+            write(MlflowWriter.for_logger(logger))
+        except Exception as exc:  # a defect here must not cost the other loggers' numbers or the training
+            self.said.once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
