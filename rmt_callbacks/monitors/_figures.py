@@ -77,7 +77,7 @@ def _gram_panels(result: MatrixResult) -> list[Panel]:
     metrics = result.metrics
     note = f"n = {levels.numel()}"
     if "mp_sigma2" in metrics:
-        note += f"\nσ² = {metrics['mp_sigma2']:.3g}\nKS = {metrics.get('mp_ks', math.nan):.3f}"
+        note += f", σ² = {metrics['mp_sigma2']:.3g}, KS = {metrics.get('mp_ks', math.nan):.3f}"
     spikes = int(metrics.get("mp_num_spikes", 0) or 0)
     markers = [Marker("λ₊", metrics["mp_lambda_plus"])] if "mp_lambda_plus" in metrics else []
     top = torch.sort(levels).values[levels.numel() - spikes :].numpy() if spikes else None
@@ -96,7 +96,7 @@ def _spacing_panel(values: torch.Tensor, fitted: SpectralLaw | None, metrics: di
     if fitted is not None:
         beta = getattr(fitted, "beta", math.nan)
         curves.append(_curve(f"fitted surmise β = {beta:.2f}", fitted, 0.0, _SPACING_MAX))
-        note += f"\nβ = {beta:.2f}\nKS = {metrics.get('surmise_ks', math.nan):.3f}"
+        note += f", β = {beta:.2f}, KS = {metrics.get('surmise_ks', math.nan):.3f}"
     return Panel("level spacings", values.numpy(), curves, xlabel="spacing s", value_range=(0.0, _SPACING_MAX),
                  note=note)  # fmt: skip
 

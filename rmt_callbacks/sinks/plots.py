@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 MAX_BINS: int = 200
+WIDE_RANGE: float = 30.0
+"""An evolution figure whose largest value exceeds this many times its 1 % quantile is drawn in log10."""
 Y_HEADROOM: float = 3.0
 PANEL_SIZE: tuple[float, float] = (4.5, 3.6)  # inches
 
@@ -93,8 +95,9 @@ class Panel:
         xlabel: the x-axis label.
         value_range: the histogram range, or ``None`` for the data range.
         markers: vertical lines to draw.
-        spikes: sample values to mark individually (a rug of outliers, e.g. eigenvalues above a bulk edge).
-        note: a text box in the upper right corner (e.g. the sample size and the fit's parameters).
+        spikes: the largest samples, marked individually (e.g. eigenvalues above a bulk edge); the histogram's
+            bins then cover the rest, so a far outlier does not squeeze the bulk into one bar.
+        note: a line under the title (e.g. the sample size and the fit's parameters).
         loglog: log-spaced bins on log-log axes (positive values only): how heavy tails are read.
     """
 
@@ -125,18 +128,32 @@ def _log_edges(values: np.ndarray) -> np.ndarray:
 
 def _draw(ax: Axes, panel: Panel) -> None:
     values = _finite(panel.values, positive=panel.loglog)
+    spikes = _finite(panel.spikes) if panel.spikes is not None else np.zeros(0)
     top = 0.0
     if values.size:
-        edges = _log_edges(values) if panel.loglog else _edges(values, panel.value_range)
-        heights, _, _ = ax.hist(values, bins=edges, density=True, color="0.75", label=f"data (n={values.size})")
+        binned = values
+        if spikes.size and not panel.loglog and spikes.size < values.size:  # bins on the bulk; spikes are marked
+            binned = np.sort(values)[: values.size - spikes.size]
+        edges = _log_edges(values) if panel.loglog else _edges(binned, panel.value_range)
+        heights, _, _ = ax.hist(binned, bins=edges, density=True, color="0.75", label=f"data (n={values.size})")
         top = float(np.max(heights))
     for curve in panel.curves:
         ax.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), lw=1.5, label=curve.label)
     for marker in panel.markers:
         if np.isfinite(marker.x):
             ax.axvline(marker.x, color="k", ls="--", lw=1.0, label=marker.label)
-    if panel.spikes is not None and np.size(panel.spikes):
-        spikes = _finite(panel.spikes)
+    if spikes.size and not panel.loglog and values.size > spikes.size:  # the bulk fills the axis; spikes at its edge
+        lo = ax.get_xlim()[0]
+        right = max(float(edges[-1]), *(m.x for m in panel.markers if np.isfinite(m.x)))
+        right += 0.08 * (right - lo)
+        ax.set_xlim(lo, right)
+        inside = spikes[spikes <= right]
+        if inside.size:
+            ax.plot(inside, np.zeros_like(inside), "rv", ms=7, clip_on=False, label=f"spikes ({inside.size})")
+        if inside.size < spikes.size:
+            beyond = f"spikes beyond ({spikes.size - inside.size}), up to {spikes.max():.3g}"
+            ax.plot([right], [0.0], "r>", ms=9, clip_on=False, label=beyond)
+    elif spikes.size:
         ax.plot(spikes, np.zeros_like(spikes), "rv", ms=7, clip_on=False, label=f"spikes ({spikes.size})")
     if panel.loglog:  # plain tick labels: the default scientific ones are mathtext, slow to lay out
         for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
@@ -145,13 +162,10 @@ def _draw(ax: Axes, panel: Panel) -> None:
             axis.set_minor_locator(NullLocator())
     elif top > 0:  # an integrable singularity of a density (MP at q = 1) must not flatten the histogram
         ax.set_ylim(0.0, min(ax.get_ylim()[1], Y_HEADROOM * top))
-    if panel.note:
-        ax.text(0.97, 0.97, panel.note, transform=ax.transAxes, ha="right", va="top", fontsize="small",
-                bbox={"boxstyle": "round", "fc": "white", "ec": "0.8", "alpha": 0.8})  # fmt: skip
-    ax.set_title(panel.title, fontsize="medium")
+    ax.set_title(f"{panel.title}\n{panel.note}" if panel.note else panel.title, fontsize="medium")
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel("density")
-    ax.legend(fontsize="small", loc="upper center" if panel.note else "best")
+    ax.legend(fontsize="small")
 
 
 def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figure:
@@ -182,7 +196,8 @@ def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figur
     width = PANEL_SIZE[0] * len(panels)
     fig = Figure(figsize=(width, PANEL_SIZE[1]))  # fixed margins: a layout engine would double the drawing time
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.16, top=0.82 if title else 0.9, wspace=0.3)
+    top = (0.76 if title else 0.84) if any(p.note for p in panels) else (0.82 if title else 0.9)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.16, top=top, wspace=0.3)
     for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _draw(ax, panel)
     if title:
@@ -213,7 +228,9 @@ def evolution_figure(
 
     Left: one row per step, the density of that step's samples on bins common to all steps (log colour scale).
     Right: step histograms (outlines) at up to ``overlays`` steps, always the first, middle and last, with
-    ``curves`` (e.g. the last step's fitted law) on top.
+    ``curves`` (e.g. the last step's fitted law) on top. Positive samples spread over more than
+    :data:`WIDE_RANGE` (spikes far from a bulk) are drawn as densities of log10(x) (curves transformed
+    alike), so the bulk and the outliers both show.
 
     Args:
         steps: the steps, ascending, ``(S,)``.
@@ -240,6 +257,12 @@ def evolution_figure(
         raise ValueError(f"evolution_figure: need one sample array per step, got {len(steps)} and {len(samples)}")
     flats = [_finite(v) for v in samples]
     pooled = np.concatenate(flats) if any(f.size for f in flats) else np.zeros(1)
+    positive = pooled[pooled > 0]
+    floor = float(np.quantile(positive, 0.01)) if positive.size else 0.0
+    if floor > 0 and float(pooled.max()) > WIDE_RANGE * floor:  # outliers far from the bulk: read it in log10
+        flats = [np.log10(np.maximum(f, floor)) for f in flats]
+        curves = [Curve(c.label, np.log10(c.x[c.x > 0]), (c.y * c.x * np.log(10))[c.x > 0]) for c in curves]
+        xlabel, pooled = f"log10 {xlabel}", np.concatenate(flats)
     edges = _edges(pooled)
     image = np.stack([np.histogram(f, bins=edges, density=bool(f.size))[0] if f.size else 0 * edges[1:] for f in flats])
     fig = Figure(figsize=(2 * PANEL_SIZE[0] + 1.0, PANEL_SIZE[1] + 0.4))

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from rmt_callbacks.sinks.plots import MAX_BINS, Y_HEADROOM, Curve, Panel, close_figure, matrix_figure
+from rmt_callbacks.sinks.plots import (
+    MAX_BINS,
+    Y_HEADROOM,
+    Curve,
+    Marker,
+    Panel,
+    close_figure,
+    evolution_figure,
+    matrix_figure,
+)
 
 
 def _bars(ax) -> tuple[np.ndarray, np.ndarray]:
@@ -83,3 +92,44 @@ def test_a_density_singularity_does_not_flatten_the_histogram() -> None:
     heights, _ = _bars(fig.axes[0])
     assert fig.axes[0].get_ylim()[1] == pytest.approx(Y_HEADROOM * heights.max())
     assert y.max() > Y_HEADROOM * heights.max()  # the cap was needed
+
+
+def test_spikes_leave_the_bins_to_the_bulk_and_are_marked() -> None:
+    rng = np.random.default_rng(2)
+    bulk = rng.uniform(1.0, 3.0, size=500)
+    spikes = np.array([12.0, 50.0])
+    fig = matrix_figure([Panel("spectrum", np.concatenate([bulk, spikes]), spikes=spikes, markers=[Marker("λ₊", 3.1)])])
+    ax = fig.axes[0]
+    heights, widths = _bars(ax)
+    assert ax.patches[-1].get_x() + ax.patches[-1].get_width() == pytest.approx(bulk.max())  # bins end at the bulk
+    assert np.sum(heights * widths) == pytest.approx(1.0)
+    assert ax.get_xlim()[1] < 12.0  # the bulk fills the axis
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "spikes beyond (2), up to 50" in labels and "λ₊" in labels
+    close_figure(fig)
+
+
+def test_loglog_panels_use_log_bins_on_log_axes() -> None:
+    values = np.random.default_rng(3).pareto(2.0, size=2000) + 1.0
+    fig = matrix_figure([Panel("tail", np.concatenate([values, [0.0, -1.0]]), loglog=True)])
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    heights, widths = _bars(ax)
+    assert np.sum(heights * widths) == pytest.approx(1.0)  # non-positive values dropped, still a density
+    ratios = [p.get_width() / p.get_x() for p in ax.patches]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-9)  # geometric bins
+    close_figure(fig)
+
+
+@pytest.mark.parametrize(("spread", "log"), [(1.0, False), (1000.0, True)])
+def test_evolution_figure_overlays_first_middle_and_last(spread: float, log: bool) -> None:
+    rng = np.random.default_rng(4)
+    steps = list(range(0, 110, 10))
+    samples = [np.concatenate([rng.uniform(1.0, 2.0, 300), [spread * (1 + s / 100)]]) for s in steps]
+    fig = evolution_figure(steps, samples, xlabel="λ", curves=[Curve("law", np.linspace(1, 2, 5), np.ones(5))])
+    image, overlay, _ = fig.axes  # the density image, the overlays, the colour bar
+    labels = [t.get_text() for t in overlay.get_legend().get_texts()]
+    assert {"step 0", "step 50", "step 100"} <= set(labels) and "law" in labels
+    assert overlay.get_xlabel() == ("log10 λ" if log else "λ")
+    assert [t.get_text() for t in image.get_yticklabels()] == ["0", "50", "100"]
+    close_figure(fig)
