@@ -6,10 +6,13 @@ steps through a real ``Trainer`` with a ``CSVLogger`` (the monitor analyses noth
 log to one). Arms, run interleaved after one warm-up each, median of ``--repeats``:
 
 * ``no monitor``: the baseline;
-* ``default``: ``SpectrumMonitor()``: every 50 optimizer steps, all analyses, on a background thread, paced by
-  ``overhead_budget=0.02`` (deferred analyses stretch the cadence);
-* ``every 50, no budget``: ``SpectrumMonitor(overhead_budget=None)``: background thread, every 50 steps;
-* ``every 50, in the hook``: ``SpectrumMonitor(overhead_budget=None, background=False)``: the synchronous path.
+* ``default``: ``SpectrumMonitor()``: the default cadence (every 50 optimizer steps), all default analyses and
+  figures, on a background thread, paced by ``overhead_budget="auto"`` (2 %: deferred analyses stretch it);
+* ``every 50``: ``SpectrumMonitor(every_n_train_steps=50)``: an explicit cadence, analysed at every due step on the
+  background thread (a late one only when two are pending);
+* ``every 50, in the hook``: ``SpectrumMonitor(every_n_train_steps=50, background=False)``: the synchronous path.
+
+Every arm also analyses the final weights at train end and draws the end-of-training figures.
 
 With ``--monitor dyson`` the arms are ``no monitor``, ``dyson default`` (``DysonMonitor()``: a snapshot of every
 layer every step, synchronously, its stride doubled while a snapshot costs more than ``overhead_budget=0.02`` of
@@ -142,8 +145,8 @@ def main() -> None:
     arms: dict[str, Callable[[], list[pl.Callback]]] = {"no monitor": list}
     if args.monitor == "spectrum":
         arms["default"] = lambda: [SpectrumMonitor()]
-        arms["every 50, no budget"] = lambda: [SpectrumMonitor(overhead_budget=None)]
-        arms["every 50, in the hook"] = lambda: [SpectrumMonitor(overhead_budget=None, background=False)]
+        arms["every 50"] = lambda: [SpectrumMonitor(every_n_train_steps=50)]
+        arms["every 50, in the hook"] = lambda: [SpectrumMonitor(every_n_train_steps=50, background=False)]
     else:
         arms["dyson default"] = lambda: [DysonMonitor()]
         arms["dyson, no budget"] = lambda: [DysonMonitor(overhead_budget=None)]

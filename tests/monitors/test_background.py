@@ -6,6 +6,7 @@ import csv
 import itertools
 import logging
 import threading
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -15,15 +16,24 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rmt_callbacks import SpectrumMonitor
+from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.monitors._worker import AnalysisWorker, OverheadBudget
 from rmt_callbacks.spectral import stacks
 
 STEPS = 12
 
 
+@pytest.fixture(autouse=True)
+def _warm() -> None:
+    analyze(nn.Linear(16, 24))  # the first analysis of a process imports scipy: not what these tests are about
+
+
 class Net(pl.LightningModule):
-    """Two layers, a large learning rate (the weights move visibly every step); optionally fails at a step."""
+    """Two layers, a large learning rate (the weights move visibly every step); optionally fails at a step.
+
+    A step takes at least 30 ms, as real training does: the worker (a few ms per analysis of these two small
+    matrices) keeps up with a cadence of 2 or 3 steps even on a loaded machine, so every due step is analysed on
+    time (the late path is tested in ``test_cadence.py``)."""
 
     def __init__(self, fail_at: int | None = None) -> None:
         super().__init__()
@@ -32,6 +42,7 @@ class Net(pl.LightningModule):
         self.fail_at = fail_at
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        time.sleep(0.03)
         if self.fail_at is not None and self.global_step == self.fail_at:
             raise RuntimeError("boom")
         x, y = batch

@@ -39,8 +39,8 @@ def _fit(tmp: Path, devices: int) -> tuple[MlflowClient, str, Net]:
     logger = MLFlowLogger(experiment_name="ddp", tracking_uri=uri, artifact_location=(tmp / "art").as_uri())
     run_id = logger.run_id  # create the run here: spawned ranks get the logger with its id, not a run of their own
     callbacks = [
-        SpectrumMonitor(
-            every_n_train_steps=2, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=None
+        SpectrumMonitor(  # in the hook: the due steps exactly, whatever the load (the ranks are under test)
+            every_n_train_steps=2, analyses=["summary"], figure_every_n_analyses=None, background=False
         ),
         DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, batch_size=16, overhead_budget=None),
     ]
