@@ -261,7 +261,7 @@ def evolution_figure(
     floor = float(np.quantile(positive, 0.01)) if positive.size else 0.0
     if floor > 0 and float(pooled.max()) > WIDE_RANGE * floor:  # outliers far from the bulk: read it in log10
         flats = [np.log10(np.maximum(f, floor)) for f in flats]
-        curves = [Curve(c.label, np.log10(c.x[c.x > 0]), (c.y * c.x * np.log(10))[c.x > 0]) for c in curves]
+        curves = [_in_log10(c) for c in curves]
         xlabel, pooled = f"log10 {xlabel}", np.concatenate(flats)
     edges = _edges(pooled)
     image = np.stack([np.histogram(f, bins=edges, density=bool(f.size))[0] if f.size else 0 * edges[1:] for f in flats])
@@ -298,6 +298,14 @@ def evolution_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _in_log10(curve: Curve) -> Curve:
+    r"""A density in :math:`x` as a density in :math:`\log_{10} x`: :math:`p(x)\, x \ln 10` (where :math:`x > 0`)."""
+    keep = curve.x > 0
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite density at an edge stays infinite, not NaN
+        y = np.where(np.isfinite(curve.y), curve.y * curve.x * np.log(10), np.inf)
+    return Curve(curve.label, np.log10(curve.x[keep]), y[keep])
 
 
 @dataclass(frozen=True)
