@@ -97,13 +97,13 @@ class Recorder:
         rendered = render_step(results, step=step) if figures and (mlflow or pixels) else {}
         self.drawn = step if figures else self.drawn
         tags = self._changed(run_tags(results, step=step))
-        if mlflow and results:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
-            mlflow = self.ledger.loggers(mlflow, step=step, key=self.key("monitor", "analysis_interval"))
+        metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k)}
+        if mlflow and metrics:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
+            mlflow = self.ledger.loggers(mlflow, step=step, key=next(iter(metrics)))  # a key of this monitor's own
         for logger in mlflow:
             self._write(logger, partial(write_artifacts, results=results, step=step, figures=rendered, tags=tags))
         seconds = time.perf_counter() - start
         self.clock.jobs += seconds
-        metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k)}
         metrics[self.key("monitor", "analysis_seconds")] = seconds
         metrics[self.key("monitor", "analysis_interval")] = float(interval)
         metrics[self.key("monitor", "overhead")] = self.clock.overhead()
