@@ -37,8 +37,9 @@ __all__ = [
 DEFAULT_EVERY_N_TRAIN_STEPS: int = 50
 DEFAULT_OVERHEAD_BUDGET: float = 0.02
 """The fraction of training time the *default* cadence may take (``overhead_budget="auto"``)."""
-FIGURES_PER_RUN: int = 9
-"""``figure_every_n_analyses="auto"`` draws about this many per-step figures in a run (and always the last)."""
+FIGURES_PER_RUN: int = 5
+"""``figure_every_n_analyses="auto"`` draws at most about this many per-step figures in a run (the first, evenly
+spaced ones and always the last); the end-of-training evolution figure shows every analysed step."""
 DEFAULT_FIGURE_INTERVAL: int = 10
 """``figure_every_n_analyses="auto"`` when the run's length is unknown (no ``max_steps`` nor ``max_epochs``)."""
 EVENTS = ("train_start", "train_batch_end", "train_epoch_end")
@@ -197,22 +198,24 @@ def expected_analyses(
 def figure_interval(value: int | Literal["auto"] | None, expected: float) -> int | None:
     """Draw per-step figures on every this many analyses (``None``: never); ``"auto"`` keeps first, middle and last.
 
-    ``"auto"`` aims at :data:`FIGURES_PER_RUN` figures spread over the run (every analysis in a short run); the
+    ``"auto"`` aims at :data:`FIGURES_PER_RUN` figures spread evenly over the run (every analysis in a short run); the
     final analysis always draws, so a run shows its first, middle and last spectra.
 
     Raises:
         ValueError: not ``"auto"``, ``None`` or an int >= 0.
 
     Examples:
-        >>> figure_interval("auto", 7.0), figure_interval("auto", 101.0), figure_interval("auto", math.inf)
-        (1, 11, 10)
+        >>> figure_interval("auto", 3.0), figure_interval("auto", 7.0), figure_interval("auto", 101.0)
+        (1, 2, 25)
+        >>> figure_interval("auto", math.inf)  # length unknown
+        10
         >>> figure_interval(0, 5.0), figure_interval(3, 5.0)
         (None, 3)
     """
     if value == "auto":
         if not math.isfinite(expected):
             return DEFAULT_FIGURE_INTERVAL
-        return max(1, int(expected) // FIGURES_PER_RUN)
+        return max(1, math.ceil((expected - 1) / (FIGURES_PER_RUN - 1)))  # analyses 0, k, ..., <= the last
     if isinstance(value, str):
         raise ValueError(f"figure_every_n_analyses must be 'auto', None or an int >= 0, got {value!r}")
     check_count("figure_every_n_analyses", value, allow_zero=True)

@@ -106,7 +106,7 @@ class SpectrumMonitor(Callback):
             ``"semicircle"``.
         log_key_prefix: the metric-key prefix.
         figure_every_n_analyses: per-step figures on analyses number 0, k, 2k, … and the last; ``"auto"``
-            (default) chooses k for about 9 figures over the run; ``None`` or 0: none (the end-of-training
+            (default) chooses k for about 5 figures over the run; ``None`` or 0: none (the end-of-training
             evolution figures are still drawn).
         overhead_budget: the largest fraction of training wall time analyses may take, in ``(0, 1]``;
             ``"auto"`` (default): 0.02 on the default cadence, none on an explicit one; ``None``: none.
