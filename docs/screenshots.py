@@ -1,7 +1,7 @@
 """Screenshots of the MLflow UI for docs/mlflow.md. Run by hand; not part of the test suite.
 
     apt-get install -y chromium                 # Debian's headless browser
-    .venv/bin/python docs/screenshots.py        # about 5 minutes on 2 CPU cores; writes docs/images/mlflow_*.png
+    .venv/bin/python docs/screenshots.py        # about 3 minutes on 2 CPU cores; writes docs/images/mlflow_*.png
 
 It trains the MLP of ``examples/mlp.py`` twice (learning rates 0.05 and 0.5, 600 steps, ``SpectrumMonitor`` every
 50 steps) into a fresh sqlite store in a temporary directory, starts ``mlflow ui`` on a free loopback port, waits
