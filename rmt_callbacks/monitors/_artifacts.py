@@ -65,7 +65,7 @@ def record_levels(history: LevelHistory, results: Sequence[MatrixResult], *, ste
 
 def run_tags(results: Sequence[MatrixResult], *, step: int) -> dict[str, str]:
     """The run tags of one analysis: ``rmt.matrix.<m>`` (shape, kind, :math:`q = N/M`), ``rmt.method.<m>``,
-    ``rmt.skipped.<m>`` and ``rmt.failed.<m>`` (which fits failed at which step, and why)."""
+    ``rmt.skipped.<m>`` and ``rmt.failed.<m>`` (which fits failed and why; the fit tables say at which steps)."""
     tags = {}
     for r in results:
         m, n = r.shape[-2:] if len(r.shape) >= 2 else (0, 0)
@@ -78,7 +78,7 @@ def run_tags(results: Sequence[MatrixResult], *, step: int) -> dict[str, str]:
             tags[tag_key("rmt.method.", r.name)] = r.method
         if r.failures:
             reasons = "; ".join(f"{k}: {v}" for k, v in r.failures.items())
-            tags[tag_key("rmt.failed.", r.name)] = f"step {step}: {reasons}"[:5000]
+            tags[tag_key("rmt.failed.", r.name)] = reasons[:5000]  # no step: sent again only when the reason changes
     return tags
 
 

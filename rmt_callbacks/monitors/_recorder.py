@@ -106,7 +106,8 @@ class Recorder:
         self.clock.jobs += seconds
         metrics[self.key("monitor", "analysis_seconds")] = seconds
         metrics[self.key("monitor", "analysis_interval")] = float(interval)
-        metrics[self.key("monitor", "overhead")] = self.clock.overhead()
+        if step > 0:  # at step 0 no training has happened yet: its share would be 1 by construction
+            metrics[self.key("monitor", "overhead")] = self.clock.overhead()
         for logger in mlflow:
             self._write(logger, lambda run: run.log_metrics(metrics, step=step))
         images = {self.key(n, "spectrum"): r.rgb for n, r in rendered.items()} if pixels else {}

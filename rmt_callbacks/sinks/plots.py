@@ -273,12 +273,9 @@ def evolution_figure(
     low = float(positive.min()) if positive.size else 1e-3
     from matplotlib.colors import LogNorm
 
-    rows = np.arange(len(steps) + 1) - 0.5
     norm = LogNorm(low, max(low * 10, float(image.max())))
-    mesh = left.pcolormesh(edges, rows, np.where(image > 0, image, np.nan), norm=norm)
+    mesh = left.pcolormesh(edges, _row_edges(steps), np.where(image > 0, image, np.nan), norm=norm)
     fig.colorbar(mesh, ax=left, label="density")
-    ticks = sorted({0, len(steps) // 2, len(steps) - 1})
-    left.set_yticks(ticks, [str(steps[i]) for i in ticks])
     left.set_ylabel("step")
     left.set_xlabel(xlabel)
     left.set_title("density over training", fontsize="medium")
@@ -290,7 +287,7 @@ def evolution_figure(
         right.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), "k--", lw=1.2, label=curve.label)
     tops = [np.histogram(flats[i], bins=edges, density=True)[0].max() for i in picks if flats[i].size]
     if tops:
-        right.set_ylim(0.0, Y_HEADROOM * max(tops))
+        right.set_ylim(0.0, 1.15 * max(tops))
     right.set_xlabel(xlabel)
     right.set_ylabel("density")
     right.set_title("first, middle and last steps", fontsize="medium")
@@ -298,6 +295,15 @@ def evolution_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _row_edges(steps: Sequence[int]) -> np.ndarray:
+    """Row boundaries halfway between steps, so each step's row sits at its step however uneven they are."""
+    y = np.asarray(steps, dtype=np.float64)
+    if y.size == 1:
+        return np.array([y[0] - 0.5, y[0] + 0.5])
+    mid = (y[:-1] + y[1:]) / 2
+    return np.concatenate([[y[0] - (mid[0] - y[0])], mid, [y[-1] + (y[-1] - mid[-1])]])
 
 
 def _in_log10(curve: Curve) -> Curve:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import subprocess
 import sys
 
@@ -124,12 +125,14 @@ def test_loglog_panels_use_log_bins_on_log_axes() -> None:
 @pytest.mark.parametrize(("spread", "log"), [(1.0, False), (1000.0, True)])
 def test_evolution_figure_overlays_first_middle_and_last(spread: float, log: bool) -> None:
     rng = np.random.default_rng(4)
-    steps = list(range(0, 110, 10))
+    steps = [0, 10, 20, 35, 50, 51, 70, 100]  # uneven, as late analyses make them
     samples = [np.concatenate([rng.uniform(1.0, 2.0, 300), [spread * (1 + s / 100)]]) for s in steps]
     fig = evolution_figure(steps, samples, xlabel="λ", curves=[Curve("law", np.linspace(1, 2, 5), np.ones(5))])
     image, overlay, _ = fig.axes  # the density image, the overlays, the colour bar
     labels = [t.get_text() for t in overlay.get_legend().get_texts()]
-    assert {"step 0", "step 50", "step 100"} <= set(labels) and "law" in labels
+    assert {"step 0", "step 100"} <= set(labels) and len(labels) == 6 and "law" in labels  # 5 steps and the law
     assert overlay.get_xlabel() == ("log10 λ" if log else "λ")
-    assert [t.get_text() for t in image.get_yticklabels()] == ["0", "50", "100"]
+    rows = image.collections[0].get_coordinates()[:, 0, 1]  # each step's row spans halfway to its neighbours
+    np.testing.assert_allclose(rows[1:-1], [(a + b) / 2 for a, b in itertools.pairwise(steps)])
+    assert all(lo < s < hi for lo, s, hi in zip(rows[:-1], steps, rows[1:], strict=True))
     close_figure(fig)
