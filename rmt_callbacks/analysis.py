@@ -108,16 +108,23 @@ _PREFIX = {"marchenko_pastur": "mp_", "semicircle": "semicircle_", "spacings": "
 _RUN_CONSTANT = frozenset({"skipped", "estimated", "mp_ratio"})
 
 
-def is_stepwise(stat: str) -> bool:
+def is_stepwise(stat: str, shape: Sequence[int] = ()) -> bool:
     """Whether a statistic of :attr:`MatrixResult.metrics` can change during training (a metric per step) or is
     fixed by the matrix's shape and the analysis's outcome (``skipped``, ``estimated``, ``mp_ratio``,
-    ``*_converged``: table columns and run tags, not charts).
+    ``*_converged``: table columns and run tags, not charts). Given the matrix's ``shape`` ``(..., M, N)``, also
+    what the shape pins: ``lambda_min`` of a wide matrix (:math:`N > M`: a structural zero) and
+    ``mp_lambda_minus`` of a square one (:math:`q = 1`: the lower edge is 0).
 
     Examples:
         >>> [s for s in ("lambda_max", "mp_ratio", "mp_converged", "surmise_beta") if is_stepwise(s)]
         ['lambda_max', 'surmise_beta']
+        >>> is_stepwise("lambda_min", (4, 8)), is_stepwise("lambda_min", (8, 4)), is_stepwise("mp_lambda_minus", (8, 8))
+        (False, True, False)
     """
-    return stat not in _RUN_CONSTANT and not stat.endswith("_converged")
+    if stat in _RUN_CONSTANT or stat.endswith("_converged"):
+        return False
+    m, n = tuple(shape[-2:]) if len(shape) >= 2 else (0, 0)
+    return not ((stat == "lambda_min" and n > m > 0) or (stat == "mp_lambda_minus" and m == n > 0))
 
 
 @dataclass(frozen=True)

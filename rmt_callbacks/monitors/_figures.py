@@ -65,6 +65,7 @@ def _mp_overlay(result: MatrixResult, levels: torch.Tensor, *, log: bool = False
     if law is None:
         return []
     lo, hi = _range(levels)
+    hi = max(hi, law.support[1] * 1.02)  # the law down to its upper edge, past the data if need be
     if log:
         positive = levels[levels > 0]
         lo = float(positive.min()) * 0.9 if positive.numel() else lo

@@ -70,8 +70,15 @@ def late_message(cadence: str, *, cost: float, due: int, step: int, previous: in
     )
 
 
-def deferred_message(why: str, *, fraction: float, step: int, key: str) -> str:
-    """What the overhead budget says when it defers a step of the default cadence."""
+def deferred_message(why: str, *, fraction: float, step: int, key: str, explicit: bool = False) -> str:
+    """What the overhead budget says when it defers a due step (of the default cadence, or of one asked for)."""
+    if explicit:
+        return (
+            f"SpectrumMonitor: {why}; overhead_budget={fraction:g} was passed, so it paces the cadence you asked for "
+            f"too: the analysis due at step {step} is deferred, and later ones while analyses cost more than "
+            f"{fraction:g} of training time (each analysis logs the interval it ran at as {key!r}). Pass "
+            "overhead_budget='auto' or None to analyse at every due step."
+        )
     return (
         f"SpectrumMonitor: {why}; to keep analyses within overhead_budget={fraction:g} of training time the one due "
         f"at step {step} is deferred: the default cadence stretches, and each analysis logs the interval it ran at as "

@@ -97,7 +97,7 @@ class Recorder:
         rendered = render_step(results, step=step) if figures and (mlflow or pixels) else {}
         self.drawn = step if figures else self.drawn
         tags = self._changed(run_tags(results, step=step))
-        metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k)}
+        metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k, r.shape)}
         if mlflow and metrics:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
             mlflow = self.ledger.loggers(mlflow, step=step, key=next(iter(metrics)))  # a key of this monitor's own
         for logger in mlflow:
@@ -114,13 +114,13 @@ class Recorder:
         histograms = {self.key(n, "eigenvalues"): v for n, v in levels.items()}
         return Report(step, results, metrics, seconds, histograms, images)
 
-    def close(self, mlflow: list[Any], pixels: bool, *, step: int) -> Report:
-        """The end of training: the last step's figures if its analysis drew none, each matrix's spectrum over the
-        run, and the run's summary table."""
+    def close(self, mlflow: list[Any], pixels: bool, *, step: int, per_step: bool = True) -> Report:
+        """The end of training: the last step's figures if its analysis drew none (and ``per_step``), each matrix's
+        spectrum over the run, and the run's summary table."""
         start, drawn, rendered = time.perf_counter(), {}, {}
         final = [r for s, r in self.last.values() if s == step]
         if mlflow or pixels:
-            drawn = render_step(final, step=step) if final and self.drawn != step else {}
+            drawn = render_step(final, step=step) if per_step and final and self.drawn != step else {}
             rendered = render_evolution(self.history, {n: r for n, (_, r) in self.last.items()})
         rows = summary_rows(self.last)
         for logger in mlflow:

@@ -143,7 +143,7 @@ class SpectrumMonitor(Callback):
         background: bool = True,
         dense_limit: int = DENSE_LIMIT,
     ) -> None:
-        explicit = every_n_train_steps is not None or every_n_epochs is not None
+        self._explicit = explicit = every_n_train_steps is not None or every_n_epochs is not None
         self.every_n_train_steps, self.every_n_epochs = schedule.resolve_cadence(every_n_train_steps, every_n_epochs)
         self.include = validate_patterns("include", include, allow_none=True)
         self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
@@ -249,7 +249,8 @@ class SpectrumMonitor(Callback):
             self._analyse(trainer, pl_module, final=True)
         if trainer.is_global_zero and trainer.loggers:
             sinks = mlflow_loggers(trainer.loggers), bool(tensorboard_loggers(trainer.loggers))
-            self._dispatch(trainer, partial(self._recorder.close, *sinks, step=trainer.global_step))
+            close = partial(self._recorder.close, step=trainer.global_step, per_step=self._figure_interval is not None)
+            self._dispatch(trainer, partial(close, *sinks))
         self._finish(trainer)  # every pending analysis is logged before the loggers finalise
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -300,7 +301,8 @@ class SpectrumMonitor(Callback):
             self._analyse(trainer, pl_module)
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, final: bool = False) -> None:
-        step, figures = trainer.global_step, final or schedule.figure_due(self._num_analyses, self._figure_interval)
+        step, every = trainer.global_step, self._figure_interval  # figures on the interval and, unless off, at the end
+        figures = every is not None and (final or schedule.figure_due(self._num_analyses, every))
         interval = 0 if self._last_step is None else step - self._last_step
         self._last_step, self._num_analyses = step, self._num_analyses + 1
         if not trainer.loggers:
@@ -358,19 +360,17 @@ class SpectrumMonitor(Callback):
 
     def _warn_late(self, due: int, step: int, previous: int | None) -> None:
         keys = self._key("monitor", "analysis_interval"), self._key("monitor", "overhead")
-        asked = (
-            f"every_n_epochs={self.every_n_epochs}"
-            if self.every_n_epochs
-            else f"every_n_train_steps={self.every_n_train_steps}"
-        )
+        asked = f"every_n_train_steps={self.every_n_train_steps}"
+        asked = f"every_n_epochs={self.every_n_epochs}" if self.every_n_epochs else asked
         said = late_message(asked, cost=self._budget.last_cost, due=due, step=step, previous=previous, keys=keys)
         self._said.once(("late",), said)
 
     def _note_deferred(self, step: int) -> None:
-        busy = self._worker.busy
-        why = "the previous analysis is still running" if busy else f"an analysis takes {self._budget.last_cost:.3g} s"
+        why = f"an analysis takes {self._budget.last_cost:.3g} s"
+        why = "the previous analysis is still running" if self._worker.busy else why
         key, fraction = self._key("monitor", "analysis_interval"), self._budget.fraction or 0.0
-        self._said.once(("budget",), deferred_message(why, fraction=fraction, step=step, key=key), info=True)
+        said = deferred_message(why, fraction=fraction, step=step, key=key, explicit=self._explicit)
+        self._said.once(("budget",), said, info=not self._explicit)  # a cadence asked for and not kept: a warning
 
     def _views(self, pl_module: pl.LightningModule, *, strict: bool) -> list[Any]:
         """The selected matrix views; an empty selection raises when ``strict``, else warns and gives []."""

@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter, NullLocator
+from matplotlib.ticker import LogFormatter, LogLocator, NullLocator
 
 __all__ = [
     "MAX_BINS",
@@ -158,7 +158,8 @@ def _draw(ax: Axes, panel: Panel) -> None:
     if panel.loglog:  # plain tick labels: the default scientific ones are mathtext, slow to lay out
         for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
             scale("log")
-            axis.set_major_formatter(LogFormatter(labelOnlyBase=True))
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labels even on less than a decade
+            axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
             axis.set_minor_locator(NullLocator())
     elif top > 0:  # an integrable singularity of a density (MP at q = 1) must not flatten the histogram
         ax.set_ylim(0.0, min(ax.get_ylim()[1], Y_HEADROOM * top))
@@ -261,7 +262,7 @@ def evolution_figure(
     floor = float(np.quantile(positive, 0.01)) if positive.size else 0.0
     if floor > 0 and float(pooled.max()) > WIDE_RANGE * floor:  # outliers far from the bulk: read it in log10
         flats = [np.log10(np.maximum(f, floor)) for f in flats]
-        curves = [_in_log10(c) for c in curves]
+        curves = [_in_log10(c, floor) for c in curves]
         xlabel, pooled = f"log10 {xlabel}", np.concatenate(flats)
     edges = _edges(pooled)
     image = np.stack([np.histogram(f, bins=edges, density=bool(f.size))[0] if f.size else 0 * edges[1:] for f in flats])
@@ -306,9 +307,9 @@ def _row_edges(steps: Sequence[int]) -> np.ndarray:
     return np.concatenate([[y[0] - (mid[0] - y[0])], mid, [y[-1] + (y[-1] - mid[-1])]])
 
 
-def _in_log10(curve: Curve) -> Curve:
-    r"""A density in :math:`x` as a density in :math:`\log_{10} x`: :math:`p(x)\, x \ln 10` (where :math:`x > 0`)."""
-    keep = curve.x > 0
+def _in_log10(curve: Curve, floor: float) -> Curve:
+    r"""A density in :math:`x` as a density in :math:`\log_{10} x`: :math:`p(x)\, x \ln 10`, from ``floor`` (> 0) on."""
+    keep = curve.x >= floor  # the data's range: a law's tail below it would stretch the axis
     with np.errstate(invalid="ignore", over="ignore"):  # an infinite density at an edge stays infinite, not NaN
         y = np.where(np.isfinite(curve.y), curve.y * curve.x * np.log(10), np.inf)
     return Curve(curve.label, np.log10(curve.x[keep]), y[keep])

@@ -52,12 +52,12 @@ class Net(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Net | None = None) -> list[dict[str, str]]:
+def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Net | None = None, steps: int = STEPS) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.randn(96, 16, generator=g), torch.randn(96, 16, generator=g))
     logger = CSVLogger(tmp_path, name="csv")
     trainer = pl.Trainer(
-        max_steps=STEPS, logger=logger, callbacks=[monitor], accelerator="cpu", default_root_dir=tmp_path,
+        max_steps=steps, logger=logger, callbacks=[monitor], accelerator="cpu", default_root_dir=tmp_path,
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
     )  # fmt: skip
     trainer.fit(model or Net(), DataLoader(data, batch_size=8))
@@ -119,12 +119,16 @@ def test_a_tiny_budget_defers_every_later_analysis_and_says_so_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With f = 1e-9 an analysis of ~ms would need ~10^6 s of training before the next: only step 0 runs on the
-    cadence (a budget passed explicitly paces an explicit cadence too), and the final weights at train end."""
+    cadence, and the final weights at train end; said at info level on the default cadence, as a warning on one the
+    user asked for (a budget passed explicitly paces it too)."""
     with caplog.at_level(logging.INFO):
-        rows = _fit(tmp_path, SpectrumMonitor(every_n_train_steps=2, overhead_budget=1e-9))
-    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, STEPS]
+        rows = _fit(tmp_path, SpectrumMonitor(overhead_budget=1e-9), steps=60)  # the default cadence, every 50 steps
+    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, 60]
     notes = [r.message for r in caplog.records if "overhead_budget=1e-09" in r.message]
-    assert len(notes) == 1 and "deferred" in notes[0], notes
+    assert len(notes) == 1 and "deferred" in notes[0] and "the default cadence stretches" in notes[0], notes
+    with pytest.warns(RuntimeWarning, match=r"overhead_budget=1e-09 was passed, so it paces the cadence you asked for"):
+        rows = _fit(tmp_path / "explicit", SpectrumMonitor(every_n_train_steps=2, overhead_budget=1e-9))
+    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, STEPS]
 
 
 def test_analyses_before_a_crash_are_logged(tmp_path: Path) -> None:
