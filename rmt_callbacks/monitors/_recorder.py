@@ -77,7 +77,7 @@ class Recorder:
         self.analyses, self.dense_limit, self.prefix = tuple(analyses), dense_limit, prefix
         self.said, self.ledger, self.clock = said, ledger, Clock()
         self.history = LevelHistory()
-        self.last: dict[str, tuple[int, MatrixResult]] = {}  # each matrix's last analysis: (step, result)
+        self.last: dict[str, tuple[int, MatrixResult]] = {}  # each matrix's last good analysis: (step, result)
         self.drawn: int | None = None  # the last step whose figures were drawn
         self._tags: dict[str, str] = {}  # the run tags sent, so only changes are sent again
 
@@ -93,7 +93,7 @@ class Recorder:
         start = time.perf_counter()
         results = analyze_views(views, analyses=self.analyses, dense_limit=self.dense_limit)
         levels = record_levels(self.history, results, step=step)
-        self.last.update({r.name: (step, r) for r in results})
+        self.last.update({r.name: (step, r) for r in results if r.skipped is None or r.name not in self.last})
         rendered = render_step(results, step=step) if figures and (mlflow or pixels) else {}
         self.drawn = step if figures else self.drawn
         tags = self._changed(run_tags(results, step=step))

@@ -76,6 +76,10 @@ def stride_factor(cost: float, elapsed: float, fraction: float, *, limit: int = 
 class OverheadBudget:
     r"""May an analysis start now? At most a fraction ``fraction`` of the elapsed time goes to analyses.
 
+    The first analysis of a run pays one-time costs (imports, font caches, the CPU solver race) and does not
+    count; from the second on, :math:`c` is the cheaper of the last two analyses, so one slow outlier does not
+    stretch the cadence.
+
     Args:
         fraction: :math:`f`; ``None`` allows every analysis.
         clock: seconds, monotone (``time.perf_counter``).
@@ -83,12 +87,13 @@ class OverheadBudget:
     Examples:
         >>> now = [0.0]
         >>> budget = OverheadBudget(0.1, clock=lambda: now[0])
-        >>> budget.allows()  # nothing measured yet
+        >>> budget.started(); now[0] = 3.0; budget.finished(3.0)  # the first analysis, cold: 3 s
+        >>> now[0] = 4.0; budget.allows()  # it does not count
         True
-        >>> budget.started(); now[0] = 0.5; budget.finished(0.5)  # an analysis of 0.5 s
-        >>> now[0] = 4.0; budget.allows()  # 0.5 > 0.1 * 4
+        >>> budget.started(); now[0] = 4.5; budget.finished(0.5)  # an analysis of 0.5 s
+        >>> now[0] = 8.0; budget.allows()  # 0.5 > 0.1 * 4
         False
-        >>> now[0] = 5.0; budget.allows()
+        >>> now[0] = 9.0; budget.allows()
         True
     """
 
@@ -96,13 +101,13 @@ class OverheadBudget:
         self.fraction = fraction
         self._clock = clock
         self._last_start: float | None = None
-        self._last_cost = 0.0
+        self._costs: list[float] = []  # the last two analyses' wall seconds
 
     def allows(self) -> bool:
-        """``True`` when :math:`c \\le f t` (always without a fraction or before the first measurement)."""
-        if self.fraction is None or self._last_start is None:
+        """``True`` when :math:`c \\le f t` (always without a fraction, or before a second measurement)."""
+        if self.fraction is None or self._last_start is None or len(self._costs) < 2:
             return True
-        return self._last_cost <= self.fraction * (self._clock() - self._last_start)
+        return min(self._costs) <= self.fraction * (self._clock() - self._last_start)
 
     def started(self) -> None:
         """An analysis starts now."""
@@ -110,12 +115,12 @@ class OverheadBudget:
 
     def finished(self, seconds: float) -> None:
         """The last analysis took ``seconds`` of wall time."""
-        self._last_cost = float(seconds)
+        self._costs = [*self._costs, float(seconds)][-2:]
 
     @property
     def last_cost(self) -> float:
         """Wall seconds of the last finished analysis (0 before any)."""
-        return self._last_cost
+        return self._costs[-1] if self._costs else 0.0
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,11 @@ class SpectrumMonitor(Callback):
     ``global_step``. An explicit ``every_n_train_steps`` / ``every_n_epochs`` is honoured: every due step is
     copied and analysed; a copy waits while the previous analysis runs, and if one is already waiting (never more
     than one copy of the weights pending), the due step is taken as soon as the worker takes that one, with one
-    warning that gives the requested and achieved cadence, the seconds per analysis and what to change. The ``overhead_budget`` :math:`f` paces
-    only the default cadence (every 50 steps) unless passed explicitly: an analysis then starts only if the
-    previous one is done and took at most :math:`f` of the wall time since it started, else the due step is
-    deferred (said once). Every analysis logs the monitor's measured share of training time.
+    warning that gives the requested and achieved cadence, the seconds per analysis and what to change. The
+    ``overhead_budget`` :math:`f` paces only the default cadence (every 50 steps) unless passed explicitly: an
+    analysis then starts only if the previous one is done and took at most :math:`f` of the wall time since it
+    started (the first analysis, which pays one-time costs, does not count), else the due step is deferred (said
+    once). Every analysis logs the monitor's measured share of training time.
 
     **Training is not kept waiting.** At an analysis the hook copies the selected weights (on CUDA on a side
     stream) and returns; a background thread analyses the copy, draws the figures and writes MLflow's share.

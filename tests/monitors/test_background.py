@@ -118,17 +118,18 @@ def test_the_analysis_runs_on_another_thread(tmp_path: Path) -> None:
 def test_a_tiny_budget_defers_every_later_analysis_and_says_so_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With f = 1e-9 an analysis of ~ms would need ~10^6 s of training before the next: only step 0 runs on the
-    cadence, and the final weights at train end; said at info level on the default cadence, as a warning on one the
-    user asked for (a budget passed explicitly paces it too)."""
+    """With f = 1e-9 an analysis of ~ms would need ~10^6 s of training before the next: only the first two due steps
+    run (the first analysis is a warm-up the budget does not count), and the final weights at train end; said at
+    info level on the default cadence, as a warning on one the user asked for (a budget passed explicitly paces it
+    too)."""
     with caplog.at_level(logging.INFO):
-        rows = _fit(tmp_path, SpectrumMonitor(overhead_budget=1e-9), steps=60)  # the default cadence, every 50 steps
-    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, 60]
+        rows = _fit(tmp_path, SpectrumMonitor(overhead_budget=1e-9), steps=110)  # the default cadence, every 50 steps
+    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, 50, 110]
     notes = [r.message for r in caplog.records if "overhead_budget=1e-09" in r.message]
     assert len(notes) == 1 and "deferred" in notes[0] and "the default cadence stretches" in notes[0], notes
     with pytest.warns(RuntimeWarning, match=r"overhead_budget=1e-09 was passed, so it paces the cadence you asked for"):
         rows = _fit(tmp_path / "explicit", SpectrumMonitor(every_n_train_steps=2, overhead_budget=1e-9))
-    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, STEPS]
+    assert sorted(_by_step([r for r in rows if r.get("rmt/net.0.weight/lambda_max")])) == [0, 2, STEPS]
 
 
 def test_analyses_before_a_crash_are_logged(tmp_path: Path) -> None:
@@ -166,15 +167,16 @@ def test_drain_with_a_timeout_returns_what_finished() -> None:
 def test_budget_spacing_is_cost_over_fraction() -> None:
     """An analysis of c seconds at fraction f allows the next one exactly c / f seconds after it started."""
     now = [0.0]
-    budget = OverheadBudget(0.05, clock=lambda: now[0])
+    budget = OverheadBudget(0.0625, clock=lambda: now[0])  # binary fractions: the comparisons are exact
     starts = []
-    for tick in range(1000):  # a clock advancing 0.1 s per check, analyses costing 0.2 s: one every 4 s
-        now[0] = tick * 0.1
+    for tick in range(1000):  # a clock advancing 0.125 s per check, analyses costing 0.25 s: one every 4 s
+        now[0] = tick * 0.125
         if budget.allows():
-            starts.append(round(now[0], 6))
+            starts.append(now[0])
             budget.started()
-            budget.finished(0.2)
-    gaps = {round(b - a, 6) for a, b in itertools.pairwise(starts)}
+            budget.finished(0.25)
+    assert starts[:2] == [0.0, 0.125]  # the first analysis is a warm-up: it does not count
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(starts[1:])}
     assert gaps == {4.0}
     assert OverheadBudget(None).allows()
 
