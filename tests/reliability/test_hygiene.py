@@ -132,7 +132,7 @@ def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_pat
 
     metrics = MlflowClient(uri).get_run(logger.run_id).data.metrics
     for result in analyze(model, analyses=["summary"]):  # every statistic of every matrix under its own key
-        for stat in ("lambda_max", "lambda_min", "stable_rank"):
+        for stat in ("lambda_max", "lambda_mean", "stable_rank"):  # (5, N > 5): lambda_min is a structural 0
             assert metrics[metric_key("rmt/", result.name, stat)] == pytest.approx(result.metrics[stat], rel=1e-9)
     assert len([k for k in metrics if k.endswith("/lambda_max")]) == len(Hostile.NAMES)
 
