@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("paper" + ".md", "../" + "shared")
+FORBIDDEN = ("paper" + ".md", "style" + ".md", "ecosystem" + ".md", "../" + "shared")
 SELF = Path(__file__).resolve()
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_OVERHEAD_BUDGET",
     "EVENTS",
     "FIGURES_PER_RUN",
+    "check_budget",
     "check_count",
     "expected_analyses",
     "figure_due",
@@ -141,7 +142,7 @@ def figure_due(num_analyses: int, every_n_analyses: int | None) -> bool:
     Returns:
         ``True`` when figures are due.
 
-    References: style.md (figures at a lower cadence than scalars).
+    References: docs/mlflow.md (per-step figures on an interval; the evolution figure shows every step).
 
     Examples:
         >>> [i for i in range(7) if figure_due(i, 3)]
@@ -152,6 +153,25 @@ def figure_due(num_analyses: int, every_n_analyses: int | None) -> bool:
     if not every_n_analyses:
         return False
     return num_analyses % every_n_analyses == 0
+
+
+def check_budget(value: object) -> float | None:
+    """Validate ``overhead_budget``: ``None`` (no pacing) or a float in ``(0, 1]``.
+
+    Examples:
+        >>> check_budget(0.02), check_budget(None)
+        (0.02, None)
+        >>> check_budget(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: overhead_budget must be None or a number in (0, 1], got 0
+    """
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"overhead_budget must be None or a number in (0, 1], got {value!r}")
+    return float(value)
 
 
 def resolve_budget(value: object, *, explicit_cadence: bool) -> float | None:
@@ -171,10 +191,10 @@ def resolve_budget(value: object, *, explicit_cadence: bool) -> float | None:
     """
     if value == "auto":
         return None if explicit_cadence else DEFAULT_OVERHEAD_BUDGET
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if value is not None and (not ok or not 0.0 < float(value) <= 1.0):  # type: ignore[arg-type]
-        raise ValueError(f"overhead_budget must be 'auto', None or a number in (0, 1], got {value!r}")
-    return None if value is None else float(value)  # type: ignore[arg-type]
+    try:
+        return check_budget(value)
+    except ValueError:
+        raise ValueError(f"overhead_budget must be 'auto', None or a number in (0, 1], got {value!r}") from None
 
 
 def expected_analyses(

@@ -33,28 +33,9 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "check_budget", "stride_factor"]
+__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "stride_factor"]
 
 T = TypeVar("T")
-
-
-def check_budget(value: object) -> float | None:
-    """Validate ``overhead_budget``: ``None`` (no pacing) or a float in ``(0, 1]``.
-
-    Examples:
-        >>> check_budget(0.02), check_budget(None)
-        (0.02, None)
-        >>> check_budget(0)
-        Traceback (most recent call last):
-        ...
-        ValueError: overhead_budget must be None or a number in (0, 1], got 0
-    """
-    if value is None:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"overhead_budget must be None or a number in (0, 1], got {value!r}")
-    return float(value)
 
 
 def stride_factor(cost: float, elapsed: float, fraction: float, *, limit: int = 1024) -> int:

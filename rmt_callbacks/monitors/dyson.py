@@ -31,9 +31,9 @@ from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
 from ..spectral.stacks import stacked_levels
 from ._batch import batch_size_of
 from ._gather import is_sharded, snapshot_module, strategy_root
-from ._schedule import check_count
+from ._schedule import check_budget, check_count
 from ._selection import validate_patterns
-from ._worker import check_budget, stride_factor
+from ._worker import stride_factor
 
 __all__ = ["DysonMonitor"]
 

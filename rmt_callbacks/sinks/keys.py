@@ -143,7 +143,7 @@ def metric_key(prefix: str, name: str, stat: str) -> str:
         TypeError: if an argument is not a ``str``.
         ValueError: if ``name`` or ``stat`` is empty.
 
-    References: style.md principle 9 (one documented key scheme).
+    References: the module docstring (one documented key scheme); MLflow metric-key rules.
 
     Examples:
         >>> metric_key("rmt/", "fc1.weight", "lambda_max")
