@@ -155,6 +155,14 @@ def test_step_bar_is_one_bar_over_all_steps_across_epochs(tmp_path: Path, monkey
 
     terminal = io.StringIO()
     monkeypatch.setattr(sys, "stderr", terminal)
+    counts: list[tuple[int, int]] = []  # the bar's position and total after each batch (tqdm redraws at most 10/s)
+    update = StepBar.on_train_batch_end
+
+    def spy(self, trainer, *args):
+        update(self, trainer, *args)
+        counts.append((self._bar.n, self._bar.total))
+
+    monkeypatch.setattr(StepBar, "on_train_batch_end", spy)
     trainer = pl.Trainer(
         max_steps=6,
         limit_train_batches=2,  # three epochs
@@ -169,7 +177,8 @@ def test_step_bar_is_one_bar_over_all_steps_across_epochs(tmp_path: Path, monkey
     assert trainer.current_epoch == 3
     text = terminal.getvalue()
     shown = [(int(n), int(total)) for n, total in re.findall(r"boring: +\d+%\|[^|]*\| (\d+)/(\d+) \[", text)]
-    assert shown[0] == (0, 6) and len(shown) >= 2, text  # one bar over all 6 steps, not one per 2-step epoch
+    assert shown[0] == (0, 6), text  # one bar over all 6 steps, not one per 2-step epoch
+    assert counts == [(n, 6) for n in range(1, 7)]  # it advances across the three epochs
     assert {total for _, total in shown} == {6} and [n for n, _ in shown] == sorted(n for n, _ in shown)
     *_, last, after = text.split("\r")
     assert last.strip() == "" and after == "", text  # the bar is cleared when the run ends
