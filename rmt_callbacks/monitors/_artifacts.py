@@ -17,7 +17,15 @@ from ..analysis import MatrixResult, is_stepwise, to_rows
 from ..sinks.keys import artifact_path, tag_key
 from ._history import LevelHistory, nonstructural
 
-__all__ = ["render_evolution", "render_step", "run_tags", "summary_rows", "write_artifacts", "write_closing"]
+__all__ = [
+    "record_levels",
+    "render_evolution",
+    "render_step",
+    "run_tags",
+    "summary_rows",
+    "write_artifacts",
+    "write_closing",
+]
 
 MEAN_ROW = "(model mean)"
 
@@ -63,7 +71,7 @@ def record_levels(history: LevelHistory, results: Sequence[MatrixResult], *, ste
     return {name: v.numpy() for name, v in levels.items() if v.numel()}
 
 
-def run_tags(results: Sequence[MatrixResult], *, step: int) -> dict[str, str]:
+def run_tags(results: Sequence[MatrixResult]) -> dict[str, str]:
     """The run tags of one analysis: ``rmt.matrix.<m>`` (shape, kind, :math:`q = N/M`), ``rmt.method.<m>``,
     ``rmt.skipped.<m>`` and ``rmt.failed.<m>`` (which fits failed and why; the fit tables say at which steps)."""
     tags = {}

@@ -96,7 +96,7 @@ class Recorder:
         self.last.update({r.name: (step, r) for r in results if r.skipped is None or r.name not in self.last})
         rendered = render_step(results, step=step) if figures and (mlflow or pixels) else {}
         self.drawn = step if figures else self.drawn
-        tags = self._changed(run_tags(results, step=step))
+        tags = self._changed(run_tags(results))
         metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k, r.shape)}
         if mlflow and metrics:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
             mlflow = self.ledger.loggers(mlflow, step=step, key=next(iter(metrics)))  # a key of this monitor's own
