@@ -68,6 +68,7 @@ from .spectral import (
     SpectralDensity,
     estimate_density,
     matrices_of,
+    nonstructural_levels,
     spectrum_summary,
     unfolded_spacings,
     validate_matrix,
@@ -240,7 +241,7 @@ def _summary(gram: torch.Tensor, rows: int) -> dict[str, float]:
 
 def _spacings(gram: torch.Tensor, rows: int) -> torch.Tensor:
     """Pooled normalised spacings of the non-structural levels of ``gram`` ``(B, N)``."""
-    bulk = gram[:, max(gram.shape[-1] - rows, 0) :]  # drop the N - M structural zeros
+    bulk = nonstructural_levels(gram, rows)
     n = bulk.shape[-1]
     if n >= MIN_UNFOLD_LEVELS:  # unfold sqrt(lambda): finite density at a hard edge (q = 1), same unfolded levels
         return unfolded_spacings(bulk.sqrt(), degree=min(5, max(1, n // 10)), trim=0.1).flatten()

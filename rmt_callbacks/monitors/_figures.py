@@ -12,7 +12,7 @@ drawn as its continuous part renormalised to one (divided by :math:`1/q`). Per a
 * the normalised spacings with Poisson :math:`e^{-s}`, the GOE surmise :math:`\tfrac{\pi s}{2} e^{-\pi s^2/4}`
   and, when fitted, the surmise of the fitted :math:`\beta`.
 
-At the end of training, per matrix, the evolution of its spectrum (:func:`evolution_of`).
+At the end of training, per matrix, the evolution of its spectrum (:func:`evolution_curves` gives its overlay).
 
 References: arXiv:2412.20496; Martin & Mahoney, arXiv:1810.01075 (log-log ESD); Mehta, *Random Matrices*.
 """

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..analysis import MatrixResult
+from ..spectral import nonstructural_levels
 
 __all__ = ["LevelHistory", "nonstructural"]
 
@@ -28,8 +29,7 @@ def nonstructural(result: MatrixResult) -> torch.Tensor:
     gram = result.spectra.get("gram")
     if gram is None or gram.numel() == 0:
         return torch.empty(0, dtype=torch.float64)
-    m, n = result.shape[-2:]
-    return gram.reshape(-1, gram.shape[-1])[:, max(n - m, 0) :].flatten()
+    return nonstructural_levels(gram.reshape(-1, gram.shape[-1]), result.shape[-2]).flatten()
 
 
 class LevelHistory:

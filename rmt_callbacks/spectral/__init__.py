@@ -77,7 +77,7 @@ from .spacing import (
     spacings,
     unfolded_spacings,
 )
-from .summary import spectral_norm, spectrum_summary, stable_rank
+from .summary import nonstructural_levels, spectral_norm, spectrum_summary, stable_rank
 
 __all__ = [
     "DENSE_LIMIT",
@@ -93,6 +93,7 @@ __all__ = [
     "iter_matrices",
     "matrices_of",
     "mean_spacing_ratio",
+    "nonstructural_levels",
     "pair_spacings",
     "spacing_ratios",
     "spacings",

@@ -13,7 +13,7 @@ import torch
 
 from .spacing import _check_levels, _ratios
 
-__all__ = ["spectral_norm", "spectrum_summary", "stable_rank"]
+__all__ = ["nonstructural_levels", "spectral_norm", "spectrum_summary", "stable_rank"]
 
 
 def _check_rows(rows: object) -> int:
@@ -87,6 +87,17 @@ def _spectral_norm(eigs: torch.Tensor, rows: int) -> torch.Tensor:
     return (rows * eigs.amax(dim=-1).clamp_min(0.0)).sqrt()
 
 
+def nonstructural_levels(eigs: torch.Tensor, rows: int) -> torch.Tensor:
+    r"""The ascending Gram levels ``(..., N)`` without the :math:`N - M` structural zeros of a wide :math:`W`:
+    the last :math:`\min(M, N)` of them, ``(..., min(M, N))`` (a view).
+
+    Example:
+        >>> nonstructural_levels(torch.tensor([0.0, 0.0, 1.0, 3.0]), rows=2).tolist()
+        [1.0, 3.0]
+    """
+    return eigs[..., max(eigs.shape[-1] - rows, 0) :]
+
+
 def spectrum_summary(eigs: torch.Tensor, *, rows: int) -> dict[str, torch.Tensor]:
     r"""The standard per-matrix statistics of a normalised Gram spectrum, as a dict of tensors of shape ``(...)``.
 
@@ -121,7 +132,7 @@ def spectrum_summary(eigs: torch.Tensor, *, rows: int) -> dict[str, torch.Tensor
     """
     rows = _check_rows(rows)
     eigs = _check_levels(eigs, min_levels=1).sort(dim=-1).values
-    bulk = eigs[..., max(eigs.shape[-1] - rows, 0) :]  # drop the structural zeros of N > M
+    bulk = nonstructural_levels(eigs, rows)
     if bulk.shape[-1] >= 3:
         ratio = torch.nanmean(_ratios(bulk), dim=-1)
     else:
