@@ -286,7 +286,7 @@ def evolution_figure(
             right.hist(flats[i], bins=edges, density=True, histtype="step", lw=1.2, label=f"step {steps[i]}")
     for curve in curves:
         right.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), "k--", lw=1.2, label=curve.label)
-    tops = [np.histogram(flats[i], bins=edges, density=True)[0].max() for i in picks if flats[i].size]
+    tops = [float(image[i].max()) for i in picks if flats[i].size]  # the image's rows are these histograms
     if tops:
         right.set_ylim(0.0, 1.15 * max(tops))
     right.set_xlabel(xlabel)
