@@ -14,6 +14,7 @@ from .estimators import (
     wishart_repulsion,
 )
 from .pairs import PairSummary, fit_slope_through_origin, jackknife, summarize_pair
+from .window import level_spacing, normalized, window_statistics
 
 __all__ = [
     "PairSummary",
@@ -23,8 +24,11 @@ __all__ = [
     "fit_slope_through_origin",
     "fluctuation_width",
     "jackknife",
+    "level_spacing",
     "noise_temperature",
+    "normalized",
     "predicted_pair_spacing",
     "summarize_pair",
+    "window_statistics",
     "wishart_repulsion",
 ]

@@ -1,17 +1,42 @@
-"""How large is a mini-batch? The pure helper the Dyson monitor uses to read |B| without a Trainer."""
+r"""How large is a mini-batch? The global effective :math:`|B|` of the noise temperature :math:`\alpha/|B|`.
+
+One optimizer step of data-parallel training with gradient accumulation averages the gradient over
+
+.. math::
+
+    |B| = b \times \texttt{accumulate\_grad\_batches} \times R,
+
+:math:`b` the per-device batch and :math:`R` the number of data-parallel processes (the replicas a distributed
+sampler splits the data over). :math:`b` comes, in this order, from an explicit argument, the training
+DataLoader's ``batch_size`` (or its batch sampler's), the model's ``hparams.batch_size``, and only as a last resort
+from the leading dimension of the first tensor in a batch, which is wrong for time-major, per-sample-first or
+channel-first batches (:func:`batch_size_of`).
+
+References: Lightning ``Trainer.accumulate_grad_batches``, ``Strategy.distributed_sampler_kwargs``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["batch_size_of"]
+__all__ = [
+    "GlobalBatch",
+    "batch_size_of",
+    "global_batch",
+    "hparams_batch_size",
+    "loader_batch_size",
+    "replicas",
+]
 
 
 def batch_size_of(batch: Any) -> int | None:
     """The leading dimension of the first tensor found in ``batch`` (tensor, sequence or mapping), else ``None``.
+
+    A guess: right for ``(inputs, targets)`` of shape ``(B, ...)``, wrong for time-major or channel-first tensors.
 
     Examples:
         >>> batch_size_of((torch.zeros(8, 3), torch.zeros(8)))
@@ -29,4 +54,84 @@ def batch_size_of(batch: Any) -> int | None:
             size = batch_size_of(item)
             if size is not None:
                 return size
+    return None
+
+
+def _positive_int(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def loader_batch_size(loader: object) -> int | None:
+    """The ``batch_size`` of a training DataLoader, or of its batch sampler; ``None`` for anything else.
+
+    Examples:
+        >>> from torch.utils.data import DataLoader
+        >>> loader_batch_size(DataLoader(range(10), batch_size=4))
+        4
+        >>> loader_batch_size(DataLoader(range(10), batch_size=None)) is None  # yields items as they are
+        True
+    """
+    size = _positive_int(getattr(loader, "batch_size", None))
+    if size is None and hasattr(loader, "batch_sampler"):
+        size = _positive_int(getattr(loader.batch_sampler, "batch_size", None))
+    return size
+
+
+def hparams_batch_size(module: object) -> int | None:
+    """``module.hparams.batch_size`` (Lightning's saved hyperparameters), if a positive int."""
+    hparams = getattr(module, "hparams", None)
+    return _positive_int(hparams.get("batch_size")) if isinstance(hparams, Mapping) else None
+
+
+def replicas(strategy: object) -> int:
+    """The number of data-parallel processes: the ``num_replicas`` a distributed sampler would use, else 1."""
+    try:
+        kwargs = getattr(strategy, "distributed_sampler_kwargs", None)
+    except Exception:  # a strategy not yet set up
+        kwargs = None
+    return _positive_int(kwargs.get("num_replicas")) or 1 if isinstance(kwargs, Mapping) else 1
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    """The global effective batch :math:`|B|` and where its factors came from.
+
+    Example:
+        >>> batch = GlobalBatch(per_device=8, source="the DataLoader's batch_size", accumulation=4, replicas=2)
+        >>> batch.size
+        64
+        >>> batch.describe()
+        "|B| = 8 (the DataLoader's batch_size) × 4 (accumulate_grad_batches) × 2 (data-parallel processes) = 64"
+    """
+
+    per_device: int
+    source: str
+    accumulation: int = 1
+    replicas: int = 1
+
+    @property
+    def size(self) -> int:
+        return self.per_device * self.accumulation * self.replicas
+
+    def describe(self) -> str:
+        return (
+            f"|B| = {self.per_device} ({self.source}) × {self.accumulation} (accumulate_grad_batches) × "
+            f"{self.replicas} (data-parallel processes) = {self.size}"
+        )
+
+
+def global_batch(trainer: Any, module: object, *, explicit: int | None, guess: int | None) -> GlobalBatch | None:
+    """The run's :class:`GlobalBatch`, its per-device factor from the first source that has one (module doc).
+
+    ``guess`` is :func:`batch_size_of` of a batch; a batch made from it has ``source == "guessed"``.
+    """
+    sources = (
+        ("batch_size=", explicit),
+        ("the training DataLoader's batch_size", loader_batch_size(trainer.train_dataloader)),
+        ("hparams.batch_size", hparams_batch_size(module)),
+        ("guessed", guess),
+    )
+    for source, size in sources:
+        if size is not None:
+            return GlobalBatch(size, source, int(trainer.accumulate_grad_batches), replicas(trainer.strategy))
     return None

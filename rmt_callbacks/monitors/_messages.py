@@ -7,7 +7,7 @@ import re
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["OnceMessages", "deferred_message", "late_message", "shape_of"]
+__all__ = ["OnceMessages", "deferred_message", "dyson_message", "late_message", "shape_of"]
 
 
 def shape_of(reason: str) -> str:
@@ -85,3 +85,28 @@ def deferred_message(why: str, *, fraction: float, step: int, key: str, explicit
         f"{key!r}. Pass every_n_train_steps (or every_n_epochs) to analyse on that cadence, or overhead_budget=None "
         "to analyse at every due step."
     )
+
+
+def dyson_message(kind: str, **v: object) -> str:
+    """What ``DysonMonitor`` says, once each: ``guess``, ``no_batch``, ``adaptive``, ``momentum``, ``jump``,
+    ``short`` (the run ended before the window filled) and ``stride`` (the budget stretched the stride)."""
+    texts = {
+        "guess": "guessed a per-device batch size of {size} from the leading dimension of the first tensor of a batch "
+        "(wrong for time-major, channel-first or per-sample-first batches); set it with DysonMonitor(batch_size=...)",
+        "no_batch": "cannot tell the batch size |B| (no DataLoader batch_size, hparams.batch_size or batch tensor); "
+        "pass DysonMonitor(batch_size=...); until then only raw widths and diffusion are logged",
+        "adaptive": "{optimizer} is not plain SGD, so α/|B| is not its noise temperature (the Dyson picture and the "
+        "linear scaling rule of arXiv:2412.20496 are for SGD; adaptive optimizers precondition the noise); only the "
+        "raw fluctuation widths and diffusion are logged, no …_normalized and no noise_temperature",
+        "momentum": "SGD with momentum μ={momentum:g}: the noise temperature is the effective α/((1 − μ)|B|), "
+        "{lr:g}/({gap:g}·|B|) (arXiv:1710.06451; docs/science.md, E31)",
+        "jump": "the noise temperature α/|B| jumped from {previous:.4g} to {temperature:.4g} at step {step} "
+        "(lr={lr:g}, batch size={batch}); the linear scaling rule keeps α/|B| fixed: at batch size {batch} that is "
+        "lr={keep:g}",
+        "short": "training ended at step {step} with {filled} snapshot(s) in the window, fewer than window={window}; "
+        "{what}. Train longer, or pass a smaller window or every_n_train_steps",
+        "stride": "a snapshot takes {cost:.3g} s, over overhead_budget={budget:g} of the {elapsed:.3g} s of training "
+        "between snapshots; recording every {stride} steps from step {step} (logged as {key}; overhead_budget=None "
+        "keeps every_n_train_steps)",
+    }
+    return "DysonMonitor: " + texts[kind].format(**v)

@@ -27,6 +27,8 @@ __all__ = [
     "FIGURES_PER_RUN",
     "check_budget",
     "check_count",
+    "check_int",
+    "check_positive",
     "expected_analyses",
     "figure_due",
     "figure_interval",
@@ -54,6 +56,35 @@ def check_count(arg: str, value: object, *, allow_zero: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{arg} must be None or an int >= {low}, got {value!r}")
+
+
+def check_int(arg: str, value: object, *, low: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``low`` (``None`` refused: the argument has no "unset" meaning).
+
+    Examples:
+        >>> check_int("window", None, low=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: window must be an int >= 2, got None
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def check_positive(arg: str, value: object, *, allow_none: bool = False) -> float | None:
+    """Return ``value`` as a float if it is a positive finite number (or ``None`` where allowed).
+
+    Examples:
+        >>> check_positive("lr", 0.1), check_positive("lr", None, allow_none=True)
+        (0.1, None)
+    """
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{arg} must be {'None or ' if allow_none else ''}a positive finite number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def resolve_cadence(every_n_train_steps: int | None, every_n_epochs: int | None) -> tuple[int | None, int | None]:
@@ -189,7 +220,7 @@ def resolve_budget(value: object, *, explicit_cadence: bool) -> float | None:
         >>> resolve_budget(0.1, explicit_cadence=True)
         0.1
     """
-    if value == "auto":
+    if isinstance(value, str) and value == "auto":
         return None if explicit_cadence else DEFAULT_OVERHEAD_BUDGET
     try:
         return check_budget(value)

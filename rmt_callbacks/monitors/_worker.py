@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "stride_factor"]
+__all__ = ["AnalysisWorker", "Finished", "OverheadBudget", "StrideBudget", "stride_factor"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,32 @@ def stride_factor(cost: float, elapsed: float, fraction: float, *, limit: int = 
     if elapsed <= 0.0 or cost <= fraction * elapsed:
         return 1
     return min(limit, 1 << math.ceil(math.log2(cost / (fraction * elapsed))))
+
+
+class StrideBudget:
+    """How much must a regular stride stretch to keep records within ``fraction`` of training time?
+
+    :meth:`record` takes each record's start and cost and gives ``(factor, typical cost, training seconds since
+    the previous record)``, ``factor`` from :func:`stride_factor` on the cheaper of the last two records (1: keep).
+    """
+
+    def __init__(self, fraction: float | None) -> None:
+        self.fraction = fraction
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous records (a new fit)."""
+        self._last_end: float | None = None
+        self._last_cost: float | None = None
+
+    def record(self, start: float, cost: float) -> tuple[int, float, float]:
+        factor, typical, elapsed = 1, cost, 0.0
+        if self.fraction is not None and self._last_end is not None:
+            typical = cost if self._last_cost is None else min(cost, self._last_cost)
+            elapsed = start - self._last_end
+            factor = stride_factor(typical, elapsed, self.fraction)
+        self._last_cost, self._last_end = cost, time.perf_counter()
+        return factor, typical, elapsed
 
 
 class OverheadBudget:

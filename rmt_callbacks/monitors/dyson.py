@@ -1,104 +1,123 @@
 r"""``DysonMonitor``: the noise temperature :math:`\alpha/|B|` of SGD and the eigenvalue fluctuations it drives.
 
 SGD moves eigenvalues like Dyson Brownian motion with diffusion coefficient :math:`D \propto \alpha/|B|`; widths
-scale as :math:`\sqrt{\alpha/|B|}` (arXiv:2412.20496; docs/science.md, E4, E10). The monitor logs the temperature
-and, per selected matrix, the fluctuation and diffusion estimates raw and divided by the temperature (the
-*normalised* curves), so two runs that differ only in :math:`(\alpha, |B|)` at equal :math:`\alpha/|B|` show the
-same curves in the MLflow UI, and a run whose temperature jumped is flagged.
+scale as :math:`\sqrt{\alpha/|B|}` (arXiv:2412.20496; docs/science.md, E4, E10). The monitor logs, per selected
+matrix, the fluctuation width and diffusion of its levels in units of their spacing, raw and divided by the
+temperature of the parameter group that trains it (the *normalised* curves), so two runs that differ only in
+:math:`(\alpha, |B|)` at equal :math:`\alpha/|B|` show the same curves in the MLflow UI.
 
-Estimators: :mod:`rmt_callbacks.dynamics.estimators`; Langevin time advances by :math:`\alpha` per step.
+Window statistics: :mod:`rmt_callbacks.dynamics.window`; rates and Langevin clocks: :mod:`._rates`; the global
+batch: :mod:`._batch`.
 
-References: arXiv:2412.20496, arXiv:2407.16427.
+References: arXiv:2412.20496, arXiv:2407.16427, arXiv:1710.06451.
 """
 
 from __future__ import annotations
 
-import re
+import math
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..analysis import _skip_reason, resolve_views
-from ..dynamics import diffusion_coefficient, fluctuation_width, noise_temperature
+from ..dynamics import normalized, window_statistics
 from ..scaling import equivalent_lr
 from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
+from ..spectral import nonstructural_levels
 from ..spectral.stacks import stacked_levels
-from ._batch import batch_size_of
+from . import _batch as batches
+from . import _schedule as schedule
 from ._gather import is_sharded, snapshot_module, strategy_root
-from ._schedule import check_budget, check_count
-from ._selection import validate_patterns
-from ._worker import stride_factor
+from ._messages import OnceMessages, dyson_message, shape_of
+from ._rates import Clocks, GroupKey, group_index, sole_group
+from ._selection import has_lazy_parameters, validate_filter, validate_patterns
+from ._worker import StrideBudget
 
 __all__ = ["DysonMonitor"]
 
 
+class Snapshot(NamedTuple):
+    step: int
+    time: float  # Langevin time of the matrix's parameter group
+    levels: torch.Tensor  # (..., n) ascending non-structural Gram levels, float64, CPU
+
+
 class DysonMonitor(Callback):
-    r"""Log the SGD noise temperature :math:`T = \alpha/|B|` and eigenvalue fluctuations normalised by it.
+    r"""Log eigenvalue fluctuations of the weights and the SGD noise temperature :math:`T = \alpha/|B|` behind them.
 
-    Every ``every_n_train_steps`` optimizer steps (the *stride*) the monitor records the Gram eigenvalues
-    (:func:`~rmt_callbacks.spectral.stacks.stacked_levels`, the conventions of :func:`~rmt_callbacks.spectral.esd`)
-    of each selected matrix into a window of the last ``window`` snapshots; every ``log_every_n_steps`` steps it
-    logs, at ``step = trainer.global_step``:
+    **Snapshots.** After every ``every_n_train_steps``-th optimizer step (never twice at one ``global_step``: under
+    gradient accumulation several batches end at one step) the monitor records, per selected matrix, the ascending
+    Gram levels of :math:`W^\top W/M` without the :math:`N-M` structural zeros of a wide matrix, stamped with the
+    *Langevin time* of the parameter group that trains it: the sum of its effective learning rates so far. The
+    last ``window`` snapshots form the window; every ``log_every_n_steps`` steps, and at the end of training, it
+    logs at ``step = trainer.global_step``:
 
-    Logged metrics:
-        * ``{prefix}noise_temperature``: :math:`T = \alpha/|B|`; ``{prefix}lr``, ``{prefix}batch_size``.
-        * ``{prefix}{matrix}/dyson_width``: std over the window of each eigenvalue, averaged over modes (and
-          ensemble members); ``…/dyson_width_normalized`` :math:`= \text{width}/\sqrt{T}`.
-        * ``{prefix}{matrix}/dyson_diffusion``: :math:`D = \mathrm{Var}(\Delta\lambda)/(2\,\delta t)` from the
-          window's increments, :math:`\delta t = \alpha \cdot` ``every_n_train_steps`` (Langevin time), averaged
-          over modes; ``…/dyson_diffusion_normalized`` :math:`= D/T`.
-        * ``{prefix}{matrix}/dyson_ensemble_width`` and ``…_normalized``: for a parameter ``(E, M, N)``, the std
-          across the :math:`E` networks of each eigenvalue at this step, averaged over modes: the stationary width
-          the papers measure.
-        * ``{prefix}dyson/stride``: optimizer steps between snapshots, ``every_n_train_steps`` unless the budget
-          stretched it.
+    Logged metrics (``{p}`` is ``log_key_prefix``, ``{m}`` the matrix; definitions in
+    :mod:`rmt_callbacks.dynamics.window`, all averaged over levels):
+        * ``{p}{m}/dyson_width``: std over the window of each level about its straight-line drift, in units of
+          the level spacing :math:`\bar\Delta` (the median gap between neighbouring time-averaged levels);
+          ``{p}{m}/dyson_level_spacing``: :math:`\bar\Delta` itself (width × spacing is the width in eigenvalue units).
+        * ``{p}{m}/dyson_diffusion``: :math:`D = \mathrm{Var}(\Delta\lambda/\sqrt{\delta t})/(2\bar\Delta^2)`, the
+          diffusion coefficient per unit Langevin time, in squared spacings (from 3 snapshots).
+        * ``{p}{m}/dyson_ensemble_width``: for an ensemble parameter ``(E, M, N)`` (the reference models), the std
+          across the :math:`E` networks at the last snapshot, in spacings: the stationary width the papers measure.
+          Convolution kernels are not ensembles and get none.
+        * ``…_normalized``: widths divided by :math:`\sqrt{T}`, the diffusion by :math:`T`, :math:`T` that of the
+          matrix's parameter group; equal across runs at equal :math:`\alpha/|B|`.
+        * ``{p}lr``, ``{p}noise_temperature``: :math:`\alpha` of the update just taken and :math:`T`, when every
+          selected matrix is trained by one parameter group; otherwise per matrix, ``{p}{m}/dyson_lr`` and
+          ``{p}{m}/dyson_temperature``. ``{p}batch_size``: the global :math:`|B|`; ``{p}dyson/stride``.
 
-    The estimators need snapshots at a regular stride, so the ``overhead_budget`` :math:`f` does not skip a due
-    snapshot: when a snapshot's wall time :math:`c` (the eigendecompositions, in the hook) exceeds :math:`f` times
-    the training time since the previous one, the stride is doubled (as often as needed, to the smallest power of
-    two that fits; the cheaper of the last two snapshots is what counts, so one slow one does not decide) and the
-    window thinned to the snapshots on the new stride. It never shrinks; each change is reported once, and
-    logged. A longer stride lengthens :math:`\delta t`; the diffusion estimate assumes :math:`\delta t` well below
-    the relaxation time of the levels (docs/science.md#semicircle, E10), which the stride metric lets you check.
+    **Temperature.** :math:`\alpha` is the learning rate of the parameter group holding the matrix (any number of
+    optimizers and groups), read just before each update (schedulers included); ``lr`` overrides it. :math:`|B|`
+    is global: the per-device batch (``batch_size``, else the training DataLoader's ``batch_size``, else
+    ``hparams.batch_size``, else, warned once, the leading dimension of a batch's first tensor) × the Trainer's
+    ``accumulate_grad_batches`` × the data-parallel world size; how it was made up is said once. Plain SGD:
+    :math:`T = \alpha/|B|`. SGD with momentum :math:`\mu` (and dampening :math:`d`): :math:`T =
+    \alpha(1-d)/((1-\mu)|B|)` and time advances by :math:`\alpha(1-d)/(1-\mu)` per update (arXiv:1710.06451;
+    docs/science.md, E31). Other optimizers (Adam, RMSprop, …) have no such temperature: said once, and only the
+    raw widths and diffusion are logged (time advances by :math:`\alpha`). A jump of :math:`T` by more than
+    ``jump_tolerance`` (relative) is warned about once, with the learning rate the linear scaling rule suggests.
 
-    :math:`\alpha` is read from the first parameter group of the first optimizer (schedulers included);
-    :math:`|B|` from the first batch of each epoch (the leading dimension of its first tensor), else
-    ``pl_module.hparams.batch_size``; both can be fixed with ``lr`` / ``batch_size``. A jump of :math:`T` by more
-    than ``jump_tolerance`` (relative) between steps is warned about once, with the learning rate the linear
-    scaling rule suggests. The window is in ``state_dict``, so a resumed run continues its estimates; steps replayed
-    after resuming from an older checkpoint are not logged again into an MLflow run that holds them. A matrix that
-    cannot be analysed (see :class:`~rmt_callbacks.SpectrumMonitor`) is skipped with one warning per reason and its
-    window dropped; parameters are looked up afresh at every snapshot (replaced, reshaped or removed ones follow).
+    **Cost.** Snapshots decompose in the hook. With ``overhead_budget`` :math:`f`, when a snapshot costs more than
+    :math:`f` of the training time since the previous one, the stride is doubled (to the smallest power of two
+    that fits; the cheaper of the last two snapshots counts) and the window thinned to it; ``"auto"`` (default)
+    paces the default every-step stride only, never a stride you chose; each change is said once and logged.
+
+    Conventions shared with :class:`~rmt_callbacks.SpectrumMonitor`: ``include`` / ``exclude`` / ``param_filter``;
+    a selection matching nothing raises at fit start (lazy parameters wait for their first forward); no logger:
+    warned once, nothing computed; only rank zero logs; a matrix that cannot be analysed, or that no optimizer
+    updates, is skipped with one message per reason; the window is in ``state_dict`` (a resumed run continues, and
+    replayed steps are not logged twice into an MLflow run); a run that ends before its window filled says so.
 
     Args:
-        every_n_train_steps: record a snapshot every this many optimizer steps.
-        log_every_n_steps: log the estimates every this many optimizer steps (needs 2+ snapshots), and at the last
-            step of training (the final weights), unless that step was just logged.
-        window: number of snapshots kept (the estimates' time window).
-        include: fnmatch patterns of parameter names (``None``: the default selection of
-            :class:`~rmt_callbacks.SpectrumMonitor`).
-        lr: fixed learning rate :math:`\alpha` (``None``: read from the optimizer).
-        batch_size: fixed :math:`|B|` (``None``: read from the batch).
+        every_n_train_steps: a snapshot every this many optimizer steps (an int >= 1).
+        log_every_n_steps: log the estimates every this many optimizer steps, and at the end of training.
+        window: number of snapshots kept (an int >= 2).
+        include, exclude, param_filter: the parameter selection of :class:`~rmt_callbacks.SpectrumMonitor`.
+        lr: fixed learning rate :math:`\alpha` for every matrix (``None``: read from the optimizers).
+        batch_size: fixed per-device batch size (``None``: read as above). If you accumulate gradients by hand in
+            manual optimization, pass the per-device batch times your accumulation.
         log_key_prefix: metric-key prefix.
         jump_tolerance: relative change of :math:`T` that counts as a jump.
-        overhead_budget: the largest fraction of training wall time snapshots may take, in ``(0, 1]`` (default
-            0.02); ``None``: a snapshot every ``every_n_train_steps`` steps, however long it takes (reproducible
-            cadence).
+        overhead_budget: ``"auto"``, ``None`` or the largest fraction of training time snapshots may take, in
+            ``(0, 1]``; ``"auto"`` is 0.02 with ``every_n_train_steps=1`` and no pacing otherwise.
 
     Raises:
-        ValueError, TypeError: a bad argument, naming it; at fit start, a selection matching no matrix.
+        ValueError, TypeError: a bad argument, naming it (in ``__init__``); at fit start, a selection matching
+            no matrix.
 
     Example:
-        >>> DysonMonitor(window=1)
+        >>> DysonMonitor(every_n_train_steps=None)
         Traceback (most recent call last):
         ...
-        ValueError: window must be an int >= 2, got 1
+        ValueError: every_n_train_steps must be an int >= 1, got None
     """
 
     def __init__(
@@ -107,248 +126,285 @@ class DysonMonitor(Callback):
         log_every_n_steps: int = 50,
         window: int = 100,
         include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        param_filter: Callable[[str, torch.Tensor], bool] | None = None,
         lr: float | None = None,
         batch_size: int | None = None,
         log_key_prefix: str = "rmt/",
         jump_tolerance: float = 0.01,
-        overhead_budget: float | None = 0.02,
+        overhead_budget: float | Literal["auto"] | None = "auto",
     ) -> None:
-        check_count("every_n_train_steps", every_n_train_steps)
-        check_count("log_every_n_steps", log_every_n_steps)
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ValueError(f"window must be an int >= 2, got {window!r}")
-        for arg, value in (("lr", lr), ("batch_size", batch_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"{arg} must be None or a positive number, got {value!r}")
+        schedule.check_int("every_n_train_steps", every_n_train_steps)
+        schedule.check_int("log_every_n_steps", log_every_n_steps)
+        schedule.check_int("window", window, low=2)
+        schedule.check_positive("lr", lr, allow_none=True)
+        if batch_size is not None:
+            schedule.check_int("batch_size", batch_size)
         if not isinstance(log_key_prefix, str):
             raise TypeError(f"log_key_prefix must be a str, got {type(log_key_prefix).__name__}")
-        if isinstance(jump_tolerance, bool) or not isinstance(jump_tolerance, (int, float)) or jump_tolerance <= 0:
-            raise ValueError(f"jump_tolerance must be a positive number, got {jump_tolerance!r}")
+        schedule.check_positive("jump_tolerance", jump_tolerance)
+        # "auto": the budget may stretch the default every-step stride, never a stride chosen by the user
+        budget = schedule.resolve_budget(overhead_budget, explicit_cadence=every_n_train_steps != 1)
         self.every_n_train_steps, self.log_every_n_steps, self.window = every_n_train_steps, log_every_n_steps, window
         self.include = validate_patterns("include", include, allow_none=True)
+        self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
+        self.param_filter = validate_filter(param_filter)
         self.lr, self.batch_size, self.log_key_prefix = lr, batch_size, log_key_prefix
-        self.jump_tolerance = float(jump_tolerance)
-        self.overhead_budget = check_budget(overhead_budget)
+        self.jump_tolerance, self.overhead_budget = float(jump_tolerance), overhead_budget
+        self._budget, self._explicit_budget = StrideBudget(budget), overhead_budget != "auto"
         self._stride = every_n_train_steps
-        self._last_end: float | None = None  # clock at the end of the previous snapshot (this fit)
-        self._last_cost: float | None = None
-        self._snapshots: dict[str, deque[torch.Tensor]] = {}
-        self._temperature: float | None = None
-        self._previous_bs: int = 1
-        self._epoch_batch_size: int | None = None
-        self._warned: set[str] = set()
+        self._snapshots: dict[str, deque[Snapshot]] = {}
+        self._groups: dict[str, GroupKey] = {}  # matrix -> the parameter group that trains it
+        self._ensembles: set[str] = set()
+        self._clocks = Clocks()
+        self._temperatures: dict[GroupKey, tuple[float, float, int]] = {}  # last (T, lr, |B|) per group
+        self._guess: int | None = None  # |B| from a batch's shape, the last resort
+        self._said = OnceMessages()
         self._ledger = StepLedger(self._warn_replay)
-        self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
+        self._sharded = self._active = False
+        self._seen_step: int | None = None  # the last global_step handled (accumulation ends batches at one step)
         self._logged_step: int | None = None
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(include=self.include, log_key_prefix=self.log_key_prefix, window=self.window)
+        return self._generate_state_key(
+            include=self.include, exclude=self.exclude, log_key_prefix=self.log_key_prefix, window=self.window
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "snapshots": {k: list(v) for k, v in self._snapshots.items()},
-            "temperature": self._temperature,
-            "epoch_batch_size": self._epoch_batch_size,
+            "version": 2,
+            "snapshots": {k: [tuple(s) for s in v] for k, v in self._snapshots.items()},
+            "groups": dict(self._groups),
+            "clocks": self._clocks.state_dict(),
             "stride": self._stride,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._snapshots = {k: deque(v, maxlen=self.window) for k, v in state_dict["snapshots"].items()}
-        self._temperature = state_dict["temperature"]
-        self._epoch_batch_size = state_dict["epoch_batch_size"]
-        self._stride = int(state_dict.get("stride", self.every_n_train_steps))
+        if state_dict.get("version") != 2:  # a window without Langevin times: start afresh
+            self._said.once(
+                ("old state",), "DysonMonitor: the checkpoint's window predates Langevin times; it restarts"
+            )
+            return
+        self._snapshots = {
+            k: deque((Snapshot(*s) for s in v), maxlen=self.window) for k, v in state_dict["snapshots"].items()
+        }
+        self._groups = {k: tuple(v) for k, v in state_dict["groups"].items()}  # type: ignore[misc]
+        self._clocks.load_state_dict(state_dict["clocks"])
+        self._stride = int(state_dict["stride"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_said"}  # ddp_spawn pickles callbacks
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._said = OnceMessages()
+
+    # -- hooks ---------------------------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
-        self._last_end = self._last_cost = None
+        self._budget.reset()
+        self._logged_step = None
+        self._active = bool(trainer.loggers)
         self._sharded = is_sharded(pl_module, strategy_root(trainer))
         model = snapshot_module(trainer, pl_module) if self._sharded else pl_module  # a collective when sharded
         error = None
-        if model is not None:
+        if model is not None and not has_lazy_parameters(model):
             try:
-                resolve_views(model, include=self.include)
+                self._resolve(model)
             except ValueError as exc:
                 error = f"DysonMonitor: {exc}"
         if self._sharded:  # rank zero's verdict, raised on every rank alike
             error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise ValueError(error)
+        if not self._active:
+            self._said.once(("no logger",), "DysonMonitor: the Trainer has no logger; nothing will be recorded")
+        self._said.emit()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._seen_step = trainer.global_step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
+        if self._active and self._guess is None and self.batch_size is None:
+            self._guess = batches.batch_size_of(batch)  # kept only for the last resort, warned when used
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._active and not trainer.sanity_checking:
+            index = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), 0)
+            self._clocks.stepped(index, optimizer, self.lr)  # the rate of the update about to be taken
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step, previous = trainer.global_step, self._seen_step
+        if not self._active or trainer.sanity_checking or previous is None or step == previous:
+            return  # no optimizer step since the last call: one snapshot, one log per step
+        self._seen_step = step
+        due = step // self._stride > previous // self._stride
+        source: torch.nn.Module | None = pl_module
+        if due and self._sharded:  # every rank enters the gather
+            source = snapshot_module(trainer, pl_module)
+        if trainer.is_global_zero and source is not None:
+            batch = self._global_batch(trainer, pl_module)
+            self._check_jumps(trainer, batch)
+            if due:
+                start = time.perf_counter()
+                self._record(source, pl_module, trainer)
+                self._pace(step, start)
+            if step // self.log_every_n_steps > previous // self.log_every_n_steps:
+                self._log(trainer, batch)
+        if due and self._sharded:  # rank zero's stride, on every rank: they gather on the same steps
+            self._stride = trainer.strategy.broadcast(self._stride, src=0)
+        self._said.emit()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self._log_final(trainer, pl_module)
-            flush_loggers(trainer.loggers)  # the MLflow runs hold every logged step when training returns
+        if not (self._active and trainer.is_global_zero):
+            return
+        filled = max((len(b) for b in self._snapshots.values()), default=0)
+        if trainer.global_step not in (0, self._logged_step) and filled >= 2:  # the final window
+            self._log(trainer, self._global_batch(trainer, pl_module))
+        if filled < self.window:
+            what = "the estimates use those" if filled >= 2 else "nothing was logged (widths need 2, diffusion 3)"
+            said = dyson_message("short", step=trainer.global_step, filled=filled, window=self.window, what=what)
+            self._said.once(("short",), said)
+        self._said.emit()
+        flush_loggers(trainer.loggers)  # the MLflow runs hold every logged step when training returns
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.is_global_zero:
             flush_loggers(trainer.loggers)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_batch_size = None
+    # -- what is recorded ----------------------------------------------------------------------------------------
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
-        if self._epoch_batch_size is None:
-            self._epoch_batch_size = batch_size_of(batch)
+    def _resolve(self, model: torch.nn.Module) -> list[Any]:
+        return resolve_views(model, include=self.include, exclude=self.exclude, param_filter=self.param_filter)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        step = trainer.global_step
-        if trainer.sanity_checking or step == 0:
-            return
-        due = step % self._stride == 0
-        source: torch.nn.Module | None = pl_module
-        if due and self._sharded:  # every rank enters the gather
-            source = snapshot_module(trainer, pl_module)
-        if trainer.is_global_zero and source is not None:
-            self._observe(trainer, pl_module, source, due)
-        if due and self._sharded:  # rank zero's stride, on every rank: they gather on the same steps
-            self._stride = trainer.strategy.broadcast(self._stride, src=0)
-
-    def _observe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, source: torch.nn.Module, due: bool) -> None:
-        step = trainer.global_step
-        temperature = self._current_temperature(trainer, pl_module)
-        if due:
-            start = time.perf_counter()
-            self._record(source)
-            self._pace(step, start)
-        if step % self.log_every_n_steps == 0 and temperature is not None:
-            self._log(trainer, pl_module, temperature)
-
-    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, temperature: float) -> None:
-        step, self._logged_step = trainer.global_step, trainer.global_step
-        key = sanitize(f"{self.log_key_prefix}noise_temperature")  # replayed steps of a resumed MLflow run: once
-        loggers = self._ledger.loggers(trainer.loggers, step=step, key=key)
-        log_to_loggers(loggers, self._metrics(trainer, pl_module, temperature), step=step)
-
-    def _log_final(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The estimates of the window at the last step, unless that step was logged (or nothing was recorded)."""
-        if trainer.global_step in (0, self._logged_step) or not any(len(b) >= 2 for b in self._snapshots.values()):
-            return
-        temperature = self._current_temperature(trainer, pl_module)
-        if temperature is not None:
-            self._log(trainer, pl_module, temperature)
-
-    def _current_lr(self, trainer: pl.Trainer) -> float | None:
-        if self.lr is not None:
-            return float(self.lr)
-        optimizers = trainer.optimizers
-        return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
-
-    def _current_batch_size(self, pl_module: pl.LightningModule) -> int | None:
-        if self.batch_size is not None:
-            return int(self.batch_size)
-        if self._epoch_batch_size is not None:
-            return self._epoch_batch_size
-        size = getattr(getattr(pl_module, "hparams", {}), "get", lambda *_: None)("batch_size")
-        return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
-
-    def _current_temperature(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float | None:
-        lr, bs = self._current_lr(trainer), self._current_batch_size(pl_module)
-        if lr is None or bs is None or lr <= 0:
-            self._warn_once(
-                "temperature", f"DysonMonitor: cannot tell α/|B| (lr={lr}, batch size={bs}); set lr/batch_size"
-            )
-            return None
-        temperature = noise_temperature(lr, bs)
-        previous, self._temperature = self._temperature, temperature
-        previous_bs, self._previous_bs = self._previous_bs, bs
-        if previous is not None and abs(temperature / previous - 1.0) > self.jump_tolerance:
-            self._warn_once(
-                "jump",
-                f"DysonMonitor: the noise temperature α/|B| jumped from {previous:.4g} to {temperature:.4g} at step "
-                f"{trainer.global_step} (lr={lr:g}, batch size={bs}); the linear scaling rule keeps α/|B| fixed: "
-                f"at batch size {bs} that is lr={equivalent_lr(previous * previous_bs, previous_bs, bs):g}",
-            )
-        return temperature
-
-    def _pace(self, step: int, start: float) -> None:
-        """Stretch the stride when the snapshot that started at ``start`` exceeded the budget (class docstring)."""
-        cost = time.perf_counter() - start
-        if self.overhead_budget is not None and self._last_end is not None:
-            typical = cost if self._last_cost is None else min(cost, self._last_cost)
-            factor = stride_factor(typical, start - self._last_end, self.overhead_budget)
-            if factor > 1:
-                self._stretch(step, factor)
-                rank_zero_info(
-                    f"DysonMonitor: a snapshot takes {typical:.3g} s, over overhead_budget={self.overhead_budget:g} "
-                    f"of the {start - self._last_end:.3g} s of training between snapshots; recording every "
-                    f"{self._stride} steps from step {step} (logged as {self.log_key_prefix}dyson/stride; "
-                    "overhead_budget=None keeps every_n_train_steps)"
-                )
-        self._last_cost, self._last_end = cost, time.perf_counter()
-
-    def _stretch(self, step: int, factor: int) -> None:
-        """Multiply the stride by ``factor``, keeping the window's snapshots that fall on the new stride."""
-        old, self._stride = self._stride, self._stride * factor
-        for name, buffer in self._snapshots.items():  # the newest snapshot is this step's; they are ``old`` apart
-            kept = [e for i, e in enumerate(reversed(buffer)) if (step - i * old) % self._stride == 0]
-            self._snapshots[name] = deque(reversed(kept), maxlen=self.window)
-
-    def _record(self, pl_module: torch.nn.Module) -> None:
-        """Snapshot the spectra of the current views (re-resolved: parameters may be replaced, reshaped, removed)."""
-        views = self._current_views(pl_module)
+    def _record(self, source: torch.nn.Module, pl_module: torch.nn.Module, trainer: pl.Trainer) -> None:
+        """Snapshot the levels of the current views (re-resolved: parameters may be replaced, reshaped, removed)."""
+        try:
+            views = self._resolve(source)
+        except ValueError as exc:  # every selected parameter is gone: say so once, record nothing
+            self._said.once(("selection",), f"DysonMonitor: nothing recorded: {exc}")
+            views = []
         for name in set(self._snapshots) - {v.name for v in views}:
             del self._snapshots[name]  # the parameter disappeared: its window ends
+        owners, sole = group_index(trainer.optimizers), sole_group(trainer.optimizers)
+        params = dict(pl_module.named_parameters())
         for view in views:
+            param = params.get(view.name, params.get(view.name.rpartition(".")[0]))  # a block: its parameter
+            group = owners.get(id(param), sole) if param is not None else sole
             reason = _skip_reason(view.matrix)
-            if reason is None:  # the analysis' Gram spectra: normalised, ascending, float64, or why they failed
+            if reason is None and group is None:
+                reason = "no optimizer updates it (it is in no parameter group)"
+            if reason is None:
                 m, n = view.matrix.shape[-2:]
                 (levels,) = stacked_levels([view.matrix.detach().reshape(-1, m, n)], "gram")
-                if isinstance(levels, str):
-                    reason = levels
-                else:
-                    eigs = levels.reshape(*view.matrix.shape[:-2], n).cpu()  # (..., N)
+                reason = levels if isinstance(levels, str) else None
             if reason is not None:
                 self._snapshots.pop(view.name, None)  # no stale window is logged as if current
-                key = f"skip:{view.name}:{re.sub(r'[0-9]+', '#', reason)}"
-                self._warn_once(key, f"DysonMonitor: skipping {view.name!r}: {reason}")
+                self._said.once(
+                    ("skip", view.name, shape_of(reason)), f"DysonMonitor: skipping {view.name!r}: {reason}"
+                )
                 continue
+            assert group is not None and not isinstance(levels, str)
+            eigs = nonstructural_levels(levels, rows=m).reshape(*view.matrix.shape[:-2], min(m, n)).cpu()
+            snap = Snapshot(trainer.global_step, self._clocks.time(group), eigs)
             buffer = self._snapshots.setdefault(view.name, deque(maxlen=self.window))
-            if buffer and buffer[-1].shape != eigs.shape:
-                buffer.clear()  # the parameter changed shape: start a new window
-            buffer.append(eigs)
+            if buffer and (buffer[-1].levels.shape != eigs.shape or self._groups.get(view.name) != group):
+                buffer.clear()  # reshaped, or moved to another group: a new window
+            if buffer and not snap.time > buffer[-1].time:
+                continue  # its group has not stepped since the last snapshot: nothing new
+            self._groups[view.name] = group
+            if view.source == "ensemble":
+                self._ensembles.add(view.name)
+            buffer.append(snap)
 
-    def _current_views(self, pl_module: torch.nn.Module) -> list[Any]:
-        try:
-            return resolve_views(pl_module, include=self.include)
-        except ValueError as exc:  # every selected parameter is gone: warn once, record nothing
-            self._warn_once("selection", f"DysonMonitor: nothing recorded: {exc}")
-            return []
+    def _global_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> batches.GlobalBatch | None:
+        batch = batches.global_batch(trainer, pl_module, explicit=self.batch_size, guess=self._guess)
+        if batch is None:
+            self._said.once(("no batch",), dyson_message("no_batch"))
+        elif batch.source == "guessed":
+            self._said.once(("guess",), dyson_message("guess", size=batch.per_device))
+        if batch is not None:
+            self._said.once(("batch", str(batch.size)), f"DysonMonitor: {batch.describe()}", info=True)
+        return batch
 
-    def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, temperature: float) -> dict[str, float]:
-        lr, bs = self._current_lr(trainer), self._current_batch_size(pl_module)
+    def _check_jumps(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
+        """Say once what temperature each group's optimizer has, and when a temperature jumps."""
+        for key, clock in self._clocks.groups.items():
+            rate = clock.rate
+            if not rate.covered and not math.isnan(rate.lr):
+                self._said.once(("adaptive", rate.optimizer), dyson_message("adaptive", optimizer=rate.optimizer))
+            elif rate.momentum > 0:
+                said = dyson_message("momentum", momentum=rate.momentum, lr=rate.lr, gap=1 - rate.momentum)
+                self._said.once(("momentum", f"{rate.momentum:g}"), said, info=True)
+            temperature = None if batch is None else rate.temperature(batch.size)
+            if temperature is None or batch is None:
+                continue
+            previous, self._temperatures[key] = self._temperatures.get(key), (temperature, rate.lr, batch.size)
+            if previous is not None and abs(temperature / previous[0] - 1.0) > self.jump_tolerance:
+                keep = equivalent_lr(previous[1], previous[2], batch.size)
+                values = {"previous": previous[0], "temperature": temperature, "lr": rate.lr, "batch": batch.size}
+                self._said.once(("jump",), dyson_message("jump", step=trainer.global_step, keep=keep, **values))
+
+    # -- what is logged ------------------------------------------------------------------------------------------
+
+    def _log(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
+        step, self._logged_step = trainer.global_step, trainer.global_step
+        metrics = self._metrics(batch)
+        key = sanitize(f"{self.log_key_prefix}dyson/stride")  # replayed steps of a resumed MLflow run: once
+        log_to_loggers(self._ledger.loggers(trainer.loggers, step=step, key=key), metrics, step=step)
+
+    def _metrics(self, batch: batches.GlobalBatch | None) -> dict[str, float]:
         p = self.log_key_prefix
-        out = {sanitize(f"{p}noise_temperature"): temperature, sanitize(f"{p}lr"): float(lr)}
-        out[sanitize(f"{p}batch_size")] = float(bs)
-        out[sanitize(f"{p}dyson/stride")] = float(self._stride)
-        dt = float(lr) * self._stride
+        out = {sanitize(f"{p}dyson/stride"): float(self._stride)}
+        if batch is not None:
+            out[sanitize(f"{p}batch_size")] = float(batch.size)
+        groups = {self._groups[n] for n, b in self._snapshots.items() if b}
+        shared = len(groups) == 1
         for name, buffer in self._snapshots.items():
             if not buffer:  # emptied by a stretched stride: nothing on the new stride yet
                 continue
-            stats = _window_statistics(torch.stack(tuple(buffer)), dt=dt)
-            for stat, value in stats.items():
-                out[metric_key(p, name, f"dyson_{stat}")] = value
-                out[metric_key(p, name, f"dyson_{stat}_normalized")] = value / (
-                    temperature if stat == "diffusion" else temperature**0.5
-                )
+            levels = torch.stack([s.levels for s in buffer])
+            times = torch.tensor([s.time for s in buffer], dtype=torch.float64)
+            stats = window_statistics(levels, times, ensemble=name in self._ensembles)
+            rate = self._clocks.rate(self._groups[name])
+            temperature = None if rate is None or batch is None else rate.temperature(batch.size)
+            if temperature is not None:
+                stats |= normalized(stats, temperature)
+            here = (
+                {} if rate is None else {"lr": rate.lr} | ({} if temperature is None else {"temperature": temperature})
+            )
+            if shared:
+                out |= {
+                    sanitize(f"{p}{'noise_temperature' if k == 'temperature' else k}"): v
+                    for k, v in here.items()
+                    if math.isfinite(v)
+                }
+            else:
+                stats |= here
+            out |= {metric_key(p, name, f"dyson_{stat}"): float(v) for stat, v in stats.items() if math.isfinite(v)}
         return out
 
+    # -- cost ----------------------------------------------------------------------------------------------------
+
+    def _pace(self, step: int, start: float) -> None:
+        """Stretch the stride when the snapshot that started at ``start`` exceeded the budget (class docstring)."""
+        factor, cost, elapsed = self._budget.record(start, time.perf_counter() - start)
+        if factor > 1:
+            self._stretch(factor)
+            key, values = f"{self.log_key_prefix}dyson/stride", {"stride": self._stride, "elapsed": elapsed}
+            said = dyson_message("stride", step=step, key=key, cost=cost, budget=self._budget.fraction, **values)
+            self._said.once(("stride", str(self._stride)), said, info=not self._explicit_budget)
+
+    def _stretch(self, factor: int) -> None:
+        """Multiply the stride by ``factor``, keeping every ``factor``-th snapshot counting back from the newest."""
+        self._stride *= factor
+        for name, buffer in self._snapshots.items():
+            kept = list(buffer)[::-1][::factor][::-1]
+            self._snapshots[name] = deque(kept, maxlen=self.window)
+
     def _warn_replay(self, message: str) -> None:
-        self._warn_once("replay", f"DysonMonitor: {message}")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            rank_zero_warn(message, category=RuntimeWarning)
-
-
-def _window_statistics(trajectory: torch.Tensor, *, dt: float) -> dict[str, float]:
-    """Width, diffusion (and, for ensembles, the width across networks) of a ``(T, ..., N)`` window."""
-    out: dict[str, float] = {}
-    if trajectory.ndim >= 3:
-        out["ensemble_width"] = float(trajectory[-1].std(dim=0).mean())
-    if trajectory.shape[0] >= 2:
-        out["width"] = float(fluctuation_width(trajectory).mean())
-    if trajectory.shape[0] >= 3:
-        out["diffusion"] = float(diffusion_coefficient(trajectory, dt=dt).mean())
-    return out
+        self._said.once(("replay",), f"DysonMonitor: {message}")
