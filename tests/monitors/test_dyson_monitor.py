@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import warnings
 from collections import deque
 from pathlib import Path
@@ -112,8 +111,10 @@ def test_state_round_trip_keeps_the_window(tmp_path: Path) -> None:
     assert len(state["snapshots"]["layer.weight"]) == 4
     fresh = DysonMonitor(log_every_n_steps=5, window=4)
     fresh.load_state_dict(state)
-    assert torch.equal(fresh.state_dict()["snapshots"]["layer.weight"][-1], state["snapshots"]["layer.weight"][-1])
-    assert fresh.state_dict()["temperature"] == pytest.approx(0.05 / 8)
+    restored = fresh.state_dict()
+    assert restored["snapshots"]["layer.weight"][-1][:2] == state["snapshots"]["layer.weight"][-1][:2]  # step, time
+    assert torch.equal(restored["snapshots"]["layer.weight"][-1][2], state["snapshots"]["layer.weight"][-1][2])
+    assert restored["clocks"] == state["clocks"] == {"0:0": (pytest.approx(10 * 0.05), 10)}  # Langevin time
 
 
 def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> None:
@@ -143,26 +144,31 @@ def test_batch_size_of_nested_batches() -> None:
     assert batch_size_of("text") is None
 
 
-def test_a_stretched_stride_keeps_the_snapshots_on_it() -> None:
+def test_a_stretched_stride_keeps_every_factor_th_snapshot_back_from_the_newest() -> None:
+    from rmt_callbacks.monitors.dyson import Snapshot
+
     monitor = DysonMonitor(window=10)
-    monitor._snapshots = {"w": deque(torch.arange(3.0, 11.0)[:, None])}  # snapshots at steps 3..10, stride 1
-    monitor._stretch(10, 4)
-    assert monitor._stride == 4 and [int(e) for e in monitor._snapshots["w"]] == [4, 8]
-    monitor._snapshots["w"].append(torch.tensor([12.0]))
-    monitor._stretch(12, 2)  # the newest snapshot need not be on the new stride: then it goes too
-    assert monitor._stride == 8 and [int(e) for e in monitor._snapshots["w"]] == [8]
+    monitor._snapshots = {"w": deque(Snapshot(s, 0.1 * s, torch.zeros(2)) for s in range(3, 11))}  # steps 3..10
+    monitor._stretch(4)
+    assert monitor._stride == 4 and [s.step for s in monitor._snapshots["w"]] == [6, 10]
 
 
-def test_budget_stretches_the_stride_of_a_real_run_and_says_so(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_budget_stretches_the_stride_of_a_real_run_and_says_so(tmp_path: Path) -> None:
     """A budget no snapshot can meet: the stride jumps at the second snapshot (the first pays for warm-up)."""
     monitor = DysonMonitor(log_every_n_steps=1, window=10, overhead_budget=1e-9)
-    with caplog.at_level(logging.INFO):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         rows = _fit(_Regression(lr=0.05), monitor, 6, tmp_path, _loader(8))
     strides = [(int(r["step"]), float(r["rmt/dyson/stride"])) for r in rows if r.get("rmt/dyson/stride")]
     assert strides == [(1, 1.0)] + [(s, 1024.0) for s in range(2, 7)]  # stride_factor's limit, one decision
     assert monitor.state_dict()["stride"] == 1024
-    told = [r.getMessage() for r in caplog.records if "recording every 1024 steps from step 2" in r.getMessage()]
-    assert len(told) == 1 and "overhead_budget=1e-09" in told[0]
-    assert not any(r.get("rmt/layer.weight/dyson_width") for r in rows if int(r["step"]) >= 2)  # emptied window
+    told = [str(w.message) for w in caught if "recording every 1024 steps from step 2" in str(w.message)]
+    assert len(told) == 1 and "overhead_budget=1e-09" in told[0]  # a budget passed explicitly: a warning
+    assert not any(r.get("rmt/layer.weight/dyson_width") for r in rows if int(r["step"]) >= 2)  # one snapshot left
+
+
+def test_auto_budget_never_stretches_a_stride_the_user_chose(tmp_path: Path) -> None:
+    monitor = DysonMonitor(every_n_train_steps=2, log_every_n_steps=2, window=10)
+    rows = _fit(_Regression(lr=0.05), monitor, 12, tmp_path, _loader(8))
+    assert {float(r["rmt/dyson/stride"]) for r in rows if r.get("rmt/dyson/stride")} == {2.0}
+    assert [s.step for s in monitor._snapshots["layer.weight"]] == [2, 4, 6, 8, 10, 12]

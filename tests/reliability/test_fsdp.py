@@ -249,7 +249,9 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
         "fsdp1": lambda: _CPUFSDPStrategy(process_group_backend="gloo"),
         "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
     }
-    monitor = SpectrumMonitor(every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"])
+    monitor = SpectrumMonitor(  # in the hook: every due step exactly (in the background a busy worker may delay one)
+        every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"], background=False
+    )
     dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4, overhead_budget=budget)
     trainer = pl.Trainer(
         max_steps=MAX_STEPS, default_root_dir=tmp, logger=CSVLogger(tmp, name="csv", version=0), callbacks=[monitor],
@@ -275,7 +277,7 @@ def _csv_metrics(tmp: Path) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     with open(tmp / "csv" / "version_0" / "metrics.csv") as f:
         for row in csv.DictReader(f):
-            values = {k: float(v) for k, v in row.items() if v and k != "step" and "analysis_seconds" not in k}
+            values = {k: float(v) for k, v in row.items() if v and k != "step" and "rmt/monitor/" not in k}  # timings
             out.setdefault(int(row["step"]), {}).update(values)
     return out
 
@@ -308,15 +310,29 @@ def test_monitors_under_fsdp_log_what_one_process_logs(layout: str, tmp_path: Pa
         assert "rmt/fc.weight/lambda_max" in rmt and "rmt/attn.in_proj_weight.q/lambda_max" in rmt
         got = {k: v for k, v in sharded[step].items() if k.startswith("rmt/")}
         assert got.keys() == rmt.keys(), (layout, step)
+        rmt = {k: v * _data_parallel_factor(k) for k, v in rmt.items()}
         assert all(abs(got[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in rmt.items()), (layout, step)
+
+
+def _data_parallel_factor(key: str) -> float:
+    """Two data-parallel processes double the global batch |B| and halve α/|B|: what that does to ``key``."""
+    if key.endswith("batch_size"):
+        return 2.0
+    if key.endswith("noise_temperature"):
+        return 0.5
+    if key.endswith("diffusion_normalized"):
+        return 2.0
+    return 2.0**0.5 if key.endswith("width_normalized") else 1.0
 
 
 @pytest.mark.slow
 def test_a_deferral_on_rank_zero_is_followed_by_every_rank(tmp_path: Path) -> None:
-    """With a budget of 1e-9 rank zero defers every analysis after the first, and DysonMonitor stretches its
+    """With a budget of 1e-9 rank zero defers every analysis after the second, and DysonMonitor stretches its
     stride at its second snapshot; the other ranks, which measure nothing, must follow both (a rank entering a
     gather alone would hang until the timeout)."""
     sharded = _run_monitored("fsdp2", tmp_path, budget=1e-9)
-    assert [s for s, m in sorted(sharded.items()) if "rmt/fc.weight/skipped" in m] == [0]
+    # the first analysis (warm-up) does not count against the budget, the second defers the rest; the final
+    # weights are analysed at train end whatever the budget
+    assert [s for s, m in sorted(sharded.items()) if "rmt/fc.weight/lambda_max" in m] == [0, 1, MAX_STEPS]
     strides = [m["rmt/dyson/stride"] for _, m in sorted(sharded.items()) if "rmt/dyson/stride" in m]
     assert strides == [1.0] + [1024.0] * (MAX_STEPS - 1)  # snapshots at steps 1 and 2, then every 1024 steps

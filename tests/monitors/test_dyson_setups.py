@@ -1,0 +1,359 @@
+"""DysonMonitor in the set-ups users train in: accumulation, several optimizers and groups, schedulers, batch
+kinds, momentum and adaptive optimizers, wide, convolutional and lazy layers, no logger, short runs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rmt_callbacks import DysonMonitor
+
+QUIET = {"enable_progress_bar": False, "enable_checkpointing": False, "enable_model_summary": False}
+
+
+class Net(pl.LightningModule):
+    """Linear layers trained on a fixed regression; ``optimizer`` builds the optimizers from the module."""
+
+    def __init__(self, shapes: list[tuple[int, int]], optimizer: Callable[[Net], Any], *, manual: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in shapes)
+        self.make_optimizer, self.automatic_optimization = optimizer, not manual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == 0 else layer(x.tanh())
+        return x
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        if self.automatic_optimization:
+            return loss
+        optimizers = self.optimizers()
+        for opt in optimizers:
+            opt.zero_grad()
+        self.manual_backward(loss)
+        for opt in optimizers:
+            opt.step()
+        return None
+
+    def configure_optimizers(self) -> Any:
+        return self.make_optimizer(self)
+
+
+def _data(n: int = 256, d_in: int = 6, d_out: int = 5) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d_in, generator=g)
+    teacher = torch.randn(d_in, d_out, generator=g) / math.sqrt(d_in)
+    return TensorDataset(x, torch.sin(2 * x @ teacher) + 0.3 * torch.randn(n, d_out, generator=g))
+
+
+def _fit(model: pl.LightningModule, monitor: DysonMonitor, loader: Any, tmp: Path, **trainer: Any) -> dict[str, dict]:
+    """Train; every logged metric as {key: {step: value}}, checking that no key is logged twice at one step."""
+    logger = CSVLogger(tmp, name="csv")
+    pl.Trainer(logger=logger, callbacks=[monitor], accelerator="cpu", **QUIET, **trainer).fit(model, loader)
+    out: dict[str, dict[int, float]] = {}
+    if not (Path(logger.log_dir) / "metrics.csv").exists():
+        return out  # nothing logged
+    with open(Path(logger.log_dir) / "metrics.csv") as fh:
+        for row in csv.DictReader(fh):
+            for key, value in row.items():
+                if key != "step" and value:
+                    assert int(row["step"]) not in out.setdefault(key, {}), f"{key} logged twice at {row['step']}"
+                    out[key][int(row["step"])] = float(value)
+    return out
+
+
+def _sgd(lr: float, **kw: Any) -> Callable[[Net], torch.optim.Optimizer]:
+    return lambda m: torch.optim.SGD(m.parameters(), lr=lr, **kw)
+
+
+def test_accumulation_logs_the_numbers_of_the_unaccumulated_run(tmp_path: Path) -> None:
+    """8 × 4 accumulated batches and batches of 32 take the same steps: the same snapshots, |B| and numbers."""
+    runs = {}
+    for name, batch, accumulate in (("plain", 32, 1), ("accumulated", 8, 4)):
+        torch.manual_seed(0)
+        monitor = DysonMonitor(log_every_n_steps=5, window=10, overhead_budget=None)
+        model = Net([(6, 5)], _sgd(0.05))
+        loader = DataLoader(_data(), batch_size=batch)
+        runs[name] = _fit(model, monitor, loader, tmp_path / name, max_steps=20, accumulate_grad_batches=accumulate)
+        assert [s.step for s in monitor._snapshots["layers.0.weight"]] == list(range(11, 21))  # one per step
+    plain, accumulated = runs["plain"], runs["accumulated"]
+    assert accumulated["rmt/batch_size"] == plain["rmt/batch_size"] == {5: 32.0, 10: 32.0, 15: 32.0, 20: 32.0}
+    assert accumulated["rmt/noise_temperature"] == pytest.approx({s: 0.05 / 32 for s in (5, 10, 15, 20)})
+    for key in ("dyson_width", "dyson_diffusion", "dyson_width_normalized", "dyson_diffusion_normalized"):
+        key = f"rmt/layers.0.weight/{key}"
+        assert accumulated[key] == pytest.approx(plain[key], rel=1e-4), key  # the same trajectory up to rounding
+
+
+def test_each_matrix_is_normalised_by_its_own_optimizer_and_group(tmp_path: Path) -> None:
+    def two_optimizers(m: Net) -> list[torch.optim.Optimizer]:
+        return [torch.optim.SGD(m.layers[0].parameters(), lr=0.1), torch.optim.SGD(m.layers[1].parameters(), lr=1e-3)]
+
+    def two_groups(m: Net) -> torch.optim.Optimizer:
+        groups = [{"params": m.layers[0].parameters()}, {"params": m.layers[1].parameters(), "lr": 1e-3}]
+        return torch.optim.SGD(groups, lr=0.1)
+
+    for name, make, manual in (("optimizers", two_optimizers, True), ("groups", two_groups, False)):
+        logged = _fit(
+            Net([(6, 8), (8, 5)], make, manual=manual),
+            DysonMonitor(log_every_n_steps=4, window=5, overhead_budget=None),
+            DataLoader(_data(), batch_size=16),
+            tmp_path / name,
+            max_steps=16,
+        )
+        for layer, lr in (("layers.0.weight", 0.1), ("layers.1.weight", 1e-3)):
+            assert set(logged[f"rmt/{layer}/dyson_lr"].values()) == {lr}, name
+            assert list(logged[f"rmt/{layer}/dyson_temperature"].values()) == pytest.approx([lr / 16] * 4), name
+            width, normalized = logged[f"rmt/{layer}/dyson_width"], logged[f"rmt/{layer}/dyson_width_normalized"]
+            assert normalized == pytest.approx({s: w / math.sqrt(lr / 16) for s, w in width.items()})
+        assert "rmt/lr" not in logged and "rmt/noise_temperature" not in logged  # no run-wide rate to speak of
+
+
+def test_the_logged_rate_is_the_one_of_the_update_just_taken(tmp_path: Path) -> None:
+    def halving(m: Net) -> dict:
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5**k)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logged = _fit(
+            Net([(6, 5)], halving),
+            DysonMonitor(log_every_n_steps=2, window=4, overhead_budget=None),
+            DataLoader(_data(), batch_size=8),
+            tmp_path,
+            max_steps=6,
+        )
+    assert logged["rmt/lr"] == pytest.approx({2: 0.1 * 0.5, 4: 0.1 * 0.5**3, 6: 0.1 * 0.5**5})  # update k: 0.1/2^(k-1)
+    assert len([w for w in caught if "jumped" in str(w.message)]) == 1
+
+
+@dataclasses.dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def _collate(kind: str) -> Callable[[list], Any]:
+    def collate(rows: list) -> Any:
+        x, y = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+        if kind == "dataclass":
+            return Batch(x, y)
+        if kind == "dict":
+            return {"inputs": x, "targets": y}
+        if kind == "time-major":  # (T=3, B, features): the leading dimension is time
+            return x.expand(3, *x.shape), y
+        return [x, y]
+
+    return collate
+
+
+class FlexibleNet(Net):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, Batch):
+            x, y = batch.x, batch.y
+        elif isinstance(batch, dict):
+            x, y = batch["inputs"], batch["targets"]
+        else:
+            x, y = batch
+            x = x[-1] if x.ndim == 3 else x
+        return nn.functional.mse_loss(self(x), y)
+
+
+@pytest.mark.parametrize("kind", ["dataclass", "dict", "list", "time-major"])
+def test_batch_size_comes_from_the_argument_or_the_dataloader_whatever_the_batch(kind: str, tmp_path: Path) -> None:
+    loader = DataLoader(_data(), batch_size=8, collate_fn=_collate(kind))
+    for explicit in (None, 8):
+        logged = _fit(
+            FlexibleNet([(6, 5)], _sgd(0.05)),
+            DysonMonitor(log_every_n_steps=3, window=3, batch_size=explicit, overhead_budget=None),
+            loader,
+            tmp_path / str(explicit),
+            max_steps=6,
+        )
+        assert logged["rmt/batch_size"] == {3: 8.0, 6: 8.0}
+        assert logged["rmt/noise_temperature"] == pytest.approx({3: 0.05 / 8, 6: 0.05 / 8})
+
+
+def test_a_batch_size_guessed_from_shapes_is_warned_about(tmp_path: Path) -> None:
+    data = _data(64)
+    batches = [(data.tensors[0][i : i + 4], data.tensors[1][i : i + 4]) for i in range(0, 64, 4)]
+    batches = DataLoader(batches, batch_size=None)  # batches made elsewhere: no batch_size to read
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logged = _fit(
+            Net([(6, 5)], _sgd(0.05)), DysonMonitor(log_every_n_steps=5, window=3), batches, tmp_path, max_steps=10
+        )
+    guessed = [str(w.message) for w in caught if "guessed" in str(w.message)]
+    assert len(guessed) == 1 and "batch_size=" in guessed[0]
+    assert logged["rmt/batch_size"] == {5: 4.0, 10: 4.0}
+
+
+def test_momentum_gives_the_effective_temperature_and_adam_none(tmp_path: Path) -> None:
+    logged = _fit(
+        Net([(6, 5)], _sgd(0.01, momentum=0.9)),
+        DysonMonitor(log_every_n_steps=5, window=4, overhead_budget=None),
+        DataLoader(_data(), batch_size=8),
+        tmp_path / "momentum",
+        max_steps=10,
+    )
+    assert logged["rmt/noise_temperature"] == pytest.approx({5: 0.0125, 10: 0.0125})  # 0.01 / ((1 - 0.9) 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logged = _fit(
+            Net([(6, 5)], lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)),
+            DysonMonitor(log_every_n_steps=5, window=4, overhead_budget=None),
+            DataLoader(_data(), batch_size=8),
+            tmp_path / "adam",
+            max_steps=10,
+        )
+    adam = [str(w.message) for w in caught if "Adam is not plain SGD" in str(w.message)]
+    assert len(adam) == 1
+    assert "rmt/layers.0.weight/dyson_width" in logged and "rmt/layers.0.weight/dyson_diffusion" in logged
+    assert not [k for k in logged if k.endswith("_normalized") or "temperature" in k]
+
+
+def _levels(weight: np.ndarray) -> np.ndarray:
+    """numpy's reference: the min(M, N) non-structural eigenvalues of WᵀW/M, ascending."""
+    m, n = weight.shape
+    small = weight @ weight.T if m < n else weight.T @ weight
+    return np.linalg.eigvalsh(small.astype(np.float64) / m)
+
+
+class Record(pl.Callback):
+    def __init__(self) -> None:
+        self.weights: list[np.ndarray] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self.weights.append(pl_module.layers[0].weight.detach().numpy().copy())
+
+
+@pytest.mark.parametrize("shape", [(12, 4), (4, 12), (6, 6)])
+def test_widths_are_those_of_the_nonstructural_levels_computed_with_numpy(
+    shape: tuple[int, int], tmp_path: Path
+) -> None:
+    d_in, d_out = shape
+    record, monitor = Record(), DysonMonitor(log_every_n_steps=12, window=12, overhead_budget=None)
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = pl.Trainer(logger=logger, callbacks=[record, monitor], max_steps=12, accelerator="cpu", **QUIET)
+    trainer.fit(Net([(d_in, d_out)], _sgd(0.05)), DataLoader(_data(d_in=d_in, d_out=d_out), batch_size=8))
+    levels = np.stack([_levels(w) for w in record.weights])  # (12, min(M, N)): no structural zeros
+    t = 0.05 * np.arange(1, 13)
+    spacing = np.median(np.diff(levels.mean(0)))
+    width = np.mean([np.std(lv - np.polyval(np.polyfit(t, lv, 1), t)) for lv in levels.T]) / spacing
+    diffusion = np.mean(np.var(np.diff(levels, axis=0) / np.sqrt(0.05), axis=0, ddof=1)) / (2 * spacing**2)
+    with open(Path(logger.log_dir) / "metrics.csv") as fh:
+        row = [r for r in csv.DictReader(fh) if r.get("rmt/noise_temperature")][-1]
+    assert float(row["rmt/layers.0.weight/dyson_level_spacing"]) == pytest.approx(spacing, rel=1e-5)
+    assert float(row["rmt/layers.0.weight/dyson_width"]) == pytest.approx(width, rel=1e-4)
+    assert float(row["rmt/layers.0.weight/dyson_diffusion"]) == pytest.approx(diffusion, rel=1e-4)
+    assert 1e-3 < float(row["rmt/layers.0.weight/dyson_width"]) < 1e3  # a number a chart can show
+
+
+class ConvNet(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(2, 6, 3), nn.LazyLinear(3)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.head(self.conv(x).flatten(1)), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_conv_kernels_are_no_ensemble_and_lazy_layers_are_recorded_once_built(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(64, 2, 5, 5, generator=g), torch.randn(64, 3, generator=g))
+    logged = _fit(
+        ConvNet(),
+        DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None),
+        DataLoader(data, batch_size=8),
+        tmp_path,
+        max_steps=8,
+    )
+    assert "rmt/conv.weight/dyson_width" in logged and "rmt/head.weight/dyson_width" in logged
+    assert not [k for k in logged if "ensemble" in k]
+
+
+def test_selection_excludes_and_filters_like_spectrum_monitor(tmp_path: Path) -> None:
+    for name, kwargs, kept in (
+        ("exclude", {"exclude": ["layers.1.*"]}, {"layers.0.weight"}),
+        ("filter", {"param_filter": lambda n, p: p.shape[0] == 5}, {"layers.1.weight"}),
+    ):
+        logged = _fit(
+            Net([(6, 8), (8, 5)], _sgd(0.05)),
+            DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None, **kwargs),
+            DataLoader(_data(), batch_size=8),
+            tmp_path / name,
+            max_steps=4,
+        )
+        assert {k.split("/")[1] for k in logged if k.endswith("/dyson_width")} == kept, name
+
+
+def test_no_logger_records_nothing_and_says_so(tmp_path: Path) -> None:
+    monitor = DysonMonitor()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.Trainer(logger=False, callbacks=[monitor], max_steps=5, default_root_dir=tmp_path, **QUIET).fit(
+            Net([(6, 5)], _sgd(0.05)), DataLoader(_data(), batch_size=8)
+        )
+    assert len([w for w in caught if "no logger" in str(w.message)]) == 1
+    assert monitor._snapshots == {} and monitor._clocks.groups == {}  # not one decomposition
+
+
+def test_a_run_shorter_than_the_window_logs_its_final_estimates_and_says_so(tmp_path: Path) -> None:
+    for steps, logs in ((5, True), (1, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monitor, loader = DysonMonitor(overhead_budget=None), DataLoader(_data(), batch_size=8)
+            logged = _fit(Net([(6, 5)], _sgd(0.05)), monitor, loader, tmp_path / str(steps), max_steps=steps)
+        said = [str(w.message) for w in caught if "before" not in str(w.message) and "window=100" in str(w.message)]
+        assert len(said) == 1, said
+        assert ("rmt/layers.0.weight/dyson_width" in logged) is logs
+        if logs:
+            assert list(logged["rmt/layers.0.weight/dyson_width"]) == [5]  # the final weights' window
+        else:
+            assert "nothing was logged" in said[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"every_n_train_steps": None}, "every_n_train_steps"),
+        ({"every_n_train_steps": 2.0}, "every_n_train_steps"),
+        ({"every_n_train_steps": 0}, "every_n_train_steps"),
+        ({"log_every_n_steps": None}, "log_every_n_steps"),
+        ({"window": None}, "window"),
+        ({"window": 1}, "window"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": "0.1"}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 8.0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"jump_tolerance": float("inf")}, "jump_tolerance"),
+        ({"overhead_budget": 0}, "overhead_budget"),
+        ({"overhead_budget": "fast"}, "overhead_budget"),
+        ({"exclude": "layers.*"}, "exclude"),
+        ({"param_filter": 3}, "param_filter"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs: dict, match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        DysonMonitor(**kwargs)
