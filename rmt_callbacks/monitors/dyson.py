@@ -41,6 +41,8 @@ from ._worker import StrideBudget
 
 __all__ = ["DysonMonitor"]
 
+RUN_WIDE = {"lr": "lr", "temperature": "noise_temperature"}  # per-matrix rate keys when one group trains all
+
 
 class Snapshot(NamedTuple):
     step: int
@@ -85,10 +87,10 @@ class DysonMonitor(Callback):
     raw widths and diffusion are logged (time advances by :math:`\alpha`). A jump of :math:`T` by more than
     ``jump_tolerance`` (relative) is warned about once, with the learning rate the linear scaling rule suggests.
 
-    **Cost.** Snapshots decompose in the hook. With ``overhead_budget`` :math:`f`, when a snapshot costs more than
-    :math:`f` of the training time since the previous one, the stride is doubled (to the smallest power of two
-    that fits; the cheaper of the last two snapshots counts) and the window thinned to it; ``"auto"`` (default)
-    paces the default every-step stride only, never a stride you chose; each change is said once and logged.
+    **Cost.** Snapshots decompose in the hook. When one costs more than ``overhead_budget`` :math:`f` of the
+    training time since the previous one, the stride doubles (to the smallest power of two that fits, the cheaper
+    of the last two snapshots counting) and the window is thinned; ``"auto"`` paces the default every-step stride
+    only, never a stride you chose; each change is said once and logged.
 
     Conventions shared with :class:`~rmt_callbacks.SpectrumMonitor`: ``include`` / ``exclude`` / ``param_filter``;
     a selection matching nothing raises at fit start (lazy parameters wait for their first forward); no logger:
@@ -110,8 +112,7 @@ class DysonMonitor(Callback):
             ``(0, 1]``; ``"auto"`` is 0.02 with ``every_n_train_steps=1`` and no pacing otherwise.
 
     Raises:
-        ValueError, TypeError: a bad argument, naming it (in ``__init__``); at fit start, a selection matching
-            no matrix.
+        ValueError, TypeError: a bad argument (in ``__init__``); at fit start, a selection matching no matrix.
 
     Example:
         >>> DysonMonitor(every_n_train_steps=None)
@@ -295,18 +296,15 @@ class DysonMonitor(Callback):
         for view in views:
             param = params.get(view.name, params.get(view.name.rpartition(".")[0]))  # a block: its parameter
             group = owners.get(id(param), sole) if param is not None else sole
-            reason = _skip_reason(view.matrix)
-            if reason is None and group is None:
-                reason = "no optimizer updates it (it is in no parameter group)"
+            reason = _skip_reason(view.matrix) or (None if group else "no optimizer updates it (in no parameter group)")
             if reason is None:
                 m, n = view.matrix.shape[-2:]
                 (levels,) = stacked_levels([view.matrix.detach().reshape(-1, m, n)], "gram")
                 reason = levels if isinstance(levels, str) else None
             if reason is not None:
                 self._snapshots.pop(view.name, None)  # no stale window is logged as if current
-                self._said.once(
-                    ("skip", view.name, shape_of(reason)), f"DysonMonitor: skipping {view.name!r}: {reason}"
-                )
+                said = f"DysonMonitor: skipping {view.name!r}: {reason}"
+                self._said.once(("skip", view.name, shape_of(reason)), said)
                 continue
             assert group is not None and not isinstance(levels, str)
             eigs = nonstructural_levels(levels, rows=m).reshape(*view.matrix.shape[:-2], min(m, n)).cpu()
@@ -325,10 +323,10 @@ class DysonMonitor(Callback):
         batch = batches.global_batch(trainer, pl_module, explicit=self.batch_size, guess=self._guess)
         if batch is None:
             self._said.once(("no batch",), dyson_message("no_batch"))
-        elif batch.source == "guessed":
+            return None
+        if batch.source == "guessed":
             self._said.once(("guess",), dyson_message("guess", size=batch.per_device))
-        if batch is not None:
-            self._said.once(("batch", str(batch.size)), f"DysonMonitor: {batch.describe()}", info=True)
+        self._said.once(("batch", str(batch.size)), f"DysonMonitor: {batch.describe()}", info=True)
         return batch
 
     def _check_jumps(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
@@ -353,9 +351,8 @@ class DysonMonitor(Callback):
 
     def _log(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
         step, self._logged_step = trainer.global_step, trainer.global_step
-        metrics = self._metrics(batch)
         key = sanitize(f"{self.log_key_prefix}dyson/stride")  # replayed steps of a resumed MLflow run: once
-        log_to_loggers(self._ledger.loggers(trainer.loggers, step=step, key=key), metrics, step=step)
+        log_to_loggers(self._ledger.loggers(trainer.loggers, step=step, key=key), self._metrics(batch), step=step)
 
     def _metrics(self, batch: batches.GlobalBatch | None) -> dict[str, float]:
         p = self.log_key_prefix
@@ -374,17 +371,11 @@ class DysonMonitor(Callback):
             temperature = None if rate is None or batch is None else rate.temperature(batch.size)
             if temperature is not None:
                 stats |= normalized(stats, temperature)
-            here = (
-                {} if rate is None else {"lr": rate.lr} | ({} if temperature is None else {"temperature": temperature})
-            )
-            if shared:
-                out |= {
-                    sanitize(f"{p}{'noise_temperature' if k == 'temperature' else k}"): v
-                    for k, v in here.items()
-                    if math.isfinite(v)
-                }
+            rates = {"lr": math.nan if rate is None else rate.lr, "temperature": temperature or math.nan}
+            if shared:  # one group trains them all: run-wide keys
+                out |= {sanitize(p + RUN_WIDE[k]): v for k, v in rates.items() if math.isfinite(v)}
             else:
-                stats |= here
+                stats |= rates
             out |= {metric_key(p, name, f"dyson_{stat}"): float(v) for stat, v in stats.items() if math.isfinite(v)}
         return out
 
@@ -403,8 +394,7 @@ class DysonMonitor(Callback):
         """Multiply the stride by ``factor``, keeping every ``factor``-th snapshot counting back from the newest."""
         self._stride *= factor
         for name, buffer in self._snapshots.items():
-            kept = list(buffer)[::-1][::factor][::-1]
-            self._snapshots[name] = deque(kept, maxlen=self.window)
+            self._snapshots[name] = deque(list(buffer)[::-1][::factor][::-1], maxlen=self.window)
 
-    def _warn_replay(self, message: str) -> None:
+    def _warn_replay(self, message: str) -> None:  # a method: ddp_spawn pickles the ledger that holds it
         self._said.once(("replay",), f"DysonMonitor: {message}")
