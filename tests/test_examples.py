@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"rmt_example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -86,3 +88,21 @@ def test_cli_example_with_its_yaml(in_store: tuple[Path, str]) -> None:
         cli.trainer.logger.run_id, "rmt/net.0.weight/lambda_max"
     )
     assert [m.step for m in history] == [0, 6]  # 6 steps, shorter than the cadence of 50: the final weights too
+
+
+def test_scaling_rule_example(in_store: tuple[Path, str]) -> None:
+    pytest.importorskip("sklearn", reason="the digits data ship with scikit-learn (the `examples` extra)")
+    root, uri = in_store
+    figure = root / "scaling_rule.png"
+    argv = ["--seeds", "1", "--langevin-time", "2", "--warm-start-time", "1", "--window", "5", "--out", str(root)]
+    comparison = _load("scaling_rule").main([*argv, "--tracking-uri", uri, "--figure", str(figure)])
+    assert figure.stat().st_size > 0
+    assert comparison.eigenvalue.shape == comparison.spacing.shape == (1, 2)
+    (runs,) = comparison.widths
+    # the monitor read each run's temperature: α from the optimizer, |B| from the DataLoader
+    assert [(w.lr, w.batch_size) for w in runs] == [(0.05, 16), (0.1, 32), (0.1, 16)]
+    assert [w.temperature for w in runs] == pytest.approx([0.05 / 16, 0.1 / 32, 0.1 / 16])
+    for w in runs:
+        assert set(w.width) == {"net.0.weight", "net.2.weight"}
+        assert w.time[-1] == pytest.approx(2.0)  # equal Langevin time: 40 steps at 0.05, 20 at 0.1
+        assert all((v > 0).all() for v in (*w.width.values(), *w.spacing.values()))
