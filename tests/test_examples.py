@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -106,3 +107,39 @@ def test_scaling_rule_example(in_store: tuple[Path, str]) -> None:
         assert set(w.width) == {"net.0.weight", "net.2.weight"}
         assert w.time[-1] == pytest.approx(2.0)  # equal Langevin time: 40 steps at 0.05, 20 at 0.1
         assert all((v > 0).all() for v in (*w.width.values(), *w.spacing.values()))
+
+
+# The slow test's margins come from the spread of the per-seed ratios over 16 other seeds (8–23) of the example's
+# default settings: std 0.062 for b/a and 0.082 for c/a (eigenvalue units; their means 1.010 and 1.455, and over
+# seeds 0–23, 1.003 ± 0.064 and 1.431 ± 0.085). A mean over n seeds then has standard error σ/√n.
+SPREAD_EQUAL_T, SPREAD_DOUBLE_T = 0.062, 0.082
+
+
+@pytest.mark.slow  # ≈ 1–2 min (4 seeds × 3 runs and a warm start); the fast one is test_scaling_rule_example
+def test_scaling_rule_example_shows_the_rule(in_store: tuple[Path, str]) -> None:
+    """Equal α/|B|: equal widths; twice α/|B|: √2 wider (the linear scaling rule, docs/science.md).
+
+    With n = 4 seeds and the calibrated spreads σ above, each mean has standard error SE = σ/√n; a difference of
+    more than 3 SE fails (a 0.3 % chance per check for a correct estimator). The checks: the equal-temperature
+    ratio b/a is within 3 SE of 1; the double-temperature ratio c/a is nearer √2 than 1 even 3 SE below its mean,
+    i.e. above (1 + √2)/2 + 3 SE ≈ 1.33 (an estimator blind to the temperature, c/a ≈ 1, fails); divided by the
+    square root of the ratio of the temperatures the monitor logged, b/a is within 3 SE of 1 and c/a within
+    3 SE/√2 (a |B| read wrong fails). The spread over the seeds must stay below 2.5 σ (a 0.03 % chance for a
+    correct estimator): a noisier estimator would make the margins above meaningless.
+    """
+    pytest.importorskip("sklearn", reason="the digits data ship with scikit-learn (the `examples` extra)")
+    root, uri = in_store
+    example = _load("scaling_rule")
+    n = 4
+    comparison = example.run(
+        range(n), langevin_time=40.0, warm_start_time=60.0, window=50, tracking_uri=uri, root_dir=root
+    )
+    equal_t, double_t = comparison.eigenvalue[:, 0], comparison.eigenvalue[:, 1]
+    normalized = comparison.normalized  # (seeds, 2): b/a and c/a of the widths divided by √T
+    se_equal, se_double = SPREAD_EQUAL_T / math.sqrt(n), SPREAD_DOUBLE_T / math.sqrt(n)
+    report = example.report(comparison)
+    assert equal_t.std(ddof=1) < 2.5 * SPREAD_EQUAL_T and double_t.std(ddof=1) < 2.5 * SPREAD_DOUBLE_T, report
+    assert abs(equal_t.mean() - 1.0) < 3 * se_equal, report
+    assert double_t.mean() - 3 * se_double > (1 + math.sqrt(2)) / 2, report
+    assert abs(normalized[:, 0].mean() - 1.0) < 3 * se_equal, report
+    assert abs(normalized[:, 1].mean() - 1.0) < 3 * se_double / math.sqrt(2), report
