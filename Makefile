@@ -28,4 +28,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) results mlflow.db mlartifacts lightning_logs .pytest_cache .ruff_cache
+	rm -rf $(VENV) results mlflow.db mlartifacts lightning_logs scaling_rule_runs .pytest_cache .ruff_cache
