@@ -3,8 +3,10 @@ r"""Fluctuation statistics of a window of spectra, in units a person can read (d
 A *window* is ``levels`` of shape ``(T, ..., n)``: :math:`T` snapshots of the ascending non-structural levels
 of a batch of matrices, taken at Langevin times ``times`` (shape ``(T,)``: the sum of the effective learning
 rates of the updates so far, docs/science.md, E4 and E31). Every statistic is averaged over levels and batch
-members, and measured in the window's *level spacing* :math:`\bar\Delta`, the median gap between neighbouring
-time-averaged levels, so it is a number of order one whatever the scale of the weights:
+members, and measured in the window's *mean level spacing* :math:`\bar\Delta = (\bar\lambda_{\max} -
+\bar\lambda_{\min})/(n - 1)` of the time-averaged levels (the range is set by the largest levels, which are
+steady; a median gap would jump between clusters of close and far levels), so it is a number of order one
+whatever the scale of the weights:
 
 .. math::
 
@@ -34,17 +36,20 @@ __all__ = ["level_spacing", "normalized", "window_statistics"]
 
 
 def level_spacing(levels: torch.Tensor) -> float:
-    r"""The median gap :math:`\bar\Delta` between neighbouring time-averaged levels of a ``(T, ..., n)`` window.
+    r"""The mean level spacing :math:`\bar\Delta = (\bar\lambda_{\max} - \bar\lambda_{\min})/(n - 1)` of the
+    time-averaged levels of a ``(T, ..., n)`` window, averaged over batch members.
 
-    NaN with fewer than two levels or when every gap is zero.
+    NaN with fewer than two levels or when all are degenerate.
 
     Example:
-        >>> level_spacing(torch.tensor([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0]]))
-        1.5
+        >>> level_spacing(torch.tensor([[0.0, 1.0, 4.0], [0.0, 1.0, 4.0]]))
+        2.0
     """
-    if levels.shape[-1] < 2:
+    n = levels.shape[-1]
+    if n < 2:
         return math.nan
-    spacing = float(levels.mean(dim=0).diff(dim=-1).flatten().double().quantile(0.5))
+    mean = levels.mean(dim=0)
+    spacing = float((mean.amax(dim=-1) - mean.amin(dim=-1)).mean()) / (n - 1)
     return spacing if spacing > 0 else math.nan
 
 
@@ -66,9 +71,9 @@ def window_statistics(levels: torch.Tensor, times: torch.Tensor, *, ensemble: bo
         ensemble: also give ``ensemble_width``.
 
     Returns:
-        ``level_spacing`` (:math:`\bar\Delta`, in the levels' units) always; ``width`` from two snapshots,
-        ``diffusion`` from three, ``ensemble_width`` with ``ensemble``; nothing but the spacing when
-        :math:`\bar\Delta` is undefined (one level, or all degenerate).
+        ``level_spacing`` (:math:`\bar\Delta`, in the levels' units) always; ``width`` and ``diffusion`` from
+        three snapshots (a line fits two exactly), ``ensemble_width`` with ``ensemble``; nothing but the spacing
+        when :math:`\bar\Delta` is undefined (one level, or all degenerate).
 
     Raises:
         ValueError: ``times`` not of shape ``(T,)`` or not increasing.
@@ -87,9 +92,8 @@ def window_statistics(levels: torch.Tensor, times: torch.Tensor, *, ensemble: bo
         return out
     if ensemble and levels.ndim >= 3:
         out["ensemble_width"] = float(levels[-1].std(dim=0, unbiased=False).mean()) / spacing
-    if levels.shape[0] >= 2:
-        out["width"] = float(_detrended_std(levels, times).mean()) / spacing
     if levels.shape[0] >= 3:
+        out["width"] = float(_detrended_std(levels, times).mean()) / spacing
         dt = times.diff().to(levels.dtype).reshape(-1, *([1] * (levels.ndim - 1)))
         scaled = levels.diff(dim=0) / dt.sqrt()
         out["diffusion"] = float(scaled.var(dim=0, unbiased=True).mean()) / (2.0 * spacing**2)

@@ -99,12 +99,14 @@ def dyson_message(kind: str, **v: object) -> str:
         "linear scaling rule of arXiv:2412.20496 are for SGD; adaptive optimizers precondition the noise); only the "
         "raw fluctuation widths and diffusion are logged, no …_normalized and no noise_temperature",
         "momentum": "SGD with momentum μ={momentum:g}: the noise temperature is the effective α/((1 − μ)|B|), "
-        "{lr:g}/({gap:g}·|B|) (arXiv:1710.06451; docs/science.md, E31)",
-        "jump": "the noise temperature α/|B| jumped from {previous:.4g} to {temperature:.4g} at step {step} "
-        "(lr={lr:g}, batch size={batch}); the linear scaling rule keeps α/|B| fixed: at batch size {batch} that is "
-        "lr={keep:g}",
+        "{lr:g}/({gap:g}·|B|), followed as μ changes (arXiv:1710.06451; docs/science.md, E31)",
+        "jump": "the noise temperature jumped from {previous:.4g} to {temperature:.4g} at step {step} (lr={lr:g}, "
+        "batch size={batch}); expected under a schedule (warm-up, decay), else note that the linear scaling rule keeps "
+        "it fixed: at batch size {batch} that is lr={keep:g}",
         "short": "training ended at step {step} with {filled} snapshot(s) in the window, fewer than window={window}; "
         "{what}. Train longer, or pass a smaller window or every_n_train_steps",
+        "old_state": "the checkpoint's window predates Langevin times; the window restarts",
+        "no_logger": "the Trainer has no logger; nothing will be recorded",
         "stride": "a snapshot takes {cost:.3g} s, over overhead_budget={budget:g} of the {elapsed:.3g} s of training "
         "between snapshots; recording every {stride} steps from step {step} (logged as {key}; overhead_budget=None "
         "keeps every_n_train_steps)",

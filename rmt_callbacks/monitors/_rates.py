@@ -18,16 +18,24 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ..dynamics import noise_temperature
 
-__all__ = ["Clocks", "GroupKey", "Rate", "group_index", "rate_of", "sole_group"]
+__all__ = ["Clocks", "GroupKey", "Rate", "Snapshot", "group_index", "rate_of", "sole_group"]
 
 GroupKey = tuple[int, int]
 """(index of the optimizer in ``trainer.optimizers``, index of the parameter group)."""
+
+
+class Snapshot(NamedTuple):
+    """One matrix's levels after an optimizer step, stamped with the Langevin time of the group that trains it."""
+
+    step: int  # trainer.global_step
+    time: float  # the group's clock: the sum of its effective learning rates so far
+    levels: torch.Tensor  # (..., n) ascending non-structural Gram levels, float64, CPU
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,9 @@ def rate_of(optimizer: torch.optim.Optimizer, group: dict[str, Any], lr: float |
     name = type(optimizer).__name__
     if not isinstance(optimizer, torch.optim.SGD):
         return Rate(alpha, optimizer=name, covered=False)
-    momentum, dampening = float(group.get("momentum", 0.0)), float(group.get("dampening", 0.0))
-    covered = 0.0 <= momentum < 1.0 and 0.0 <= dampening <= 1.0 and alpha > 0
+    momentum = float(group.get("momentum", 0.0))
+    dampening = float(group.get("dampening", 0.0)) if momentum > 0 else 0.0  # torch ignores it without momentum
+    covered = 0.0 <= momentum < 1.0 and 0.0 <= dampening < 1.0 and alpha > 0
     return Rate(alpha, momentum if covered else 0.0, dampening if covered else 0.0, name, covered)
 
 
@@ -86,9 +95,15 @@ class Clocks:
     """Per parameter group: the rate of its last update and its Langevin clock (the sum of its update times)."""
 
     groups: dict[GroupKey, _Clock] = field(default_factory=dict)
+    last: dict[int, int] = field(default_factory=dict)  # optimizer -> the global_step of its last update
 
-    def stepped(self, index: int, optimizer: torch.optim.Optimizer, lr: float | None = None) -> None:
-        """Record one update of every group of ``optimizer`` (number ``index`` in ``trainer.optimizers``)."""
+    def stepped(self, index: int, optimizer: torch.optim.Optimizer, step: int, lr: float | None = None) -> None:
+        """Record one update of every group of ``optimizer`` (number ``index`` in ``trainer.optimizers``) at
+        ``global_step`` ``step``; a second call at the same step (LBFGS evaluates its closure several times per
+        step) is not another update."""
+        if self.last.get(index) == step:
+            return
+        self.last[index] = step
         for g, group in enumerate(optimizer.param_groups):
             rate = rate_of(optimizer, group, lr)
             clock = self.groups.setdefault((index, g), _Clock(rate))

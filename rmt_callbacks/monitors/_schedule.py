@@ -17,6 +17,7 @@ References: Lightning ``ModelCheckpoint`` (``every_n_train_steps`` / ``every_n_e
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 __all__ = [
@@ -59,7 +60,8 @@ def check_count(arg: str, value: object, *, allow_zero: bool = False) -> None:
 
 
 def check_int(arg: str, value: object, *, low: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``low`` (``None`` refused: the argument has no "unset" meaning).
+    """Return ``value`` as an int if it is an integer >= ``low`` (numpy's too; ``None`` refused: the argument has
+    no "unset" meaning).
 
     Examples:
         >>> check_int("window", None, low=2)
@@ -67,9 +69,9 @@ def check_int(arg: str, value: object, *, low: int = 1) -> int:
         ...
         ValueError: window must be an int >= 2, got None
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_positive(arg: str, value: object, *, allow_none: bool = False) -> float | None:
@@ -81,7 +83,7 @@ def check_positive(arg: str, value: object, *, allow_none: bool = False) -> floa
     """
     if value is None and allow_none:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     if not ok:
         raise ValueError(f"{arg} must be {'None or ' if allow_none else ''}a positive finite number, got {value!r}")
     return float(value)  # type: ignore[arg-type]

@@ -59,6 +59,7 @@ class StrideBudget:
 
     :meth:`record` takes each record's start and cost and gives ``(factor, typical cost, training seconds since
     the previous record)``, ``factor`` from :func:`stride_factor` on the cheaper of the last two records (1: keep).
+    The first record of a fit pays one-time costs (imports, allocations, the solver race) and does not count.
     """
 
     def __init__(self, fraction: float | None) -> None:
@@ -69,9 +70,13 @@ class StrideBudget:
         """Forget the previous records (a new fit)."""
         self._last_end: float | None = None
         self._last_cost: float | None = None
+        self._warm = False
 
     def record(self, start: float, cost: float) -> tuple[int, float, float]:
         factor, typical, elapsed = 1, cost, 0.0
+        if not self._warm:  # the warm-up record: only its end counts, as the start of the training time
+            self._warm, self._last_end = True, time.perf_counter()
+            return factor, typical, elapsed
         if self.fraction is not None and self._last_end is not None:
             typical = cost if self._last_cost is None else min(cost, self._last_cost)
             elapsed = start - self._last_end

@@ -3,11 +3,8 @@ r"""``DysonMonitor``: the noise temperature :math:`\alpha/|B|` of SGD and the ei
 SGD moves eigenvalues like Dyson Brownian motion with diffusion coefficient :math:`D \propto \alpha/|B|`; widths
 scale as :math:`\sqrt{\alpha/|B|}` (arXiv:2412.20496; docs/science.md, E4, E10). The monitor logs, per selected
 matrix, the fluctuation width and diffusion of its levels in units of their spacing, raw and divided by the
-temperature of the parameter group that trains it (the *normalised* curves), so two runs that differ only in
-:math:`(\alpha, |B|)` at equal :math:`\alpha/|B|` show the same curves in the MLflow UI.
-
-Window statistics: :mod:`rmt_callbacks.dynamics.window`; rates and Langevin clocks: :mod:`._rates`; the global
-batch: :mod:`._batch`.
+temperature of the parameter group that trains it (the *normalised* curves: equal at equal :math:`\alpha/|B|`).
+Statistics: :mod:`rmt_callbacks.dynamics.window`; rates and Langevin clocks: :mod:`._rates`; |B|: :mod:`._batch`.
 
 References: arXiv:2412.20496, arXiv:2407.16427, arXiv:1710.06451.
 """
@@ -18,7 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -26,7 +23,6 @@ from lightning.pytorch.callbacks import Callback
 
 from ..analysis import _skip_reason, resolve_views
 from ..dynamics import normalized, window_statistics
-from ..scaling import equivalent_lr
 from ..sinks.keys import metric_key, sanitize
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
 from ..spectral import nonstructural_levels
@@ -35,19 +31,13 @@ from . import _batch as batches
 from . import _schedule as schedule
 from ._gather import is_sharded, snapshot_module, strategy_root
 from ._messages import OnceMessages, dyson_message, shape_of
-from ._rates import Clocks, GroupKey, group_index, sole_group
+from ._rates import Clocks, GroupKey, Snapshot, group_index, sole_group
 from ._selection import has_lazy_parameters, validate_filter, validate_patterns
 from ._worker import StrideBudget
 
 __all__ = ["DysonMonitor"]
 
 RUN_WIDE = {"lr": "lr", "temperature": "noise_temperature"}  # per-matrix rate keys when one group trains all
-
-
-class Snapshot(NamedTuple):
-    step: int
-    time: float  # Langevin time of the matrix's parameter group
-    levels: torch.Tensor  # (..., n) ascending non-structural Gram levels, float64, CPU
 
 
 class DysonMonitor(Callback):
@@ -62,8 +52,8 @@ class DysonMonitor(Callback):
 
     Logged metrics (``{p}`` is ``log_key_prefix``, ``{m}`` the matrix; definitions in
     :mod:`rmt_callbacks.dynamics.window`, all averaged over levels):
-        * ``{p}{m}/dyson_width``: std over the window of each level about its straight-line drift, in units of
-          the level spacing :math:`\bar\Delta` (the median gap between neighbouring time-averaged levels);
+        * ``{p}{m}/dyson_width``: std over the window (3+ snapshots) of each level about its straight-line drift, in
+          units of the mean level spacing :math:`\bar\Delta` (range of the time-averaged levels over :math:`n-1`);
           ``{p}{m}/dyson_level_spacing``: :math:`\bar\Delta` itself (width × spacing is the width in eigenvalue units).
         * ``{p}{m}/dyson_diffusion``: :math:`D = \mathrm{Var}(\Delta\lambda/\sqrt{\delta t})/(2\bar\Delta^2)`, the
           diffusion coefficient per unit Langevin time, in squared spacings (from 3 snapshots).
@@ -71,10 +61,12 @@ class DysonMonitor(Callback):
           across the :math:`E` networks at the last snapshot, in spacings: the stationary width the papers measure.
           Convolution kernels are not ensembles and get none.
         * ``…_normalized``: widths divided by :math:`\sqrt{T}`, the diffusion by :math:`T`, :math:`T` that of the
-          matrix's parameter group; equal across runs at equal :math:`\alpha/|B|`.
+          matrix's parameter group; equal across runs at equal :math:`\alpha/|B|` (widths: over windows of equal
+          Langevin time, ``every_n_train_steps`` :math:`\propto 1/\alpha`).
         * ``{p}lr``, ``{p}noise_temperature``: :math:`\alpha` of the update just taken and :math:`T`, when every
           selected matrix is trained by one parameter group; otherwise per matrix, ``{p}{m}/dyson_lr`` and
-          ``{p}{m}/dyson_temperature``. ``{p}batch_size``: the global :math:`|B|`; ``{p}dyson/stride``.
+          ``{p}{m}/dyson_temperature``. ``{p}batch_size``: the global :math:`|B|`; ``{p}dyson/stride``;
+          ``{p}dyson/window``: snapshots in the window (below ``window`` while it fills, estimates are rougher).
 
     **Temperature.** :math:`\alpha` is the learning rate of the parameter group holding the matrix (any number of
     optimizers and groups), read just before each update (schedulers included); ``lr`` overrides it. :math:`|B|`
@@ -101,7 +93,7 @@ class DysonMonitor(Callback):
     Args:
         every_n_train_steps: a snapshot every this many optimizer steps (an int >= 1).
         log_every_n_steps: log the estimates every this many optimizer steps, and at the end of training.
-        window: number of snapshots kept (an int >= 2).
+        window: number of snapshots kept (an int >= 3).
         include, exclude, param_filter: the parameter selection of :class:`~rmt_callbacks.SpectrumMonitor`.
         lr: fixed learning rate :math:`\alpha` for every matrix (``None``: read from the optimizers).
         batch_size: fixed per-device batch size (``None``: read as above). If you accumulate gradients by hand in
@@ -137,7 +129,7 @@ class DysonMonitor(Callback):
     ) -> None:
         schedule.check_int("every_n_train_steps", every_n_train_steps)
         schedule.check_int("log_every_n_steps", log_every_n_steps)
-        schedule.check_int("window", window, low=2)
+        schedule.check_int("window", window, low=3)  # a width about a straight line needs 3 points
         schedule.check_positive("lr", lr, allow_none=True)
         if batch_size is not None:
             schedule.check_int("batch_size", batch_size)
@@ -183,9 +175,7 @@ class DysonMonitor(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("version") != 2:  # a window without Langevin times: start afresh
-            self._said.once(
-                ("old state",), "DysonMonitor: the checkpoint's window predates Langevin times; it restarts"
-            )
+            self._said.once(("old state",), dyson_message("old_state"))
             return
         self._snapshots = {
             k: deque((Snapshot(*s) for s in v), maxlen=self.window) for k, v in state_dict["snapshots"].items()
@@ -221,11 +211,14 @@ class DysonMonitor(Callback):
         if error is not None:
             raise ValueError(error)
         if not self._active:
-            self._said.once(("no logger",), "DysonMonitor: the Trainer has no logger; nothing will be recorded")
+            self._said.once(("no logger",), dyson_message("no_logger"))
         self._said.emit()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._seen_step = trainer.global_step
+        step = self._seen_step = trainer.global_step
+        self._temperatures.clear()  # a new fit: no jump from the last one
+        if step == 0 or any(s.step > step for b in self._snapshots.values() for s in b):  # not this run's window
+            self._snapshots, self._groups, self._clocks = {}, {}, Clocks()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
         if self._active and self._guess is None and self.batch_size is None:
@@ -236,7 +229,7 @@ class DysonMonitor(Callback):
     ) -> None:
         if self._active and not trainer.sanity_checking:
             index = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), 0)
-            self._clocks.stepped(index, optimizer, self.lr)  # the rate of the update about to be taken
+            self._clocks.stepped(index, optimizer, trainer.global_step, self.lr)  # the update about to be taken
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step, previous = trainer.global_step, self._seen_step
@@ -264,10 +257,10 @@ class DysonMonitor(Callback):
         if not (self._active and trainer.is_global_zero):
             return
         filled = max((len(b) for b in self._snapshots.values()), default=0)
-        if trainer.global_step not in (0, self._logged_step) and filled >= 2:  # the final window
+        if trainer.global_step not in (0, self._logged_step) and filled >= 2:  # the final window (and its spacing)
             self._log(trainer, self._global_batch(trainer, pl_module))
         if filled < self.window:
-            what = "the estimates use those" if filled >= 2 else "nothing was logged (widths need 2, diffusion 3)"
+            what = "the estimates use those" if filled >= 3 else "no width nor diffusion was logged (they need 3)"
             said = dyson_message("short", step=trainer.global_step, filled=filled, window=self.window, what=what)
             self._said.once(("short",), said)
         self._said.emit()
@@ -291,11 +284,12 @@ class DysonMonitor(Callback):
             views = []
         for name in set(self._snapshots) - {v.name for v in views}:
             del self._snapshots[name]  # the parameter disappeared: its window ends
-        owners, sole = group_index(trainer.optimizers), sole_group(trainer.optimizers)
+        owners = group_index(trainer.optimizers)  # sharded parameters are not the optimizer's: its one group
+        sole = sole_group(trainer.optimizers) if self._sharded else None
         params = dict(pl_module.named_parameters())
         for view in views:
             param = params.get(view.name, params.get(view.name.rpartition(".")[0]))  # a block: its parameter
-            group = owners.get(id(param), sole) if param is not None else sole
+            group = owners.get(id(param), sole) if param is not None and param.requires_grad else sole
             reason = _skip_reason(view.matrix) or (None if group else "no optimizer updates it (in no parameter group)")
             if reason is None:
                 m, n = view.matrix.shape[-2:]
@@ -337,13 +331,13 @@ class DysonMonitor(Callback):
                 self._said.once(("adaptive", rate.optimizer), dyson_message("adaptive", optimizer=rate.optimizer))
             elif rate.momentum > 0:
                 said = dyson_message("momentum", momentum=rate.momentum, lr=rate.lr, gap=1 - rate.momentum)
-                self._said.once(("momentum", f"{rate.momentum:g}"), said, info=True)
+                self._said.once(("momentum",), said, info=True)
             temperature = None if batch is None else rate.temperature(batch.size)
             if temperature is None or batch is None:
                 continue
             previous, self._temperatures[key] = self._temperatures.get(key), (temperature, rate.lr, batch.size)
             if previous is not None and abs(temperature / previous[0] - 1.0) > self.jump_tolerance:
-                keep = equivalent_lr(previous[1], previous[2], batch.size)
+                keep = previous[0] * batch.size * rate.lr / rate.step  # the lr giving the previous T now
                 values = {"previous": previous[0], "temperature": temperature, "lr": rate.lr, "batch": batch.size}
                 self._said.once(("jump",), dyson_message("jump", step=trainer.global_step, keep=keep, **values))
 
@@ -356,7 +350,8 @@ class DysonMonitor(Callback):
 
     def _metrics(self, batch: batches.GlobalBatch | None) -> dict[str, float]:
         p = self.log_key_prefix
-        out = {sanitize(f"{p}dyson/stride"): float(self._stride)}
+        filled = max((len(b) for b in self._snapshots.values()), default=0)  # a filling window's estimates: rough
+        out = {sanitize(f"{p}dyson/stride"): float(self._stride), sanitize(f"{p}dyson/window"): float(filled)}
         if batch is not None:
             out[sanitize(f"{p}batch_size")] = float(batch.size)
         groups = {self._groups[n] for n, b in self._snapshots.items() if b}

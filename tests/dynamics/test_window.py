@@ -29,7 +29,7 @@ def test_stationary_width_and_diffusion_of_ornstein_uhlenbeck_levels() -> None:
     x = centres + _ou(rng, 2000, 500, dt=dt, tau=tau, d=d)  # 20 τ per level, 500 levels
     times = torch.arange(2000, dtype=torch.float64) * dt
     stats = window_statistics(torch.from_numpy(x), times)
-    assert stats["level_spacing"] == pytest.approx(spacing, rel=1e-3)
+    assert stats["level_spacing"] == pytest.approx(spacing, rel=2e-3)
     # A window of 20 τ, detrended, keeps E[s²] = tr(P Σ)/T of the stationary variance Dτ (Σ_ij = Dτ a^|i-j|, P
     # the projector off span{1, t}): about 1 - 4τ/L. One level's s² scatters by ≈ √(2τ/L) ≈ 32 %, so the mean
     # std of 500 levels is known to ≈ 0.7 %, and lies ≈ 1.2 % below √E[s²] (Jensen: Var(s²)/8); 5 % is ≈ 5 σ.
@@ -50,7 +50,8 @@ def test_the_width_is_about_a_straight_line_fit_like_numpy_polyfit() -> None:
     x = np.stack([1.0 + 0.3 * t, 4.0 - 0.1 * t + 0.2 * t**2]).T + rng.normal(0, 0.05, (40, 2))
     expected = np.mean([np.std(x[:, i] - np.polyval(np.polyfit(t, x[:, i], 1), t)) for i in range(2)])
     stats = window_statistics(torch.from_numpy(x), torch.from_numpy(t))
-    spacing = float(np.median(np.diff(x.mean(0))))
+    mean = x.mean(0)
+    spacing = (mean.max() - mean.min()) / (len(mean) - 1)
     assert stats["level_spacing"] == pytest.approx(spacing, rel=1e-12)
     assert stats["width"] == pytest.approx(expected / spacing, rel=1e-10)
 
@@ -74,7 +75,8 @@ def test_ensemble_width_is_the_spread_across_networks_at_the_last_snapshot() -> 
     rng = np.random.default_rng(3)
     x = np.sort(rng.normal(0, 1, (3, 50, 4)), axis=-1) + np.arange(4) * 5.0  # (T, E, n)
     stats = window_statistics(torch.from_numpy(x), torch.arange(3.0, dtype=torch.float64), ensemble=True)
-    spacing = float(np.median(np.diff(x.mean(0), axis=-1)))
+    mean = x.mean(0)  # (E, n): each network's mean spacing, averaged over networks
+    spacing = float(np.mean((mean.max(-1) - mean.min(-1)) / 3))
     assert stats["ensemble_width"] == pytest.approx(np.std(x[-1], axis=0).mean() / spacing, rel=1e-12)
     assert "ensemble_width" not in window_statistics(torch.from_numpy(x), torch.arange(3.0, dtype=torch.float64))
 

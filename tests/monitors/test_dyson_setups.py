@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -253,7 +254,7 @@ def test_widths_are_those_of_the_nonstructural_levels_computed_with_numpy(
     trainer.fit(Net([(d_in, d_out)], _sgd(0.05)), DataLoader(_data(d_in=d_in, d_out=d_out), batch_size=8))
     levels = np.stack([_levels(w) for w in record.weights])  # (12, min(M, N)): no structural zeros
     t = 0.05 * np.arange(1, 13)
-    spacing = np.median(np.diff(levels.mean(0)))
+    spacing = np.ptp(levels.mean(0)) / (levels.shape[1] - 1)  # the mean level spacing
     width = np.mean([np.std(lv - np.polyval(np.polyfit(t, lv, 1), t)) for lv in levels.T]) / spacing
     diffusion = np.mean(np.var(np.diff(levels, axis=0) / np.sqrt(0.05), axis=0, ddof=1)) / (2 * spacing**2)
     with open(Path(logger.log_dir) / "metrics.csv") as fh:
@@ -329,7 +330,7 @@ def test_a_run_shorter_than_the_window_logs_its_final_estimates_and_says_so(tmp_
         if logs:
             assert list(logged["rmt/layers.0.weight/dyson_width"]) == [5]  # the final weights' window
         else:
-            assert "nothing was logged" in said[0]
+            assert "no width nor diffusion was logged" in said[0]
 
 
 @pytest.mark.parametrize(
@@ -341,6 +342,7 @@ def test_a_run_shorter_than_the_window_logs_its_final_estimates_and_says_so(tmp_
         ({"log_every_n_steps": None}, "log_every_n_steps"),
         ({"window": None}, "window"),
         ({"window": 1}, "window"),
+        ({"window": 2}, "window"),  # a straight line fits 2 snapshots exactly: no width
         ({"lr": 0.0}, "lr"),
         ({"lr": float("nan")}, "lr"),
         ({"lr": "0.1"}, "lr"),
@@ -357,3 +359,103 @@ def test_a_run_shorter_than_the_window_logs_its_final_estimates_and_says_so(tmp_
 def test_bad_arguments_raise_at_construction(kwargs: dict, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         DysonMonitor(**kwargs)
+
+
+def test_numpy_numbers_from_a_config_are_accepted() -> None:
+    monitor = DysonMonitor(
+        every_n_train_steps=np.int64(2), window=np.int32(10), lr=np.float32(0.1), batch_size=np.int64(16)
+    )
+    assert (monitor.every_n_train_steps, monitor.window, monitor.batch_size) == (2, 10, 16)
+
+
+def test_frozen_layers_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    """A layer out of the optimizer, and one with requires_grad=False inside it, never move: no widths of 1e-31."""
+
+    def first_only(m: Net) -> torch.optim.Optimizer:
+        m.layers[2].weight.requires_grad_(False)
+        return torch.optim.SGD([*m.layers[0].parameters(), m.layers[2].weight], lr=0.05)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logged = _fit(
+            Net([(6, 8), (8, 8), (8, 5)], first_only),
+            DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None),
+            DataLoader(_data(), batch_size=8),
+            tmp_path,
+            max_steps=8,
+        )
+    assert {k.split("/")[1] for k in logged if k.endswith("/dyson_width")} == {"layers.0.weight"}
+    skipped = sorted(str(w.message) for w in caught if "no optimizer updates it" in str(w.message))
+    assert len(skipped) == 2 and "'layers.1.weight'" in skipped[0] and "'layers.2.weight'" in skipped[1]
+
+
+def test_dampening_counts_only_with_momentum_and_lbfgs_closures_are_one_update(tmp_path: Path) -> None:
+    logged = _fit(
+        Net([(6, 5)], _sgd(0.05, dampening=0.5)),  # torch ignores dampening without momentum: the step is α g
+        DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None),
+        DataLoader(_data(), batch_size=16),
+        tmp_path / "dampening",
+        max_steps=8,
+    )
+    assert logged["rmt/noise_temperature"] == pytest.approx({4: 0.05 / 16, 8: 0.05 / 16})
+    monitor = DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _fit(
+            Net([(6, 5)], lambda m: torch.optim.LBFGS(m.parameters(), lr=0.1, max_iter=5)),
+            monitor,
+            DataLoader(_data(), batch_size=16),
+            tmp_path / "lbfgs",
+            max_steps=8,
+        )
+    assert monitor._clocks.groups[(0, 0)].updates == 8  # not 5 closure evaluations per step
+    assert monitor._clocks.groups[(0, 0)].time == pytest.approx(8 * 0.1)
+
+
+def test_a_second_fit_starts_a_new_window_and_a_momentum_schedule_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def one_cycle(m: Net) -> dict:
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=12)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    monitor = DysonMonitor(log_every_n_steps=4, window=20, overhead_budget=None)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        _fit(Net([(6, 5)], one_cycle), monitor, DataLoader(_data(), batch_size=8), tmp_path / "a", max_steps=12)
+    assert [s.step for s in monitor._snapshots["layers.0.weight"]] == list(range(1, 13))
+    assert len([r for r in caplog.records if "SGD with momentum" in r.getMessage()]) == 1  # μ cycles every step
+    assert len([w for w in caught if "jumped" in str(w.message)]) == 1
+    _fit(Net([(6, 5)], _sgd(0.05)), monitor, DataLoader(_data(), batch_size=8), tmp_path / "b", max_steps=5)
+    assert [s.step for s in monitor._snapshots["layers.0.weight"]] == [1, 2, 3, 4, 5]  # none of the first model's
+
+
+class Changing(pl.LightningModule):
+    """``grow`` is trained and reshaped at step 4 (the same Parameter, new data); ``gone`` is deleted at step 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.grow, self.gone = nn.Linear(6, 5), nn.Linear(6, 4, bias=False), nn.Linear(6, 4)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = nn.functional.mse_loss(self.fc(x), y) + 1e-2 * self.grow(x).pow(2).mean()
+        return loss + (1e-2 * self.gone(x).pow(2).mean() if hasattr(self, "gone") else 0.0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step == 4:  # the module's hook runs after the callbacks': the monitor saw step 4 as it was
+            self.grow.weight.data = torch.randn(7, 6)
+            del self.gone
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_a_reshaped_parameter_starts_a_new_window_and_a_removed_one_ends(tmp_path: Path) -> None:
+    monitor = DysonMonitor(log_every_n_steps=1, window=10, overhead_budget=None)
+    logged = _fit(Changing(), monitor, DataLoader(_data(), batch_size=8), tmp_path, max_steps=10)
+    assert list(logged["rmt/fc.weight/dyson_width"]) == list(range(3, 11))
+    assert list(logged["rmt/grow.weight/dyson_width"]) == [3, 4, 7, 8, 9, 10]  # 3 new snapshots from step 5
+    assert list(logged["rmt/gone.weight/dyson_width"]) == [3, 4]  # its window ended with it
+    assert monitor._snapshots["grow.weight"][0].levels.shape == (6,) and "gone.weight" not in monitor._snapshots

@@ -158,11 +158,12 @@ def test_weights_that_turn_non_finite_mid_run(run) -> None:
     client, run_id, messages, _ = run
     assert "NaN or Inf" in client.get_run(run_id).data.tags["rmt.skipped.hurt.weight"]
     assert [s for s, _ in _history(client, run_id, "rmt/hurt.weight/lambda_max")] == [0, 1, 2]
-    for monitor in ("SpectrumMonitor", "DysonMonitor"):
-        hits = [m for m in messages if m.startswith(f"{monitor}: skipping 'hurt.weight'")]
-        assert len(hits) == 1 and "entries are NaN or Inf" in hits[0], hits
-    # the Dyson window of a skipped matrix is dropped, not logged stale: last width at step 2 (logged every 2)
-    assert [s for s, _ in _history(client, run_id, "rmt/hurt.weight/dyson_width")] == [2]
+    hits = [m for m in messages if m.startswith("SpectrumMonitor: skipping 'hurt.weight'")]
+    assert len(hits) == 1 and "entries are NaN or Inf" in hits[0], hits
+    # DysonMonitor: frozen, so skipped from the start (it never moves); then once more, for the new reason
+    hits = [m for m in messages if m.startswith("DysonMonitor: skipping 'hurt.weight'")]
+    assert len(hits) == 2 and "no optimizer updates it" in hits[0] and "entries are NaN or Inf" in hits[1], hits
+    assert not _history(client, run_id, "rmt/hurt.weight/dyson_width")
 
 
 def test_healthy_matrices_keep_being_analysed(run) -> None:
@@ -170,7 +171,8 @@ def test_healthy_matrices_keep_being_analysed(run) -> None:
     for name in ("net.weight", "extra.fp16", "extra.strided"):
         assert [s for s, _ in _history(client, run_id, f"rmt/{name}/lambda_max")] == list(range(STEPS + 1)), name
         assert len(client.get_metric_history(run_id, f"rmt/{name}/stable_rank")) == STEPS + 1
-        assert [s for s, _ in _history(client, run_id, f"rmt/{name}/dyson_width")] == [2, 4, 6, 8], name
+        widths = [s for s, _ in _history(client, run_id, f"rmt/{name}/dyson_width")]  # only the trained one moves
+        assert widths == ([4, 6, 8] if name == "net.weight" else []), name  # a width needs 3 snapshots
     assert len(client.list_artifacts(run_id, "fits")) == STEPS + 1  # a fit table per step, failed fits included
     w = Zoo().extra.strided.detach().double().numpy()  # frozen: its value never changes; (6, 5)
     lam_max = np.linalg.eigvalsh(w.T @ w / 6)[-1]
@@ -180,11 +182,10 @@ def test_healthy_matrices_keep_being_analysed(run) -> None:
 def test_parameters_that_change_shape_or_disappear(run) -> None:
     client, run_id, _, tmp = run
     assert [s for s, _ in _history(client, run_id, "rmt/extra.gone/lambda_max")] == [0, 1, 2, 3]  # deleted at step 4
-    assert [s for s, _ in _history(client, run_id, "rmt/extra.gone/dyson_width")] == [2]  # its window ended
+    assert not _history(client, run_id, "rmt/extra.gone/dyson_width")  # frozen: DysonMonitor skips it
     assert [s for s, _ in _history(client, run_id, "rmt/extra.grow/lambda_max")] == list(range(STEPS + 1))
     with np.load(client.download_artifacts(run_id, "spectra/step_00000003.npz", str(tmp)), allow_pickle=False) as a:
         assert a["extra.grow"].shape == (5,) and "extra.gone" in a.files
     with np.load(client.download_artifacts(run_id, "spectra/step_00000004.npz", str(tmp)), allow_pickle=False) as a:
         assert a["extra.grow"].shape == (9,) and "extra.gone" not in a.files
-    # Dyson restarts the window of the reshaped matrix: at step 4 it holds 1 snapshot (no width), at 6 three
-    assert [s for s, _ in _history(client, run_id, "rmt/extra.grow/dyson_width")] == [2, 6, 8]
+    # DysonMonitor's windows of reshaped and removed trained parameters: tests/monitors/test_dyson_setups.py

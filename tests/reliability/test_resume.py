@@ -94,7 +94,7 @@ def test_crash_and_resume_continue_the_same_run(tmp_path: Path) -> None:
     last = client.get_metric_history(first.run_id, "rmt/fc.weight/lambda_max")[-1].value
     assert last == pytest.approx(analyze(model)[0].metrics["lambda_max"], rel=1e-9)  # the resumed weights
     widths = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/dyson_width")]
-    assert widths == [2, 4, 6, 8, 10, 12]  # a lost window would hold one snapshot at step 8: no width there
+    assert widths == [4, 6, 8, 10, 12]  # 3 snapshots make a width; a lost window would hold one at step 8
     temperatures = client.get_metric_history(first.run_id, "rmt/noise_temperature")
     assert [m.step for m in temperatures] == [2, 4, 6, 8, 10, 12]
     assert [m.value for m in temperatures] == pytest.approx([0.1 / 8] * 6)
@@ -120,4 +120,4 @@ def test_steps_replayed_from_an_older_checkpoint_are_not_logged_twice(tmp_path: 
     steps = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/lambda_max")]
     assert sorted(steps) == [0, 3, 4, 6, 9, 12]  # 6 once; 4 is the resume start, not logged before
     widths = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/dyson_width")]
-    assert sorted(widths) == [2, 4, 6, 8, 10, 12]  # 6 logged before the crash, not again
+    assert sorted(widths) == [4, 6, 8, 10, 12]  # 6 logged before the crash, not again (3 snapshots: from 4)
