@@ -34,9 +34,8 @@ Setup, and why:
   same ``window``, so every window covers the same Langevin time; estimates logged every 2.5;
 * the stationary width of a run is the mean of its estimates over the second half of the run; ratios are taken
   per matrix and averaged over the two matrices. They are given in eigenvalue units, ``dyson_width ×
-  dyson_level_spacing``, and in the monitor's units, level spacings. The spacing (the median gap between
-  neighbouring levels) of ``net.0.weight`` jumps between its few small gaps and its large ones from one window
-  to the next, which makes the ratios in spacings noisier.
+  dyson_level_spacing``, and in the monitor's unit, the mean level spacing (steady from window to window, so
+  both give the same ratios).
 """
 
 from __future__ import annotations
