@@ -25,17 +25,15 @@ Setup, and why:
   (no momentum). Both terms give the loss a minimum at finite weights, about which SGD fluctuates. The narrow
   hidden layer keeps the levels of both matrices apart (in a wide one, the directions the task does not use
   decay to zero under the weight decay, and so does the level spacing);
-* mini-batches drawn independently (with replacement), as the Langevin picture assumes; each run has its own
-  stream, so the runs' gradient noises are independent;
+* mini-batches drawn independently (with replacement), one stream per run, as the Langevin picture assumes;
 * a shared warm start: per seed, the network is first trained (without logger or monitor) for Langevin time 60
   at the reference temperature, into its stationary state; the three runs start from that network. Without it,
   each run settles into a minimum of its own, and in trials the per-seed ratios spread about twice as wide;
 * snapshots every 0.1 Langevin time (``every_n_train_steps = round(0.1/α)``, ``overhead_budget=None``) and the
   same ``window``, so every window covers the same Langevin time; estimates logged every 2.5;
 * the stationary width of a run is the mean of its estimates over the second half of the run; ratios are taken
-  per matrix and averaged over the two matrices. They are given in eigenvalue units, ``dyson_width ×
-  dyson_level_spacing``, and in the monitor's unit, the mean level spacing (steady from window to window, so
-  both give the same ratios).
+  per matrix and averaged over the two matrices, in eigenvalue units (``dyson_width × dyson_level_spacing``)
+  and in the monitor's unit, the mean level spacing.
 """
 
 from __future__ import annotations
@@ -317,17 +315,15 @@ def figure(comparison: Comparison, path: Path) -> None:
             values = np.array([r.eigenvalue_width(m)[:steps] for r in runs])[:, full]
             for key, scale in ((f"raw {m}", 1.0), (f"norm {m}", 1 / math.sqrt(runs[0].temperature))):
                 mean, std = values.mean(axis=0) * scale, values.std(axis=0) * scale
-                ax = axes[key]
-                ax.plot(t[full], mean, color=colour, label=label, lw=1.5, ls="--" if index == 1 else "-")
-                ax.fill_between(t[full], mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+                axes[key].plot(t[full], mean, color=colour, label=label, lw=1.5, ls="--" if index == 1 else "-")
+                axes[key].fill_between(t[full], mean - std, mean + std, color=colour, alpha=0.15, lw=0)
     for m in matrices:
+        axes[f"raw {m}"].set(ylabel="width × spacing (eigenvalue units)", title=f"{m}: eigenvalue fluctuation width")
+        axes[f"norm {m}"].set(ylabel="width / √T", title=f"{m}: divided by √T")
         for key in (f"raw {m}", f"norm {m}"):
             axes[key].axvspan(comparison.start, axes[key].get_xlim()[1], color="0.92", zorder=0)
             axes[key].set_xlabel("Langevin time α × steps")
-        axes[f"raw {m}"].set_ylabel("width × spacing (eigenvalue units)")
-        axes[f"raw {m}"].set_title(f"{m}: eigenvalue fluctuation width", fontsize=10)
-        axes[f"norm {m}"].set_ylabel("width / √T")
-        axes[f"norm {m}"].set_title(f"{m}: divided by √T", fontsize=10)
+            axes[key].title.set_fontsize(10)
     title = "bands: ± 1 std over seeds; grey: averaged"
     axes[f"raw {matrices[0]}"].legend(fontsize=8, title=title, title_fontsize=8, loc="upper left")
     ratio_ax, n = axes["ratios"], len(comparison.seeds)
@@ -338,18 +334,18 @@ def figure(comparison: Comparison, path: Path) -> None:
         ratio_ax.hlines(target, column - 0.25, column + 0.45, color=colours[2 * column], lw=2)
     ratio_ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
     ratio_ax.set_xticks([0.15, 1.15], ["(0.1, 32)\n÷ (0.05, 16)\nexpected 1", "(0.1, 16)\n÷ (0.05, 16)\nexpected √2"])
-    ratio_ax.set_xlim(-0.5, 1.8)
-    ratio_ax.set_ylabel("ratio of stationary widths")
-    ratio_ax.set_title(f"per seed ({n}): black eigenvalue units,\ngrey level spacings (dyson_width)", fontsize=10)
+    title = f"per seed ({n}): black eigenvalue units,\ngrey level spacings (dyson_width)"
+    ratio_ax.set(xlim=(-0.5, 1.8), ylabel="ratio of stationary widths", title=title)
+    ratio_ax.title.set_fontsize(10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
 
 
 def run(
     seeds: Sequence[int],
-    *,
     langevin_time: float,
     warm_start_time: float,
+    *,
     window: int,
     tracking_uri: str,
     root_dir: str | Path,
@@ -391,15 +387,8 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
     out.mkdir(parents=True, exist_ok=True)
     uri = args.tracking_uri or f"sqlite:///{out.resolve()}/mlflow.db"
     started = time.perf_counter()
-    comparison = run(
-        range(args.first_seed, args.first_seed + args.seeds),
-        langevin_time=args.langevin_time,
-        warm_start_time=args.warm_start_time,
-        window=args.window,
-        tracking_uri=uri,
-        root_dir=out,
-        hidden=args.hidden,
-    )
+    seeds, times = range(args.first_seed, args.first_seed + args.seeds), (args.langevin_time, args.warm_start_time)
+    comparison = run(seeds, *times, window=args.window, tracking_uri=uri, root_dir=out, hidden=args.hidden)
     print(report(comparison))
     path = Path(args.figure) if args.figure else out / "scaling_rule.png"
     figure(comparison, path)
