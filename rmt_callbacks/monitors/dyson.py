@@ -127,25 +127,23 @@ class DysonMonitor(Callback):
         jump_tolerance: float = 0.01,
         overhead_budget: float | Literal["auto"] | None = "auto",
     ) -> None:
-        schedule.check_int("every_n_train_steps", every_n_train_steps)
-        schedule.check_int("log_every_n_steps", log_every_n_steps)
-        schedule.check_int("window", window, low=3)  # a width about a straight line needs 3 points
-        schedule.check_positive("lr", lr, allow_none=True)
-        if batch_size is not None:
-            schedule.check_int("batch_size", batch_size)
+        self.every_n_train_steps = schedule.check_int("every_n_train_steps", every_n_train_steps)
+        self.log_every_n_steps = schedule.check_int("log_every_n_steps", log_every_n_steps)
+        self.window = schedule.check_int("window", window, low=3)  # a width about a straight line needs 3 points
+        self.lr = schedule.check_positive("lr", lr, allow_none=True)
+        self.batch_size = None if batch_size is None else schedule.check_int("batch_size", batch_size)
         if not isinstance(log_key_prefix, str):
             raise TypeError(f"log_key_prefix must be a str, got {type(log_key_prefix).__name__}")
         schedule.check_positive("jump_tolerance", jump_tolerance)
         # "auto": the budget may stretch the default every-step stride, never a stride chosen by the user
         budget = schedule.resolve_budget(overhead_budget, explicit_cadence=every_n_train_steps != 1)
-        self.every_n_train_steps, self.log_every_n_steps, self.window = every_n_train_steps, log_every_n_steps, window
         self.include = validate_patterns("include", include, allow_none=True)
         self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
         self.param_filter = validate_filter(param_filter)
-        self.lr, self.batch_size, self.log_key_prefix = lr, batch_size, log_key_prefix
+        self.log_key_prefix = log_key_prefix
         self.jump_tolerance, self.overhead_budget = float(jump_tolerance), overhead_budget
         self._budget, self._explicit_budget = StrideBudget(budget), overhead_budget != "auto"
-        self._stride = every_n_train_steps
+        self._stride = self.every_n_train_steps
         self._snapshots: dict[str, deque[Snapshot]] = {}
         self._groups: dict[str, GroupKey] = {}  # matrix -> the parameter group that trains it
         self._ensembles: set[str] = set()
@@ -196,7 +194,7 @@ class DysonMonitor(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
         self._budget.reset()
-        self._logged_step = None
+        self._logged_step = self._guess = None  # the last fit's batches say nothing of this one's
         self._active = bool(trainer.loggers)
         self._sharded = is_sharded(pl_module, strategy_root(trainer))
         model = snapshot_module(trainer, pl_module) if self._sharded else pl_module  # a collective when sharded
@@ -218,7 +216,7 @@ class DysonMonitor(Callback):
         step = self._seen_step = trainer.global_step
         self._temperatures.clear()  # a new fit: no jump from the last one
         if step == 0 or any(s.step > step for b in self._snapshots.values() for s in b):  # not this run's window
-            self._snapshots, self._groups, self._clocks = {}, {}, Clocks()
+            self._snapshots, self._groups, self._clocks, self._stride = {}, {}, Clocks(), self.every_n_train_steps
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
         if self._active and self._guess is None and self.batch_size is None:
