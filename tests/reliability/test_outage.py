@@ -258,7 +258,12 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
     data = DataLoader(TensorDataset(x, torch.randn(256, 4, generator=g)), batch_size=8)
     logger = MLFlowLogger(experiment_name="monitors-outage", tracking_uri=server.url)
     outage = Outage(server, kill_at=6, restart_at=16)
-    spectrum = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, figure_every_n_analyses=5)
+    spectrum = SpectrumMonitor(  # in the hook: every due step exactly (a background worker drawing figures falls
+        every_n_train_steps=2,
+        overhead_budget=None,
+        figure_every_n_analyses=5,
+        background=False,  # behind, late)
+    )
     dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=5, window=4, overhead_budget=None)
     trainer = pl.Trainer(
         max_steps=24, default_root_dir=tmp_path, logger=logger, callbacks=[outage, spectrum, dyson],
@@ -272,8 +277,8 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
     run_id = logger.run_id
     for name in ("fc1.weight", "fc2.weight"):
         assert _steps_once(client, run_id, f"rmt/{name}/lambda_max") == list(range(0, 25, 2)), name
-        assert _steps_once(client, run_id, f"rmt/{name}/dyson_width") == [5, 10, 15, 20], name
-    assert _steps_once(client, run_id, "rmt/noise_temperature") == [5, 10, 15, 20]
+        assert _steps_once(client, run_id, f"rmt/{name}/dyson_width") == [5, 10, 15, 20, 24], name  # 24: the end
+    assert _steps_once(client, run_id, "rmt/noise_temperature") == [5, 10, 15, 20, 24]
     assert {f.path for f in client.list_artifacts(run_id, "spectra")} >= {
         f"spectra/step_{s:08d}.npz" for s in range(0, 25, 2)
     }
@@ -281,8 +286,9 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
         f"fits/step_{s:08d}.json" for s in range(0, 25, 2)
     }
     assert {f.path for f in client.list_artifacts(run_id, "figures/fc1.weight")} == {
-        f"figures/fc1.weight/step_{s:08d}.png" for s in (0, 10, 20)
-    }
+        f"figures/fc1.weight/step_{s:08d}.png"
+        for s in (0, 10, 20, 24)  # every 5th analysis and the last
+    } | {"figures/fc1.weight/evolution.png"}
     messages = [str(w.message) for w in caught if "MLflow tracking server" in str(w.message)]
     assert len([m for m in messages if "unreachable" in m]) == 1, messages
     assert len([m for m in messages if "caught up" in m]) == 1, messages
