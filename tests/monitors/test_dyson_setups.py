@@ -344,14 +344,17 @@ def test_a_run_shorter_than_the_window_logs_its_final_estimates_and_says_so(tmp_
         ({"window": 1}, "window"),
         ({"window": 2}, "window"),  # a straight line fits 2 snapshots exactly: no width
         ({"lr": 0.0}, "lr"),
+        ({"lr": -1.0}, "lr"),
         ({"lr": float("nan")}, "lr"),
         ({"lr": "0.1"}, "lr"),
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": 8.0}, "batch_size"),
         ({"batch_size": True}, "batch_size"),
         ({"jump_tolerance": float("inf")}, "jump_tolerance"),
+        ({"jump_tolerance": 0}, "jump_tolerance"),
         ({"overhead_budget": 0}, "overhead_budget"),
         ({"overhead_budget": "fast"}, "overhead_budget"),
+        ({"include": "layers.*"}, "include"),  # a bare string, a common slip for a one-item list
         ({"exclude": "layers.*"}, "exclude"),
         ({"param_filter": 3}, "param_filter"),
     ],
