@@ -17,6 +17,7 @@ References: Lightning ``Trainer.accumulate_grad_batches``, ``Strategy.distribute
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,8 @@ def batch_size_of(batch: Any) -> int | None:
 
 
 def _positive_int(value: object) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0  # numpy's ints too
+    return int(value) if ok else None  # type: ignore[arg-type]
 
 
 def loader_batch_size(loader: object) -> int | None:
@@ -89,7 +91,9 @@ def replicas(strategy: object) -> int:
         kwargs = getattr(strategy, "distributed_sampler_kwargs", None)
     except Exception:  # a strategy not yet set up
         kwargs = None
-    return _positive_int(kwargs.get("num_replicas")) or 1 if isinstance(kwargs, Mapping) else 1
+    if not isinstance(kwargs, Mapping):
+        return 1
+    return _positive_int(kwargs.get("num_replicas")) or 1
 
 
 @dataclass(frozen=True)
