@@ -18,7 +18,7 @@ References: Lightning ``Trainer.accumulate_grad_batches``, ``Strategy.distribute
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,13 +129,13 @@ def global_batch(trainer: Any, module: object, *, explicit: int | None, guess: i
 
     ``guess`` is :func:`batch_size_of` of a batch; a batch made from it has ``source == "guessed"``.
     """
-    sources = (
-        ("batch_size=", explicit),
-        ("the training DataLoader's batch_size", loader_batch_size(trainer.train_dataloader)),
-        ("hparams.batch_size", hparams_batch_size(module)),
-        ("guessed", guess),
+    sources: tuple[tuple[str, Callable[[], int | None]], ...] = (  # read lazily: this runs at every step
+        ("batch_size=", lambda: explicit),
+        ("the training DataLoader's batch_size", lambda: loader_batch_size(trainer.train_dataloader)),
+        ("hparams.batch_size", lambda: hparams_batch_size(module)),
+        ("guessed", lambda: guess),
     )
-    for source, size in sources:
-        if size is not None:
+    for source, read in sources:
+        if (size := read()) is not None:
             return GlobalBatch(size, source, int(trainer.accumulate_grad_batches), replicas(trainer.strategy))
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import re
+from collections.abc import Callable
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -38,11 +39,12 @@ class OnceMessages:
         """Whether a message under ``key`` was queued already."""
         return key in self._seen
 
-    def once(self, key: tuple[str, ...], message: str, *, info: bool = False) -> None:
-        """Queue ``message`` (a ``RuntimeWarning``, or an info line) unless ``key`` was used before."""
+    def once(self, key: tuple[str, ...], message: str | Callable[[], str], *, info: bool = False) -> None:
+        """Queue ``message`` (a ``RuntimeWarning``, or an info line) unless ``key`` was used before; a callable is
+        called only then, so a hook that offers the same message at every step formats it once."""
         if key not in self._seen:
             self._seen.add(key)
-            self._queue.put((info, message))
+            self._queue.put((info, message() if callable(message) else message))
 
     def emit(self) -> None:
         """Say every queued message (call from the training thread)."""

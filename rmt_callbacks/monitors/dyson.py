@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -317,8 +318,8 @@ class DysonMonitor(Callback):
             self._said.once(("no batch",), dyson_message("no_batch"))
             return None
         if batch.source == "guessed":
-            self._said.once(("guess",), dyson_message("guess", size=batch.per_device))
-        self._said.once(("batch", str(batch.size)), f"DysonMonitor: {batch.describe()}", info=True)
+            self._said.once(("guess",), partial(dyson_message, "guess", size=batch.per_device))
+        self._said.once(("batch", str(batch.size)), lambda: f"DysonMonitor: {batch.describe()}", info=True)
         return batch
 
     def _check_jumps(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
@@ -326,9 +327,10 @@ class DysonMonitor(Callback):
         for key, clock in self._clocks.groups.items():
             rate = clock.rate
             if not rate.covered and not math.isnan(rate.lr):
-                self._said.once(("adaptive", rate.optimizer), dyson_message("adaptive", optimizer=rate.optimizer))
+                said = partial(dyson_message, "adaptive", optimizer=rate.optimizer)  # formatted once, if said
+                self._said.once(("adaptive", rate.optimizer), said)
             elif rate.momentum > 0:
-                said = dyson_message("momentum", momentum=rate.momentum, lr=rate.lr, gap=1 - rate.momentum)
+                said = partial(dyson_message, "momentum", momentum=rate.momentum, lr=rate.lr, gap=1 - rate.momentum)
                 self._said.once(("momentum",), said, info=True)
             temperature = None if batch is None else rate.temperature(batch.size)
             if temperature is None or batch is None:
