@@ -17,12 +17,13 @@ References: Lightning ``Trainer.accumulate_grad_batches``, ``Strategy.distribute
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ._schedule import check_int
 
 __all__ = [
     "GlobalBatch",
@@ -59,8 +60,11 @@ def batch_size_of(batch: Any) -> int | None:
 
 
 def _positive_int(value: object) -> int | None:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0  # numpy's ints too
-    return int(value) if ok else None  # type: ignore[arg-type]
+    """``value`` as an int if :func:`~._schedule.check_int` accepts it (numpy's ints too), else ``None``."""
+    try:
+        return check_int("batch_size", value)
+    except ValueError:
+        return None
 
 
 def loader_batch_size(loader: object) -> int | None:
