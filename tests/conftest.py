@@ -33,8 +33,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own directory: MLflow puts a sqlite store's artifacts under ``./mlruns`` of the
-    working directory, and the spooling writer its spool under ``./mlflow-spool``; neither belongs in the checkout."""
+    working directory, and the spooling writer its spool under ``./mlflow-spool``; neither belongs in the checkout.
+    The writer's fallback spool location (the per-user cache) is the test's too, never the machine user's."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
 
 
 @pytest.fixture(autouse=True, scope="session")

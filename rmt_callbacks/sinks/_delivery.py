@@ -6,8 +6,15 @@ A failed probe or an outage (:func:`~rmt_callbacks.sinks._probe._is_outage`) mar
 every later one go to the :class:`~rmt_callbacks.sinks._spooldir._Spool`, the thread probes the server every
 ``retry_interval_s`` and, once it answers, replays the spool in order (deduplicated) before sending anything new. A
 request that hangs in MLflow's retry loop holds the writer thread; the watchdog thread then probes, and once the probe
-fails it marks the store down and moves what is queued, the request in flight included, to the spool. The caller's
-thread never sends; it blocks only in :meth:`_Delivery.flush`, :meth:`_Delivery.settle` and :meth:`_Delivery._stop`.
+fails it marks the store down and moves what is queued, the request in flight included, to the spool. Such a request
+can hold the thread for minutes after the server is back (urllib3 sleeps up to 120 s between MLflow's retries), so
+when the watchdog sees the server answer again while that request still hangs, it leaves the thread to finish alone
+(whatever it sends then is a duplicate the replay's deduplication or MLflow's own absorbs) and starts a new writer
+thread, with a fresh :class:`~rmt_callbacks.sinks._replay._Store`, that sends the spool at once. The caller's thread
+never sends; it blocks only in :meth:`_Delivery.flush`, :meth:`_Delivery.settle` and :meth:`_Delivery._stop`.
+
+The spool is created at the first location that can be written (:class:`~rmt_callbacks.sinks._spooldir._Spool`);
+when none can, operations that cannot be delivered are dropped, said once, and counted (:attr:`_Delivery.lost`).
 
 Locks: ``_spool_lock`` (one writer of the spool file at a time) is taken before ``_cond`` (the queue and the
 counters), never while holding it.
@@ -19,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from ._probe import PROBE_TIMEOUT_S, _is_outage, probe
@@ -53,23 +61,39 @@ class _Delivery:
         self.tracking_uri = tracking_uri
         self._retry_interval_s = retry_interval_s
         self._warn = warn
-        self._spool, self._store = spool, store
+        self._spool, self._store, self._name = spool, store, name
+        store.notice = partial(self._warn_once, "held")
         self._used = False  # anything was queued (a writer that never was creates no run just to finish it)
         self._cond = threading.Condition()
         self._spool_lock = threading.Lock()  # taken before _cond, never while holding it
         self._pending: deque[Op] = deque()
         self._inflight: Op | None = None
         self._inflight_spooled = False
-        self._spooled = self._spool.count()
+        self._spooled = 0  # a writer's spool is its own and new
         self._down = False
         self._dropped = 0  # operations refused by the store or not spoolable, since the last flush
+        self.lost = 0  # operations neither delivered nor spooled (no writable spool location), in all
         self._replayed = 0
         self._closed = False
         self._warned: set[str] = set()
+        self._unless = threading.local()  # the caller thread's unless_logged guard
         self._busy_since: float | None = None  # when the writer thread entered its current store request
-        self._thread = threading.Thread(target=self._run, name=f"mlflow-writer-{name}", daemon=True)
-        self._thread.start()
+        self._stranded: float | None = None  # that request's _busy_since, once the server was seen gone during it
+        self._generation = 0  # the writer thread that counts; an older one left in a hung request just ends
+        self._thread = self._start_writer()
         threading.Thread(target=self._watch, name=f"mlflow-watchdog-{name}", daemon=True).start()
+
+    def _start_writer(self) -> threading.Thread:
+        with self._cond:
+            self._generation += 1
+            if self._generation > 1:  # the old thread keeps its store; nothing it learns reaches this one
+                self._store = self._store.fork()
+            self._busy_since = self._stranded = None
+            thread = threading.Thread(
+                target=self._run, args=(self._generation,), name=f"mlflow-writer-{self._name}", daemon=True
+            )
+        thread.start()
+        return thread
 
     @property
     def spool_dir(self) -> Path:
@@ -119,6 +143,12 @@ class _Delivery:
             time.sleep(0.2)
         return True
 
+    def prepare_spool(self) -> Path | None:
+        """Create the spool now (at the first writable location, said once if not the first) and return where it
+        is; ``None`` when no location can be written."""
+        with self._spool_lock:
+            return self._locate()
+
     def _stop(self, timeout_s: float | None) -> bool:
         """Flush, stop the writer thread, and put anything queued meanwhile on disk; ``True`` iff all was delivered."""
         delivered = self.flush(timeout_s)
@@ -126,20 +156,28 @@ class _Delivery:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=PROBE_TIMEOUT_S)
-        return self.flush(0) and delivered  # anything queued meanwhile goes to disk
+        delivered = self.flush(0) and delivered  # anything queued meanwhile goes to disk
+        self._spool.release()
+        return delivered
 
     # -- caller side ---------------------------------------------------------------------------------------------
 
     def _put(self, op: Op) -> None:
         self._used = True
+        unless = getattr(self._unless, "value", None)
+        if unless is not None:
+            op["unless"] = list(unless)
         with self._cond:
             if not self._closed:
                 self._pending.append(op)
                 self._cond.notify_all()
                 return
-        self._warn_once("closed", f"MlflowWriter for {self.tracking_uri} is closed; spooling to {self.spool_dir}")
         with self._spool_lock:
+            path = self._locate()
             self._add_to_spool([op])
+            self._spool.release()  # written and let go: replay may take it
+        where = f"spooling to {path}" if path else "dropping what is written (no spool location can be written)"
+        self._warn_once("closed", f"MlflowWriter for {self.tracking_uri} is closed; {where}")
 
     def _settled(self) -> bool:
         """Delivered, or down with everything on disk (a request stuck in MLflow's retry loop already spooled)."""
@@ -163,24 +201,27 @@ class _Delivery:
 
     # -- writer thread -------------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         next_probe = 0.0
         while True:
             with self._cond:
-                while not self._pending and not self._closed and not self._retry_due(next_probe):
+                while not (self._pending or self._closed or self._retry_due(next_probe) or self._stale(generation)):
                     self._cond.wait(self._wait_s(next_probe))
-                if self._closed:
-                    return  # close() flushed: what was not delivered is on disk
+                if self._closed or self._stale(generation):
+                    return  # close() flushed: what was not delivered is on disk; or a newer thread took over
                 down, spooled = self._down, self._spooled
             if down or spooled:
                 if self._retry_due(next_probe):
-                    caught_up = self._reachable() and self._catch_up()
+                    caught_up = self._reachable() and self._catch_up(generation)
                     next_probe = time.monotonic() + (0.0 if caught_up else self._retry_interval_s)
                 if self._down:
                     self._spool_pending()
                 continue
-            if not self._send_next():
+            if not self._send_next(generation):
                 next_probe = time.monotonic() + self._retry_interval_s
+
+    def _stale(self, generation: int) -> bool:
+        return generation != self._generation
 
     def _retry_due(self, next_probe: float) -> bool:
         return (self._down or self._spooled > 0) and time.monotonic() >= next_probe
@@ -191,14 +232,16 @@ class _Delivery:
     def _reachable(self) -> bool:
         return probe(self.tracking_uri)
 
-    def _send_next(self) -> bool:
+    def _send_next(self, generation: int) -> bool:
         """Send the oldest queued operation; on an outage spool it and everything after it. False when down."""
         with self._cond:
             op = self._inflight = self._pending.popleft()
             self._inflight_spooled = False
         error = None if self._reachable() else ConnectionError(f"{self.tracking_uri}/health does not answer")
         if error is None:
-            error = self._attempt(op, replaying=False)
+            error = self._attempt(op, replaying=False, generation=generation)
+        if self._stale(generation):
+            return False  # a newer thread took over while this request hung; the spool holds the operation
         if error is None or not _is_outage(error):
             self._done(op, error)
             return True
@@ -213,29 +256,40 @@ class _Delivery:
             self._add_to_spool(ops)
         return False
 
-    def _attempt(self, op: Op, *, replaying: bool) -> BaseException | None:
+    def _attempt(self, op: Op, *, replaying: bool, generation: int) -> BaseException | None:
+        store = self._store
         self._busy_since = time.monotonic()
         try:
-            if self._store.run_id is None:
-                self._store.create_run()
-                with self._spool_lock:
-                    self._spool.set_run_id(self._store.run_id)
-            self._store.send(op, replaying=replaying)
+            if store.run_id is None:
+                store.create_run()
+                if not self._stale(generation):
+                    with self._spool_lock:
+                        self._spool.set_run_id(store.run_id)
+            store.send(op, replaying=replaying)
         except Exception as exc:  # the thread must survive anything the store raises; classified by the caller
             return exc
         finally:
-            self._busy_since = None
+            if not self._stale(generation):
+                self._busy_since = None
         return None
 
     def _watch(self) -> None:
-        """While the writer thread is stuck in a request (MLflow's retry loop) and the server is gone: spool."""
+        """While the writer thread hangs in a request (MLflow's retry loop): spool once the server is gone, and
+        start a new writer thread once it answers again (see the module docstring)."""
         while not self._closed:
             with self._cond:
                 self._cond.wait(self._retry_interval_s)
             since = self._busy_since
-            if since is not None and time.monotonic() - since > self._retry_interval_s and not self._reachable():
+            if since is None or time.monotonic() - since <= self._retry_interval_s or self._closed:
+                continue
+            if not self._reachable():
+                self._stranded = since
                 self._go_down()
                 self._spool_leftovers()
+            elif self._stranded == since == self._busy_since:  # the server is back, the request still hangs
+                with self._cond:
+                    self._inflight = None  # already in the spool
+                self._thread = self._start_writer()
 
     def _done(self, op: Op, error: BaseException | None) -> None:
         if error is not None:
@@ -257,7 +311,10 @@ class _Delivery:
         with self._cond:
             was_down, self._down = self._down, True
         if not was_down:
-            self._warn(f"MLflow tracking server {self.tracking_uri} unreachable; spooling to {self.spool_dir}")
+            with self._spool_lock:
+                path = self._locate()
+            where = f"spooling to {path}" if path else "nothing can be spooled; undelivered operations are dropped"
+            self._warn(f"MLflow tracking server {self.tracking_uri} unreachable; {where}")
 
     def _spool_pending(self) -> None:
         with self._spool_lock:
@@ -266,37 +323,63 @@ class _Delivery:
                 self._pending.clear()
             self._add_to_spool(ops)
 
+    def _locate(self) -> Path | None:
+        """Create the spool at the first writable location (caller holds ``_spool_lock``); say once where it went
+        instead of the first choice, or that no location can be written."""
+        path, tried = self._spool.locate(self._store.run_id), self._spool.tried
+        if path is not None and tried:
+            self._warn_once("fallback", f"cannot write the spool to {tried[0]}; spooling to {path} instead")
+        elif path is None:
+            self._warn_once(
+                "nowhere",
+                f"no spool location can be written (tried {'; '.join(tried)}): operations that cannot be delivered "
+                "are dropped (how many is said at the end); pass spool_dir= a writable directory",
+            )
+        return path
+
     def _add_to_spool(self, ops: list[Op]) -> None:
+        """Append ``ops`` to the spool (caller holds ``_spool_lock``), or count them lost when it cannot be written."""
         if not ops:
             return
+        path = self._locate()
         try:
-            added = self._spool.append(ops, self._store.run_id)
-        except OSError as exc:  # a full or read-only disk: nowhere left to keep them
-            self._warn_once("spool", f"cannot spool to {self.spool_dir} ({exc}); operations are being dropped")
+            added = None if path is None else self._spool.append(ops)
+        except OSError as exc:  # a disk that filled up or went read-only after the spool was made
+            self._warn_once("spool", f"cannot write the spool {path} any more ({exc}); operations are being dropped")
             added = None
         with self._cond:
-            self._dropped += len(ops) if added is None else 0
-            self._spooled = self._spool.count() if added is None else self._spooled + added  # after an error: recount
+            if added is None:
+                self._dropped += len(ops)
+                self.lost += len(ops)
+                self._spooled = self._spool.count() if path else 0  # after an error: recount
+            else:
+                self._spooled += added
             self._cond.notify_all()
 
-    def _catch_up(self) -> bool:
+    def _catch_up(self, generation: int) -> bool:
         """Replay the spool in order, deduplicated; False at the first outage or while operations are left."""
         self._store.forget_history()
-        for end, op in self._spool.pending():
-            error = self._attempt(op, replaying=True)
+        for entry in self._spool.entries():
+            error = None
+            if entry.op is None:
+                self._warn_once("unreadable", f"spool {self.spool_dir} line {entry.line}: {entry.problem}; skipped")
+            else:
+                error = self._attempt(entry.op, replaying=True, generation=generation)
+            if self._stale(generation):
+                return False  # a newer thread took over; it replays from the same offset
             if error is not None and _is_outage(error):
                 self._go_down()
                 return False
             if error is not None:
-                self._reject(op, error)
+                self._reject(entry.op, error)
             with self._spool_lock:
-                self._spool.advance(end)
+                self._spool.advance(entry.end)
                 with self._cond:
                     self._spooled -= 1
                     self._replayed += 1
         with self._spool_lock, self._cond:
             self._spooled = self._spool.count()  # the file is the truth; at the end of a pass it is short
-            if self._spooled:
+            if self._spooled or self._stale(generation):
                 return False  # appended while this pass read the file: another pass
             self._spool.clear()
             was_down, self._down = self._down, False

@@ -67,8 +67,9 @@ class SpoolingMLFlowLogger(MLFlowLogger):
         experiment_name, run_name, tracking_uri, tags, save_dir, log_model, prefix, artifact_location, run_id,
             synchronous: as Lightning's ``MLFlowLogger`` (``synchronous`` only affects checkpoint uploads here: the
             writer always sends from its own thread).
-        spool_dir: where the writer spools; default ``./mlflow-spool/<run id>`` (``new-<experiment>-...`` for a run
-            not created yet).
+        spool_dir: the root the writer spools under; default ``./mlflow-spool`` (its spool is a new directory below,
+            ``<run id>/<host>-<pid>-<time>-<random>``, or ``new-<experiment>/…`` for a run not created yet; see
+            :class:`~rmt_callbacks.sinks.spool.MlflowWriter`).
         retry_interval_s: seconds between probes of an unreachable server (by the logger and its writer).
 
     Raises:
@@ -76,16 +77,18 @@ class SpoolingMLFlowLogger(MLFlowLogger):
 
     Examples:
         >>> import json, tempfile, warnings
-        >>> spool = Path(tempfile.mkdtemp()) / "spool"
+        >>> root = Path(tempfile.mkdtemp()) / "spool"
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")
-        ...     logger = SpoolingMLFlowLogger("demo", tracking_uri="http://127.0.0.1:9", spool_dir=spool)  # no server
+        ...     logger = SpoolingMLFlowLogger("demo", tracking_uri="http://127.0.0.1:9", spool_dir=root)  # no server
         ...     print(logger.run_id, logger.experiment_id, logger.name)  # at once, not after MLflow's retries
         ...     logger.finalize("success")  # the run's tags and its end wait in the spool
         None None demo
         >>> str(caught[0].message).startswith("SpoolingMLFlowLogger: tracking server http://127.0.0.1:9 unreachable")
         True
-        >>> [json.loads(line)["kind"] for line in (spool / "ops.jsonl").read_text().splitlines()]
+        >>> logger.spool_dir.parent == root / "new-demo"
+        True
+        >>> [json.loads(line)["kind"] for line in (logger.spool_dir / "ops.jsonl").read_text().splitlines()]
         ['tags', 'terminate']
     """
 
@@ -139,12 +142,17 @@ class SpoolingMLFlowLogger(MLFlowLogger):
             writer = self._open_writer()
             if writer.run_id is None:  # the run it creates gets the tags (and name) Lightning would have given it
                 writer.set_tags(self._run_tags())
-            spool = writer.spool_dir
+            spool = writer.prepare_spool()  # created now, at the first location that can be written
+            where = (
+                f"spooled to {spool} until it answers (after the process ended: python -m rmt_callbacks.sinks.spool "
+                f"replay {spool})"
+                if spool
+                else "dropped while it does not answer: no spool location can be written (pass spool_dir=)"
+            )
             self._warn_once(
                 "down",
                 f"SpoolingMLFlowLogger: tracking server {self._tracking_uri} unreachable; training goes on, and the "
-                f"run's metrics, parameters and artifacts are spooled to {spool} until it answers (after the process "
-                f"ended: python -m rmt_callbacks.sinks.spool replay {spool})",
+                f"run's metrics, parameters and artifacts are {where}",
             )
         return self._mlflow_client
 

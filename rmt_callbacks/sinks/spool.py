@@ -8,16 +8,23 @@ replays the spool in order and warns once more (``caught up: N operations replay
 a metric whose ``(key, step)`` the run already holds (``get_metric_history``) is not written again, an artifact is
 re-uploaded to the same path, a table that already exists is not appended to a second time, a parameter the run
 already holds is not sent again (MLflow parameters cannot change: the first value stays), tags are overwritten with
-the same value. A spool left behind (the process ended while the server was down) is replayed with
-:func:`replay` or ``python -m rmt_callbacks.sinks.spool replay DIR``.
+the same value.
+
+A spool belongs to one writer: its directory is keyed by run and process
+(``<spool_dir>/<run id>/<host>-<pid>-<time>-<random>``, see :mod:`~rmt_callbacks.sinks._spooldir`, which also says
+where it goes when ``spool_dir`` cannot be written). A writer replays only its own spool; one left behind by an
+earlier process (which ended while the server was down) is named in a warning when a writer of the same run starts,
+and is sent with :func:`replay` or ``python -m rmt_callbacks.sinks.spool replay DIR``, into its own run unless
+``--run-id`` says otherwise. Replay reports every line it cannot read (line number and reason), sends the rest, and
+exits non-zero when anything was not sent.
 
 For an ``http(s)`` tracking URI every request is preceded by ``GET <uri>/health`` with a short timeout
 (:data:`PROBE_TIMEOUT_S`, :func:`probe`), because a request to a server that refuses connections would otherwise sit
 in MLflow's own retry loop for 244 s of backoff before the error surfaces (the sum is in
-:mod:`~rmt_callbacks.sinks._probe`). A server that dies during a request still holds the writer thread in that loop
-(until it answers again or the retries run out); a watchdog thread then probes every ``retry_interval_s``, and once
-the probe fails it warns and moves what is queued, the request in flight included, to the spool, so the outage is
-reported and nothing waits only in memory. The training thread never waits for any of it.
+:mod:`~rmt_callbacks.sinks._probe`). A server that dies during a request still holds the writer thread in that loop;
+a watchdog thread then spools what is queued, and once the server answers again starts a new writer thread that
+sends the spool (:mod:`~rmt_callbacks.sinks._delivery`). The training thread never waits for any of it; it waits only
+when asked to, in :meth:`MlflowWriter.settle` at the end of training and at checkpoints, for at most the time given.
 
 A run that could not be created because the server was unreachable from the start (``run_id=None``) is created by
 the writer on first contact, in ``experiment_name``, or by :func:`replay`; the run id is recorded in the spool's
@@ -36,7 +43,6 @@ References: MLflow REST API (``log-batch`` limits: 1000 metrics, 100 tags a requ
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import io
 import json
@@ -44,7 +50,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,9 +62,9 @@ from mlflow.exceptions import MlflowException
 from ._delivery import _Delivery
 from ._probe import PROBE_TIMEOUT_S, probe
 from ._probe import _is_outage as _is_outage  # re-exported: the logger classifies its own errors with it
-from ._replay import ReplayReport, _Store, replay
-from ._spooldir import _default_spool_dir, _Spool
-from .keys import sanitize
+from ._replay import ReplayReport, _Store, main, replay
+from ._spooldir import STATUSES, _Spool, spool_locations, spool_roots, spools_under
+from .keys import artifact_path, sanitize
 from .mlflow import MLFLOW_MAX_TAGS_PER_BATCH, checked_path, rows_to_columns
 
 if TYPE_CHECKING:
@@ -84,16 +91,16 @@ class MlflowWriter(_Delivery):
         client: the ``MlflowClient`` to write with (``MLFlowLogger.experiment``).
         run_id: the run to write into; ``None`` to create one in ``experiment_name`` on first contact.
         tracking_uri: the client's tracking URI (probed before requests when it is ``http(s)``).
-        spool_dir: where to spool; default ``./mlflow-spool/<run id>`` (``new-<experiment>-<time>-<pid>-<random>`` for a
-            run not yet created). Created only when something is spooled.
+        spool_dir: the root to spool under; default ``./mlflow-spool``. The spool itself is a new directory below it,
+            keyed by run and process (:attr:`spool_dir`), created only when something is spooled; when the root
+            cannot be written, the per-user cache and then the temporary directory are used (said once).
         warn: called with each message for the user; default :func:`warnings.warn`.
         retry_interval_s: seconds between probes while the store is down.
         experiment_name: the experiment of the run to create when ``run_id`` is ``None``.
         artifact_location: artifact root of that experiment, if the writer has to create it.
 
     Raises:
-        ValueError: ``run_id`` and ``experiment_name`` both missing, ``retry_interval_s`` not positive, or
-            ``spool_dir`` holds another run's spool.
+        ValueError: ``run_id`` and ``experiment_name`` both missing, or ``retry_interval_s`` not positive.
 
     Examples:
         >>> MlflowWriter(None, None, tracking_uri="sqlite:///mlflow.db")
@@ -118,10 +125,9 @@ class MlflowWriter(_Delivery):
             raise ValueError("MlflowWriter: pass run_id, or experiment_name for a run to create; got neither")
         if isinstance(retry_interval_s, bool) or not isinstance(retry_interval_s, int | float) or retry_interval_s <= 0:
             raise ValueError(f"MlflowWriter: retry_interval_s must be a positive number, got {retry_interval_s!r}")
-        path = Path(spool_dir) if spool_dir else _default_spool_dir(run_id, experiment_name)
-        spool = _Spool(path, {"tracking_uri": tracking_uri, "experiment_name": experiment_name})
-        spool.check_owner(run_id)
-        store = _Store(client, run_id or spool.manifest().get("run_id"), experiment_name, artifact_location)
+        locations = spool_locations(spool_dir, run_id, experiment_name)
+        spool = _Spool(locations, {"tracking_uri": tracking_uri, "experiment_name": experiment_name})
+        store = _Store(client, run_id, experiment_name, artifact_location)
         self._owns_run = run_id is None  # a run the writer creates is also finished by it (a "terminate" operation)
         self._terminated = False  # terminate() was called: close() adds no "terminate" of its own
         super().__init__(
@@ -133,6 +139,20 @@ class MlflowWriter(_Delivery):
             name=run_id or "new",
         )
         _live.add(self)
+        if run_id:
+            self._name_left_behind(spool_dir, run_id)
+
+    def _name_left_behind(self, spool_dir: str | Path | None, run_id: str) -> None:
+        """Say once where earlier processes left spools of this run (a writer replays only its own)."""
+        roots = [root / artifact_path(run_id) for root in spool_roots(spool_dir)]
+        spools = [_Spool.existing(path) for root in roots if root.is_dir() for path in spools_under(root)]
+        found = [spool.path for spool in spools if spool.count(complete=True) and not spool.in_use()]
+        if found:
+            dirs = " ".join(str(p) for p in found)
+            self._warn(
+                f"MLflow run {run_id}: {len(found)} spool(s) left by an earlier process hold operations this run never "
+                f"received; they are not sent automatically (replay: python -m rmt_callbacks.sinks.spool replay {dirs})"
+            )
 
     @classmethod
     def for_logger(cls, logger: MLFlowLogger, **kwargs: Any) -> MlflowWriter:
@@ -188,6 +208,24 @@ class MlflowWriter(_Delivery):
         with _registry_lock:
             writer = _creating.get(logger)
         return None if writer is None or writer._closed else writer
+
+    @contextmanager
+    def unless_logged(self, key: str, step: int) -> Iterator[None]:
+        """Within this block, operations queued by this thread are left out when the run already holds metric
+        ``key`` at ``step`` (checked by the writer thread: the caller never waits for the server).
+
+        A run resumed from a checkpoint older than its crash logs the steps in between again; their records are
+        already in the run, and the first one stays (said once).
+
+        Args:
+            key: a metric key the block logs at ``step`` (cleaned by ``sanitize``).
+            step: the step.
+        """
+        previous, self._unless.value = getattr(self._unless, "value", None), (sanitize(key), int(step))
+        try:
+            yield
+        finally:
+            self._unless.value = previous
 
     @property
     def closed(self) -> bool:
@@ -260,7 +298,7 @@ class MlflowWriter(_Delivery):
         Raises:
             ValueError: ``status`` is not one of those.
         """
-        if status not in ("FINISHED", "FAILED", "KILLED"):
+        if status not in STATUSES:
             raise ValueError(f"terminate: status must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}")
         self._terminated = True
         self._put({"kind": "terminate", "status": status})
@@ -288,6 +326,8 @@ class MlflowWriter(_Delivery):
                 f"MLflow tracking server {self.tracking_uri}: {self._spooled} operations not delivered; they are "
                 f"spooled in {self.spool_dir} (replay: python -m rmt_callbacks.sinks.spool replay {self.spool_dir})"
             )
+        if self.lost:
+            self._warn(f"MLflow tracking server {self.tracking_uri}: {self.lost} operations were dropped (no spool)")
         return delivered
 
 
@@ -312,19 +352,6 @@ def _close_all() -> None:
     """At exit, give each open writer a short flush; what is left goes to its spool (with a warning)."""
     for writer in list(_live):
         writer.close(timeout_s=_EXIT_TIMEOUT_S)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rmt_callbacks.sinks.spool replay DIR [--tracking-uri URI]``; exit status 1 if anything is left."""
-    parser = argparse.ArgumentParser(prog="python -m rmt_callbacks.sinks.spool")
-    commands = parser.add_subparsers(dest="command", required=True)
-    replay_cmd = commands.add_parser("replay", help="send a spooled MLflow run to its tracking server")
-    replay_cmd.add_argument("spool_dir")
-    replay_cmd.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args(argv)
-    report = replay(args.spool_dir, tracking_uri=args.tracking_uri)
-    print(f"run {report.run_id}: {report.replayed} replayed, {report.skipped} skipped, {report.remaining} left")
-    return 1 if report.remaining else 0
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def _fit(logger: SpoolingMLFlowLogger, root: Path, *extra: pl.Callback) -> tuple
 
 def _fit_unreachable(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
     """Fit against ``url`` (nothing listens); checks what the process left behind; returns the spool and warnings."""
-    monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/new-<experiment>-..., goes here
+    monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/new-<experiment>/<host>-<pid>-..., goes here
     logger = SpoolingMLFlowLogger(experiment_name="unreached", tracking_uri=url, run_name="r0", log_model=True)
     trainer, messages, wall_s = _fit(logger, tmp_path)
     print(f"fit with {url} unreachable: {wall_s:.1f} s wall, load {os.getloadavg()}")
@@ -89,7 +89,11 @@ def _fit_unreachable(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) 
     assert trainer.state.finished and trainer.global_step == MAX_STEPS
     assert wall_s < RETRY_SLEEP_S  # one request in MLflow's retry loop would sleep this long (not a speed check)
     spool = logger.spool_dir
-    assert spool is not None and spool.parent == tmp_path / "mlflow-spool" and (spool / "manifest.json").exists()
+    assert (
+        spool is not None
+        and spool.parent == tmp_path / "mlflow-spool" / "new-unreached"
+        and (spool / "manifest.json").exists()
+    )
     assert logger.run_id is None and logger.experiment_id is None  # no run: nothing waited
     assert (logger.name, logger.version) == ("unreached", spool.name)
     assert logger.spool_dir == spool  # asking for the run after finalize opened no second writer
@@ -144,7 +148,8 @@ def test_unreachable_and_fit_raises_the_spooled_run_ends_failed(
     ops = [json.loads(line) for line in (logger.spool_dir / "ops.jsonl").read_text().splitlines()]
     assert ops[-1] == {"kind": "terminate", "status": "FAILED"}
     assert sorted(op["step"] for op in ops if "train_loss" in op.get("metrics", {})) == [0, 1, 2]
-    assert [p.name for p in (tmp_path / "mlflow-spool").iterdir()] == [logger.spool_dir.name]  # one spool, one run
+    spools = [p.name for p in (tmp_path / "mlflow-spool" / "new-fails").iterdir()]
+    assert spools == [logger.spool_dir.name]  # one spool, one run
 
 
 @pytest.fixture
@@ -235,7 +240,7 @@ def test_replayed_parameters_the_run_already_holds_are_left_out(tmp_path: Path) 
     writer.log_params({"lr": 0.2, "hidden": 12})
     writer.terminate("FAILED")
     assert not writer.close(timeout_s=10)
-    report = replay(tmp_path / "s", tracking_uri=uri)
+    report = replay(writer.spool_dir, tracking_uri=uri)
     assert (report.replayed, report.skipped, report.rejected, report.remaining) == (2, 1, 0, 0)
     run = client.get_run(run_id)
     assert run.data.params == {"lr": "0.1", "hidden": "12"} and run.info.status == "FAILED"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -119,19 +121,48 @@ def test_unreachable_store_spools_and_replay_delivers_once(store: tuple[str, Pat
     _check_run(client, run_id, range(4), tmp_path, keys=3)
 
 
-def test_a_new_writer_replays_a_spool_left_behind_first(store: tuple[str, Path], tmp_path: Path) -> None:
+def test_a_new_writer_names_a_spool_left_behind_and_leaves_it(store: tuple[str, Path], tmp_path: Path) -> None:
+    """A writer sends only its own spool: an earlier process's spool of the same run is named, not replayed."""
     client, run_id = _new_run(store, "left-behind")
     uri = closed_port_uri()
     dead = MlflowWriter(MlflowClient(uri), run_id, tracking_uri=uri, spool_dir=tmp_path / "s", warn=lambda m: None)
     _write_everything(dead, range(2), keys=3)
     dead.close(timeout_s=5)
-    writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=lambda m: None)
+    assert dead.spool_dir.parent == tmp_path / "s" / run_id  # keyed by run, then by process
+    messages: list[str] = []
+    writer = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=messages.append)
+    assert writer.spool_dir != dead.spool_dir
     _write_everything(writer, range(2, 3), keys=3)
     assert writer.close(timeout_s=120)
+    assert len(messages) == 1 and "1 spool(s) left by an earlier process" in messages[0]
+    assert messages[0].endswith(f"replay {dead.spool_dir})")
+    assert _steps(client, run_id, "rmt/m0/lambda_max") == [2]  # not sent behind the user's back
+    assert replay(dead.spool_dir).remaining == 9  # its own server is still away: nothing sent, nothing waited for
+    assert replay(dead.spool_dir, tracking_uri=store[0]).complete
     _check_run(client, run_id, range(3), tmp_path, keys=3)
-    with pytest.raises(ValueError, match="holds the spool of run"):
-        (tmp_path / "s" / "ops.jsonl").write_text("")  # the manifest stays, naming its run
-        MlflowWriter(client, "another-run", tracking_uri=store[0], spool_dir=tmp_path / "s")
+
+
+def test_two_runs_sharing_a_spool_dir_never_mix(store: tuple[str, Path], tmp_path: Path) -> None:
+    """The issue's case: run 1 spooled with its server down, run 2 with the same spool_dir and the server up."""
+    uri = closed_port_uri()
+    first = MlflowWriter(
+        MlflowClient(uri), None, tracking_uri=uri, spool_dir=tmp_path / "s", experiment_name="shared", warn=print
+    )
+    first.set_tags({"mlflow.runName": "first"})
+    first.log_metrics({"rmt/a/x": 1.0}, step=0)
+    first.close(timeout_s=5)
+    client, run_id = _new_run(store, "shared-second")
+    second = MlflowWriter(client, run_id, tracking_uri=store[0], spool_dir=tmp_path / "s", warn=print)
+    second.set_tags({"mlflow.runName": "second"})
+    second.log_metrics({"rmt/a/x": 2.0}, step=0)
+    assert second.close(timeout_s=60)
+    run = client.get_run(run_id)
+    assert run.data.tags["mlflow.runName"] == "second"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "rmt/a/x")] == [(0, 2.0)]
+    report = replay(first.spool_dir, tracking_uri=store[0])  # the first run's spool goes into a run of its own
+    assert report.complete and report.run_id != run_id
+    assert client.get_run(report.run_id).data.tags["mlflow.runName"] == "first"
+    assert [m.value for m in client.get_metric_history(report.run_id, "rmt/a/x")] == [1.0]
 
 
 def test_run_created_by_replay_when_the_server_was_never_reached(store: tuple[str, Path], tmp_path: Path) -> None:
@@ -145,7 +176,15 @@ def test_run_created_by_replay_when_the_server_was_never_reached(store: tuple[st
     writer.log_metrics({"rmt/a/x": 2.0}, step=5)
     writer.close(timeout_s=5)
     manifest = json.loads((writer.spool_dir / "manifest.json").read_text())
-    assert manifest == {"format": 1, "tracking_uri": uri, "experiment_name": "never-reached", "run_id": None}
+    assert manifest == {
+        "format": 2,
+        "tracking_uri": uri,
+        "experiment_name": "never-reached",
+        "run_id": None,
+        "host": socket.gethostname(),
+        "pid": None,
+    }  # fmt: skip (the pid of the writing process, until its writer closed)
+    assert writer.spool_dir.parent == tmp_path / "s" / "new-never-reached"
     assert writer.run_id is None and len(messages) == 2
 
     command = [sys.executable, "-m", "rmt_callbacks.sinks.spool", "replay", str(writer.spool_dir)]
@@ -153,7 +192,8 @@ def test_run_created_by_replay_when_the_server_was_never_reached(store: tuple[st
         [*command, "--tracking-uri", store[0]], capture_output=True, text=True, timeout=120, check=True
     )
     run_id = json.loads((writer.spool_dir / "manifest.json").read_text())["run_id"]
-    assert out.stdout.strip() == f"run {run_id}: 5 replayed, 0 skipped, 0 left"  # 3 + 1 batches and "terminate"
+    expected = f"{writer.spool_dir}: run {run_id}: 5 replayed, 0 skipped, 0 refused, 0 left"
+    assert out.stdout.strip() == expected  # 3 + 1 batches and "terminate"
     client = MlflowClient(store[0])
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and client.get_experiment(run.info.experiment_id).name == "never-reached"
@@ -180,14 +220,37 @@ def test_writes_after_close_go_to_the_spool(store: tuple[str, Path], tmp_path: P
     assert writer.close(timeout_s=30)
     writer.log_metrics({"rmt/a/x": 1.0}, step=1)
     writer.log_metrics({"rmt/a/x": 2.0}, step=2)
-    assert messages == [f"MlflowWriter for {store[0]} is closed; spooling to {tmp_path / 's'}"]
-    assert len((tmp_path / "s" / "ops.jsonl").read_text().splitlines()) == 2
-    assert replay(tmp_path / "s").remaining == 0
+    assert messages == [f"MlflowWriter for {store[0]} is closed; spooling to {writer.spool_dir}"]
+    assert len((writer.spool_dir / "ops.jsonl").read_text().splitlines()) == 2
+    assert replay(tmp_path / "s" / run_id / writer.spool_dir.name).remaining == 0
     assert _steps(client, run_id, "rmt/a/x") == [1, 2]
 
 
-def test_a_spool_that_cannot_be_written_costs_data_not_the_training(tmp_path: Path) -> None:
-    (tmp_path / "a-file").write_text("")  # a spool directory below a file can never be created
+def test_an_unwritable_spool_dir_falls_back_to_the_user_cache(store: tuple[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # a spool directory below a file can never be created, even by root
+    client, run_id = _new_run(store, "fallback")
+    uri, messages = closed_port_uri(), []
+    writer = MlflowWriter(
+        MlflowClient(uri), run_id, tracking_uri=uri, spool_dir=tmp_path / "a-file" / "s", warn=messages.append
+    )
+    for step in range(3):
+        writer.log_metrics({"rmt/a/x": float(step)}, step=step)
+    assert not writer.close(timeout_s=5)
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "rmt-callbacks" / "mlflow-spool" / run_id
+    assert writer.spool_dir.parent == cache and (writer.spool_dir / "ops.jsonl").exists()
+    assert messages[0].startswith(f"cannot write the spool to {tmp_path / 'a-file' / 's'}/{run_id}/")
+    assert messages[0].endswith(f"(NotADirectoryError: Not a directory); spooling to {writer.spool_dir} instead")
+    assert messages[1] == f"MLflow tracking server {uri} unreachable; spooling to {writer.spool_dir}"
+    assert f"3 operations not delivered; they are spooled in {writer.spool_dir}" in messages[2]
+    assert len(messages) == 3  # every path named is one that exists
+    assert replay(writer.spool_dir, tracking_uri=store[0]).complete
+    assert _steps(client, run_id, "rmt/a/x") == [0, 1, 2]
+
+
+def test_with_nowhere_to_spool_writes_are_dropped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "a-file" / "tmp"))
     uri, messages = closed_port_uri(), []
     writer = MlflowWriter(
         MlflowClient(uri), "r", tracking_uri=uri, spool_dir=tmp_path / "a-file" / "s", warn=messages.append
@@ -196,8 +259,13 @@ def test_a_spool_that_cannot_be_written_costs_data_not_the_training(tmp_path: Pa
         writer.log_metrics({"rmt/a/x": 1.0}, step=step)
         assert not writer.flush(timeout_s=30)
     assert not writer.close(timeout_s=5)
-    assert messages[0].endswith("unreachable; spooling to " + str(tmp_path / "a-file" / "s"))
-    assert messages[1].startswith(f"cannot spool to {tmp_path / 'a-file' / 's'} (") and len(messages) == 2
+    assert messages[0].startswith("no spool location can be written (tried ") and messages[0].count("a-file") == 3
+    assert (
+        messages[1]
+        == f"MLflow tracking server {uri} unreachable; nothing can be spooled; undelivered operations are dropped"
+    )
+    assert messages[2] == f"MLflow tracking server {uri}: 3 operations were dropped (no spool)"
+    assert len(messages) == 3 and writer.lost == 3
 
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
@@ -224,9 +292,9 @@ def test_for_logger_with_an_unreachable_server_does_not_touch_it(tmp_path: Path)
     writer.log_metrics({"rmt/a/x": 1.0}, step=1)
     assert not writer.close(timeout_s=10)
     assert not logger._initialized  # the logger was never asked for its run (that would wait out MLflow's retries)
-    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest = json.loads((writer.spool_dir / "manifest.json").read_text())
     assert manifest["experiment_name"] == "unreached" and manifest["run_id"] is None
-    assert len(messages) == 2 and str(tmp_path / "s") in messages[1]
+    assert len(messages) == 2 and str(writer.spool_dir) in messages[1]
 
 
 def test_bad_arguments_raise_at_the_call(store: tuple[str, Path], tmp_path: Path) -> None:
