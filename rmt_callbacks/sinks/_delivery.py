@@ -3,18 +3,16 @@
 Operations (:data:`~rmt_callbacks.sinks._spooldir.Op`) queued by the caller are sent first in, first out, by a daemon
 thread through a :class:`~rmt_callbacks.sinks._replay._Store`, each after a :func:`~rmt_callbacks.sinks._probe.probe`.
 A failed probe or an outage (:func:`~rmt_callbacks.sinks._probe._is_outage`) marks the store down: that operation and
-every later one go to the :class:`~rmt_callbacks.sinks._spooldir._Spool`, the thread probes the server every
-``retry_interval_s`` and, once it answers, replays the spool in order (deduplicated) before sending anything new. A
-request that hangs in MLflow's retry loop holds the writer thread; the watchdog thread then probes, and once the probe
-fails it marks the store down and moves what is queued, the request in flight included, to the spool. Such a request
-can hold the thread for minutes after the server is back (urllib3 sleeps up to 120 s between MLflow's retries), so
-when the watchdog sees the server answer again while that request still hangs, it leaves the thread to finish alone
-(whatever it sends then is a duplicate the replay's deduplication or MLflow's own absorbs) and starts a new writer
-thread, with a fresh :class:`~rmt_callbacks.sinks._replay._Store`, that sends the spool at once. The caller's thread
-never sends; it blocks only in :meth:`_Delivery.flush`, :meth:`_Delivery.settle` and :meth:`_Delivery._stop`.
+every later one go to the :class:`~rmt_callbacks.sinks._spooldir._Spool` (created then, at the first location that
+can be written; with none, they are dropped and counted in :attr:`_Delivery.lost`), the thread probes the server every
+``retry_interval_s`` and, once it answers, replays the spool in order (deduplicated) before sending anything new.
 
-The spool is created at the first location that can be written (:class:`~rmt_callbacks.sinks._spooldir._Spool`);
-when none can, operations that cannot be delivered are dropped, said once, and counted (:attr:`_Delivery.lost`).
+A request that hangs in MLflow's retry loop holds the writer thread; the watchdog then probes, and once the probe fails
+it marks the store down and spools what is queued, the request in flight included. Since urllib3 may sleep up to 120 s
+between MLflow's retries, when the watchdog sees the server answer again while that request still hangs it starts a
+new writer thread (with a fresh store) that sends the spool at once, and leaves the old one to end alone (what it may
+still send is a duplicate that deduplication, or MLflow's own, absorbs). The caller's thread never sends; it blocks
+only in :meth:`_Delivery.flush`, :meth:`_Delivery.settle` and :meth:`_Delivery._stop`.
 
 Locks: ``_spool_lock`` (one writer of the spool file at a time) is taken before ``_cond`` (the queue and the
 counters), never while holding it.
@@ -41,7 +39,7 @@ class _Delivery:
 
     Args:
         store: sends operations into the run (and creates the run when its ``run_id`` is ``None``).
-        spool: the run's spool directory; operations already in it are replayed first.
+        spool: the writer's own spool (new: nothing in it yet).
         tracking_uri: the client's tracking URI (probed before requests when it is ``http(s)``).
         warn: called with each message for the user.
         retry_interval_s: seconds between probes while the store is down.
@@ -71,6 +69,7 @@ class _Delivery:
         self._inflight_spooled = False
         self._spooled = 0  # a writer's spool is its own and new
         self._down = False
+        self._answers = True  # what the writer's latest probe said
         self._dropped = 0  # operations refused by the store or not spoolable, since the last flush
         self.lost = 0  # operations neither delivered nor spooled (no writable spool location), in all
         self._replayed = 0
@@ -128,17 +127,23 @@ class _Delivery:
             self._spool_leftovers()
         return delivered
 
-    def settle(self, timeout_s: float) -> bool:
-        """:meth:`flush`, and while the writer is still behind a server that answers again (it probes every
-        ``retry_interval_s``), wait for its catch-up, up to ``timeout_s`` in all; a server that does not answer
-        ends the wait at once (what is left is on disk).
+    def settle(self, timeout_s: float, *, probe_now: bool = True) -> bool:
+        """:meth:`flush`, and while the writer is still behind a server that answers again, wait for its catch-up,
+        up to ``timeout_s`` in all; a server that does not answer ends the wait at once (what is left is on disk).
+
+        Args:
+            timeout_s: the longest wait.
+            probe_now: ask the server from this thread whether it answers (2 s at most); ``False`` trusts the
+                writer's own latest probe instead, so that this thread never waits for the network unless the
+                writer is catching up with a server that answers.
 
         Returns:
             ``True`` iff everything reached the store.
         """
         deadline = time.monotonic() + timeout_s
         while not self.flush(timeout_s=max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline or not probe(self.tracking_uri):
+            answers = probe(self.tracking_uri) if probe_now else self._answers
+            if time.monotonic() >= deadline or not answers:
                 return False
             time.sleep(0.2)
         return True
@@ -189,7 +194,7 @@ class _Delivery:
         return not self._pending and self._inflight is None and not self._spooled
 
     def _spool_leftovers(self) -> None:
-        """Put what is queued (and an operation stuck in a request) on disk, from the caller's thread."""
+        """Put what is queued (and an operation stuck in a request) on disk."""
         with self._spool_lock:
             with self._cond:
                 ops = list(self._pending)
@@ -215,7 +220,7 @@ class _Delivery:
                     caught_up = self._reachable() and self._catch_up(generation)
                     next_probe = time.monotonic() + (0.0 if caught_up else self._retry_interval_s)
                 if self._down:
-                    self._spool_pending()
+                    self._spool_leftovers()
                 continue
             if not self._send_next(generation):
                 next_probe = time.monotonic() + self._retry_interval_s
@@ -230,7 +235,8 @@ class _Delivery:
         return max(0.0, next_probe - time.monotonic()) if (self._down or self._spooled) else None
 
     def _reachable(self) -> bool:
-        return probe(self.tracking_uri)
+        self._answers = probe(self.tracking_uri)
+        return self._answers
 
     def _send_next(self, generation: int) -> bool:
         """Send the oldest queued operation; on an outage spool it and everything after it. False when down."""
@@ -315,13 +321,6 @@ class _Delivery:
                 path = self._locate()
             where = f"spooling to {path}" if path else "nothing can be spooled; undelivered operations are dropped"
             self._warn(f"MLflow tracking server {self.tracking_uri} unreachable; {where}")
-
-    def _spool_pending(self) -> None:
-        with self._spool_lock:
-            with self._cond:
-                ops = list(self._pending)
-                self._pending.clear()
-            self._add_to_spool(ops)
 
     def _locate(self) -> Path | None:
         """Create the spool at the first writable location (caller holds ``_spool_lock``); say once where it went

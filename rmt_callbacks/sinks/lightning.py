@@ -79,7 +79,7 @@ def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, s
             logger.log_metrics(dict(metrics), step=step)
 
 
-def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float = FLUSH_TIMEOUT_S, probe_now: bool = True) -> bool:
     """Wait until what :func:`log_to_loggers` queued for the ``MLFlowLogger`` runs reached their stores (a server
     that has just come back gets the writer's catch-up; one that does not answer ends the wait at once).
 
@@ -87,6 +87,8 @@ def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float = FLUSH_TIMEOUT
         loggers: usually ``trainer.loggers``; loggers other than MLflow write synchronously and are left alone.
         timeout_s: the longest wait per run; what is still undelivered then stays spooled on disk (the writer
             says where), and nothing is lost.
+        probe_now: ask each server whether it answers from this thread (at the end of training); ``False`` (at a
+            checkpoint, mid-training) trusts the writer's latest probe, so a server that is away costs no wait.
 
     Returns:
         ``True`` iff everything reached the stores.
@@ -99,7 +101,7 @@ def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float = FLUSH_TIMEOUT
     for logger in mlflow_loggers(loggers):
         from .spool import MlflowWriter
 
-        delivered = MlflowWriter.for_logger(logger).settle(timeout_s) and delivered
+        delivered = MlflowWriter.for_logger(logger).settle(timeout_s, probe_now=probe_now) and delivered
     return delivered
 
 
