@@ -9,7 +9,7 @@ scaling rule"). Per seed, three runs start from one network and train for the sa
 * (0.1, 16): twice the temperature, so widths √2 larger; divided by √T all three coincide.
 
 All runs go to one MLflow experiment, ``scaling-rule``. The example then reads each matrix's
-``rmt/<m>/dyson_width`` and ``rmt/<m>/dyson_level_spacing`` (and ``rmt/noise_temperature``) back with
+``rmt/<m>/dyson_width`` and ``rmt/<m>/dyson_level_spacing`` (and ``rmt/dyson/noise_temperature``) back with
 ``MlflowClient``, prints the ratios of the stationary widths, what they should be and what
 ``rmt_callbacks.scaling`` advises, and draws the widths against Langevin time.
 
@@ -211,8 +211,8 @@ class Widths:
 
 
 def read_widths(client: MlflowClient, run_id: str) -> Widths:
-    """Every matrix's ``dyson_width`` and ``dyson_level_spacing``, and the monitor's ``rmt/lr``, ``rmt/batch_size``
-    and ``rmt/noise_temperature``, from the MLflow run ``run_id``."""
+    """Every matrix's ``dyson_width`` and ``dyson_level_spacing``, and the monitor's ``rmt/dyson/lr``,
+    ``rmt/dyson/batch_size`` and ``rmt/dyson/noise_temperature``, from the MLflow run ``run_id``."""
     metrics = client.get_run(run_id).data.metrics
     matrices = sorted(k.removesuffix("/dyson_width") for k in metrics if k.endswith("/dyson_width"))
     if not matrices:
@@ -224,11 +224,11 @@ def read_widths(client: MlflowClient, run_id: str) -> Widths:
     width = {m: history(f"{m}/dyson_width") for m in matrices}
     spacing = {m: history(f"{m}/dyson_level_spacing") for m in matrices}
     steps = sorted(set.intersection(*(set(h) for h in (*width.values(), *spacing.values()))))
-    lr = metrics["rmt/lr"]
+    lr = metrics["rmt/dyson/lr"]
     return Widths(
         lr=lr,
-        batch_size=int(metrics["rmt/batch_size"]),
-        temperature=metrics["rmt/noise_temperature"],
+        batch_size=int(metrics["rmt/dyson/batch_size"]),
+        temperature=metrics["rmt/dyson/noise_temperature"],
         time=np.array(steps, dtype=float) * lr,  # a constant α: Langevin time is α × step
         width={m.removeprefix("rmt/"): np.array([h[s] for s in steps]) for m, h in width.items()},
         spacing={m.removeprefix("rmt/"): np.array([h[s] for s in steps]) for m, h in spacing.items()},

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FIGURES = "rmt/monitor/figures/net.0.weight"  # SpectrumMonitor's artifacts sit under <prefix><label>/
 
 
 def _load(name: str) -> ModuleType:
@@ -49,11 +50,11 @@ def test_mlp_example(in_store: tuple[Path, str]) -> None:
     steps = [m.step for m in client.get_metric_history(run_id, "rmt/net.0.weight/lambda_max")]
     assert steps[0] == 0 and steps[-1] == 10 and len(steps) >= 2  # more than the initial step: the final weights
     assert set(steps) <= set(range(11))  # due steps 5 and 10, or as soon as the worker could take them
-    artifacts = {f.path for f in client.list_artifacts(run_id, "spectra")}
-    assert {f"spectra/step_{s:08d}.npz" for s in steps} <= artifacts  # every analysis logged its spectra
-    figures = {f.path for f in client.list_artifacts(run_id, "figures/net.0.weight")}
-    assert {"figures/net.0.weight/step_00000000.png", "figures/net.0.weight/step_00000010.png"} <= figures
-    assert "figures/net.0.weight/evolution.png" in figures
+    artifacts = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")}
+    assert {f"rmt/monitor/spectra/step_{s:08d}.npz" for s in steps} <= artifacts  # every analysis logged its spectra
+    figures = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/figures/net.0.weight")}
+    assert {f"{FIGURES}/step_00000000.png", f"{FIGURES}/step_00000010.png"} <= figures
+    assert f"{FIGURES}/evolution.png" in figures
 
 
 def test_transformer_example(in_store: tuple[Path, str]) -> None:

@@ -4,7 +4,8 @@ Figures are rendered here (on the monitor's background thread) to PNG bytes and 
 (:class:`~rmt_callbacks.sinks.plots.Rendered`), once for every sink: MLflow takes the PNGs as artifacts through the
 run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (queued, spooled while the server is down), TensorBoard the
 pixels as images. Values fixed for a matrix during a run (shape, aspect ratio, method, skip and failure reasons) are
-run tags, sent when they change, never per-step metrics.
+run tags, sent when they change, never per-step metrics. Every artifact path starts with the monitor's folder
+``root`` = ``<log_key_prefix><label>`` (:mod:`._identity`), so monitors sharing a run never overwrite each other's.
 """
 
 from __future__ import annotations
@@ -91,28 +92,34 @@ def run_tags(results: Sequence[MatrixResult]) -> dict[str, str]:
 
 
 def write_artifacts(
-    run: Any, results: Sequence[MatrixResult], *, step: int, figures: Mapping[str, Any], tags: Mapping[str, str]
+    run: Any,
+    results: Sequence[MatrixResult],
+    *,
+    root: str,
+    step: int,
+    figures: Mapping[str, Any],
+    tags: Mapping[str, str],
 ) -> None:
     """Spectra, the fit table, ``tags`` and the rendered ``figures`` of one analysis into ``run`` (an
-    :class:`~rmt_callbacks.sinks.spool.MlflowWriter`)."""
+    :class:`~rmt_callbacks.sinks.spool.MlflowWriter`), under the monitor's artifact folder ``root``."""
     stem = f"step_{step:08d}"
     done = [r for r in results if r.skipped is None]
     exact = {r.name: r.spectra["gram"].numpy() for r in done if "density" not in r.spectra}
     if exact:
-        run.log_arrays(exact, artifact_path("spectra", f"{stem}.npz"))
+        run.log_arrays(exact, artifact_path(root, "spectra", f"{stem}.npz"))
     symmetric = {r.name: r.spectra["symmetric"].numpy() for r in done if "symmetric" in r.spectra}
     if symmetric:
-        run.log_arrays(symmetric, artifact_path("spectra", "symmetric", f"{stem}.npz"))
+        run.log_arrays(symmetric, artifact_path(root, "spectra", "symmetric", f"{stem}.npz"))
     densities = {r.name: r for r in done if "density" in r.spectra}  # estimated (SLQ): a density on bin edges
     if densities:
         arrays = {f"{n}/density": r.spectra["density"].numpy() for n, r in densities.items()}
         arrays.update({f"{n}/edges": r.spectra["density_edges"].numpy() for n, r in densities.items()})
-        run.log_arrays(arrays, artifact_path("spectra", "density", f"{stem}.npz"))
-    run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path("fits", f"{stem}.json"))
+        run.log_arrays(arrays, artifact_path(root, "spectra", "density", f"{stem}.npz"))
+    run.log_table([{"step": step, **row} for row in to_rows(results)], artifact_path(root, "fits", f"{stem}.json"))
     if tags:
         run.set_tags(dict(tags))
     for name, rendered in figures.items():
-        run.log_image(rendered.png, artifact_path("figures", name, f"{stem}.png"))
+        run.log_image(rendered.png, artifact_path(root, "figures", name, f"{stem}.png"))
 
 
 def summary_rows(last: Mapping[str, tuple[int, MatrixResult]]) -> list[dict[str, Any]]:
@@ -136,13 +143,19 @@ def summary_rows(last: Mapping[str, tuple[int, MatrixResult]]) -> list[dict[str,
 
 
 def write_closing(
-    run: Any, *, step: int, drawn: Mapping[str, Any], figures: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    run: Any,
+    *,
+    root: str,
+    step: int,
+    drawn: Mapping[str, Any],
+    figures: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
 ) -> None:
-    """The end-of-training record: the last step's figures if not drawn yet, each matrix's evolution figure and the
-    summary table."""
+    """The end-of-training record under the monitor's artifact folder ``root``: the last step's figures if not
+    drawn yet, each matrix's evolution figure and the summary table."""
     for name, rendered in drawn.items():
-        run.log_image(rendered.png, artifact_path("figures", name, f"step_{step:08d}.png"))
+        run.log_image(rendered.png, artifact_path(root, "figures", name, f"step_{step:08d}.png"))
     for name, rendered in figures.items():
-        run.log_image(rendered.png, artifact_path("figures", name, "evolution.png"))
+        run.log_image(rendered.png, artifact_path(root, "figures", name, "evolution.png"))
     if rows:
-        run.log_table(list(rows), artifact_path("summary", "matrices.json"))
+        run.log_table(list(rows), artifact_path(root, "summary", "matrices.json"))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import queue
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["OnceMessages", "deferred_message", "dyson_message", "late_message", "shape_of"]
+__all__ = ["OnceMessages", "deferred_message", "dyson_message", "late_message", "report_skips", "shape_of"]
 
 
 def shape_of(reason: str) -> str:
@@ -57,6 +58,16 @@ class OnceMessages:
                 rank_zero_info(message)
             else:
                 rank_zero_warn(message, category=RuntimeWarning)
+
+
+def report_skips(said: OnceMessages, results: Sequence[Any]) -> None:
+    """Say once per (matrix, reason) that SpectrumMonitor skipped a matrix, or that one of its fits failed."""
+    for r in results:  # MatrixResult
+        if r.skipped is not None:
+            said.once((r.name, shape_of(r.skipped)), f"SpectrumMonitor: skipping {r.name!r}: {r.skipped}")
+        for analysis, reason in r.failures.items():
+            why = f"SpectrumMonitor: {analysis} fit of {r.name!r} failed: {reason}"
+            said.once((r.name, analysis, shape_of(reason)), why, info=True)
 
 
 def late_message(cadence: str, *, cost: float, due: int, step: int, previous: int | None, keys: tuple[str, str]) -> str:

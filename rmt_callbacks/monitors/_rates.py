@@ -16,15 +16,17 @@ References: arXiv:2412.20496 (E4), arXiv:1710.06451 (momentum).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
 
 from ..dynamics import noise_temperature
+from ._messages import dyson_message
 
-__all__ = ["Clocks", "GroupKey", "Rate", "Snapshot", "group_index", "rate_of", "sole_group"]
+__all__ = ["Clocks", "GroupKey", "Rate", "Snapshot", "group_index", "rate_of", "sole_group", "temperature_notes"]
 
 GroupKey = tuple[int, int]
 """(index of the optimizer in ``trainer.optimizers``, index of the parameter group)."""
@@ -142,3 +144,29 @@ def sole_group(optimizers: Iterable[torch.optim.Optimizer]) -> GroupKey | None:
     """The one parameter group of the run, if there is exactly one (sharded parameters are matched to it)."""
     keys = [(o, g) for o, opt in enumerate(optimizers) for g in range(len(opt.param_groups))]
     return keys[0] if len(keys) == 1 else None
+
+
+Note = tuple[tuple[str, ...], str | Callable[[], str], bool]
+"""A message for :class:`~._messages.OnceMessages`: its key, the text (or what formats it), whether it is info."""
+
+
+def temperature_notes(
+    clocks: Clocks, last: dict[GroupKey, tuple[float, float, int]], batch: int | None, *, tolerance: float, step: int
+) -> Iterator[Note]:
+    """What to say (once each) about each group's temperature: the optimizer has none (adaptive), momentum makes it
+    effective, or it jumped by more than ``tolerance`` (relative) since ``last`` (updated here) at global ``batch``."""
+    for key, clock in clocks.groups.items():
+        rate = clock.rate
+        if not rate.covered and not math.isnan(rate.lr):
+            yield ("adaptive", rate.optimizer), partial(dyson_message, "adaptive", optimizer=rate.optimizer), False
+        elif rate.momentum > 0:
+            said = partial(dyson_message, "momentum", momentum=rate.momentum, lr=rate.lr, gap=1 - rate.momentum)
+            yield ("momentum",), said, True
+        temperature = None if batch is None else rate.temperature(batch)
+        if temperature is None or batch is None:
+            continue
+        previous, last[key] = last.get(key), (temperature, rate.lr, batch)
+        if previous is not None and abs(temperature / previous[0] - 1.0) > tolerance:
+            keep = previous[0] * batch * rate.lr / rate.step  # the lr giving the previous T now
+            values = {"previous": previous[0], "temperature": temperature, "lr": rate.lr, "batch": batch}
+            yield ("jump",), dyson_message("jump", step=step, keep=keep, **values), False

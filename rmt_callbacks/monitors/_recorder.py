@@ -29,6 +29,7 @@ from ._artifacts import (
     write_closing,
 )
 from ._history import LevelHistory
+from ._identity import artifact_root, run_key
 from ._messages import OnceMessages
 
 __all__ = ["Clock", "Recorder", "Report"]
@@ -67,14 +68,23 @@ class Recorder:
         analyses: the analyses to run (:data:`~rmt_callbacks.analysis.ANALYSES`).
         dense_limit: see :func:`~rmt_callbacks.analysis.analyze_views`.
         prefix: the metric-key prefix.
+        label: the monitor's label (:mod:`._identity`): run-level keys ``<prefix><label>/<stat>``, artifacts under
+            ``<prefix><label>/``; set again when the monitor is labelled at setup.
         said: where warnings go (emitted by the training thread).
         ledger: the steps a resumed MLflow run already holds.
     """
 
     def __init__(
-        self, *, analyses: Sequence[str], dense_limit: int, prefix: str, said: OnceMessages, ledger: StepLedger
+        self,
+        *,
+        analyses: Sequence[str],
+        dense_limit: int,
+        prefix: str,
+        label: str,
+        said: OnceMessages,
+        ledger: StepLedger,
     ) -> None:
-        self.analyses, self.dense_limit, self.prefix = tuple(analyses), dense_limit, prefix
+        self.analyses, self.dense_limit, self.prefix, self.label = tuple(analyses), dense_limit, prefix, label
         self.said, self.ledger, self.clock = said, ledger, Clock()
         self.history = LevelHistory()
         self.last: dict[str, tuple[int, MatrixResult]] = {}  # each matrix's last good analysis: (step, result)
@@ -84,6 +94,15 @@ class Recorder:
     def key(self, name: str, stat: str) -> str:
         """The metric key of ``stat`` of matrix (or section) ``name``."""
         return metric_key(self.prefix, name, stat)
+
+    def run_key(self, stat: str) -> str:
+        """The run-level metric key of ``stat``: ``<prefix><label>/<stat>``."""
+        return run_key(self.prefix, self.label, stat)
+
+    @property
+    def root(self) -> str:
+        """The folder of the monitor's MLflow artifacts: ``<prefix><label>``."""
+        return artifact_root(self.prefix, self.label)
 
     def analyse(
         self, views: list[MatrixView], mlflow: list[Any], pixels: bool, *, step: int, interval: int, figures: bool
@@ -101,13 +120,14 @@ class Recorder:
         if mlflow and metrics:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
             mlflow = self.ledger.loggers(mlflow, step=step, key=next(iter(metrics)))  # a key of this monitor's own
         for logger in mlflow:
-            self._write(logger, partial(write_artifacts, results=results, step=step, figures=rendered, tags=tags))
+            write = partial(write_artifacts, root=self.root, results=results, step=step, figures=rendered, tags=tags)
+            self._write(logger, write)
         seconds = time.perf_counter() - start
         self.clock.jobs += seconds
-        metrics[self.key("monitor", "analysis_seconds")] = seconds
-        metrics[self.key("monitor", "analysis_interval")] = float(interval)
+        metrics[self.run_key("analysis_seconds")] = seconds
+        metrics[self.run_key("analysis_interval")] = float(interval)
         if step > 0:  # at step 0 no training has happened yet: its share would be 1 by construction
-            metrics[self.key("monitor", "overhead")] = self.clock.overhead()
+            metrics[self.run_key("overhead")] = self.clock.overhead()
         for logger in mlflow:
             self._write(logger, lambda run: run.log_metrics(metrics, step=step))
         images = {self.key(n, "spectrum"): r.rgb for n, r in rendered.items()} if pixels else {}
@@ -124,7 +144,8 @@ class Recorder:
             rendered = render_evolution(self.history, {n: r for n, (_, r) in self.last.items()})
         rows = summary_rows(self.last)
         for logger in mlflow:
-            self._write(logger, partial(write_closing, step=step, drawn=drawn, figures=rendered, rows=rows))
+            write = partial(write_closing, root=self.root, step=step, drawn=drawn, figures=rendered, rows=rows)
+            self._write(logger, write)
         images = {self.key(n, "spectrum"): r.rgb for n, r in drawn.items()} if pixels else {}
         images.update({self.key(n, "evolution"): r.rgb for n, r in rendered.items()} if pixels else {})
         return Report(step, [], {}, time.perf_counter() - start, {}, images)

@@ -24,24 +24,25 @@ from lightning.pytorch.callbacks import Callback
 
 from ..analysis import _skip_reason, resolve_views
 from ..dynamics import normalized, window_statistics
-from ..sinks.keys import metric_key, sanitize
+from ..sinks.keys import metric_key
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
 from ..spectral import nonstructural_levels
 from ..spectral.stacks import stacked_levels
 from . import _batch as batches
 from . import _schedule as schedule
 from ._gather import is_sharded, snapshot_module, strategy_root
+from ._identity import Labelled
 from ._messages import OnceMessages, dyson_message, shape_of
-from ._rates import Clocks, GroupKey, Snapshot, group_index, sole_group
+from ._rates import Clocks, GroupKey, Snapshot, group_index, sole_group, temperature_notes
 from ._selection import has_lazy_parameters, validate_filter, validate_patterns
 from ._worker import StrideBudget
 
 __all__ = ["DysonMonitor"]
 
-RUN_WIDE = {"lr": "lr", "temperature": "noise_temperature"}  # per-matrix rate keys when one group trains all
+RUN_WIDE = {"lr": "lr", "temperature": "noise_temperature"}  # run-level rate keys when one group trains all
 
 
-class DysonMonitor(Callback):
+class DysonMonitor(Labelled, Callback):
     r"""Log eigenvalue fluctuations of the weights and the SGD noise temperature :math:`T = \alpha/|B|` behind them.
 
     **Snapshots.** After every ``every_n_train_steps``-th optimizer step (never twice at one ``global_step``: under
@@ -64,10 +65,12 @@ class DysonMonitor(Callback):
         * ``…_normalized``: widths divided by :math:`\sqrt{T}`, the diffusion by :math:`T`, :math:`T` that of the
           matrix's parameter group; equal across runs at equal :math:`\alpha/|B|` (widths: over windows of equal
           Langevin time, ``every_n_train_steps`` :math:`\propto 1/\alpha`).
-        * ``{p}lr``, ``{p}noise_temperature``: :math:`\alpha` of the update just taken and :math:`T`, when every
-          selected matrix is trained by one parameter group; otherwise per matrix, ``{p}{m}/dyson_lr`` and
-          ``{p}{m}/dyson_temperature``. ``{p}batch_size``: the global :math:`|B|`; ``{p}dyson/stride``;
+        * ``{p}dyson/lr``, ``{p}dyson/noise_temperature``: :math:`\alpha` of the update just taken and :math:`T`,
+          when one parameter group trains every selected matrix; otherwise per matrix, ``{p}{m}/dyson_lr`` and
+          ``{p}{m}/dyson_temperature``. ``{p}dyson/batch_size``: the global :math:`|B|`; ``{p}dyson/stride``;
           ``{p}dyson/window``: snapshots in the window (below ``window`` while it fills, estimates are rougher).
+          ``dyson`` is the monitor's label: ``dyson-2``, ``dyson-3``, … for the second, third, … DysonMonitor with
+          the same ``log_key_prefix`` in the Trainer (said at setup).
 
     **Temperature.** :math:`\alpha` is the learning rate of the parameter group holding the matrix (any number of
     optimizers and groups), read just before each update (schedulers included); ``lr`` overrides it. :math:`|B|`
@@ -89,7 +92,10 @@ class DysonMonitor(Callback):
     a selection matching nothing raises at fit start (lazy parameters wait for their first forward); no logger:
     warned once, nothing computed; only rank zero logs; a matrix that cannot be analysed, or that no optimizer
     updates, is skipped with one message per reason; the window is in ``state_dict`` (a resumed run continues, and
-    replayed steps are not logged twice into an MLflow run); a run that ends before its window filled says so.
+    replayed steps are not logged twice into an MLflow run); a run that ends before its window filled says so. Any
+    number of DysonMonitors can share a Trainer if they differ in cadence, ``window``, selection, ``lr``,
+    ``batch_size`` or ``log_key_prefix`` (all in :attr:`state_key`); two with identical ones are refused by
+    Lightning, as they would log the same records twice.
 
     Args:
         every_n_train_steps: a snapshot every this many optimizer steps (an int >= 1).
@@ -113,6 +119,10 @@ class DysonMonitor(Callback):
         ...
         ValueError: every_n_train_steps must be an int >= 1, got None
     """
+
+    SECTION, RUN_STATS = "dyson", ("stride", "window", "batch_size", "lr", "noise_temperature")
+    IDENTITY = ("every_n_train_steps", "log_every_n_steps", "window", "include", "exclude", "param_filter", "lr")
+    IDENTITY += ("batch_size", "log_key_prefix")
 
     def __init__(
         self,
@@ -156,12 +166,6 @@ class DysonMonitor(Callback):
         self._sharded = self._active = False
         self._seen_step: int | None = None  # the last global_step handled (accumulation ends batches at one step)
         self._logged_step: int | None = None
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            include=self.include, exclude=self.exclude, log_key_prefix=self.log_key_prefix, window=self.window
-        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -324,36 +328,24 @@ class DysonMonitor(Callback):
 
     def _check_jumps(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
         """Say once what temperature each group's optimizer has, and when a temperature jumps."""
-        for key, clock in self._clocks.groups.items():
-            rate = clock.rate
-            if not rate.covered and not math.isnan(rate.lr):
-                said = partial(dyson_message, "adaptive", optimizer=rate.optimizer)  # formatted once, if said
-                self._said.once(("adaptive", rate.optimizer), said)
-            elif rate.momentum > 0:
-                said = partial(dyson_message, "momentum", momentum=rate.momentum, lr=rate.lr, gap=1 - rate.momentum)
-                self._said.once(("momentum",), said, info=True)
-            temperature = None if batch is None else rate.temperature(batch.size)
-            if temperature is None or batch is None:
-                continue
-            previous, self._temperatures[key] = self._temperatures.get(key), (temperature, rate.lr, batch.size)
-            if previous is not None and abs(temperature / previous[0] - 1.0) > self.jump_tolerance:
-                keep = previous[0] * batch.size * rate.lr / rate.step  # the lr giving the previous T now
-                values = {"previous": previous[0], "temperature": temperature, "lr": rate.lr, "batch": batch.size}
-                self._said.once(("jump",), dyson_message("jump", step=trainer.global_step, keep=keep, **values))
+        size, step = None if batch is None else batch.size, trainer.global_step
+        notes = temperature_notes(self._clocks, self._temperatures, size, tolerance=self.jump_tolerance, step=step)
+        for key, said, info in notes:
+            self._said.once(key, said, info=info)
 
     # -- what is logged ------------------------------------------------------------------------------------------
 
     def _log(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
         step, self._logged_step = trainer.global_step, trainer.global_step
-        key = sanitize(f"{self.log_key_prefix}dyson/stride")  # replayed steps of a resumed MLflow run: once
+        key = self.run_key("stride")  # replayed steps of a resumed MLflow run: once
         log_to_loggers(self._ledger.loggers(trainer.loggers, step=step, key=key), self._metrics(batch), step=step)
 
     def _metrics(self, batch: batches.GlobalBatch | None) -> dict[str, float]:
         p = self.log_key_prefix
         filled = max((len(b) for b in self._snapshots.values()), default=0)  # a filling window's estimates: rough
-        out = {sanitize(f"{p}dyson/stride"): float(self._stride), sanitize(f"{p}dyson/window"): float(filled)}
+        out = {self.run_key("stride"): float(self._stride), self.run_key("window"): float(filled)}
         if batch is not None:
-            out[sanitize(f"{p}batch_size")] = float(batch.size)
+            out[self.run_key("batch_size")] = float(batch.size)
         groups = {self._groups[n] for n, b in self._snapshots.items() if b}
         shared = len(groups) == 1
         for name, buffer in self._snapshots.items():
@@ -368,7 +360,7 @@ class DysonMonitor(Callback):
                 stats |= normalized(stats, temperature)
             rates = {"lr": math.nan if rate is None else rate.lr, "temperature": temperature or math.nan}
             if shared:  # one group trains them all: run-wide keys
-                out |= {sanitize(p + RUN_WIDE[k]): v for k, v in rates.items() if math.isfinite(v)}
+                out |= {self.run_key(RUN_WIDE[k]): v for k, v in rates.items() if math.isfinite(v)}
             else:
                 stats |= rates
             out |= {metric_key(p, name, f"dyson_{stat}"): float(v) for stat, v in stats.items() if math.isfinite(v)}
@@ -381,7 +373,7 @@ class DysonMonitor(Callback):
         factor, cost, elapsed = self._budget.record(start, time.perf_counter() - start)
         if factor > 1:
             self._stretch(factor)
-            key, values = f"{self.log_key_prefix}dyson/stride", {"stride": self._stride, "elapsed": elapsed}
+            key, values = self.run_key("stride"), {"stride": self._stride, "elapsed": elapsed}
             said = dyson_message("stride", step=step, key=key, cost=cost, budget=self._budget.fraction, **values)
             self._said.once(("stride", str(self._stride)), said, info=not self._explicit_budget)
 

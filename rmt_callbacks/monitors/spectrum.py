@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
@@ -26,13 +26,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ..analysis import DEFAULT_ANALYSES, Analysis, MatrixResult, resolve_views, validate_analyses
+from ..analysis import DEFAULT_ANALYSES, Analysis, resolve_views, validate_analyses
 from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers, mlflow_loggers
 from ..sinks.tensorboard import log_histograms, log_images, tensorboard_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
 from . import _schedule as schedule
 from ._gather import is_sharded, snapshot_module, snapshot_views, strategy_root
-from ._messages import OnceMessages, deferred_message, late_message, shape_of
+from ._identity import Labelled
+from ._messages import OnceMessages, deferred_message, late_message, report_skips
 from ._recorder import Clock, Recorder, Report
 from ._schedule import DEFAULT_OVERHEAD_BUDGET
 from ._selection import has_lazy_parameters, parameter_names, validate_filter, validate_patterns
@@ -41,7 +42,7 @@ from ._worker import AnalysisWorker, Finished, OverheadBudget, one_intra_op_thre
 __all__ = ["DEFAULT_OVERHEAD_BUDGET", "SpectrumMonitor"]
 
 
-class SpectrumMonitor(Callback):
+class SpectrumMonitor(Labelled, Callback):
     r"""Log the spectra of weight matrices, their level spacings and random-matrix fits during training.
 
     Each selected parameter is viewed as matrices ``(..., M, N)`` (``nn.Linear`` as is, ``nn.ConvNd`` one
@@ -80,20 +81,29 @@ class SpectrumMonitor(Callback):
           Marchenko–Pastur fit; ``surmise_beta``, ``surmise_ks``: the Wigner-surmise fit of the spacings;
           ``semicircle_center``, ``semicircle_radius``, ``semicircle_ks``: the semicircle fit of
           :math:`(W + W^\top)/2`, square matrices, only with ``"semicircle"`` in ``analyses``.
-        * ``{log_key_prefix}monitor/analysis_seconds``: the wall time of the analysis, its figures and artifacts;
-          ``…/analysis_interval``: optimizer steps since the previous analysis (0 for the first);
-          ``…/overhead``: the monitor's time (copies in the hook and the analyses) over the training time so far.
+        * ``{log_key_prefix}{label}/analysis_seconds`` (``rmt/monitor/…`` by default): the wall time of the analysis,
+          its figures and artifacts; ``…/analysis_interval``: optimizer steps since the previous analysis (0 for the
+          first); ``…/overhead``: the monitor's time (copies in the hook and the analyses) over the training time.
 
         A failed fit logs nothing; it shows in the fit table and in the run tag ``rmt.failed.<matrix>``.
 
     MLflow run (with an ``MLFlowLogger``): tags ``rmt.matrix.<matrix>`` (shape, kind, :math:`q = N/M`),
     ``rmt.method.<matrix>`` (``eigvalsh`` or ``slq``), ``rmt.skipped.<matrix>``, ``rmt.failed.<matrix>``;
-    artifacts ``spectra/step_{step:08d}.npz`` (Gram eigenvalues per matrix; ``spectra/symmetric/…``,
-    ``spectra/density/…`` for symmetric parts and estimated densities), ``fits/step_{step:08d}.json`` (one row per
-    matrix), ``figures/{matrix}/step_{step:08d}.png`` (spectrum with the fitted law, :math:`\lambda_+` and spikes
-    marked, its log-log view, spacings), and at the end ``figures/{matrix}/evolution.png`` (the spectrum over
-    training) and ``summary/matrices.json`` (each matrix's last values and the model means). TensorBoard: the
-    eigenvalues as a histogram ``{log_key_prefix}{matrix}/eigenvalues`` per analysis, the figures as images.
+    artifacts under ``{log_key_prefix}{label}/`` (``rmt/monitor/`` by default): ``spectra/step_{step:08d}.npz``
+    (Gram eigenvalues per matrix; ``spectra/symmetric/…``, ``spectra/density/…`` for symmetric parts and estimated
+    densities), ``fits/step_{step:08d}.json`` (one row per matrix), ``figures/{matrix}/step_{step:08d}.png``
+    (spectrum with the fitted law, :math:`\lambda_+` and spikes marked, its log-log view, spacings), and at the end
+    ``figures/{matrix}/evolution.png`` (the spectrum over training) and ``summary/matrices.json`` (each matrix's last
+    values and the model means). TensorBoard: the eigenvalues as a histogram ``{log_key_prefix}{matrix}/eigenvalues``
+    per analysis, the figures as images.
+
+    **Several monitors.** Any number can share a Trainer if they differ in an argument that changes what they
+    analyse or log (cadence, ``include``, ``exclude``, ``param_filter``, ``analyses``, ``log_key_prefix``,
+    ``dense_limit``, ``figure_every_n_analyses``): all of these are in :attr:`state_key`, so each restores its own
+    state from a checkpoint. Two with identical arguments would log the same records twice, and Lightning refuses
+    them. The ``label`` is ``monitor``, or ``monitor-2``, ``monitor-3``, … for the second, third, … with the same
+    ``log_key_prefix`` in ``trainer.callbacks`` (said at setup); per-matrix keys do not carry it, so monitors that
+    share a prefix should select different matrices (warned otherwise).
 
     Args:
         every_n_train_steps: analyse every this many optimizer steps (``trainer.global_step``).
@@ -129,6 +139,11 @@ class SpectrumMonitor(Callback):
         ...
         ValueError: every_n_train_steps and every_n_epochs are mutually exclusive, got every_n_train_steps=10 and every_n_epochs=1; set one of them
     """  # noqa: E501
+
+    SECTION, RUN_STATS = "monitor", ("analysis_seconds", "analysis_interval", "overhead")
+    ARTIFACTS = "spectra/, fits/, figures/, summary/"
+    IDENTITY = ("every_n_train_steps", "every_n_epochs", "include", "exclude", "param_filter", "analyses")
+    IDENTITY += ("log_key_prefix", "dense_limit", "figure_every_n_analyses")
 
     def __init__(
         self,
@@ -173,17 +188,6 @@ class SpectrumMonitor(Callback):
         self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
         self._names: list[str] | None = None  # under sharding, the selected parameters (read on rank zero)
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            every_n_train_steps=self.every_n_train_steps,
-            every_n_epochs=self.every_n_epochs,
-            include=self.include,
-            exclude=self.exclude,
-            analyses=self.analyses,
-            log_key_prefix=self.log_key_prefix,
-        )
-
     def state_dict(self) -> dict[str, Any]:
         """The schedule; pending analyses are finished and logged first, so a checkpoint never loses one."""
         if self._trainer is not None:
@@ -207,10 +211,11 @@ class SpectrumMonitor(Callback):
 
     def _new_recorder(self) -> Recorder:
         kwargs = {"analyses": self.analyses, "dense_limit": self.dense_limit, "prefix": self.log_key_prefix}
-        return Recorder(**kwargs, said=self._said, ledger=self._ledger)
+        return Recorder(**kwargs, label=self.label, said=self._said, ledger=self._ledger)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer
+        super().setup(trainer, pl_module, stage)  # the label, among trainer.callbacks (._identity)
+        self._trainer, self._recorder.label = trainer, self.label
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ledger.reset()
@@ -352,7 +357,7 @@ class SpectrumMonitor(Callback):
             self._said.emit()
             return
         self._budget.finished(finished.seconds)  # analysis, figures and artifacts: the whole job
-        self._report_skips(report.results)
+        report_skips(self._said, report.results)
         others = [lg for lg in trainer.loggers if lg not in mlflow_loggers(trainer.loggers)]
         log_to_loggers(others, report.metrics, step=report.step)
         log_histograms(others, report.histograms, step=report.step)
@@ -360,7 +365,7 @@ class SpectrumMonitor(Callback):
         self._said.emit()
 
     def _warn_late(self, due: int, step: int, previous: int | None) -> None:
-        keys = self._key("monitor", "analysis_interval"), self._key("monitor", "overhead")
+        keys = self.run_key("analysis_interval"), self.run_key("overhead")
         asked = f"every_n_train_steps={self.every_n_train_steps}"
         asked = f"every_n_epochs={self.every_n_epochs}" if self.every_n_epochs else asked
         said = late_message(asked, cost=self._budget.last_cost, due=due, step=step, previous=previous, keys=keys)
@@ -369,7 +374,7 @@ class SpectrumMonitor(Callback):
     def _note_deferred(self, step: int) -> None:
         why = f"an analysis takes {self._budget.last_cost:.3g} s"
         why = "the previous analysis is still running" if self._worker.busy else why
-        key, fraction = self._key("monitor", "analysis_interval"), self._budget.fraction or 0.0
+        key, fraction = self.run_key("analysis_interval"), self._budget.fraction or 0.0
         said = deferred_message(why, fraction=fraction, step=step, key=key, explicit=self._explicit)
         self._said.once(("budget",), said, info=not self._explicit)  # a cadence asked for and not kept: a warning
 
@@ -382,17 +387,6 @@ class SpectrumMonitor(Callback):
                 raise ValueError(f"SpectrumMonitor: {exc}") from exc
             self._said.once(("selection",), f"SpectrumMonitor: nothing analysed: {exc}")
             return []
-
-    def _key(self, name: str, stat: str) -> str:
-        return self._recorder.key(name, stat)
-
-    def _report_skips(self, results: Sequence[MatrixResult]) -> None:
-        for r in results:
-            if r.skipped is not None:
-                self._said.once((r.name, shape_of(r.skipped)), f"SpectrumMonitor: skipping {r.name!r}: {r.skipped}")
-            for analysis, reason in r.failures.items():
-                why = f"SpectrumMonitor: {analysis} fit of {r.name!r} failed: {reason}"
-                self._said.once((r.name, analysis, shape_of(reason)), why, info=True)
 
     def _warn_replay(self, message: str) -> None:
         self._said.once(("replay",), f"SpectrumMonitor: {message}")

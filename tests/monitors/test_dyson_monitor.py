@@ -68,7 +68,8 @@ def test_logs_the_exact_temperature_of_a_real_run(tmp_path: Path) -> None:
         tmp_path,
         _loader(8),
     )
-    logged = [(int(r["step"]), float(r["rmt/noise_temperature"])) for r in rows if r.get("rmt/noise_temperature")]
+    key = "rmt/dyson/noise_temperature"
+    logged = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
     assert [s for s, _ in logged] == [5, 10, 15, 20]
     assert all(t == 0.05 / 8 for _, t in logged)
     assert _final(rows, "rmt/layer.weight/dyson_width") > 0.0

@@ -93,8 +93,9 @@ def test_accumulation_logs_the_numbers_of_the_unaccumulated_run(tmp_path: Path) 
         runs[name] = _fit(model, monitor, loader, tmp_path / name, max_steps=20, accumulate_grad_batches=accumulate)
         assert [s.step for s in monitor._snapshots["layers.0.weight"]] == list(range(11, 21))  # one per step
     plain, accumulated = runs["plain"], runs["accumulated"]
-    assert accumulated["rmt/batch_size"] == plain["rmt/batch_size"] == {5: 32.0, 10: 32.0, 15: 32.0, 20: 32.0}
-    assert accumulated["rmt/noise_temperature"] == pytest.approx({s: 0.05 / 32 for s in (5, 10, 15, 20)})
+    batch = {5: 32.0, 10: 32.0, 15: 32.0, 20: 32.0}
+    assert accumulated["rmt/dyson/batch_size"] == plain["rmt/dyson/batch_size"] == batch
+    assert accumulated["rmt/dyson/noise_temperature"] == pytest.approx({s: 0.05 / 32 for s in (5, 10, 15, 20)})
     for key in ("dyson_width", "dyson_diffusion", "dyson_width_normalized", "dyson_diffusion_normalized"):
         key = f"rmt/layers.0.weight/{key}"
         assert accumulated[key] == pytest.approx(plain[key], rel=1e-4), key  # the same trajectory up to rounding
@@ -121,7 +122,7 @@ def test_each_matrix_is_normalised_by_its_own_optimizer_and_group(tmp_path: Path
             assert list(logged[f"rmt/{layer}/dyson_temperature"].values()) == pytest.approx([lr / 16] * 4), name
             width, normalized = logged[f"rmt/{layer}/dyson_width"], logged[f"rmt/{layer}/dyson_width_normalized"]
             assert normalized == pytest.approx({s: w / math.sqrt(lr / 16) for s, w in width.items()})
-        assert "rmt/lr" not in logged and "rmt/noise_temperature" not in logged  # no run-wide rate to speak of
+        assert "rmt/dyson/lr" not in logged and "rmt/dyson/noise_temperature" not in logged  # no run-wide rate
 
 
 def test_the_logged_rate_is_the_one_of_the_update_just_taken(tmp_path: Path) -> None:
@@ -139,7 +140,7 @@ def test_the_logged_rate_is_the_one_of_the_update_just_taken(tmp_path: Path) -> 
             tmp_path,
             max_steps=6,
         )
-    assert logged["rmt/lr"] == pytest.approx({2: 0.1 * 0.5, 4: 0.1 * 0.5**3, 6: 0.1 * 0.5**5})  # update k: 0.1/2^(k-1)
+    assert logged["rmt/dyson/lr"] == pytest.approx({2: 0.1 * 0.5, 4: 0.1 * 0.5**3, 6: 0.1 * 0.5**5})  # 0.1/2^(k-1)
     assert len([w for w in caught if "jumped" in str(w.message)]) == 1
 
 
@@ -186,8 +187,8 @@ def test_batch_size_comes_from_the_argument_or_the_dataloader_whatever_the_batch
             tmp_path / str(explicit),
             max_steps=6,
         )
-        assert logged["rmt/batch_size"] == {3: 8.0, 6: 8.0}
-        assert logged["rmt/noise_temperature"] == pytest.approx({3: 0.05 / 8, 6: 0.05 / 8})
+        assert logged["rmt/dyson/batch_size"] == {3: 8.0, 6: 8.0}
+        assert logged["rmt/dyson/noise_temperature"] == pytest.approx({3: 0.05 / 8, 6: 0.05 / 8})
 
 
 def test_a_batch_size_guessed_from_shapes_is_warned_about(tmp_path: Path) -> None:
@@ -201,7 +202,7 @@ def test_a_batch_size_guessed_from_shapes_is_warned_about(tmp_path: Path) -> Non
         )
     guessed = [str(w.message) for w in caught if "guessed" in str(w.message)]
     assert len(guessed) == 1 and "batch_size=" in guessed[0]
-    assert logged["rmt/batch_size"] == {5: 4.0, 10: 4.0}
+    assert logged["rmt/dyson/batch_size"] == {5: 4.0, 10: 4.0}
 
 
 def test_momentum_gives_the_effective_temperature_and_adam_none(tmp_path: Path) -> None:
@@ -212,7 +213,7 @@ def test_momentum_gives_the_effective_temperature_and_adam_none(tmp_path: Path) 
         tmp_path / "momentum",
         max_steps=10,
     )
-    assert logged["rmt/noise_temperature"] == pytest.approx({5: 0.0125, 10: 0.0125})  # 0.01 / ((1 - 0.9) 8)
+    assert logged["rmt/dyson/noise_temperature"] == pytest.approx({5: 0.0125, 10: 0.0125})  # 0.01 / ((1 - 0.9) 8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logged = _fit(
@@ -258,7 +259,7 @@ def test_widths_are_those_of_the_nonstructural_levels_computed_with_numpy(
     width = np.mean([np.std(lv - np.polyval(np.polyfit(t, lv, 1), t)) for lv in levels.T]) / spacing
     diffusion = np.mean(np.var(np.diff(levels, axis=0) / np.sqrt(0.05), axis=0, ddof=1)) / (2 * spacing**2)
     with open(Path(logger.log_dir) / "metrics.csv") as fh:
-        row = [r for r in csv.DictReader(fh) if r.get("rmt/noise_temperature")][-1]
+        row = [r for r in csv.DictReader(fh) if r.get("rmt/dyson/noise_temperature")][-1]
     assert float(row["rmt/layers.0.weight/dyson_level_spacing"]) == pytest.approx(spacing, rel=1e-5)
     assert float(row["rmt/layers.0.weight/dyson_width"]) == pytest.approx(width, rel=1e-4)
     assert float(row["rmt/layers.0.weight/dyson_diffusion"]) == pytest.approx(diffusion, rel=1e-4)
@@ -400,7 +401,7 @@ def test_dampening_counts_only_with_momentum_and_lbfgs_closures_are_one_update(t
         tmp_path / "dampening",
         max_steps=8,
     )
-    assert logged["rmt/noise_temperature"] == pytest.approx({4: 0.05 / 16, 8: 0.05 / 16})
+    assert logged["rmt/dyson/noise_temperature"] == pytest.approx({4: 0.05 / 16, 8: 0.05 / 16})
     monitor = DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

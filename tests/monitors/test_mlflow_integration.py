@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.analysis import ANALYSES
 
+ROOT = "rmt/monitor"  # the monitor's artifact folder: <log_key_prefix><label>
 MATRICES = [
     "embed.weight",
     "conv.weight",
@@ -112,29 +113,31 @@ def _check_run(
     for name in MATRICES:
         assert metrics[f"rmt/{name}/lambda_max"] == pytest.approx(final[name].metrics["lambda_max"], rel=1e-9)
 
-    spectra = {f.path for f in client.list_artifacts(run_id, "spectra")}
-    assert {f"spectra/step_{k:08d}.npz" for k in steps} <= spectra
-    local = client.download_artifacts(run_id, f"spectra/step_{steps[-1]:08d}.npz", str(tmp_path))
+    spectra = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")}
+    assert {f"rmt/monitor/spectra/step_{k:08d}.npz" for k in steps} <= spectra
+    local = client.download_artifacts(run_id, f"rmt/monitor/spectra/step_{steps[-1]:08d}.npz", str(tmp_path))
     with np.load(local, allow_pickle=False) as arrays:
         assert sorted(arrays.files) == sorted(MATRICES)
         assert arrays["conv.weight"].shape == (3, 24)  # one Gram spectrum per kernel position
         for name in MATRICES:
             atol = 1e-13 * float(arrays[name].max())  # either CPU solver: equal to LAPACK's backward error, eps |X|
             np.testing.assert_allclose(arrays[name], final[name].spectra["gram"].numpy(), rtol=1e-12, atol=atol)
-    table = json.loads(Path(client.download_artifacts(run_id, "fits/step_00000005.json", str(tmp_path))).read_text())
+    table = Path(client.download_artifacts(run_id, f"{ROOT}/fits/step_00000005.json", str(tmp_path))).read_text()
+    table = json.loads(table)
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     assert [r["name"] for r in rows] == MATRICES and {r["step"] for r in rows} == {5}
     for name in MATRICES:  # per-step figures on the interval and at the last step, the evolution at the end
-        figures = [f.path for f in client.list_artifacts(run_id, f"figures/{name}")]
-        expected = [f"figures/{name}/step_{k:08d}.png" for k in figure_steps]
-        assert figures == sorted([*expected, f"figures/{name}/evolution.png"])
-    summary = json.loads(Path(client.download_artifacts(run_id, "summary/matrices.json", str(tmp_path))).read_text())
+        figures = [f.path for f in client.list_artifacts(run_id, f"rmt/monitor/figures/{name}")]
+        expected = [f"rmt/monitor/figures/{name}/step_{k:08d}.png" for k in figure_steps]
+        assert figures == sorted([*expected, f"rmt/monitor/figures/{name}/evolution.png"])
+    summary = Path(client.download_artifacts(run_id, f"{ROOT}/summary/matrices.json", str(tmp_path))).read_text()
+    summary = json.loads(summary)
     summary_rows = [dict(zip(summary["columns"], row, strict=True)) for row in summary["data"]]
     assert [r["name"] for r in summary_rows] == [*MATRICES, "(model mean)"]
     assert summary_rows[-1]["stable_rank"] == pytest.approx(np.mean([r["stable_rank"] for r in summary_rows[:-1]]))
     assert {r["step"] for r in summary_rows} == {steps[-1]}
     png = client.download_artifacts(
-        run_id, f"figures/attn.in_proj_weight.q/step_{figure_steps[-1]:08d}.png", str(tmp_path)
+        run_id, f"rmt/monitor/figures/attn.in_proj_weight.q/step_{figure_steps[-1]:08d}.png", str(tmp_path)
     )
     assert Path(png).read_bytes()[:4] == b"\x89PNG"
     return metrics
@@ -242,16 +245,17 @@ def test_matrices_past_the_dense_limit_are_estimated_and_say_so(tmp_path: Path) 
     for name in estimated:
         assert f"rmt/{name}/lambda_max" in metrics and f"rmt/{name}/estimated" not in metrics
         assert f"rmt/{name}/surmise_beta" not in metrics  # spacings need exact levels
-    with np.load(client.download_artifacts(mlf.run_id, "spectra/density/step_00000005.npz", str(tmp_path))) as f:
+    density_file = client.download_artifacts(mlf.run_id, f"{ROOT}/spectra/density/step_00000005.npz", str(tmp_path))
+    with np.load(density_file) as f:
         for name in estimated:
             density, edges = f[f"{name}/density"], f[f"{name}/edges"]
             assert edges.shape == (density.shape[0] + 1,) and abs(float((density * np.diff(edges)).sum()) - 1) < 1e-6
-    with np.load(client.download_artifacts(mlf.run_id, "spectra/step_00000005.npz", str(tmp_path))) as f:
+    with np.load(client.download_artifacts(mlf.run_id, "rmt/monitor/spectra/step_00000005.npz", str(tmp_path))) as f:
         assert list(f.keys()) == ["head.weight"]
     table = json.loads(
-        Path(client.download_artifacts(mlf.run_id, "fits/step_00000005.json", str(tmp_path))).read_text()
+        Path(client.download_artifacts(mlf.run_id, "rmt/monitor/fits/step_00000005.json", str(tmp_path))).read_text()
     )
     methods = dict(zip(table["columns"], zip(*table["data"], strict=True), strict=True))["method"]
     assert sorted(set(methods)) == ["eigvalsh", "slq"]
-    figures = {a.path for a in client.list_artifacts(mlf.run_id, "figures/head.weight")}
-    assert figures == {f"figures/head.weight/{f}.png" for f in ("step_00000000", "step_00000005", "evolution")}
+    figures = {a.path for a in client.list_artifacts(mlf.run_id, "rmt/monitor/figures/head.weight")}
+    assert figures == {f"{ROOT}/figures/head.weight/{f}.png" for f in ("step_00000000", "step_00000005", "evolution")}

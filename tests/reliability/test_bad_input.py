@@ -173,7 +173,7 @@ def test_healthy_matrices_keep_being_analysed(run) -> None:
         assert len(client.get_metric_history(run_id, f"rmt/{name}/stable_rank")) == STEPS + 1
         widths = [s for s, _ in _history(client, run_id, f"rmt/{name}/dyson_width")]  # only the trained one moves
         assert widths == ([4, 6, 8] if name == "net.weight" else []), name  # a width needs 3 snapshots
-    assert len(client.list_artifacts(run_id, "fits")) == STEPS + 1  # a fit table per step, failed fits included
+    assert len(client.list_artifacts(run_id, "rmt/monitor/fits")) == STEPS + 1  # a fit table per step, failed fits too
     w = Zoo().extra.strided.detach().double().numpy()  # frozen: its value never changes; (6, 5)
     lam_max = np.linalg.eigvalsh(w.T @ w / 6)[-1]
     assert client.get_metric_history(run_id, "rmt/extra.strided/lambda_max")[-1].value == pytest.approx(lam_max)
@@ -184,8 +184,9 @@ def test_parameters_that_change_shape_or_disappear(run) -> None:
     assert [s for s, _ in _history(client, run_id, "rmt/extra.gone/lambda_max")] == [0, 1, 2, 3]  # deleted at step 4
     assert not _history(client, run_id, "rmt/extra.gone/dyson_width")  # frozen: DysonMonitor skips it
     assert [s for s, _ in _history(client, run_id, "rmt/extra.grow/lambda_max")] == list(range(STEPS + 1))
-    with np.load(client.download_artifacts(run_id, "spectra/step_00000003.npz", str(tmp)), allow_pickle=False) as a:
+    spectra = "rmt/monitor/spectra"
+    with np.load(client.download_artifacts(run_id, f"{spectra}/step_00000003.npz", str(tmp)), allow_pickle=False) as a:
         assert a["extra.grow"].shape == (5,) and "extra.gone" in a.files
-    with np.load(client.download_artifacts(run_id, "spectra/step_00000004.npz", str(tmp)), allow_pickle=False) as a:
+    with np.load(client.download_artifacts(run_id, f"{spectra}/step_00000004.npz", str(tmp)), allow_pickle=False) as a:
         assert a["extra.grow"].shape == (9,) and "extra.gone" not in a.files
     # DysonMonitor's windows of reshaped and removed trained parameters: tests/monitors/test_dyson_setups.py

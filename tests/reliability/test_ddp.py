@@ -65,9 +65,9 @@ def test_two_gloo_processes_log_once_and_match_one_process(tmp_path: Path) -> No
         assert [s for s, _ in ddp] == [s for s, _ in one] and len(ddp) == len({s for s, _ in ddp}), key  # once
         assert [v for _, v in ddp] == pytest.approx([v for _, v in one], rel=1e-5), key
     # the linear scaling rule needs the global batch: 16 per process × 2 processes (1 process: 16)
-    assert {m.value for m in client.get_metric_history(run_id, "rmt/batch_size")} == {32.0}
-    assert {m.value for m in single_client.get_metric_history(single_id, "rmt/batch_size")} == {16.0}
-    ddp_t = client.get_metric_history(run_id, "rmt/noise_temperature")
+    assert {m.value for m in client.get_metric_history(run_id, "rmt/dyson/batch_size")} == {32.0}
+    assert {m.value for m in single_client.get_metric_history(single_id, "rmt/dyson/batch_size")} == {16.0}
+    ddp_t = client.get_metric_history(run_id, "rmt/dyson/noise_temperature")
     assert [m.value for m in ddp_t] == pytest.approx([0.1 / 32] * len(ddp_t))
     final = analyze(model, analyses=["summary"])[0].metrics["lambda_max"]  # ddp_spawn copies rank 0's weights back
     assert client.get_metric_history(run_id, "rmt/fc.weight/lambda_max")[-1].value == pytest.approx(final, rel=1e-9)

@@ -304,7 +304,7 @@ def test_monitors_under_fsdp_log_what_one_process_logs(layout: str, tmp_path: Pa
     _fit_monitored("local", 1, tmp_path / "one", budget=None)
     reference = _csv_metrics(tmp_path / "one")
     assert sorted(sharded) == sorted(reference) == list(range(MAX_STEPS + 1))
-    assert "rmt/fc.weight/dyson_width" in reference[MAX_STEPS] and "rmt/noise_temperature" in reference[MAX_STEPS]
+    assert "rmt/fc.weight/dyson_width" in reference[MAX_STEPS] and "rmt/dyson/noise_temperature" in reference[MAX_STEPS]
     for step, want in reference.items():
         rmt = {k: v for k, v in want.items() if k.startswith("rmt/")}
         assert "rmt/fc.weight/lambda_max" in rmt and "rmt/attn.in_proj_weight.q/lambda_max" in rmt

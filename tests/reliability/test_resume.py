@@ -95,11 +95,11 @@ def test_crash_and_resume_continue_the_same_run(tmp_path: Path) -> None:
     assert last == pytest.approx(analyze(model)[0].metrics["lambda_max"], rel=1e-9)  # the resumed weights
     widths = [m.step for m in client.get_metric_history(first.run_id, "rmt/fc.weight/dyson_width")]
     assert widths == [4, 6, 8, 10, 12]  # 3 snapshots make a width; a lost window would hold one at step 8
-    temperatures = client.get_metric_history(first.run_id, "rmt/noise_temperature")
+    temperatures = client.get_metric_history(first.run_id, "rmt/dyson/noise_temperature")
     assert [m.step for m in temperatures] == [2, 4, 6, 8, 10, 12]
     assert [m.value for m in temperatures] == pytest.approx([0.1 / 8] * 6)
-    spectra = sorted(f.path for f in client.list_artifacts(first.run_id, "spectra"))
-    assert spectra == [f"spectra/step_{s:08d}.npz" for s in (0, 3, 6, 7, 9, 12)]
+    spectra = sorted(f.path for f in client.list_artifacts(first.run_id, "rmt/monitor/spectra"))
+    assert spectra == [f"rmt/monitor/spectra/step_{s:08d}.npz" for s in (0, 3, 6, 7, 9, 12)]
 
 
 def test_steps_replayed_from_an_older_checkpoint_are_not_logged_twice(tmp_path: Path) -> None:
