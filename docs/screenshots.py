@@ -294,7 +294,8 @@ async def photograph(base: str, experiment: str, runs: Sequence[str], out: Path,
             await browser.shot(out / "mlflow_run_metrics.png")
 
             for name, figure in (("step_figure", f"step_{steps:08d}.png"), ("evolution", "evolution.png")):
-                await run_page(browser, base, experiment, runs[0], f"artifacts/figures/{MATRIX}/{figure}", height=680)
+                path = f"artifacts/rmt/monitor/figures/{MATRIX}/{figure}"  # SpectrumMonitor's folder: <prefix><label>
+                await run_page(browser, base, experiment, runs[0], path, height=680)
                 await browser.wait_for(IMAGE_SHOWN, what=f"the artifact {figure}")
                 await browser.shot(out / f"mlflow_{name}.png", settle=1.0)
 
