@@ -35,7 +35,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..sinks.keys import artifact_path, metric_key
-from ._selection import select_names
+from ._selection import has_lazy_parameters, select_names
 
 if TYPE_CHECKING:
     from ._messages import OnceMessages
@@ -257,8 +257,10 @@ class Labelled:
     def _selected(self, model: Any) -> set[str] | None:
         """The parameters this monitor selects in ``model``; ``None`` when that cannot be told yet."""
         try:
+            if has_lazy_parameters(model):  # their names are known, their shapes (what selects them) not yet
+                return None
             kwargs = {"include": self.include, "exclude": self.exclude, "param_filter": self.param_filter}
-            return set(select_names(model, **kwargs)) or None  # empty: lazy, or built in configure_model
+            return set(select_names(model, **kwargs)) or None  # empty: built in configure_model
         except Exception:  # a filter that fails on some parameter: the fit start reports the selection
             return None
 
@@ -276,9 +278,9 @@ class Labelled:
         caveat = ""
         if unknown:
             caveat = (
-                f" Whether it selects a matrix that {', '.join(unknown)} also selects cannot be told before training "
-                f"(lazy parameters, or a model built in configure_model); if it does, that matrix's per-matrix "
-                f"metrics {prefix + '<matrix>/<stat>'!r} coincide."
+                f" Whether it selects a matrix that {', '.join(map(repr, unknown))} also selects cannot be told before "
+                f"training (lazy parameters, or a model built in configure_model); if it does, that matrix's "
+                f"per-matrix metrics {prefix + '<matrix>/<stat>'!r} coincide."
             )
         others = f"another {cls} with log_key_prefix={prefix!r} comes" if len(earlier) == 1 else ""
         others = others or f"{len(earlier)} other {cls}s with log_key_prefix={prefix!r} come"

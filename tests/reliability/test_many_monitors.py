@@ -261,6 +261,21 @@ def test_labels_count_monitors_of_a_class_with_one_prefix_in_callback_order() ->
     assert (spectra[2].label, spectra[0].label) == ("monitor", "monitor-2")
 
 
+def test_a_selection_not_known_at_setup_is_said_to_be_unchecked(caplog: pytest.LogCaptureFixture) -> None:
+    """Lazy layers have no shape at setup: whether two monitors share a matrix is said to be unknown, not guessed."""
+    model = MLP()
+    model.net[0] = nn.LazyLinear(8)
+    monitors = [SpectrumMonitor(every_n_train_steps=k) for k in (2, 3)]
+    trainer = _trainer(Path("."), CSVLogger("."), monitors, 1)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        for monitor in monitors:
+            monitor.setup(trainer, model, "fit")
+    (said,) = _messages(caught, caplog, "labelled")
+    assert "cannot be told before training" in said and "'rmt/<matrix>/<stat>'" in said
+    assert not _messages(caught, caplog, "both select")
+
+
 def test_identical_monitors_are_refused_by_lightning() -> None:
     """They would log the same records twice: Lightning refuses two stateful callbacks with one state key."""
     with pytest.raises(RuntimeError, match="state_key"):
