@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,7 +18,6 @@ import numpy as np
 
 from ..analysis import MatrixResult, analyze_views, is_stepwise
 from ..sinks.keys import metric_key
-from ..sinks.lightning import StepLedger
 from ..spectral import MatrixView
 from ._artifacts import (
     record_levels,
@@ -71,7 +71,6 @@ class Recorder:
         label: the monitor's label (:mod:`._identity`): run-level keys ``<prefix><label>/<stat>``, artifacts under
             ``<prefix><label>/``; set again when the monitor is labelled at setup.
         said: where warnings go (emitted by the training thread).
-        ledger: the steps a resumed MLflow run already holds.
     """
 
     def __init__(
@@ -82,10 +81,9 @@ class Recorder:
         prefix: str,
         label: str,
         said: OnceMessages,
-        ledger: StepLedger,
     ) -> None:
         self.analyses, self.dense_limit, self.prefix, self.label = tuple(analyses), dense_limit, prefix, label
-        self.said, self.ledger, self.clock = said, ledger, Clock()
+        self.said, self.clock = said, Clock()
         self.history = LevelHistory()
         self.last: dict[str, tuple[int, MatrixResult]] = {}  # each matrix's last good analysis: (step, result)
         self.drawn: int | None = None  # the last step whose figures were drawn
@@ -117,11 +115,12 @@ class Recorder:
         self.drawn = step if figures else self.drawn
         tags = self._changed(run_tags(results))
         metrics = {self.key(r.name, k): v for r in results for k, v in r.metrics.items() if is_stepwise(k, r.shape)}
-        if mlflow and metrics:  # a resumed MLflow run that already holds this step (replayed after a crash) is left out
-            mlflow = self.ledger.loggers(mlflow, step=step, key=next(iter(metrics)))  # a key of this monitor's own
+        # a resumed run that holds this step already (logged again after a crash) keeps its first record: the
+        # writer thread leaves this step's writes out when the run holds one of its metrics there
+        held = (self.run_key("analysis_interval"), step)  # a key of this monitor's own, logged at every analysis
         for logger in mlflow:
             write = partial(write_artifacts, root=self.root, results=results, step=step, figures=rendered, tags=tags)
-            self._write(logger, write)
+            self._write(logger, write, unless=held)
         seconds = time.perf_counter() - start
         self.clock.jobs += seconds
         metrics[self.run_key("analysis_seconds")] = seconds
@@ -129,7 +128,7 @@ class Recorder:
         if step > 0:  # at step 0 no training has happened yet: its share would be 1 by construction
             metrics[self.run_key("overhead")] = self.clock.overhead()
         for logger in mlflow:
-            self._write(logger, lambda run: run.log_metrics(metrics, step=step))
+            self._write(logger, lambda run: run.log_metrics(metrics, step=step), unless=held)
         images = {self.key(n, "spectrum"): r.rgb for n, r in rendered.items()} if pixels else {}
         histograms = {self.key(n, "eigenvalues"): v for n, v in levels.items()}
         return Report(step, results, metrics, seconds, histograms, images)
@@ -155,11 +154,14 @@ class Recorder:
         self._tags.update(changed)
         return changed
 
-    def _write(self, logger: Any, write: Callable[[Any], None]) -> None:
-        """Queue a write into the logger's run (its writer sends it, or spools it while the server is down)."""
+    def _write(self, logger: Any, write: Callable[[Any], None], unless: tuple[str, int] | None = None) -> None:
+        """Queue a write into the logger's run (its writer sends it, or spools it while the server is down); with
+        ``unless=(key, step)``, left out if the run already holds ``key`` at ``step``."""
         from ..sinks.spool import MlflowWriter  # imports mlflow: only with an MLFlowLogger
 
         try:
-            write(MlflowWriter.for_logger(logger))
+            writer = MlflowWriter.for_logger(logger)
+            with writer.unless_logged(*unless) if unless else nullcontext():
+                write(writer)
         except Exception as exc:  # a defect here must not cost the other loggers' numbers or the training
             self.said.once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")

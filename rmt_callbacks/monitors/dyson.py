@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from ..analysis import _skip_reason, resolve_views
 from ..dynamics import normalized, window_statistics
 from ..sinks.keys import metric_key
-from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers
+from ..sinks.lightning import flush_loggers, log_to_loggers
 from ..spectral import nonstructural_levels
 from ..spectral.stacks import stacked_levels
 from . import _batch as batches
@@ -162,7 +162,6 @@ class DysonMonitor(Labelled, Callback):
         self._temperatures: dict[GroupKey, tuple[float, float, int]] = {}  # last (T, lr, |B|) per group
         self._guess: int | None = None  # |B| from a batch's shape, the last resort
         self._said = OnceMessages()
-        self._ledger = StepLedger(self._warn_replay)
         self._sharded = self._active = False
         self._seen_step: int | None = None  # the last global_step handled (accumulation ends batches at one step)
         self._logged_step: int | None = None
@@ -197,7 +196,6 @@ class DysonMonitor(Labelled, Callback):
     # -- hooks ---------------------------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._ledger.reset()
         self._budget.reset()
         self._logged_step = self._guess = None  # the last fit's batches say nothing of this one's
         self._active = bool(trainer.loggers)
@@ -269,6 +267,10 @@ class DysonMonitor(Labelled, Callback):
         self._said.emit()
         flush_loggers(trainer.loggers)  # the MLflow runs hold every logged step when training returns
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Any) -> None:
+        if self._active and trainer.is_global_zero:  # the run holds what was logged (bounded; no wait if away)
+            flush_loggers(trainer.loggers, probe_now=False)
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.is_global_zero:
             flush_loggers(trainer.loggers)
@@ -337,8 +339,8 @@ class DysonMonitor(Labelled, Callback):
 
     def _log(self, trainer: pl.Trainer, batch: batches.GlobalBatch | None) -> None:
         step, self._logged_step = trainer.global_step, trainer.global_step
-        key = self.run_key("stride")  # replayed steps of a resumed MLflow run: once
-        log_to_loggers(self._ledger.loggers(trainer.loggers, step=step, key=key), self._metrics(batch), step=step)
+        key = self.run_key("stride")  # a step a resumed MLflow run holds already keeps its first record
+        log_to_loggers(trainer.loggers, self._metrics(batch), step=step, unless_logged=key)
 
     def _metrics(self, batch: batches.GlobalBatch | None) -> dict[str, float]:
         p = self.log_key_prefix
@@ -382,6 +384,3 @@ class DysonMonitor(Labelled, Callback):
         self._stride *= factor
         for name, buffer in self._snapshots.items():
             self._snapshots[name] = deque(list(buffer)[::-1][::factor][::-1], maxlen=self.window)
-
-    def _warn_replay(self, message: str) -> None:  # a method: ddp_spawn pickles the ledger that holds it
-        self._said.once(("replay",), f"DysonMonitor: {message}")

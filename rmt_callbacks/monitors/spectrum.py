@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..analysis import DEFAULT_ANALYSES, Analysis, resolve_views, validate_analyses
-from ..sinks.lightning import StepLedger, flush_loggers, log_to_loggers, mlflow_loggers
+from ..sinks.lightning import flush_loggers, log_to_loggers, mlflow_loggers
 from ..sinks.tensorboard import log_histograms, log_images, tensorboard_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
 from . import _schedule as schedule
@@ -181,7 +181,6 @@ class SpectrumMonitor(Labelled, Callback):
         self._num_analyses = 0
         self._owed: int | None = None  # a due step not analysed yet: two were pending
         self._said = OnceMessages()
-        self._ledger = StepLedger(self._warn_replay)
         self._recorder = self._new_recorder()
         self._worker: AnalysisWorker[Report] = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
         self._trainer: pl.Trainer | None = None
@@ -189,9 +188,10 @@ class SpectrumMonitor(Labelled, Callback):
         self._names: list[str] | None = None  # under sharding, the selected parameters (read on rank zero)
 
     def state_dict(self) -> dict[str, Any]:
-        """The schedule; pending analyses are finished and logged first, so a checkpoint never loses one."""
+        """The schedule; pending analyses are finished and logged first, so a checkpoint never loses one (and a
+        server that answers holds them, waiting at most ``FLUSH_TIMEOUT_S``, and not at all for one that is away)."""
         if self._trainer is not None:
-            self._finish(self._trainer)
+            self._finish(self._trainer, probe_now=False)
         return {"last_step": self._last_step, "num_analyses": self._num_analyses}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -211,14 +211,13 @@ class SpectrumMonitor(Labelled, Callback):
 
     def _new_recorder(self) -> Recorder:
         kwargs = {"analyses": self.analyses, "dense_limit": self.dense_limit, "prefix": self.log_key_prefix}
-        return Recorder(**kwargs, label=self.label, said=self._said, ledger=self._ledger)
+        return Recorder(**kwargs, label=self.label, said=self._said)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # the label, among trainer.callbacks (._identity)
         self._trainer, self._recorder.label = trainer, self.label
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._ledger.reset()
         self._sharded = is_sharded(pl_module, strategy_root(trainer))
         strict = not has_lazy_parameters(pl_module)
         if self._sharded:  # the selection is checked on a gathered stand-in; every rank raises alike
@@ -267,11 +266,11 @@ class SpectrumMonitor(Labelled, Callback):
         self._worker.close()
         self._trainer = None
 
-    def _finish(self, trainer: pl.Trainer) -> None:
+    def _finish(self, trainer: pl.Trainer, *, probe_now: bool = True) -> None:
         """Log every pending analysis, then wait (bounded) for the MLflow runs to take what was queued."""
         self._collect(trainer, wait=True)
         if trainer.is_global_zero:
-            flush_loggers(trainer.loggers)
+            flush_loggers(trainer.loggers, probe_now=probe_now)
 
     def _expected_analyses(self, trainer: pl.Trainer) -> float:
         try:  # Lightning's estimate from max_steps / max_epochs; only sizes the figure interval
@@ -387,6 +386,3 @@ class SpectrumMonitor(Labelled, Callback):
                 raise ValueError(f"SpectrumMonitor: {exc}") from exc
             self._said.once(("selection",), f"SpectrumMonitor: nothing analysed: {exc}")
             return []
-
-    def _warn_replay(self, message: str) -> None:
-        self._said.once(("replay",), f"SpectrumMonitor: {message}")

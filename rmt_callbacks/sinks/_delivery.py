@@ -69,7 +69,7 @@ class _Delivery:
         self._inflight_spooled = False
         self._spooled = 0  # a writer's spool is its own and new
         self._down = False
-        self._answers = True  # what the writer's latest probe said
+        self._answers: bool | None = None  # what the writer's latest probe said (None: none yet)
         self._dropped = 0  # operations refused by the store or not spoolable, since the last flush
         self.lost = 0  # operations neither delivered nor spooled (no writable spool location), in all
         self._replayed = 0
@@ -147,6 +147,11 @@ class _Delivery:
                 return False
             time.sleep(0.2)
         return True
+
+    @property
+    def answers(self) -> bool | None:
+        """Whether the server answered the writer's latest probe (``None`` before its first); reads no network."""
+        return self._answers
 
     def prepare_spool(self) -> Path | None:
         """Create the spool now (at the first writable location, said once if not the first) and return where it

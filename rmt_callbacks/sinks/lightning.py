@@ -17,14 +17,14 @@ References: MLflow REST API, ``log-batch`` limits; Lightning ``callbacks/lr_moni
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
 __all__ = [
     "FLUSH_TIMEOUT_S",
     "MLFLOW_MAX_METRICS_PER_BATCH",
-    "StepLedger",
     "flush_loggers",
     "log_to_loggers",
     "mlflow_loggers",
@@ -45,7 +45,9 @@ def mlflow_loggers(loggers: Sequence[Logger]) -> list[MLFlowLogger]:
     return [logger for logger in loggers if isinstance(logger, MLFlowLogger)]
 
 
-def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, step: int) -> None:
+def log_to_loggers(
+    loggers: Sequence[Logger], metrics: Mapping[str, float], *, step: int, unless_logged: str | None = None
+) -> None:
     """Send ``metrics`` to every logger at ``step``; call from rank zero only.
 
     Lightning loggers are called directly; an ``MLFlowLogger`` gets its metrics through the run's
@@ -57,6 +59,10 @@ def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, s
         loggers: usually ``trainer.loggers``.
         metrics: finished metric keys (see :func:`~rmt_callbacks.sinks.keys.metric_key`) to float values.
         step: the step every logger records, the callbacks pass ``trainer.global_step``.
+        unless_logged: a key of ``metrics``; an MLflow run that holds it at ``step`` already (a run resumed from a
+            checkpoint older than its crash logs the steps in between again) keeps its first record, decided by
+            the writer thread (:meth:`~rmt_callbacks.sinks.spool.MlflowWriter.unless_logged`). Other loggers get
+            every step.
 
     Raises:
         TypeError: ``step`` is not an int.
@@ -74,7 +80,9 @@ def log_to_loggers(loggers: Sequence[Logger], metrics: Mapping[str, float], *, s
         if isinstance(logger, MLFlowLogger):
             from .spool import MlflowWriter  # imports mlflow: only with an MLFlowLogger attached
 
-            MlflowWriter.for_logger(logger).log_metrics(metrics, step=step)
+            writer = MlflowWriter.for_logger(logger)
+            with writer.unless_logged(unless_logged, step) if unless_logged else nullcontext():
+                writer.log_metrics(metrics, step=step)
         else:
             logger.log_metrics(dict(metrics), step=step)
 
@@ -103,52 +111,3 @@ def flush_loggers(loggers: Sequence[Logger], *, timeout_s: float = FLUSH_TIMEOUT
 
         delivered = MlflowWriter.for_logger(logger).settle(timeout_s, probe_now=probe_now) and delivered
     return delivered
-
-
-class StepLedger:
-    """The steps a resumed run already holds, so that a replayed step is not logged into it twice.
-
-    A run resumed from a checkpoint older than its crash replays the steps in between; their metrics are already
-    in the MLflow run. On its first use in a fit the ledger reads, once per ``MLFlowLogger``, the steps at which
-    one of the callback's keys was logged (one ``get_metric_history`` request); :meth:`loggers` then leaves a
-    logger out at a step it already holds (the first record wins). Other loggers are always kept.
-
-    Args:
-        warn: called once with a message the first time a step is left out.
-
-    References: MLflow ``MlflowClient.get_metric_history``; Lightning ``MLFlowLogger(run_id=...)``.
-
-    Examples:
-        >>> StepLedger(print).loggers([], step=3, key="rmt/w/skipped")
-        []
-    """
-
-    def __init__(self, warn: Callable[[str], None]) -> None:
-        self._warn = warn
-        self._held: dict[int, frozenset[int]] | None = None
-
-    def reset(self) -> None:
-        """Forget what was read (call at fit start: the run may have changed)."""
-        self._held = None
-
-    def loggers(self, loggers: Sequence[Logger], *, step: int, key: str) -> list[Logger]:
-        """``loggers`` without the MLflow loggers whose run already holds ``key`` at ``step``."""
-        if self._held is None:
-            self._held = {id(lg): _logged_steps(lg, key) for lg in mlflow_loggers(loggers)}
-        kept = [lg for lg in loggers if step not in self._held.get(id(lg), frozenset())]
-        if len(kept) < len(loggers):
-            self._warn(f"step {step} is already in the resumed MLflow run; replayed steps are not logged again")
-        return kept
-
-
-def _logged_steps(logger: MLFlowLogger, key: str) -> frozenset[int]:
-    from mlflow.exceptions import MlflowException  # only with an MLFlowLogger attached
-
-    from .spool import probe
-
-    if not probe(logger._tracking_uri):  # a server that does not answer: no multi-minute retry loop here
-        return frozenset()
-    try:
-        return frozenset(m.step for m in logger.experiment.get_metric_history(logger.run_id, key))
-    except (MlflowException, OSError):  # an unreachable store: nothing known, log as usual
-        return frozenset()

@@ -6,11 +6,12 @@ and then raises: ``Trainer.fit`` stalls in its setup hook (which reads ``logger.
 first step; ``self.log`` and ``finalize`` do the same mid-run. :class:`SpoolingMLFlowLogger` takes the same arguments
 and, while the server answers, writes the same run, keys and parameters; what differs is how it gets there:
 
-* ``experiment`` asks ``<uri>/health`` first (:func:`~rmt_callbacks.sinks.spool.probe`, 2 s at most, repeated at most
-  every ``retry_interval_s``). Without an answer it returns the client without creating the experiment or the run,
-  so ``run_id`` and ``experiment_id`` are ``None`` instead of a four-minute wait (``name`` and ``version``, from which
-  ``ModelCheckpoint`` builds its default directory, are then the experiment name and the spool directory's name),
-  and it warns once with the spool directory.
+* ``experiment`` asks ``<uri>/health`` first (:func:`~rmt_callbacks.sinks.spool.probe`, 2 s at most). Without an
+  answer it returns the client without creating the experiment or the run, so ``run_id`` and ``experiment_id`` are
+  ``None`` instead of a four-minute wait (``name`` and ``version``, from which ``ModelCheckpoint`` builds its default
+  directory, are then the experiment name and the spool directory's name), and it warns once with the spool
+  directory. From then on it asks no more itself (a training step never waits for the server): it tries again, at
+  most every ``retry_interval_s``, once the writer's own probe finds the server answering.
 * ``log_metrics`` and ``log_hyperparams`` go through the run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (the
   one the monitors use): queued, sent from a background thread, spooled to disk while the server is down.
 * A run that could not be created at the start is created by that writer when it first reaches the server (or by
@@ -131,7 +132,9 @@ class SpoolingMLFlowLogger(MLFlowLogger):
             if creator.run_id is None:
                 return self._mlflow_client
             self._run_id = creator.run_id
-        if time.monotonic() >= self._retry_at and probe(self._tracking_uri):
+        # once there is a writer, its latest probe (a training step never waits here); before, ask (at setup)
+        due, writer = time.monotonic() >= self._retry_at, self._writer_
+        if due and (writer.answers if writer is not None else probe(self._tracking_uri)):
             try:
                 return super().experiment
             except (MlflowException, OSError) as exc:  # went down after the probe (and after MLflow's retries)
