@@ -170,9 +170,9 @@ def replay(spool_dir: str | Path, *, tracking_uri: str | None = None, run_id: st
     """Send a spool left behind into its run, in order and deduplicated; stop at the first outage.
 
     Unreadable lines (not JSON, not an operation, cut short by a crash, a payload file gone) and a damaged
-    ``ops.offset`` are reported in :attr:`ReplayReport.problems` and stepped over; a damaged spool whose readable
-    operations do not end the run leaves it ``FAILED`` (if it was still running) with the report in the tag
-    ``rmt.spool.damaged``.
+    ``ops.offset`` are reported in :attr:`ReplayReport.problems` and stepped over, and the run gets the report in the
+    tag ``rmt.spool.damaged``; a damaged spool whose readable operations do not end the run leaves it ``FAILED`` (if
+    it was still running).
 
     Args:
         spool_dir: the directory a writer reported.
@@ -232,7 +232,7 @@ def replay(spool_dir: str | Path, *, tracking_uri: str | None = None, run_id: st
     except (MlflowException, OSError):
         pass  # the store failed again: the rest stays in the spool for the next replay
     replayed, rejected, remaining = counts
-    status = _mark_damaged(store, spool_dir, problems) if problems and not ended and not remaining else None
+    status = _mark_damaged(store, spool_dir, problems, ended=ended) if problems and not remaining else None
     if remaining == 0 and not problems:
         spool.clear()
     return ReplayReport(store.run_id, replayed, store.skipped, rejected, remaining, tuple(problems), status)
@@ -273,14 +273,15 @@ def _check_run(store: _Store, spool_dir: str | Path, uri: str) -> None:
             ) from None
 
 
-def _mark_damaged(store: _Store, spool_dir: str | Path, problems: list[str]) -> str | None:
-    """Tag the run with the damage report and, if it is still running, end it FAILED; the status set, or None."""
+def _mark_damaged(store: _Store, spool_dir: str | Path, problems: list[str], *, ended: bool) -> str | None:
+    """Tag the run with the damage report and, if the spool did not end it and it is still running, end it FAILED;
+    the status set, or None."""
     if store.run_id is None:
         return None
     report = f"replay of {spool_dir} skipped what it could not read: " + "; ".join(problems)
     try:
         store.client.set_tag(store.run_id, "rmt.spool.damaged", report[:5000])
-        if store.client.get_run(store.run_id).info.status == "RUNNING":
+        if not ended and store.client.get_run(store.run_id).info.status == "RUNNING":
             store.client.set_terminated(store.run_id, "FAILED")
             return "FAILED"
     except (MlflowException, OSError):

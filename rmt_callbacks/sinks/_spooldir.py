@@ -156,7 +156,10 @@ class _Spool:
         """Which live process writes this spool, if one does (this one, or another on this host); else ``None``."""
         if self.path in _open:
             return f"this process ({os.getpid()})"
-        manifest = self.manifest()
+        try:
+            manifest = self.manifest()
+        except SpoolDamaged:  # written atomically: a torn manifest is damage, not a live writer
+            return None
         pid = manifest.get("pid")
         if manifest.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
             return None
@@ -273,7 +276,7 @@ class _Spool:
             return 0, f"ops.offset holds {text[:40]!r}, not a byte offset"
         if not 0 <= offset <= size:
             return 0, f"ops.offset {offset} lies outside ops.jsonl ({size} bytes)"
-        if offset:
+        if 0 < offset < size:  # at the end nothing is left to read, whether or not the last line was cut
             with open(self._ops, "rb") as f:
                 f.seek(offset - 1)
                 if f.read(1) != b"\n":

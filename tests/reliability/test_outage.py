@@ -44,7 +44,7 @@ def _steps_once(client: MlflowClient, run_id: str, key: str) -> list[int]:
 
 
 def _check_arrays(client: MlflowClient, run_id: str, steps: range, tmp_path: Path) -> None:
-    names = {f.path for f in client.list_artifacts(run_id, "spectra")}
+    names = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")}
     assert names == {f"spectra/step_{s:08d}.npz" for s in steps}
     local = client.download_artifacts(run_id, f"spectra/step_{steps[-1]:08d}.npz", str(tmp_path))
     with np.load(local, allow_pickle=False) as arrays:
@@ -278,17 +278,17 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
     for name in ("fc1.weight", "fc2.weight"):
         assert _steps_once(client, run_id, f"rmt/{name}/lambda_max") == list(range(0, 25, 2)), name
         assert _steps_once(client, run_id, f"rmt/{name}/dyson_width") == [5, 10, 15, 20, 24], name  # 24: the end
-    assert _steps_once(client, run_id, "rmt/noise_temperature") == [5, 10, 15, 20, 24]
-    assert {f.path for f in client.list_artifacts(run_id, "spectra")} >= {
-        f"spectra/step_{s:08d}.npz" for s in range(0, 25, 2)
+    assert _steps_once(client, run_id, "rmt/dyson/noise_temperature") == [5, 10, 15, 20, 24]
+    assert {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")} >= {
+        f"rmt/monitor/spectra/step_{s:08d}.npz" for s in range(0, 25, 2)
     }
-    assert {f.path for f in client.list_artifacts(run_id, "fits")} == {
-        f"fits/step_{s:08d}.json" for s in range(0, 25, 2)
+    assert {f.path for f in client.list_artifacts(run_id, "rmt/monitor/fits")} == {
+        f"rmt/monitor/fits/step_{s:08d}.json" for s in range(0, 25, 2)
     }
-    assert {f.path for f in client.list_artifacts(run_id, "figures/fc1.weight")} == {
-        f"figures/fc1.weight/step_{s:08d}.png"
+    assert {f.path for f in client.list_artifacts(run_id, "rmt/monitor/figures/fc1.weight")} == {
+        f"rmt/monitor/figures/fc1.weight/step_{s:08d}.png"
         for s in (0, 10, 20, 24)  # every 5th analysis and the last
-    } | {"figures/fc1.weight/evolution.png"}
+    } | {"rmt/monitor/figures/fc1.weight/evolution.png"}
     messages = [str(w.message) for w in caught if "MLflow tracking server" in str(w.message)]
     assert len([m for m in messages if "unreachable" in m]) == 1, messages
     assert len([m for m in messages if "caught up" in m]) == 1, messages

@@ -168,7 +168,8 @@ def _check_run(client: MlflowClient, run_id: str, name: str) -> None:
     assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == list(range(MAX_STEPS))
     for name in ("fc1.weight", "fc2.weight"):
         assert sorted(m.step for m in client.get_metric_history(run_id, f"rmt/{name}/lambda_max")) == ANALYSED
-    assert {f.path for f in client.list_artifacts(run_id, "spectra")} >= {f"spectra/step_{s:08d}.npz" for s in ANALYSED}
+    spectra = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")}
+    assert spectra >= {f"rmt/monitor/spectra/step_{s:08d}.npz" for s in ANALYSED}
 
 
 @pytest.mark.slow
