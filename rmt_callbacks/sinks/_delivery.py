@@ -1,7 +1,8 @@
 """The delivery engine of :class:`~rmt_callbacks.sinks.spool.MlflowWriter`: a queue, a writer thread, a watchdog.
 
 Operations (:data:`~rmt_callbacks.sinks._spooldir.Op`) queued by the caller are sent first in, first out, by a daemon
-thread through a :class:`~rmt_callbacks.sinks._replay._Store`, each after a :func:`~rmt_callbacks.sinks._probe.probe`.
+thread through a :class:`~rmt_callbacks.sinks._replay._Store`, each after a :func:`~rmt_callbacks.sinks._probe.probe`
+(unless the store answered a request within the last second: a server that dies in between is the watchdog's).
 A failed probe or an outage (:func:`~rmt_callbacks.sinks._probe._is_outage`) marks the store down: that operation and
 every later one go to the :class:`~rmt_callbacks.sinks._spooldir._Spool` (created then, at the first location that
 can be written; with none, they are dropped and counted in :attr:`_Delivery.lost`), the thread probes the server every
@@ -31,6 +32,8 @@ from ._probe import PROBE_TIMEOUT_S, _is_outage, probe
 from ._replay import _Store
 from ._spooldir import Op, _Spool
 
+_FRESH_S = 1.0  # a store that answered within this many seconds is not probed again before the next request
+
 
 class _Delivery:
     """Delivers queued operations into one run from a background thread, spooling them while the store is down.
@@ -47,15 +50,9 @@ class _Delivery:
     """
 
     def __init__(
-        self,
-        store: _Store,
-        spool: _Spool,
-        *,
-        tracking_uri: str,
-        warn: Callable[[str], None],
-        retry_interval_s: float,
+        self, store: _Store, spool: _Spool, *, tracking_uri: str, warn: Callable[[str], None], retry_interval_s: float,
         name: str,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.tracking_uri = tracking_uri
         self._retry_interval_s = retry_interval_s
         self._warn = warn
@@ -70,6 +67,7 @@ class _Delivery:
         self._spooled = 0  # a writer's spool is its own and new
         self._down = False
         self._answers: bool | None = None  # what the writer's latest probe said (None: none yet)
+        self._answered_at = -_FRESH_S  # when the store last answered a request (time.monotonic)
         self._dropped = 0  # operations refused by the store or not spoolable, since the last flush
         self.lost = 0  # operations neither delivered nor spooled (no writable spool location), in all
         self._replayed = 0
@@ -248,12 +246,14 @@ class _Delivery:
         with self._cond:
             op = self._inflight = self._pending.popleft()
             self._inflight_spooled = False
-        error = None if self._reachable() else ConnectionError(f"{self.tracking_uri}/health does not answer")
+        fresh = time.monotonic() - self._answered_at < _FRESH_S  # it answered a request a moment ago: no probe
+        error = None if fresh or self._reachable() else ConnectionError(f"{self.tracking_uri}/health does not answer")
         if error is None:
             error = self._attempt(op, replaying=False, generation=generation)
         if self._stale(generation):
             return False  # a newer thread took over while this request hung; the spool holds the operation
         if error is None or not _is_outage(error):
+            self._answered_at = time.monotonic()
             self._done(op, error)
             return True
         self._go_down()

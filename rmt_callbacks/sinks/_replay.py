@@ -1,10 +1,11 @@
 """Sending operations into one MLflow run, deduplicated when they are replayed, and replay of a spool left behind.
 
 When replaying, :class:`_Store` leaves out what the run already holds, as :mod:`~rmt_callbacks.sinks.spool` tells
-the user: metrics by ``(key, step)`` (``get_metric_history``, asked at most once a key per pass), tables by path
-(``log_table`` would append the rows again), parameters by key (MLflow parameters cannot change). Artifacts and tags
-are sent again. An operation queued under :meth:`~rmt_callbacks.sinks.spool.MlflowWriter.unless_logged` is left
-out whenever the run holds its metric at its step, replaying or not.
+the user: metrics by ``(key, step)`` (``get_metric_history``, asked at most once a key per pass), parameters by key
+(MLflow parameters cannot change). Artifacts, tables (uploaded whole, over any earlier copy) and tags are sent
+again: sending them twice leaves what sending them once does. An operation queued under
+:meth:`~rmt_callbacks.sinks.spool.MlflowWriter.unless_logged` is left out whenever the run holds its metric at its
+step, replaying or not.
 
 :func:`replay` sends a spool that a writer left behind (the process ended while the server was down) into its own
 run (another only when asked by ``run_id``), creating the run first if the spool has none. It never stops at a
@@ -106,15 +107,21 @@ class _Store:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
 
     def _send_table(self, op: Op, replaying: bool) -> None:
+        """The table as MLflow's ``log_table`` writes it (``orient="split"`` JSON, listed in the run's
+        ``mlflow.loggedArtifacts`` tag), but uploaded over any earlier copy: ``log_table`` appends its rows to a
+        table that exists, so a send repeated after an outage (a replay, or a request MLflow retried late) would
+        double them."""
+        import pandas as pd  # MLflow's own dependency; only when a table is sent
+
         path = op["artifact_file"]
-        if replaying and _exists(self.client, self.run_id, path):  # log_table would append the rows again
-            self.skipped += 1
-            tags = json.loads(self.client.get_run(self.run_id).data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
-            if {"path": path, "type": "table"} not in tags:
-                tags.append({"path": path, "type": "table"})
-                self.client.set_tag(self.run_id, _LOGGED_ARTIFACTS_TAG, json.dumps(tags))
-            return
-        self.client.log_table(self.run_id, data=op["columns"], artifact_file=path)
+        head, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            pd.DataFrame(op["columns"]).to_json(Path(tmp) / name, orient="split", index=False, date_format="iso")
+            self.client.log_artifact(self.run_id, str(Path(tmp) / name), artifact_path=head or None)
+        listed = json.loads(self.client.get_run(self.run_id).data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
+        if {"path": path, "type": "table"} not in listed:
+            listed.append({"path": path, "type": "table"})
+            self.client.set_tag(self.run_id, _LOGGED_ARTIFACTS_TAG, json.dumps(listed))
 
     def _send_params(self, op: Op, replaying: bool) -> None:
         held = self.client.get_run(self.run_id).data.params if replaying and not self._fresh else {}
@@ -143,7 +150,7 @@ class ReplayReport:
     Attributes:
         run_id: the run written into (created by the replay if the spool had none).
         replayed: operations taken from the spool and sent (duplicates included).
-        skipped: metric values, tables and operations left out because the run already held them.
+        skipped: metric values, parameters and operations left out because the run already held them.
         rejected: operations the store refused (HTTP 4xx); dropped, each named in ``problems``.
         remaining: operations still in the spool (the store failed again); 0 when done.
         problems: what could not be sent, one line each (``ops.jsonl line 7: not JSON (…)``); the spool is damaged or
@@ -287,11 +294,6 @@ def _mark_damaged(store: _Store, spool_dir: str | Path, problems: list[str], *, 
     except (MlflowException, OSError):
         pass
     return None
-
-
-def _exists(client: MlflowClient, run_id: str, path: str) -> bool:
-    head = path.rpartition("/")[0] or None
-    return any(f.path == path for f in client.list_artifacts(run_id, head))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ fails, the writer warns once (``MLflow tracking server <uri> unreachable; spooli
 operation to an append-only spool on disk, probes the server every ``retry_interval_s`` and, once it answers,
 replays the spool in order and warns once more (``caught up: N operations replayed``). Replays are deduplicated:
 a metric whose ``(key, step)`` the run already holds (``get_metric_history``) is not written again, an artifact is
-re-uploaded to the same path, a table that already exists is not appended to a second time, a parameter the run
+re-uploaded to the same path, a table is uploaded whole over its earlier copy (never appended to), a parameter the run
 already holds is not sent again (MLflow parameters cannot change: the first value stays), tags are overwritten with
 the same value.
 

@@ -484,14 +484,10 @@ def test_request_hung_across_an_outage_catches_up_at_once(server: Any, tmp_path:
         hang.proxy.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a table whose MlflowClient.log_table hung is sent again by the fresh writer thread; the "
-    "old thread's log_table, retried later, finds the file and appends its rows a second time",
-)
 def test_table_hung_across_an_outage_is_in_the_run_once(server: Any, tmp_path: Path) -> None:
-    """The same hang, on a table: ``MlflowClient.log_table`` appends to a table that already exists, so the old
-    thread's request, retried after the fresh thread has replayed the table, must not add its rows again."""
+    """The same hang, on a table: ``MlflowClient.log_table`` would append to a table that already exists, so the old
+    thread's request, retried after the fresh thread has replayed the table, must not add its rows again (the writer
+    uploads tables whole, over any earlier copy)."""
     hang = HungAcrossAnOutage(server, tmp_path, "restart-hang-table")
     path = "rmt/monitor/fits/step_00000010.json"
     try:

@@ -360,7 +360,7 @@ def test_damaged_offset_replays_from_the_start_without_doubling(
     }[damage]
     (spool.path / "ops.offset").write_text(text)
     outcome = _replay(route, spool.path, store[0])
-    held = len(KEYS) * 2 + 1 + len(PARAMS)  # metric values of steps 0 and 1, the table of step 1, both parameters
+    held = len(KEYS) * 2 + len(PARAMS)  # metric values of steps 0 and 1, both parameters (tables are sent whole)
     assert outcome == Outcome(1, (len(KINDS), held, 0, 0), spool.run_id, (problem + FROM_START,))
     _assert_run_holds(MlflowClient(store[0]), spool, spool.ops, "FINISHED", tmp_path)
 
