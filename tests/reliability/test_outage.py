@@ -44,7 +44,7 @@ def _steps_once(client: MlflowClient, run_id: str, key: str) -> list[int]:
 
 
 def _check_arrays(client: MlflowClient, run_id: str, steps: range, tmp_path: Path) -> None:
-    names = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")}
+    names = {f.path for f in client.list_artifacts(run_id, "spectra")}
     assert names == {f"spectra/step_{s:08d}.npz" for s in steps}
     local = client.download_artifacts(run_id, f"spectra/step_{steps[-1]:08d}.npz", str(tmp_path))
     with np.load(local, allow_pickle=False) as arrays:
@@ -200,7 +200,8 @@ def test_lightning_training_through_an_outage(server: Any, tmp_path: Path) -> No
     assert {f.path for f in client.list_artifacts(logger.run_id, "weights")} == {
         f"weights/step_{s:08d}.npz" for s in range(1, 41)
     }
-    assert writes.messages[0] == f"MLflow tracking server {server.url} unreachable; spooling to {tmp_path / 'spool'}"
+    spooling = f"MLflow tracking server {server.url} unreachable; spooling to {tmp_path / 'spool' / logger.run_id}/"
+    assert writes.messages[0].startswith(spooling)  # the run's own spool, one directory per process
     assert len(writes.messages) == 2 and " caught up: " in writes.messages[1]
     assert client.get_run(logger.run_id).info.status == "FINISHED"  # Lightning's finalize, server back by then
     outage = [t for step, t in writes.calls.items() if 10 < step <= 25]
