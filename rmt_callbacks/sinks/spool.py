@@ -150,8 +150,8 @@ class MlflowWriter(_Delivery):
         if found:
             dirs = " ".join(str(p) for p in found)
             self._warn(
-                f"MLflow run {run_id}: {len(found)} spool(s) left by an earlier process hold operations this run never "
-                f"received; they are not sent automatically (replay: python -m rmt_callbacks.sinks.spool replay {dirs})"
+                f"MLflow run {run_id}: {len(found)} spool(s) left by an earlier writer hold operations not yet sent; "
+                f"they are not sent automatically (replay: python -m rmt_callbacks.sinks.spool replay {dirs})"
             )
 
     @classmethod

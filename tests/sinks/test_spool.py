@@ -134,7 +134,7 @@ def test_a_new_writer_names_a_spool_left_behind_and_leaves_it(store: tuple[str, 
     assert writer.spool_dir != dead.spool_dir
     _write_everything(writer, range(2, 3), keys=3)
     assert writer.close(timeout_s=120)
-    assert len(messages) == 1 and "1 spool(s) left by an earlier process" in messages[0]
+    assert len(messages) == 1 and "1 spool(s) left by an earlier writer" in messages[0]
     assert messages[0].endswith(f"replay {dead.spool_dir})")
     assert _steps(client, run_id, "rmt/m0/lambda_max") == [2]  # not sent behind the user's back
     assert replay(dead.spool_dir).remaining == 9  # its own server is still away: nothing sent, nothing waited for
