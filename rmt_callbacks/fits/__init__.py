@@ -22,6 +22,7 @@ from ._result import (
 from .distances import ks_distance, l1_distance
 from .marchenko_pastur import fit_marchenko_pastur
 from .pair_density import fit_pair_density, fit_two_species
+from .power_law import PowerLawFit, fit_power_law
 from .semicircle import fit_semicircle
 from .surmise import fit_surmise
 
@@ -30,11 +31,13 @@ __all__ = [
     "FitResult",
     "MarchenkoPasturFit",
     "PairDensityFit",
+    "PowerLawFit",
     "SemicircleFit",
     "SurmiseFit",
     "TwoSpeciesFit",
     "fit_marchenko_pastur",
     "fit_pair_density",
+    "fit_power_law",
     "fit_semicircle",
     "fit_surmise",
     "fit_two_species",
