@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from numpy.polynomial import polynomial as P
 
 __all__ = [
     "freedman_diaconis_edges",
@@ -64,17 +66,26 @@ def unfolded_spacings(eigs: torch.Tensor, *, degree: int = 5, trim: float = 0.0)
     r"""Spacings of the unfolded spectrum, rescaled to mean one per matrix.
 
     The counting function of the ascending levels, :math:`N(\lambda_i) = i + \tfrac12` (:math:`i = 0, \dots,
-    n-1`, the midpoint of each step), is fitted per matrix by least squares with a polynomial of degree ``d``
-    in the standardised variable :math:`z = (\lambda - \bar\lambda) / \operatorname{std}(\lambda)`:
+    n-1`, the midpoint of each step), is fitted per matrix by least squares with a polynomial :math:`p` of
+    degree ``d`` in the standardised variable :math:`z = (\lambda - \bar\lambda) / \operatorname{std}(\lambda)`,
+    and the unfolded levels are that fit with its derivative (the fitted density) clipped at zero:
 
     .. math::
 
-        \xi_i = \bar N(\lambda_i) = \sum_{k=0}^{d} c_k z_i^k,\qquad
+        p(z) = \sum_{k=0}^{d} c_k z^k,\qquad
+        \xi_i = p(z_0) + \int_{z_0}^{z_i} \max\big(p'(t), 0\big)\,dt,\qquad
         s_i = \frac{\xi_{i+1} - \xi_i}{\langle \xi_{j+1} - \xi_j \rangle_j}.
 
+    So :math:`\xi` is non-decreasing by construction and no spacing is ever negative; where :math:`p` is
+    non-decreasing on :math:`[z_0, z_{n-1}]` (every well-behaved spectrum) :math:`\xi_i = p(z_i)` exactly, the
+    plain polynomial unfolding of the References. Where a poor fit decreases (typically across the gap to
+    outliers far above the bulk), only the spacings (before the rescaling) of the levels that straddle the
+    decreasing stretch change: they get the fit's increase alone, and zero where :math:`p` decreases between
+    them throughout. The integral is exact: :math:`p'` keeps its sign between its real roots. A zero spacing
+    there is a sign to exclude the outliers before unfolding, or to lower ``degree``.
+
     The fit uses all levels; then ``floor(trim * n)`` unfolded levels are dropped at each edge (the edges of a
-    spectrum are badly unfolded by a polynomial) before the spacings are taken and rescaled. A polynomial is
-    not guaranteed to be monotone: a poor fit can give negative spacings, a sign to lower ``degree``.
+    spectrum are badly unfolded by a polynomial) before the spacings are taken and rescaled.
 
     Args:
         eigs: eigenvalues, shape ``(..., n)``, in any order; at least ``degree + 2`` distinct values per matrix.
@@ -117,7 +128,7 @@ def unfolded_spacings(eigs: torch.Tensor, *, degree: int = 5, trim: float = 0.0)
 
 
 def _unfold(levels: torch.Tensor, degree: int) -> torch.Tensor:
-    """Least-squares polynomial fit of the counting function, evaluated at the (ascending, float64) levels."""
+    """The fitted counting function with its derivative clipped at zero, at the (ascending, float64) levels."""
     std = levels.std(dim=-1, keepdim=True)
     if bool((std == 0).any()):
         raise ValueError("eigs: a matrix has all levels equal; its counting function cannot be unfolded")
@@ -126,7 +137,33 @@ def _unfold(levels: torch.Tensor, degree: int) -> torch.Tensor:
     counts = torch.arange(levels.shape[-1], device=z.device, dtype=z.dtype) + 0.5  # (n,)
     target = counts.expand_as(levels).unsqueeze(-1)  # (..., n, 1)
     coef = torch.linalg.lstsq(vander, target).solution  # (..., d + 1, 1)
-    return (vander @ coef).squeeze(-1)
+    xi = (vander @ coef).reshape(-1, levels.shape[-1])  # (B, n): the polynomial at the levels
+    flat_z, flat_c = z.reshape(xi.shape).cpu().numpy(), coef.reshape(-1, degree + 1).cpu().numpy()
+    for b, (zb, cb) in enumerate(zip(flat_z, flat_c, strict=True)):
+        values = _clip_decreasing(zb, cb)
+        if values is not None:
+            xi[b] = torch.from_numpy(values).to(xi.device)
+    # a no-op in exact arithmetic; after rounding, still no spacing can be negative
+    return xi.cummax(dim=-1).values.reshape(levels.shape)
+
+
+def _clip_decreasing(z: np.ndarray, coef: np.ndarray) -> np.ndarray | None:
+    r"""``p(z_0) + \int_{z_0}^{z_i} \max(p', 0)`` at the ascending ``z`` ``(n,)``, or ``None`` when ``p`` (coefficients
+    ``coef``, lowest first) does not decrease on ``[z_0, z_{n-1}]``, so that the polynomial is kept as it is.
+
+    Between consecutive breakpoints (the ends of the range and the real parts of all roots of ``p'`` inside it)
+    ``p'`` has one sign, so the clipped integral over a piece is ``max(p(end) - p(start), 0)``; a breakpoint
+    from a complex root only splits a piece of one sign, which changes nothing.
+    """
+    slope = np.trim_zeros(P.polyder(coef), "b")
+    roots = P.polyroots(slope).real if slope.size > 1 else np.empty(0)
+    inside = np.sort(roots[(roots > z[0]) & (roots < z[-1])])
+    breaks = np.concatenate([z[:1], inside, z[-1:]])
+    rise = np.diff(P.polyval(breaks, coef))  # the change of p over each piece of constant slope sign
+    if bool((rise >= 0).all()):
+        return None
+    start, end = np.minimum(z[:, None], breaks[None, :-1]), np.minimum(z[:, None], breaks[None, 1:])  # (n, pieces)
+    return P.polyval(breaks[0], coef) + np.clip(P.polyval(end, coef) - P.polyval(start, coef), 0.0, None).sum(-1)
 
 
 def spacing_ratios(eigs: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from rmt_callbacks.fits import fit_surmise
 from rmt_callbacks.laws import MEAN_SPACING_RATIO
 from rmt_callbacks.spectral import (
     freedman_diaconis_edges,
@@ -222,3 +225,110 @@ def test_histogram_mean_differs_from_the_arithmetic_mean_and_handles_degenerate_
     assert histogram_mean(torch.tensor([[1.0, 2.0], [3.0, 4.0]])) == pytest.approx(2.5)  # values are pooled
     with pytest.raises(ValueError, match=r"n >= 1, got shape \(0,\)"):
         histogram_mean(torch.tensor([]))
+
+
+# -- unfolding that is monotone by construction ------------------------------------------------------------------
+
+
+def _polynomial_unfolding(levels: np.ndarray, degree: int, trim: float) -> np.ndarray:
+    """The plain polynomial unfolding (no clipping), written with numpy: the rule before the derivative clip."""
+    x = np.sort(levels, axis=-1)
+    n, cut = x.shape[-1], math.floor(trim * levels.shape[-1])
+    out = []
+    for row in x.reshape(-1, n):
+        z = (row - row.mean()) / row.std(ddof=1)
+        xi = np.polynomial.polynomial.polyval(z, np.polynomial.polynomial.polyfit(z, np.arange(n) + 0.5, degree))
+        s = np.diff(xi[cut : n - cut])
+        out.append(s / s.mean())
+    return np.array(out).reshape(*x.shape[:-1], -1)
+
+
+def _spiked_gram(seed: int, m: int = 512, n: int = 64, spikes: int = 8) -> torch.Tensor:
+    """Ascending eigenvalues of W^T W, W = G / sqrt(M) + sum_k s_k u_k v_k^T with s_k in [3, 6].
+
+    The bulk is Marchenko-Pastur with q = N / M = 1/8, top edge (1 + sqrt q)^2 = 1.83; the spikes sit at
+    ~s_k^2 >= 9, far above it (the BBP threshold is s^2 = sqrt q).
+    """
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(m, n, generator=g, dtype=torch.float64) / math.sqrt(m)
+    u = torch.linalg.qr(torch.randn(m, spikes, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(n, spikes, generator=g, dtype=torch.float64)).Q
+    w = noise + (u * torch.linspace(3.0, 6.0, spikes, dtype=torch.float64)) @ v.T
+    return torch.linalg.eigvalsh(w.T @ w)
+
+
+MP_TOP_EDGE = (1 + math.sqrt(64 / 512)) ** 2
+SURMISE_BETA_SPREAD = 2.7  # sd of the surmise-fit beta times sqrt(spacings), measured on unspiked 512 x 64 bulks
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_spiked_wishart_unfolds_without_negative_spacings(seed: int) -> None:
+    # the tester's case at the analysis' settings (sqrt(lambda), degree 5, 10% trimmed): 2 of the 8 spikes stay
+    # in the kept window and the degree-5 fit decreases between them
+    levels = _spiked_gram(seed).sqrt()
+    old = _polynomial_unfolding(levels.numpy(), 5, 0.1)
+    assert (old < 0).sum() == 1  # before: one negative spacing on every seed, and fit_surmise raised
+    s = unfolded_spacings(levels, degree=5, trim=0.1)
+    assert bool((s >= 0).all())
+    fit_surmise(s)  # no longer raises on negative spacings
+    # spacings of bulk levels are those of the polynomial; only the ones between outliers change
+    bulk = int((levels**2 < MP_TOP_EDGE).sum()) - 6 - 1  # spacings from kept level 6 up to the last bulk level
+    np.testing.assert_allclose(s.numpy()[:bulk] / float(s[0]), old[:bulk] / old[0], rtol=1e-9)  # same up to the mean
+    assert bool((s[bulk + 1 :] == 0).any())  # the decreasing stretch: zero there, not negative
+
+
+def test_spiked_wishart_bulk_beta_is_goe_when_the_spikes_are_trimmed() -> None:
+    # trimming 15% (9 of 64 levels) at each edge keeps the 8 spikes out of the window (they stay in the fit)
+    pooled = []
+    for seed in range(5):
+        s = unfolded_spacings(_spiked_gram(seed).sqrt(), degree=5, trim=0.15)
+        assert bool((s >= 0).all()) and fit_surmise(s).converged
+        pooled.append(s)
+    s = torch.cat(pooled)
+    assert fit_surmise(s).beta == pytest.approx(1.0, abs=3 * SURMISE_BETA_SPREAD / math.sqrt(s.numel()))
+
+
+def _wishart(batch: int, m: int, n: int, seed: int) -> torch.Tensor:
+    w = torch.randn(batch, m, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.linalg.eigvalsh(w.mT @ w / m)
+
+
+@pytest.mark.parametrize(
+    ("name", "levels", "ratio"),
+    [
+        ("goe", lambda: _goe(100, 100, seed=10), MEAN_SPACING_RATIO["goe"]),
+        ("gue", lambda: _gue(100, 100, seed=11), MEAN_SPACING_RATIO["gue"]),
+        ("wishart", lambda: _wishart(100, 400, 100, seed=12).sqrt(), MEAN_SPACING_RATIO["goe"]),
+        (
+            "poisson",
+            lambda: torch.randn(100, 200, generator=torch.Generator().manual_seed(13), dtype=torch.float64),
+            MEAN_SPACING_RATIO["poisson"],
+        ),
+    ],
+)
+def test_reference_ensembles_unfold_as_the_plain_polynomial(
+    name: str, levels: Callable[[], torch.Tensor], ratio: float
+) -> None:
+    x = levels()
+    s = unfolded_spacings(x, degree=5, trim=0.1)
+    # the polynomial is monotone on these: the result is the plain polynomial unfolding, to rounding
+    np.testing.assert_allclose(s.numpy(), _polynomial_unfolding(x.numpy(), 5, 0.1), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(s.mean(-1), torch.ones(s.shape[0], dtype=torch.float64), rtol=0, atol=1e-12)
+    r = torch.minimum(s[:, :-1], s[:, 1:]) / torch.maximum(s[:, :-1], s[:, 1:])
+    _within(r.mean(-1), ratio, bias=0.005)  # finite-n deviation of <r> at n = 100 is below 0.005 (arXiv:1212.5611)
+
+
+finite_levels = st.lists(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False), min_size=3, max_size=60
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=finite_levels, degree=st.integers(1, 6), trim=st.sampled_from([0.0, 0.1, 0.25]))
+def test_unfolded_spacings_are_never_negative(values: list[float], degree: int, trim: float) -> None:
+    x = torch.tensor(sorted(values), dtype=torch.float64)
+    n = x.numel()
+    if n < degree + 2 or n - 2 * math.floor(trim * n) < 2 or float(x.std()) == 0.0:
+        return  # rejected with a ValueError: too few levels, or all equal
+    s = unfolded_spacings(x, degree=degree, trim=trim)
+    assert not bool((s < 0).any()), s  # NaN only when every kept unfolded level coincides (0 / 0)
