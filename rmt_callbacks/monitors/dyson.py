@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ..analysis import _skip_reason, resolve_views
+from ..analysis import resolve_views, skip_reason
 from ..dynamics import normalized, window_statistics
 from ..sinks.keys import metric_key
 from ..sinks.lightning import flush_loggers, log_to_loggers
@@ -295,7 +295,7 @@ class DysonMonitor(Labelled, Callback):
         for view in views:
             param = params.get(view.name, params.get(view.name.rpartition(".")[0]))  # a block: its parameter
             group = owners.get(id(param), sole) if param is not None and param.requires_grad else sole
-            reason = _skip_reason(view.matrix) or (None if group else "no optimizer updates it (in no parameter group)")
+            reason = skip_reason(view.matrix) or (None if group else "no optimizer updates it (in no parameter group)")
             if reason is None:
                 m, n = view.matrix.shape[-2:]
                 (levels,) = stacked_levels([view.matrix.detach().reshape(-1, m, n)], "gram")
