@@ -51,7 +51,7 @@ References: arXiv:2412.20496, arXiv:2407.16427; Martin & Mahoney, arXiv:1810.010
 
 from __future__ import annotations
 
-from ._analyses import TABLE, Levels, Outcome
+from ._analyses import TABLE
 from ._engine import analyze, analyze_views
 from ._result import (
     ANALYSES,
@@ -59,7 +59,9 @@ from ._result import (
     MAX_DENSE_LEVELS,
     MIN_UNFOLD_LEVELS,
     Analysis,
+    Levels,
     MatrixResult,
+    Outcome,
     is_stepwise,
     to_rows,
     validate_analyses,

@@ -11,50 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from ..fits import FitResult, fit_marchenko_pastur, fit_semicircle, fit_surmise
 from ..laws import SpectralLaw
 from ..spectral import MatrixView, nonstructural_levels, spectrum_summary, unfolded_spacings
-from ._result import MIN_UNFOLD_LEVELS, MatrixResult
+from ._result import MIN_UNFOLD_LEVELS, Levels, MatrixResult, Outcome
 
 __all__ = ["FIT_ERRORS", "PREFIX", "TABLE", "Levels", "Outcome", "analyse_levels"]
 
 FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
 PREFIX = {"marchenko_pastur": "mp_", "semicircle": "semicircle_", "spacings": "surmise_"}
 """The metric prefix of each fit (``"summary"`` has none)."""
-
-
-@dataclass(frozen=True)
-class Levels:
-    """What the analyses of one view read.
-
-    Attributes:
-        gram: the ascending normalised Gram levels ``(B, N)``.
-        rows: :math:`M`.
-        cols: :math:`N`.
-        symmetric: the levels ``(B, N)`` of :math:`(W_b + W_b^\\top)/2` (square views, when asked for), why they
-            could not be computed (``str``), or ``None``.
-        matrix: the weights ``(B, M, N)`` (detached; a view where possible).
-    """
-
-    gram: torch.Tensor
-    rows: int
-    cols: int
-    symmetric: torch.Tensor | str | None
-    matrix: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one analysis found: metrics, the fitted law (if it fits one), why it failed, and arrays to keep."""
-
-    metrics: dict[str, float]
-    law: SpectralLaw | None = None
-    failure: str | None = None
-    spectra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _fitted(fit: FitResult, prefix: str, spectra: dict[str, torch.Tensor] | None = None) -> Outcome:

@@ -20,7 +20,9 @@ __all__ = [
     "MAX_DENSE_LEVELS",
     "MIN_UNFOLD_LEVELS",
     "Analysis",
+    "Levels",
     "MatrixResult",
+    "Outcome",
     "is_stepwise",
     "to_rows",
     "validate_analyses",
@@ -89,6 +91,36 @@ class MatrixResult:
     spectra: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     laws: dict[str, SpectralLaw] = field(default_factory=dict, repr=False, compare=False)
     method: str | None = "eigvalsh"
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What the analyses of one view read.
+
+    Attributes:
+        gram: the ascending normalised Gram levels ``(B, N)``.
+        rows: :math:`M`.
+        cols: :math:`N`.
+        symmetric: the levels ``(B, N)`` of :math:`(W_b + W_b^\\top)/2` (square views, when asked for), why they
+            could not be computed (``str``), or ``None``.
+        matrix: the weights ``(B, M, N)`` (detached; a view where possible).
+    """
+
+    gram: torch.Tensor
+    rows: int
+    cols: int
+    symmetric: torch.Tensor | str | None
+    matrix: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one analysis found: metrics, the fitted law (if it fits one), why it failed, and arrays to keep."""
+
+    metrics: dict[str, float]
+    law: SpectralLaw | None = None
+    failure: str | None = None
+    spectra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def validate_analyses(analyses: object) -> tuple[str, ...]:
