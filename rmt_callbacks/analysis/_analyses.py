@@ -18,11 +18,12 @@ from ..fits import FitResult, fit_marchenko_pastur, fit_semicircle, fit_surmise
 from ..laws import SpectralLaw
 from ..spectral import MatrixView, nonstructural_levels, spectrum_summary, unfolded_spacings
 from ._result import MIN_UNFOLD_LEVELS, Levels, MatrixResult, Outcome
+from ._tails import power_law, randomize, rank_statistics
 
 __all__ = ["FIT_ERRORS", "PREFIX", "TABLE", "Levels", "Outcome", "analyse_levels"]
 
 FIT_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)  # what a bad spectrum makes a fit raise
-PREFIX = {"marchenko_pastur": "mp_", "semicircle": "semicircle_", "spacings": "surmise_"}
+PREFIX = {"marchenko_pastur": "mp_", "semicircle": "semicircle_", "spacings": "surmise_", "power_law": "pl_"}
 """The metric prefix of each fit (``"summary"`` has none)."""
 
 
@@ -32,10 +33,11 @@ def _fitted(fit: FitResult, prefix: str, spectra: dict[str, torch.Tensor] | None
 
 
 def summary(levels: Levels) -> Outcome:
-    """Batch means of :func:`~rmt_callbacks.spectral.spectrum_summary`; a statistic NaN for every matrix is left
-    out."""
+    """Batch means of :func:`~rmt_callbacks.spectral.spectrum_summary` and of the rank statistics
+    (:func:`~rmt_callbacks.analysis._tails.rank_statistics`); a statistic NaN for every matrix is left out."""
     stats = spectrum_summary(levels.gram, rows=levels.rows)  # each (B,)
     means = {k: float(torch.nanmean(v.double())) for k, v in stats.items()}
+    means.update(rank_statistics(levels))
     return Outcome({k: v for k, v in means.items() if not math.isnan(v)})
 
 
@@ -81,6 +83,8 @@ TABLE: dict[str, Callable[[Levels], Outcome | None]] = {
     "marchenko_pastur": marchenko_pastur,
     "semicircle": semicircle,
     "spacings": spacings,
+    "power_law": power_law,
+    "randomize": randomize,
 }
 """Every analysis by name, in the order of :data:`~rmt_callbacks.analysis.ANALYSES`."""
 

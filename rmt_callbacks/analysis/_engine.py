@@ -87,9 +87,10 @@ def _estimated(view: MatrixView, analyses: tuple[str, ...], dense_limit: int) ->
         f"(min(M, N) = {min(m, n)} >= dense_limit = {dense_limit})"
     )
     for analysis in analyses:
-        if analysis in PREFIX and (analysis != "semicircle" or m == n):
+        if analysis != "summary" and (analysis != "semicircle" or m == n):
             failures[analysis] = why
-            metrics[f"{PREFIX[analysis]}converged"] = 0.0
+            if analysis in PREFIX:
+                metrics[f"{PREFIX[analysis]}converged"] = 0.0
     density, edges = _pooled(densities)
     spectra = {
         "gram": torch.empty(*view.matrix.shape[:-2], 0, dtype=torch.float64),

@@ -28,14 +28,15 @@ __all__ = [
     "validate_analyses",
 ]
 
-Analysis = Literal["summary", "marchenko_pastur", "semicircle", "spacings"]
-ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "semicircle", "spacings")
-DEFAULT_ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "spacings")
+Analysis = Literal["summary", "marchenko_pastur", "semicircle", "spacings", "power_law", "randomize"]
+ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "semicircle", "spacings", "power_law", "randomize")
+DEFAULT_ANALYSES: tuple[str, ...] = ("summary", "marchenko_pastur", "spacings", "power_law")
 r"""What :func:`analyze` and the monitor compute unless told otherwise: everything the Gram spectrum gives, from one
 eigendecomposition per matrix. ``"semicircle"`` is left out: it is the law of a *symmetric* random matrix, and for a
 weight matrix it needs a second decomposition (of :math:`(W + W^\top)/2`), which would double the cost of every
 analysis of a square layer (``benchmarks/RESULTS.md``, section 1), while the spectra of a general :math:`W` that
-the papers follow are its Gram spectra; add it to ``analyses`` where a symmetric part means something."""
+the papers follow are its Gram spectra; add it to ``analyses`` where a symmetric part means something.
+``"randomize"`` is left out for the same reason (a second decomposition, of a shuffled copy of every matrix)."""
 MIN_UNFOLD_LEVELS: int = 10
 MAX_DENSE_LEVELS: int = DENSE_LIMIT - 1
 r"""Largest :math:`\min(M, N)` diagonalised exactly (:data:`~rmt_callbacks.spectral.DENSE_LIMIT` - 1); the density

@@ -81,6 +81,12 @@ class SpectrumMonitor(Labelled, Callback):
           Marchenko–Pastur fit; ``surmise_beta``, ``surmise_ks``: the Wigner-surmise fit of the spacings;
           ``semicircle_center``, ``semicircle_radius``, ``semicircle_ks``: the semicircle fit of
           :math:`(W + W^\top)/2`, square matrices, only with ``"semicircle"`` in ``analyses``.
+        * ``rank``, ``rank_loss``, ``spectral_entropy``: numerical rank, :math:`\min(M, N) -` rank, normalised
+          entropy of the levels. ``pl_alpha``, ``pl_alpha_std``, ``pl_x_min``, ``pl_n_tail``, ``pl_ks``: the
+          power-law fit of the spectrum's tail (heavy-tailed self-regularisation); ``log_norm``,
+          ``log_spectral_norm``, ``log_alpha_norm``, ``pl_alpha_weighted``: WeightWatcher's norms
+          (:mod:`rmt_callbacks.analysis`). With ``"randomize"`` in ``analyses``: ``rand_traps``, ``rand_ks``,
+          ``rand_lambda_max``, from an element-shuffled copy of each matrix.
         * ``{log_key_prefix}{label}/analysis_seconds`` (``rmt/monitor/…`` by default): the wall time of the analysis,
           its figures and artifacts; ``…/analysis_interval``: optimizer steps since the previous analysis (0 for the
           first); ``…/overhead``: the monitor's time (copies in the hook and the analyses) over the training time.
@@ -113,8 +119,8 @@ class SpectrumMonitor(Labelled, Callback):
             and MultiheadAttention modules, and any ``weight`` with 3+ dimensions.
         exclude: fnmatch patterns to leave out.
         param_filter: ``(name, param) -> bool`` selecting parameters, alone or on top of ``include``.
-        analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings"]``; ``None``: all but
-            ``"semicircle"``.
+        analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings", "power_law",
+            "randomize"]``; ``None``: all but ``"semicircle"`` and ``"randomize"`` (each a second decomposition).
         log_key_prefix: the metric-key prefix.
         figure_every_n_analyses: per-step figures on analyses number 0, k, 2k, … and the last; ``"auto"``
             (default) chooses k for about 5 figures over the run; ``None`` or 0: none (the end-of-training

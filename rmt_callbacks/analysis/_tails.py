@@ -1,0 +1,130 @@
+r"""The heavy-tailed analyses: the power-law tail (``"power_law"``), the randomized copy (``"randomize"``), and the
+rank statistics of the summary.
+
+Norms follow WeightWatcher's convention, the eigenvalues :math:`s_i^2 = M\lambda_i` of :math:`W^\top W` (not
+divided by :math:`M`), so their values compare with its ``log_norm``, ``log_spectral_norm``, ``alpha_weighted``
+and ``log_alpha_norm`` (Martin & Mahoney, arXiv:2002.06716, section 4; arXiv:1810.01075):
+
+.. math::
+
+    \texttt{log\_norm} = \log_{10} \sum_i s_i^2 = \log_{10}\|W\|_F^2,\quad
+    \texttt{log\_spectral\_norm} = \log_{10} s_{\max}^2,\quad
+    \texttt{pl\_alpha\_weighted} = \hat\alpha \log_{10} s_{\max}^2,\quad
+    \texttt{log\_alpha\_norm} = \log_{10} \sum_i s_i^{2\hat\alpha}.
+
+For a batch (convolution slices, an ensemble) the exponent is fitted to the pooled non-structural levels and
+each norm is the batch mean of the per-matrix values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..fits import fit_marchenko_pastur, fit_power_law
+from ..spectral import nonstructural_levels
+from ..spectral.stacks import stacked_levels
+from ._result import Levels, Outcome
+
+__all__ = ["RANDOMIZE_SEED", "power_law", "randomize", "rank_statistics", "two_sample_ks"]
+
+RANDOMIZE_SEED = 0
+"""The seed of the element shuffle of ``"randomize"`` (one generator per view, so results do not depend on the
+order of the views, and no global random numbers are drawn)."""
+_F64_EPS = torch.finfo(torch.float64).eps
+
+
+def rank_statistics(levels: Levels) -> dict[str, float]:
+    r"""``rank``, ``rank_loss`` and ``spectral_entropy`` of each matrix, averaged over the batch.
+
+    The rank is NumPy's ``matrix_rank`` rule on the singular values, :math:`s_i > s_{\max}\max(M, N)\,\epsilon`
+    with :math:`\epsilon` of the weights' dtype, i.e. :math:`\lambda_i > \lambda_{\max} (\max(M, N)\,
+    \epsilon)^2`, floored at the float64 Gram levels' own resolution :math:`\lambda_{\max}\max(M, N)\,
+    \epsilon_{64}`; ``rank_loss`` :math:`= \min(M, N) -` rank. The entropy of :math:`p_i = \lambda_i /
+    \sum_j \lambda_j` over the non-structural levels, normalised by :math:`\ln(\text{rank})` as WeightWatcher does
+    (``matrix_entropy``): 1 when every level is equal, near 0 when one direction holds all the weight.
+    """
+    bulk = nonstructural_levels(levels.gram, levels.rows).double().clamp_min(0.0)  # (B, k)
+    big = max(levels.rows, levels.cols)
+    eps = torch.finfo(levels.matrix.dtype).eps if levels.matrix.dtype.is_floating_point else _F64_EPS
+    top = bulk.amax(dim=-1, keepdim=True)
+    cut = top * max((big * eps) ** 2, big * _F64_EPS)
+    rank = (bulk > cut).sum(dim=-1).double()  # (B,)
+    p = bulk / bulk.sum(dim=-1, keepdim=True)
+    plogp = torch.where(p > 0, p * p.log(), torch.zeros((), dtype=p.dtype))
+    entropy = -plogp.sum(dim=-1) / rank.clamp_min(2.0).log()
+    live = top.squeeze(-1) > 0
+    out = {"rank": float(rank.mean()), "rank_loss": float((bulk.shape[-1] - rank).mean())}
+    if bool(live.any()):
+        out["spectral_entropy"] = float(entropy[live].mean())
+    return out
+
+
+def _norms(levels: Levels, alpha: float) -> dict[str, float]:
+    raw = nonstructural_levels(levels.gram, levels.rows).double().clamp_min(0.0) * levels.rows  # s_i^2, (B, k)
+    top = raw.amax(dim=-1)
+    live = top > 0
+    if not bool(live.any()):
+        return {}
+    raw, top = raw[live], top[live]
+    out = {"log_norm": float(raw.sum(dim=-1).log10().mean()), "log_spectral_norm": float(top.log10().mean())}
+    if math.isfinite(alpha):
+        out["pl_alpha_weighted"] = alpha * out["log_spectral_norm"]
+        # log10 sum s^(2 alpha), scaled by the largest term so that no power overflows
+        scaled = (raw / top[:, None]).pow(alpha).sum(dim=-1)
+        out["log_alpha_norm"] = float((scaled.log10() + alpha * top.log10()).mean())
+    return out
+
+
+def power_law(levels: Levels) -> Outcome:
+    r"""The power-law fit of the pooled non-structural levels (:func:`~rmt_callbacks.fits.fit_power_law`,
+    ``pl_…``), and the norms of the module docstring (the :math:`\alpha` ones only from a converged fit)."""
+    fit = fit_power_law(nonstructural_levels(levels.gram, levels.rows))
+    metrics = fit.to_metrics("pl_")
+    metrics.update(_norms(levels, fit.alpha if fit.converged else math.nan))
+    return Outcome(metrics, fit.law() if fit.converged else None, None if fit.converged else fit.message)
+
+
+def two_sample_ks(a: torch.Tensor, b: torch.Tensor) -> float:
+    r"""Two-sample Kolmogorov–Smirnov distance :math:`\sup_x |F_a(x) - F_b(x)|` of two flat samples.
+
+    Example:
+        >>> two_sample_ks(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]))
+        0.0
+    """
+    a, b = a.double().flatten().sort().values, b.double().flatten().sort().values
+    points = torch.cat([a, b])
+    fa = torch.searchsorted(a, points, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, points, right=True).double() / b.numel()
+    return float((fa - fb).abs().max())
+
+
+def randomize(levels: Levels) -> Outcome:
+    r"""Levels of an element-shuffled copy of each matrix, against the matrix's own (``rand_…``).
+
+    Shuffling the entries keeps their distribution and destroys their correlations, so the copy's spectrum is
+    Marchenko–Pastur-like unless single large entries dominate it. ``rand_traps``: the copy's eigenvalues above
+    its own Marchenko–Pastur bulk (the fit's ``num_spikes``), per matrix: *correlation traps*, large entries that
+    survive the shuffle (Martin & Mahoney, arXiv:1810.01075; WeightWatcher's ``randomize``).
+    ``rand_ks``: the two-sample KS distance between the matrix's and the copy's non-structural levels, pooled
+    (0: the weights look like shuffled noise; near 1: training moved the spectrum away from it).
+    ``rand_lambda_max``: the copy's largest level. Seeded (:data:`RANDOMIZE_SEED`); one more decomposition per
+    matrix.
+    """
+    flat = levels.matrix.detach()
+    gen = torch.Generator(device=flat.device).manual_seed(RANDOMIZE_SEED)
+    order = torch.randperm(flat[0].numel(), generator=gen, device=flat.device)
+    shuffled = flat.reshape(flat.shape[0], -1)[:, order].reshape(flat.shape)
+    (rand,) = stacked_levels([shuffled], "gram")
+    if isinstance(rand, str):
+        raise RuntimeError(f"the shuffled copy: {rand}")
+    m, n = levels.rows, levels.cols
+    traps = [fit_marchenko_pastur(r, ratio=n / m, rows=m).num_spikes for r in rand]
+    metrics = {
+        "rand_ks": two_sample_ks(nonstructural_levels(levels.gram, m), nonstructural_levels(rand, m)),
+        "rand_lambda_max": float(rand[:, -1].double().mean()),
+    }
+    if all(isinstance(t, int) for t in traps):
+        metrics["rand_traps"] = sum(traps) / len(traps)
+    return Outcome(metrics, spectra={"randomized": rand})
