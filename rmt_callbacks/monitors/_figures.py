@@ -7,7 +7,8 @@ drawn as its continuous part renormalised to one (divided by :math:`1/q`). Per a
 
 * the Gram spectrum with the fitted Marchenko–Pastur density, its bulk edge :math:`\lambda_+` and the spikes (the
   fit's ``num_spikes`` largest levels) marked, and :math:`n`, :math:`\sigma^2` and the KS distance written in;
-* the same levels on log-spaced bins and log-log axes (how heavy tails are read);
+* the same levels on log-spaced bins and log-log axes (how heavy tails are read), with the fitted power-law tail
+  (its density times the tail's share of the levels) from :math:`x_{\min}`, and :math:`\alpha` written in;
 * for a square matrix, the spectrum of the symmetric part with the fitted semicircle;
 * the normalised spacings with Poisson :math:`e^{-s}`, the GOE surmise :math:`\tfrac{\pi s}{2} e^{-\pi s^2/4}`
   and, when fitted, the surmise of the fitted :math:`\beta`.
@@ -82,12 +83,26 @@ def _gram_panels(result: MatrixResult) -> list[Panel]:
     spikes = int(metrics.get("mp_num_spikes", 0) or 0)
     markers = [Marker("λ₊", metrics["mp_lambda_plus"])] if "mp_lambda_plus" in metrics else []
     top = torch.sort(levels).values[levels.numel() - spikes :].numpy() if spikes else None
+    tail, x_min, tail_note = _power_law_overlay(result, levels)
     return [
         Panel("Gram spectrum WᵀW / M", levels.numpy(), _mp_overlay(result, levels), xlabel=_EIGENVALUE,
               markers=markers, spikes=top, note=note),
-        Panel("ESD, log-log", levels.numpy(), _mp_overlay(result, levels, log=True), xlabel=_EIGENVALUE,
-              markers=markers, loglog=True),
+        Panel("ESD, log-log", levels.numpy(), [*_mp_overlay(result, levels, log=True), *tail], xlabel=_EIGENVALUE,
+              markers=[*markers, *x_min], loglog=True, note=tail_note),
     ]  # fmt: skip
+
+
+def _power_law_overlay(result: MatrixResult, levels: torch.Tensor) -> tuple[list[Curve], list[Marker], str]:
+    """The fitted power-law tail as a density of all the levels (its pdf times the tail's share), a marker at
+    :math:`x_{\\min}` and a note with :math:`\\alpha`, or nothing when there is no converged fit."""
+    law, metrics = result.laws.get("power_law"), result.metrics
+    if law is None or not levels.numel():
+        return [], [], ""
+    alpha, n_tail = metrics["pl_alpha"], int(metrics["pl_n_tail"])
+    curve = _curve(f"power law α = {alpha:.2f}", law, law.x_min, float(levels.max()),
+                   scale=n_tail / levels.numel(), log=True)  # fmt: skip
+    note = f"α = {alpha:.2f} ± {metrics['pl_alpha_std']:.2f}, D = {metrics['pl_ks']:.3f}, n_tail = {n_tail}"
+    return [curve], [Marker("x_min", law.x_min)], note
 
 
 def _spacing_panel(values: torch.Tensor, fitted: SpectralLaw | None, metrics: dict[str, float]) -> Panel:

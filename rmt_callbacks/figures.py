@@ -1,0 +1,62 @@
+r"""Figures of :func:`rmt_callbacks.analyze` results: the panels the monitor logs, for any analysed matrix.
+
+The log-log view of the empirical spectral density (ESD) is how heavy tails are read (Martin & Mahoney,
+arXiv:1810.01075): the levels on log-spaced bins, the fitted Marchenko–Pastur density, and the fitted power-law
+tail :math:`p(x) \propto x^{-\alpha}` from :math:`x_{\min}` (``"power_law"`` analysis) drawn as a density of all
+the levels. Imports matplotlib (Agg, no pyplot) on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from .analysis import MatrixResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["esd_figure"]
+
+_KINDS = ("all", "loglog")
+
+
+def esd_figure(result: MatrixResult, *, kind: Literal["all", "loglog"] = "all") -> Figure:
+    r"""The figure of one analysed matrix: every panel the monitor draws (``kind="all"``: Gram spectrum, log-log
+    ESD, symmetric part, spacings) or the log-log ESD with its power-law fit alone (``kind="loglog"``).
+
+    Save it with ``fig.savefig(path)``; it is not registered with pyplot (no figure is left open).
+
+    Args:
+        result: one result of :func:`rmt_callbacks.analyze` (or ``analyze_views``).
+        kind: ``"all"`` or ``"loglog"``.
+
+    Returns:
+        A matplotlib ``Figure`` on an Agg canvas.
+
+    Raises:
+        TypeError: ``result`` is not a :class:`~rmt_callbacks.analysis.MatrixResult`.
+        ValueError: an unknown ``kind``, or a result with no exact levels to draw (skipped, or estimated by SLQ).
+
+    References: Martin & Mahoney, arXiv:1810.01075 (log-log ESD); arXiv:2412.20496.
+
+    Examples:
+        >>> import torch
+        >>> from rmt_callbacks import analyze
+        >>> (r,) = analyze(torch.nn.Linear(100, 60))
+        >>> [ax.get_title().split("\n")[0] for ax in esd_figure(r, kind="loglog").axes]
+        ['ESD, log-log']
+    """
+    from .monitors._figures import panels_of
+    from .sinks.plots import matrix_figure
+
+    if not isinstance(result, MatrixResult):
+        raise TypeError(f"esd_figure: result must be a MatrixResult from analyze(), got {type(result).__name__}")
+    if kind not in _KINDS:
+        raise ValueError(f"esd_figure: kind must be one of {_KINDS}, got {kind!r}")
+    panels = panels_of(result)
+    if not panels:
+        why = result.skipped or f"its spectrum was estimated ({result.method}), there are no exact levels"
+        raise ValueError(f"esd_figure: nothing to draw for {result.name!r}: {why}")
+    if kind == "loglog":
+        panels = [p for p in panels if p.loglog]
+    return matrix_figure(panels, title=f"{result.name} {tuple(result.shape)}")
