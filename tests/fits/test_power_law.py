@@ -165,3 +165,25 @@ def test_metrics_and_law_of_a_converged_fit() -> None:
     t = torch.tensor([fit.x_min, 2 * fit.x_min], dtype=torch.float64)
     assert law.cdf(t).tolist() == pytest.approx([0.0, 1 - 2 ** (1 - fit.alpha)])
     assert law.pdf(t)[0].item() == pytest.approx((fit.alpha - 1) / fit.x_min)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pruned_search_chooses_what_the_exhaustive_search_chooses(seed: int) -> None:
+    """Bounds drop candidates; the choice (x_min, alpha, D) must be that of trying every candidate."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(600, 4000))
+    kind = seed % 4
+    if kind == 0:
+        x = _pareto(rng, 2.5, 1.0, n)
+    elif kind == 1:
+        w = rng.standard_normal((2 * n // 3, n // 3))
+        x = np.linalg.eigvalsh(w.T @ w / w.shape[0])
+    elif kind == 2:
+        x = np.round(_pareto(rng, 2.0, 1.0, n), 2)  # ties
+    else:
+        x = np.concatenate([rng.uniform(0.05, 0.5, n // 2), _pareto(rng, 2.2, 1.0, n - n // 2)])
+    xs = torch.sort(torch.from_numpy(x)).values
+    alphas, distances, starts = _candidates(xs, 10)
+    best = int(torch.argmin(distances))
+    fit = fit_power_law(torch.from_numpy(x))
+    assert (fit.x_min, fit.alpha, fit.ks) == (float(xs[starts[best]]), float(alphas[best]), float(distances[best]))
