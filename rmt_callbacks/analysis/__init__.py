@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from ._analyses import TABLE
 from ._engine import analyze, analyze_views
+from ._report import ModelAnalysis
 from ._result import (
     ANALYSES,
     DEFAULT_ANALYSES,
@@ -77,6 +78,7 @@ __all__ = [
     "Analysis",
     "Levels",
     "MatrixResult",
+    "ModelAnalysis",
     "Outcome",
     "analyze",
     "analyze_views",

@@ -6,18 +6,21 @@ What it computes and at what cost: :mod:`rmt_callbacks.analysis`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
-from ..monitors._selection import ParamFilter
 from ..spectral import DENSE_LIMIT, MatrixView, SpectralDensity, estimate_density
+from ..spectral.selection import ParamFilter, resolve
 from ..spectral.stacks import STACK_BYTES, overflow_reason, stacked_levels
 from ._analyses import PREFIX, Levels, analyse_levels
+from ._inputs import read_source
+from ._report import ModelAnalysis
 from ._result import DEFAULT_ANALYSES, MatrixResult, validate_analyses
-from ._views import invalid_reason, resolve_views
+from ._views import invalid_reason
 
 __all__ = ["analyze", "analyze_views"]
 
@@ -151,7 +154,7 @@ def analyze_views(
 
 
 def analyze(
-    model: nn.Module,
+    source: nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike[str],
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
@@ -159,13 +162,17 @@ def analyze(
     analyses: Sequence[str] = DEFAULT_ANALYSES,
     conv: Literal["slices", "flatten"] = "slices",
     dense_limit: int = DENSE_LIMIT,
-) -> list[MatrixResult]:
-    r"""Analyse the weight matrices of any ``nn.Module``, post hoc (the code path of the monitor).
+) -> ModelAnalysis:
+    r"""Analyse the weight matrices of a model, post hoc (the code path of the monitor).
 
     Args:
-        model: any module; its parameters are read, never changed.
-        include: fnmatch patterns on dotted parameter names; ``None``: the default selection (every weight of
-            Linear, ConvNd, Embedding and attention modules, and ensemble weights ``(E, M, N)``).
+        source: what holds the weights (read, never changed; :mod:`rmt_callbacks.analysis._inputs`): an
+            ``nn.Module`` (eager, ``torch.jit`` scripted or traced, ``torch.compile``-d), a state_dict (any
+            ``Mapping[str, Tensor]``, or a Lightning checkpoint dict), or a path to a ``.safetensors`` /
+            ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` file (read with ``weights_only=True`` only).
+        include: fnmatch patterns on dotted parameter names; ``None``: the default selection of
+            :mod:`rmt_callbacks.spectral.selection` (Linear, ConvNd, Embedding, attention, recurrent layers,
+            parametrized weights as applied, ensemble weights ``(E, M, N)``).
         exclude: fnmatch patterns to leave out.
         param_filter: ``(name, param) -> bool`` instead of, or on top of, ``include``.
         analyses: names from :data:`ANALYSES` (default :data:`DEFAULT_ANALYSES`: all but ``"semicircle"``).
@@ -173,10 +180,15 @@ def analyze(
         dense_limit: smallest :math:`\min(M, N)` whose density is estimated (SLQ) instead of diagonalised.
 
     Returns:
-        One :class:`MatrixResult` per matrix; :func:`to_rows` turns them into a table.
+        A :class:`ModelAnalysis`: one :class:`MatrixResult` per matrix view, in order (a weight that cannot be
+        analysed, such as a state_dict's spectral-norm original, comes back skipped with the reason); it prints
+        as a table, and has ``.rows()``, ``.to_pandas()`` and ``.summary``.
 
     Raises:
-        TypeError, ValueError: bad arguments, or a selection that matches nothing.
+        TypeError: ``source`` is none of the accepted inputs (the message lists them), or a bad argument.
+        ValueError: an empty model or state_dict, meta-device weights, a file that needs arbitrary unpickling, a
+            selection that matches nothing (the message lists the parameters and suggests ``include=``).
+        ImportError: a ``.safetensors`` path without the ``safetensors`` package.
 
     References: arXiv:2412.20496; WeightWatcher's ``analyze`` (arXiv:1810.01075).
 
@@ -185,12 +197,21 @@ def analyze(
         >>> model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
         >>> with torch.no_grad():
         ...     _ = model[0].weight.copy_(torch.randn(128, 64, generator=g))
-        >>> from rmt_callbacks.analysis import to_rows
-        >>> rows = to_rows(analyze(model))
-        >>> [r["name"] for r in rows]
-        ['0.weight', '2.weight']
-        >>> abs(rows[0]["mp_sigma2"] - 1.0) < 0.1  # i.i.d. N(0, 1) entries: sigma^2 = 1
+        >>> result = analyze(model)
+        >>> [r.name for r in result], result.summary["analysed"]
+        (['0.weight', '2.weight'], 2)
+        >>> abs(result.rows()[0]["mp_sigma2"] - 1.0) < 0.1  # i.i.d. N(0, 1) entries: sigma^2 = 1
+        True
+        >>> [r.name for r in analyze(model.state_dict())] == [r.name for r in result]
         True
     """
-    views = resolve_views(model, include=include, exclude=exclude, param_filter=param_filter, conv=conv)
-    return analyze_views(views, analyses=analyses, dense_limit=dense_limit)
+    cands, what = read_source(source)
+    items = resolve(cands, include=include, exclude=exclude, param_filter=param_filter, conv=conv, what=what)
+    views = [v for v in items if isinstance(v, MatrixView)]
+    done = iter(analyze_views(views, analyses=analyses, dense_limit=dense_limit))
+    return ModelAnalysis(
+        next(done)
+        if isinstance(v, MatrixView)
+        else MatrixResult(v.name, v.shape, "matrix", {"skipped": 1.0}, v.reason, method=None)
+        for v in items
+    )

@@ -1,6 +1,6 @@
 r"""From a model to the matrix views an analysis reads, and why a matrix cannot be analysed.
 
-Selection: :mod:`rmt_callbacks.monitors._selection`; views: :func:`rmt_callbacks.spectral.matrices_of`.
+Selection: :mod:`rmt_callbacks.spectral.selection` (the one rule); views: :func:`rmt_callbacks.spectral.matrices_of`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..monitors._selection import ParamFilter, available_names, select_names, validate_filter, validate_patterns
-from ..spectral import DENSE_LIMIT, MatrixView, matrices_of, validate_matrix
+from ..spectral import DENSE_LIMIT, MatrixView, validate_matrix
+from ..spectral.selection import ParamFilter, select_views
 
 __all__ = ["invalid_reason", "resolve_views", "skip_reason"]
 
@@ -25,26 +25,13 @@ def resolve_views(
     param_filter: ParamFilter | None = None,
     conv: Literal["slices", "flatten"] = "slices",
 ) -> list[MatrixView]:
-    """The matrix views of the selected parameters (see :mod:`rmt_callbacks.monitors._selection`).
+    """The matrix views of the selected weights (:func:`rmt_callbacks.spectral.selection.select_views`).
 
     Raises:
         TypeError, ValueError: bad ``include`` / ``exclude`` / ``param_filter`` / ``conv``.
         ValueError: the selection matches no matrix; the message lists the parameters available.
     """
-    inc = validate_patterns("include", include, allow_none=True)
-    exc = validate_patterns("exclude", exclude, allow_none=False)
-    names = select_names(model, include=inc, exclude=exc, param_filter=validate_filter(param_filter))
-    views = [v for n in names for v in matrices_of(_owner(model, n), n, model.get_parameter(n), conv=conv)]
-    if not views:
-        raise ValueError(
-            f"the parameter selection include={include!r}, exclude={list(exclude)!r}, param_filter={param_filter!r} "
-            f"matches no matrix of {type(model).__name__}; parameters with ndim >= 2: {available_names(model)}"
-        )
-    return views
-
-
-def _owner(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name.rpartition(".")[0])
+    return select_views(model, include=include, exclude=exclude, param_filter=param_filter, conv=conv)
 
 
 def invalid_reason(matrix: object) -> str | None:

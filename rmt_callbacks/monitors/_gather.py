@@ -52,8 +52,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..spectral import MatrixView
+from ..spectral.selection import WRAPPER_ATTRS, unwrap, user_name
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -72,38 +74,7 @@ __all__ = [
     "user_name",
 ]
 
-WRAPPER_ATTRS: tuple[str, ...] = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
-"""Child names under which wrappers (FSDP1, activation checkpointing, ``torch.compile``) hold the wrapped module."""
-
 _Row = tuple[str, nn.Module, str, torch.Tensor]  # (user-visible name, owning module, attribute, parameter)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside any stack of wrappers (FSDP1, checkpoint, ``torch.compile``); ``module`` if unwrapped.
-
-    Examples:
-        >>> class Wrapper(nn.Module):
-        ...     def __init__(self, inner: nn.Module) -> None:
-        ...         super().__init__()
-        ...         self._fsdp_wrapped_module = inner
-        >>> type(unwrap(Wrapper(Wrapper(nn.Linear(2, 2))))).__name__
-        'Linear'
-    """
-    while True:
-        inner = next((module._modules[a] for a in WRAPPER_ATTRS if module._modules.get(a) is not None), None)
-        if inner is None:
-            return module
-        module = inner
-
-
-def user_name(name: str) -> str:
-    """A dotted parameter name with the wrapper levels removed.
-
-    Examples:
-        >>> user_name("_fsdp_wrapped_module.fc._fsdp_wrapped_module._checkpoint_wrapped_module.weight")
-        'fc.weight'
-    """
-    return ".".join(p for p in name.split(".") if p not in WRAPPER_ATTRS)
 
 
 def _rows(model: nn.Module) -> Iterator[_Row]:
@@ -272,7 +243,8 @@ def snapshot_module(
     """A stand-in for ``pl_module`` holding full CPU copies of its parameters, on rank zero; ``None`` elsewhere.
 
     The stand-in has the user-visible module tree (the same module classes and attributes, wrappers removed) and,
-    as ``nn.Parameter`` (``requires_grad=False``), the snapshot of the selected parameters; no buffers. It is for
+    as ``nn.Parameter`` (``requires_grad=False``), the snapshot of the selected parameters; no buffers but those
+    of parametrizations (shared, read only: a parametrized weight is read as the weight it applies). It is for
     reading (``named_parameters``, ``get_submodule``,
     :func:`rmt_callbacks.analysis.resolve_views`), never for a forward pass. Every rank must call it at the same
     steps, like :func:`snapshot_parameters`.
@@ -303,12 +275,16 @@ def stand_in(model: nn.Module, rows: Sequence[_Row]) -> nn.Module:
     """
     clones: dict[int, nn.Module] = {}
 
-    def clone(module: nn.Module) -> nn.Module:
+    def clone(module: nn.Module, *, buffers: bool = False) -> nn.Module:
         module = unwrap(module)
         if id(module) not in clones:
             copy = clones[id(module)] = object.__new__(type(module))  # no __init__: attributes only, shared
-            copy.__dict__.update(module.__dict__, _parameters={}, _buffers={}, _non_persistent_buffers_set=set())
-            copy.__dict__["_modules"] = {k: None if c is None else clone(c) for k, c in module._modules.items()}
+            kept = dict(module._buffers) if buffers else {}  # a parametrization's own state (spectral norm's u, v)
+            copy.__dict__.update(module.__dict__, _parameters={}, _buffers=kept, _non_persistent_buffers_set=set())
+            inner = isinstance(module, parametrize.ParametrizationList)
+            copy.__dict__["_modules"] = {
+                k: None if c is None else clone(c, buffers=inner) for k, c in module._modules.items()
+            }
         return clones[id(module)]
 
     root = clone(model)

@@ -1,161 +1,68 @@
-r"""Which parameters a monitor analyses: include / exclude name patterns or a filter callable.
+"""Monitor-side helpers around the one selection rule of :mod:`rmt_callbacks.spectral.selection`.
 
-The default selection is every weight of ``nn.Linear``, ``nn.ConvNd`` (transposed included), ``nn.Embedding``
-and ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``), plus every parameter named
-``weight`` with three or more dimensions, which is how an ensemble of networks presents itself (the
-reference models keep theirs in one ``weight`` of shape ``(E, M, N)``). With ``include`` or ``param_filter``
-the candidates are instead all parameters with ``ndim >= 2``:
-
-.. math::
-
-    S = \{p : \operatorname{ndim}(p) \ge 2,\ \text{include}(p) \wedge \text{filter}(p)\} \setminus \text{exclude},
-
-where a pattern list matches a dotted parameter name (``named_parameters()``) through :func:`fnmatch.fnmatchcase`.
-
-References: Lightning ``ModelSummary`` naming (dotted ``named_parameters()`` names).
+The rule itself (default selection, ``include`` / ``exclude`` patterns, ``param_filter``) lives in the pure layer,
+shared with :func:`rmt_callbacks.analyze` and :func:`rmt_callbacks.spectral.iter_matrices`; it is re-exported here
+for the monitors. What is monitor-specific: which parameters a sharded gather must copy for the selected views
+(:func:`parameter_names`) and whether lazy parameters still wait for a first forward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from fnmatch import fnmatchcase
+from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from ..spectral import MatrixView
+from ..spectral.selection import (
+    ParamFilter,
+    available_names,
+    candidates,
+    select_names,
+    validate_filter,
+    validate_patterns,
+)
 
-__all__ = ["ParamFilter", "available_names", "select_names", "validate_filter", "validate_patterns"]
-
-ParamFilter = Callable[[str, torch.Tensor], bool]
-_WEIGHT_MODULES = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)
-_ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
-
-
-def validate_patterns(arg: str, value: object, *, allow_none: bool) -> tuple[str, ...] | None:
-    """Check a list of fnmatch patterns; a bare string is refused (it is a common slip for a one-item list).
-
-    Args:
-        arg: the argument's name, for the messages.
-        value: the value given.
-        allow_none: whether ``None`` is allowed.
-
-    Returns:
-        The patterns as a tuple, or ``None``.
-
-    Raises:
-        TypeError: not a sequence of ``str``.
-        ValueError: an empty list where ``None`` means "default".
-
-    References: :mod:`fnmatch`.
-
-    Examples:
-        >>> validate_patterns("include", ["encoder.*"], allow_none=True)
-        ('encoder.*',)
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, str):
-        raise TypeError(f"{arg} must be a list of fnmatch patterns, got the str {value!r}; write [{value!r}]")
-    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{arg} must be a list of str (fnmatch patterns), got {value!r}")
-    if allow_none and not value:
-        raise ValueError(f"{arg} must not be empty (it would select nothing); use None for the default selection")
-    return tuple(value)
+__all__ = [
+    "ParamFilter",
+    "available_names",
+    "has_lazy_parameters",
+    "parameter_names",
+    "parameters_behind",
+    "select_names",
+    "validate_filter",
+    "validate_patterns",
+]
 
 
-def validate_filter(value: object) -> ParamFilter | None:
-    """Check that ``param_filter`` is ``None`` or a callable ``(name, param) -> bool``.
-
-    Raises:
-        TypeError: ``value`` is neither ``None`` nor callable.
+def parameters_behind(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """User-visible weight name to the parameters an optimizer updates for it (a parametrization's originals).
 
     Examples:
-        >>> validate_filter(None) is None
-        True
+        >>> from torch.nn.utils import parametrizations
+        >>> net = nn.Sequential(parametrizations.weight_norm(nn.Linear(3, 2)))
+        >>> [tuple(p.shape) for p in parameters_behind(net)["0.weight"]]
+        [(2, 1), (2, 3)]
     """
-    if value is not None and not callable(value):
-        raise TypeError(f"param_filter must be None or a callable (name, param) -> bool, got {value!r}")
-    return value
+    return {c.name: [p for _, p in c.parameters] for c in candidates(model, values=False)}
 
 
-def _named_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
-    """``(dotted name, owner, attribute, parameter)`` in ``named_parameters()`` order, shared ones once."""
-    rows = []
-    for name, param in model.named_parameters():
-        if isinstance(param, nn.parameter.UninitializedParameter):
-            continue  # a lazy module before its first forward: no shape yet
-        owner_name, _, attr = name.rpartition(".")
-        rows.append((name, model.get_submodule(owner_name), attr, param))
-    return rows
-
-
-def _is_default(owner: nn.Module, attr: str, param: torch.Tensor) -> bool:
-    if isinstance(owner, nn.MultiheadAttention):
-        return attr in _ATTENTION_WEIGHTS
-    return attr == "weight" and (isinstance(owner, _WEIGHT_MODULES) or param.ndim >= 3)
-
-
-def _matches(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
-
-
-def select_names(
-    model: nn.Module,
-    *,
-    include: tuple[str, ...] | None,
-    exclude: tuple[str, ...],
-    param_filter: ParamFilter | None,
-) -> list[str]:
-    """The dotted names of the selected parameters, in ``named_parameters()`` order.
-
-    Args:
-        model: the module whose parameters are selected.
-        include: fnmatch patterns, or ``None`` (default selection unless ``param_filter`` is given).
-        exclude: fnmatch patterns removed from the selection.
-        param_filter: ``(name, param) -> bool``, or ``None``.
-
-    Returns:
-        The selected names; possibly empty (the caller decides whether that is an error).
-
-    References: :func:`fnmatch.fnmatchcase`.
-
-    Examples:
-        >>> model = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))
-        >>> select_names(model, include=None, exclude=("2.*",), param_filter=None)
-        ['0.weight']
-    """
-    custom = include is not None or param_filter is not None
-    names = []
-    for name, owner, attr, param in _named_parameters(model):
-        if param.ndim < 2 or _matches(name, exclude):
-            continue
-        if not custom and not _is_default(owner, attr, param):
-            continue
-        if include is not None and not _matches(name, include):
-            continue
-        if param_filter is not None and not param_filter(name, param):
-            continue
-        names.append(name)
-    return names
-
-
-def available_names(model: nn.Module, *, limit: int = 50) -> str:
-    """The names and shapes of the parameters with ``ndim >= 2``, for error messages (at most ``limit``).
-
-    Examples:
-        >>> available_names(nn.Linear(3, 2))
-        "['weight' (2, 3)]"
-    """
-    rows = [f"{name!r} {tuple(p.shape)}" for name, _, _, p in _named_parameters(model) if p.ndim >= 2]
-    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return "[" + ", ".join(rows[:limit]) + "]" + more
+def _behind(view_name: str, behind: dict[str, list[str]]) -> list[str]:
+    """The parameter names behind a view (a view is a weight, or a block of one: ``w.q``, ``w.i``)."""
+    return behind.get(view_name) or behind.get(view_name.rpartition(".")[0]) or []
 
 
 def parameter_names(model: nn.Module, views: Sequence[MatrixView]) -> list[str]:
-    """The parameters behind ``views`` (a view is a parameter, or a block of one such as ``in_proj_weight.q``)."""
-    names = {v.name for v in views}
-    return [n for n, _ in model.named_parameters() if n in names or any(v.startswith(n + ".") for v in names)]
+    """The user-visible parameters behind ``views``, in ``named_parameters()`` order: what a gather must copy.
+
+    Examples:
+        >>> from rmt_callbacks.spectral import iter_matrices
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.LSTM(2, 2))
+        >>> parameter_names(net, iter_matrices(net))
+        ['0.weight', '1.weight_ih_l0', '1.weight_hh_l0']
+    """
+    behind = {c.name: [n for n, _ in c.parameters] for c in candidates(model, values=False)}
+    wanted = {n for v in views for n in _behind(v.name, behind)}
+    return [n for c in behind.values() for n in c if n in wanted]
 
 
 def has_lazy_parameters(module: nn.Module) -> bool:

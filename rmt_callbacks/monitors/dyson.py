@@ -34,7 +34,7 @@ from ._gather import is_sharded, snapshot_module, strategy_root
 from ._identity import Labelled
 from ._messages import OnceMessages, dyson_message, shape_of
 from ._rates import Clocks, GroupKey, Snapshot, group_index, sole_group, temperature_notes
-from ._selection import has_lazy_parameters, validate_filter, validate_patterns
+from ._selection import has_lazy_parameters, parameters_behind, validate_filter, validate_patterns
 from ._worker import StrideBudget
 
 __all__ = ["DysonMonitor"]
@@ -291,10 +291,11 @@ class DysonMonitor(Labelled, Callback):
             del self._snapshots[name]  # the parameter disappeared: its window ends
         owners = group_index(trainer.optimizers)  # sharded parameters are not the optimizer's: its one group
         sole = sole_group(trainer.optimizers) if self._sharded else None
-        params = dict(pl_module.named_parameters())
+        behind = parameters_behind(pl_module)  # user-visible names; a parametrization: its originals
         for view in views:
-            param = params.get(view.name, params.get(view.name.rpartition(".")[0]))  # a block: its parameter
-            group = owners.get(id(param), sole) if param is not None and param.requires_grad else sole
+            params = behind.get(view.name) or behind.get(view.name.rpartition(".")[0]) or []  # a block: its weight
+            trained = [p for p in params if p.requires_grad]
+            group = next((owners[id(p)] for p in trained if id(p) in owners), sole) if trained else sole
             reason = skip_reason(view.matrix) or (None if group else "no optimizer updates it (in no parameter group)")
             if reason is None:
                 m, n = view.matrix.shape[-2:]

@@ -67,7 +67,7 @@ from .density import (
     exact_density,
 )
 from .esd import esd, validate_matrix
-from .matrices import MatrixView, iter_matrices, matrices_of
+from .matrices import MatrixView, iter_matrices, matrices_of, module_kind
 from .spacing import (
     freedman_diaconis_edges,
     histogram_mean,
@@ -93,6 +93,7 @@ __all__ = [
     "iter_matrices",
     "matrices_of",
     "mean_spacing_ratio",
+    "module_kind",
     "nonstructural_levels",
     "pair_spacings",
     "spacing_ratios",

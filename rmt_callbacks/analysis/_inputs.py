@@ -1,0 +1,205 @@
+r"""What :func:`~rmt_callbacks.analyze` accepts, read into the candidates of :mod:`rmt_callbacks.spectral.selection`.
+
+* An ``nn.Module``: eager, ``torch.jit.script``-ed or ``torch.jit.trace``-d, ``torch.compile``-d (module kinds by
+  type, or by a scripted module's ``original_name``).
+* A state_dict: any ``Mapping[str, Tensor]`` (non-tensor values are ignored; a Lightning checkpoint dict is read
+  from its ``"state_dict"`` key). It holds no module types, so they are inferred from names and shapes:
+
+  - ``…in_proj_weight`` ``(3E, E)``: attention, split into q/k/v; ``…q/k/v_proj_weight``: attention;
+  - ``…weight_ih_l*`` / ``weight_hh_l*`` (``_reverse`` too) and a cell's ``weight_ih`` / ``weight_hh``: recurrent,
+    split into gate blocks, the gate count being the rows of ``weight_hh`` over the hidden size (the columns of
+    ``weight_hr_l*`` if there is a projection, else of ``weight_hh``): 4 is an LSTM (gates named ``i f g o``),
+    3 a GRU (``r z n``), 1 a plain RNN; ``weight_hr_l*``: one matrix;
+  - any other ``…weight`` with ``ndim == 2``: a matrix (source ``"matrix"``: a Linear and an Embedding look alike);
+  - ``…weight`` with ``ndim >= 3``: a batch over its leading dimensions (``"ensemble"``). A convolution's weight
+    ``(out, in, k…)`` cannot be told from an ensemble: it is analysed as a batch of ``(k…)`` trailing matrices,
+    not as the module's per-position ``(out, in)`` slices; pass the module for those (or ``include``/``exclude``);
+  - a parametrized weight (``…parametrizations.weight.original*``): the applied weight where the state_dict
+    determines it exactly, under the name ``….weight`` (weight norm, :math:`g\,v/\|v\|`; spectral norm from its
+    stored ``_u``, ``_v``, as applied in eval mode); otherwise (orthogonal, user parametrizations) a skipped result
+    whose reason says to pass the module. A raw original is never analysed under the weight's name.
+* A path (``str`` or ``os.PathLike``): ``.safetensors`` (needs the optional ``safetensors`` package), or
+  ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` read by ``torch.load(path, map_location="cpu", weights_only=True)``
+  only: a file that needs arbitrary unpickling (a whole pickled module, a custom class) is refused, never run.
+
+References: ``torch.load(weights_only=True)``; the safetensors format (huggingface/safetensors).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..spectral.matrices import GATED, PROJECTION
+from ..spectral.selection import Candidate, applied_from_originals, candidates, unwrap
+
+__all__ = ["ACCEPTED", "read_source", "state_candidates"]
+
+ACCEPTED = (
+    "an nn.Module (eager, torch.jit scripted or traced, torch.compile'd), a state_dict (a Mapping[str, Tensor], or "
+    "a Lightning checkpoint dict with a 'state_dict'), or a path (str / os.PathLike) to a .safetensors, .pt, .pth, "
+    ".bin or .ckpt file"
+)
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_ORIGINAL = re.compile(r"(?P<owner>(?:.*\.)?)parametrizations\.(?P<attr>[^.]+)\.(?P<part>original\d*)")
+_PARAMETRIZATION_STATE = re.compile(r"(?P<owner>(?:.*\.)?)parametrizations\.(?P<attr>[^.]+)\.(?P<rest>\d+\..*)")
+_ATTENTION = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def read_source(source: object) -> tuple[list[Candidate], str]:
+    """The candidates of ``source`` and how to name it in messages.
+
+    Raises:
+        TypeError: ``source`` is none of :data:`ACCEPTED`.
+        ValueError: empty, meta-device weights, an unreadable or unsafe file.
+        ImportError: a ``.safetensors`` file without the ``safetensors`` package.
+    """
+    if isinstance(source, nn.Module):
+        what = type(unwrap(source)).__name__
+        if isinstance(source, torch.jit.ScriptModule):
+            what = str(getattr(source, "original_name", what))
+        cands = candidates(source)
+        if not cands:
+            raise ValueError(f"the model {what} has no parameters: nothing to analyse; pass a model with weights")
+    elif isinstance(source, Mapping):
+        what, cands = "the state_dict", state_candidates(_state_dict_of(source, "the state_dict"))
+    elif isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        what, cands = repr(path), state_candidates(_state_dict_of(read_file(path), repr(path)))
+    else:
+        raise TypeError(f"analyze accepts {ACCEPTED}; got {type(source).__name__}")
+    meta = [c.name for c in cands if c.tensor.is_meta]
+    if meta:
+        raise ValueError(
+            f"the weights of {what} are on the meta device (shapes without values: {meta[:3]}"
+            f"{' …' if len(meta) > 3 else ''}); there is nothing to analyse. Pass the module after loading real "
+            "weights (e.g. model.to_empty(device='cpu') then model.load_state_dict(...)), or pass the state_dict "
+            "or the checkpoint / .safetensors path itself"
+        )
+    return cands, what
+
+
+def _state_dict_of(obj: object, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a state_dict (or of a Lightning checkpoint's ``"state_dict"``)."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{what} holds a {type(obj).__name__}, not a state_dict (a mapping of names to tensors)")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(
+            f"{what} holds no tensors: nothing to analyse; pass model.state_dict() of a model with weights"
+        )
+    return tensors
+
+
+def read_file(path: str) -> object:
+    """The contents of a ``.safetensors`` or ``.pt``/``.pth``/``.bin``/``.ckpt`` file, read without running code.
+
+    Raises:
+        ImportError: ``.safetensors`` without the ``safetensors`` package.
+        ValueError: another suffix, or a torch file that needs arbitrary unpickling.
+        FileNotFoundError: no such file.
+    """
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise ImportError(
+                f"reading {path!r} needs the optional safetensors package: pip install safetensors"
+            ) from exc
+        return load_file(path, device="cpu")
+    if lower.endswith(_TORCH_SUFFIXES):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{path!r} cannot be read with torch.load(weights_only=True): it needs arbitrary unpickling (a whole "
+                "pickled module or a custom class), which can run any code and is refused. Save the weights as a "
+                "state_dict instead: torch.save(model.state_dict(), path), or safetensors.torch.save_file(...); or, "
+                "only if you trust the file, load the module yourself and pass it"
+            ) from exc
+    raise ValueError(f"cannot read {path!r}: expected a .safetensors, {', '.join(_TORCH_SUFFIXES)} file")
+
+
+def _recurrent_gates(tensors: Mapping[str, torch.Tensor], name: str) -> int | None:
+    """Gate blocks of the recurrent weight ``name``: rows of its ``weight_hh`` over the hidden size."""
+    owner, _, attr = name.rpartition(".")
+    prefix = f"{owner}." if owner else ""
+    suffix = attr.removeprefix("weight_ih").removeprefix("weight_hh")
+    hh, hr = tensors.get(f"{prefix}weight_hh{suffix}"), tensors.get(f"{prefix}weight_hr{suffix}")
+    if hh is None or hh.ndim != 2:
+        return None
+    hidden = hr.shape[1] if hr is not None and hr.ndim == 2 else hh.shape[1]
+    return hh.shape[0] // hidden if hidden and hh.shape[0] % hidden == 0 else None
+
+
+def _kind(tensors: Mapping[str, torch.Tensor], name: str) -> tuple[str | None, int | None]:
+    attr = name.rpartition(".")[2]
+    if attr in _ATTENTION:
+        return "attention", None
+    if GATED.fullmatch(attr):
+        return "recurrent", _recurrent_gates(tensors, name)
+    if PROJECTION.fullmatch(attr):
+        return "recurrent", None
+    return ("tensor" if attr == "weight" else None), None
+
+
+def state_candidates(tensors: Mapping[str, torch.Tensor]) -> list[Candidate]:
+    """The candidates of a state_dict, kinds inferred from names and shapes (module docstring); tied tensors once.
+
+    Examples:
+        >>> sd = nn.LSTM(3, 2).state_dict()
+        >>> [(c.name, c.kind, c.gates) for c in state_candidates(sd) if c.tensor.ndim == 2]
+        [('weight_ih_l0', 'recurrent', 4), ('weight_hh_l0', 'recurrent', 4)]
+    """
+    originals: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    states: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        if m := _ORIGINAL.fullmatch(key):
+            originals.setdefault((m["owner"], m["attr"]), {})[m["part"]] = t
+        elif m := _PARAMETRIZATION_STATE.fullmatch(key):
+            states.setdefault((m["owner"], m["attr"]), {})[m["rest"]] = t
+    out: list[Candidate] = []
+    seen: set[tuple[Any, ...]] = set()
+    for key, t in tensors.items():
+        if m := _ORIGINAL.fullmatch(key):
+            group = originals.pop((m["owner"], m["attr"]), None)
+            if group is not None:  # the first original of the group stands for it
+                state = states.get((m["owner"], m["attr"]), {})
+                out.append(_parametrized(m["owner"], m["attr"], group, state, tensors))
+            continue
+        if _PARAMETRIZATION_STATE.fullmatch(key):
+            continue  # a parametrization's own buffers (spectral norm's u, v): not weights
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if not t.is_meta and t.untyped_storage().data_ptr() and ident in seen:
+            continue  # a tied weight saved under two names: once, like named_parameters()
+        seen.add(ident)
+        kind, gates = _kind(tensors, key)
+        out.append(Candidate(key, key.rpartition(".")[2], t, kind, ((key, t),), gates))
+    return out
+
+
+def _parametrized(
+    owner: str,
+    attr: str,
+    group: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
+) -> Candidate:
+    name = f"{owner}{attr}"
+    raw = tuple((f"{owner}parametrizations.{attr}.{k}", v) for k, v in sorted(group.items()))
+    kind, gates = _kind(tensors, name)
+    applied = applied_from_originals(group, state)
+    if isinstance(applied, str):
+        return Candidate(name, attr, max(group.values(), key=lambda t: t.ndim), kind, raw, gates, skipped=applied)
+    return Candidate(name, attr, applied, kind, raw, gates)

@@ -1,0 +1,168 @@
+"""The one default selection rule (rmt_callbacks.spectral.selection) on real modules of every kind it knows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+import rmt_callbacks
+from rmt_callbacks import analyze
+from rmt_callbacks.spectral import iter_matrices
+from rmt_callbacks.spectral.selection import candidates, select_names, select_views
+
+
+class Ensemble(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 6, 5))
+
+
+def _every_kind() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.ModuleDict(
+        {
+            "lin": nn.Linear(8, 6),
+            "conv": nn.Conv2d(3, 4, 3),
+            "deconv": nn.ConvTranspose1d(4, 2, 3),
+            "embed": nn.Embedding(10, 8),
+            "attn": nn.MultiheadAttention(8, 2),
+            "sep": nn.MultiheadAttention(8, 2, kdim=4, vdim=5),
+            "lstm": nn.LSTM(8, 6, num_layers=2, bidirectional=True, proj_size=3),
+            "gru": nn.GRU(8, 5),
+            "rnn": nn.RNN(8, 4),
+            "lcell": nn.LSTMCell(8, 3),
+            "gcell": nn.GRUCell(8, 3),
+            "rcell": nn.RNNCell(8, 3),
+            "wn": parametrizations.weight_norm(nn.Linear(8, 7)),
+            "sn": parametrizations.spectral_norm(nn.Linear(8, 7)),
+            "orth": parametrizations.orthogonal(nn.Linear(7, 7)),
+            "ens": Ensemble(),
+            "norm": nn.LayerNorm(8),
+        }
+    )
+
+
+def test_every_kind_is_selected_under_its_user_visible_name() -> None:
+    names = [v.name for v in iter_matrices(_every_kind())]
+    lstm = [f"lstm.weight_{w}_l{k}{d}" for k in (0, 1) for d in ("", "_reverse") for w in ("ih", "hh", "hr")]
+    expected_lstm = [n if "_hr_" in n else f"{n}.{g}" for n in lstm for g in ("ifgo" if "_hr_" not in n else "-")]
+    assert names == [
+        "lin.weight",
+        "conv.weight",
+        "deconv.weight",
+        "embed.weight",
+        "attn.in_proj_weight.q",
+        "attn.in_proj_weight.k",
+        "attn.in_proj_weight.v",
+        "attn.out_proj.weight",
+        "sep.q_proj_weight",
+        "sep.k_proj_weight",
+        "sep.v_proj_weight",
+        "sep.out_proj.weight",
+        *expected_lstm,
+        *(f"gru.weight_{w}_l0.{g}" for w in ("ih", "hh") for g in "rzn"),
+        "rnn.weight_ih_l0",
+        "rnn.weight_hh_l0",
+        *(f"lcell.weight_{w}.{g}" for w in ("ih", "hh") for g in "ifgo"),
+        *(f"gcell.weight_{w}.{g}" for w in ("ih", "hh") for g in "rzn"),
+        "rcell.weight_ih",
+        "rcell.weight_hh",
+        "wn.weight",
+        "sn.weight",
+        "orth.weight",
+        "ens.weight",
+    ]
+
+
+def test_gate_blocks_are_the_rows_of_each_gate() -> None:
+    lstm = nn.LSTM(4, 3)
+    views = {v.name: v for v in iter_matrices(nn.ModuleDict({"r": lstm}))}
+    for i, g in enumerate("ifgo"):
+        view = views[f"r.weight_ih_l0.{g}"]
+        assert view.source == "recurrent" and view.matrix.shape == (3, 4)
+        assert torch.equal(view.matrix, lstm.weight_ih_l0[3 * i : 3 * (i + 1)])
+        assert view.matrix.data_ptr() == lstm.weight_ih_l0[3 * i :].data_ptr()  # a view, no copy
+
+
+def test_parametrized_weights_are_the_weights_they_apply() -> None:
+    model = _every_kind()
+    model.eval()
+    views = {v.name: v for v in iter_matrices(model)}
+    for name in ("wn", "sn", "orth"):
+        assert torch.equal(views[f"{name}.weight"].matrix, getattr(model, name).weight.detach())
+    assert not any("original" in n for n in views)
+    sigma = torch.linalg.matrix_norm(views["sn.weight"].matrix, ord=2)
+    raw = torch.linalg.matrix_norm(model.sn.parametrizations.weight.original.detach(), ord=2)
+    assert abs(float(sigma) - 1.0) < 0.05 and abs(float(raw) - 1.0) > 0.05  # the applied weight, not the original
+    q = views["orth.weight"].matrix
+    assert torch.allclose(q @ q.T, torch.eye(7), atol=1e-5)
+
+
+def test_reading_a_spectral_norm_module_does_not_advance_its_power_iteration() -> None:
+    layer = parametrizations.spectral_norm(nn.Linear(6, 5))
+    u = layer.parametrizations.weight[0]._u.clone()
+    iter_matrices(nn.ModuleDict({"sn": layer}))
+    assert torch.equal(layer.parametrizations.weight[0]._u, u) and layer.training
+
+
+def test_compiled_models_and_submodules_keep_their_original_names() -> None:
+    model = _every_kind()
+    want = [(v.name, v.source) for v in iter_matrices(model)]
+    assert [(v.name, v.source) for v in iter_matrices(torch.compile(model))] == want
+    model["lin"] = torch.compile(model["lin"])
+    assert "lin._orig_mod.weight" in dict(model.named_parameters())
+    assert [(v.name, v.source) for v in iter_matrices(model)] == want
+
+
+def test_iter_matrices_and_analyze_select_the_same_matrices() -> None:
+    model = _every_kind()
+    views = iter_matrices(model)
+    results = analyze(model, analyses=["summary"])
+    assert [(r.name, r.shape, r.source) for r in results] == [(v.name, tuple(v.matrix.shape), v.source) for v in views]
+    assert [v.name for v in select_views(model)] == [v.name for v in views]
+    assert select_names(model, include=None, exclude=(), param_filter=None)[:2] == ["lin.weight", "conv.weight"]
+
+
+def test_include_all_takes_every_matrix_but_never_a_raw_original() -> None:
+    names = [v.name for v in iter_matrices(_every_kind(), include_all_params=True)]
+    assert "norm.weight" not in names and not any("original" in n for n in names)
+    assert {"wn.weight", "sn.weight", "orth.weight"} <= set(names)
+
+
+def test_a_model_of_recurrent_layers_only_is_selected() -> None:
+    model = nn.Sequential(nn.GRU(4, 4))
+    assert [v.name for v in select_views(model)] == [f"0.weight_{w}_l0.{g}" for w in ("ih", "hh") for g in "rzn"]
+
+
+def test_nothing_selected_lists_the_parameters_and_suggests_include() -> None:
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(4, 5))
+            self.scale = nn.Parameter(torch.zeros(5))
+
+    with pytest.raises(ValueError, match=r"parameters with ndim >= 2: \['table' \(4, 5\)\]; select some with include="):
+        select_views(Custom())
+    assert [v.name for v in select_views(Custom(), include=["table"])] == ["table"]
+
+
+def test_candidates_of_a_scripted_module_know_its_kinds() -> None:
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.Conv1d(2, 2, 2)))
+    assert [(c.name, c.kind) for c in candidates(scripted) if c.tensor.ndim >= 2] == [
+        ("0.weight", "linear"),
+        ("1.weight", "conv"),
+    ]
+
+
+def test_the_pure_layer_never_imports_the_monitors() -> None:
+    root = Path(rmt_callbacks.__file__).parent
+    for package in ("spectral", "analysis"):
+        for path in (root / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    assert "monitors" not in (node.module or ""), path
