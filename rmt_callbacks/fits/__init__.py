@@ -22,24 +22,29 @@ from ._result import (
 from .distances import ks_distance, l1_distance
 from .marchenko_pastur import fit_marchenko_pastur
 from .pair_density import fit_pair_density, fit_two_species
-from .power_law import PowerLawFit, fit_power_law
+from .power_law import ParetoTail, PowerLawFit, fit_power_law
 from .semicircle import fit_semicircle
 from .surmise import fit_surmise
+from .truncated_power_law import TruncatedPowerLaw, TruncatedPowerLawFit, fit_truncated_power_law
 
 __all__ = [
     "MIN_VALUES",
     "FitResult",
     "MarchenkoPasturFit",
     "PairDensityFit",
+    "ParetoTail",
     "PowerLawFit",
     "SemicircleFit",
     "SurmiseFit",
+    "TruncatedPowerLaw",
+    "TruncatedPowerLawFit",
     "TwoSpeciesFit",
     "fit_marchenko_pastur",
     "fit_pair_density",
     "fit_power_law",
     "fit_semicircle",
     "fit_surmise",
+    "fit_truncated_power_law",
     "fit_two_species",
     "ks_distance",
     "l1_distance",
