@@ -115,8 +115,9 @@ class SpectrumMonitor(Labelled, Callback):
         every_n_train_steps: analyse every this many optimizer steps (``trainer.global_step``).
         every_n_epochs: analyse at the end of every this many epochs; exclusive with ``every_n_train_steps``.
             Neither given: every 50 optimizer steps, paced by the overhead budget.
-        include: fnmatch patterns on dotted parameter names; ``None``: every weight of Linear, ConvNd, Embedding
-            and MultiheadAttention modules, and any ``weight`` with 3+ dimensions.
+        include: fnmatch patterns on dotted parameter names; ``None``: the default rule of
+            :mod:`rmt_callbacks.spectral.selection` (Linear, ConvNd, Embedding, attention q/k/v, each gate of
+            RNN/LSTM/GRU layers and cells, parametrized weights as applied, any ``weight`` with 3+ dimensions).
         exclude: fnmatch patterns to leave out.
         param_filter: ``(name, param) -> bool`` selecting parameters, alone or on top of ``include``.
         analyses: a subset of ``["summary", "marchenko_pastur", "semicircle", "spacings", "power_law",
