@@ -116,7 +116,8 @@ def test_semicircle_of_the_symmetric_part() -> None:
     sym = result.spectra["symmetric"].numpy()
     np.testing.assert_allclose(sym, np.linalg.eigvalsh((w + w.mT).numpy() / 2), atol=1e-10)
     assert set(result.metrics) == {"skipped", "semicircle_center", "semicircle_radius", "semicircle_ks",
-                                   "semicircle_converged"}  # fmt: skip
+                                   "semicircle_converged", "n_levels"}  # fmt: skip
+    assert result.metrics["n_levels"] == 400  # the 4 x 100 levels the fit rests on
 
 
 def test_level_statistics_separate_wishart_from_poisson() -> None:
@@ -186,7 +187,7 @@ def test_failed_fits_report_converged_zero_and_why() -> None:
     assert result.skipped is None
     assert result.metrics["mp_converged"] == 0.0 and result.metrics["semicircle_converged"] == 0.0
     assert result.metrics["surmise_converged"] == 0.0
-    assert "too few values" in result.failures["marchenko_pastur"]
+    assert "too few non-structural levels to fit: got 3" in result.failures["marchenko_pastur"]
     assert "too few for spacing statistics" in result.failures["spacings"]
     w = np.eye(3) + 0.1
     assert result.metrics["lambda_max"] == pytest.approx(np.linalg.eigvalsh(w.T @ w / 3)[-1])  # summary still there

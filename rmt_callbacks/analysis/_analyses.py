@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..fits import FitResult, fit_marchenko_pastur, fit_semicircle, fit_surmise
+from ..fits.marchenko_pastur import spike_threshold
 from ..laws import SpectralLaw
 from ..spectral import MatrixView, nonstructural_levels, spectrum_summary, unfolded_spacings
+from ..spectral.summary import MIN_RATIOS
 from ._result import MIN_UNFOLD_LEVELS, Levels, MatrixResult, Outcome
 from ._tails import power_law, randomize, rank_statistics
 
@@ -35,8 +37,10 @@ def _fitted(fit: FitResult, prefix: str, spectra: dict[str, torch.Tensor] | None
 def summary(levels: Levels) -> Outcome:
     """Batch means of :func:`~rmt_callbacks.spectral.spectrum_summary` and of the rank statistics
     (:func:`~rmt_callbacks.analysis._tails.rank_statistics`); a statistic NaN for every matrix is left out."""
-    stats = spectrum_summary(levels.gram, rows=levels.rows)  # each (B,)
+    batch = levels.gram.shape[0]  # <r> of the batch pools its ratios: MIN_RATIOS of them in all
+    stats = spectrum_summary(levels.gram, rows=levels.rows, min_ratios=max(1, math.ceil(MIN_RATIOS / batch)))
     means = {k: float(torch.nanmean(v.double())) for k, v in stats.items()}
+    means["n_levels"] = float(batch * min(levels.rows, levels.cols))
     means.update(rank_statistics(levels))
     return Outcome({k: v for k, v in means.items() if not math.isnan(v)})
 
@@ -44,7 +48,10 @@ def summary(levels: Levels) -> Outcome:
 def marchenko_pastur(levels: Levels) -> Outcome:
     """The Marchenko–Pastur fit of the pooled Gram levels, ratio :math:`N/M`."""
     m, n = levels.rows, levels.cols
-    return _fitted(fit_marchenko_pastur(levels.gram.flatten(), ratio=n / m, rows=m), PREFIX["marchenko_pastur"])
+    fit = fit_marchenko_pastur(levels.gram.flatten(), ratio=n / m, rows=m)
+    outcome = _fitted(fit, PREFIX["marchenko_pastur"])
+    outcome.metrics["n_levels"] = float(levels.gram.shape[0] * min(m, n))
+    return outcome
 
 
 def semicircle(levels: Levels) -> Outcome | None:
@@ -53,19 +60,42 @@ def semicircle(levels: Levels) -> Outcome | None:
         return None
     if not isinstance(levels.symmetric, torch.Tensor):  # its eigendecomposition failed, or was not made
         raise RuntimeError(levels.symmetric or "the symmetric part was not decomposed")
-    return _fitted(fit_semicircle(levels.symmetric.flatten()), PREFIX["semicircle"])
+    outcome = _fitted(fit_semicircle(levels.symmetric.flatten()), PREFIX["semicircle"])
+    outcome.metrics["n_levels"] = float(levels.symmetric.numel())
+    return outcome
 
 
 def pooled_spacings(gram: torch.Tensor, rows: int) -> torch.Tensor:
-    """Pooled normalised spacings of the non-structural levels of ``gram`` ``(B, N)`` (module docstring of
-    :mod:`rmt_callbacks.analysis`)."""
+    """Pooled normalised spacings of the non-structural bulk levels of ``gram`` ``(B, N)`` (module docstring of
+    :mod:`rmt_callbacks.analysis`).
+
+    Spikes, the levels above :func:`~rmt_callbacks.fits.marchenko_pastur.spike_threshold` of the batch's
+    Marchenko–Pastur fit (its ``num_spikes``), are left out first: inside the unfolding window they would bend the
+    fitted counting function and collapse the bulk's unfolded spacings. Matrices that keep the same number of
+    levels are unfolded together."""
     bulk = nonstructural_levels(gram, rows)
+    cols = gram.shape[-1]
+    mp = fit_marchenko_pastur(gram.flatten(), ratio=cols / rows, rows=rows)
+    edge = spike_threshold(mp.sigma2, cols / rows, rows) if mp.fitted else math.inf
+    kept = (bulk <= edge).sum(dim=-1)  # (B,) bulk is ascending: the first kept[b] levels of matrix b
+    parts = [_group_spacings(bulk[kept == k, :k]) for k in torch.unique(kept).tolist()]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise ValueError(
+            f"{bulk.shape[-1]} non-structural levels per matrix in {bulk.shape[0]} matrices, "
+            f"{bulk.numel() - int(kept.sum())} of them spikes left out: too few for spacing statistics"
+        )
+    return torch.cat(parts)
+
+
+def _group_spacings(bulk: torch.Tensor) -> torch.Tensor | None:
+    """Spacings of ``(B, n)`` levels: unfolded matrix by matrix, or normalised over the ensemble when few."""
     n = bulk.shape[-1]
     if n >= MIN_UNFOLD_LEVELS:  # unfold sqrt(lambda): finite density at a hard edge (q = 1), same unfolded levels
         return unfolded_spacings(bulk.sqrt(), degree=min(5, max(1, n // 10)), trim=0.1).flatten()
-    raw = torch.diff(bulk, dim=-1)  # (B, n - 1)
     if bulk.shape[0] < 2 or n < 2:
-        raise ValueError(f"{n} levels in {bulk.shape[0]} matrix: too few for spacing statistics")
+        return None
+    raw = torch.diff(bulk, dim=-1)  # (B, n - 1)
     mean = raw.mean(dim=0, keepdim=True)
     if bool((mean <= 0).any()):
         raise ValueError("a level spacing is zero across the whole ensemble; spacings cannot be normalised")
@@ -75,7 +105,9 @@ def pooled_spacings(gram: torch.Tensor, rows: int) -> torch.Tensor:
 def spacings(levels: Levels) -> Outcome:
     """The Wigner-surmise fit of the pooled normalised spacings (kept as ``spectra["spacings"]``)."""
     values = pooled_spacings(levels.gram, levels.rows)
-    return _fitted(fit_surmise(values), PREFIX["spacings"], {"spacings": values})
+    outcome = _fitted(fit_surmise(values), PREFIX["spacings"], {"spacings": values})
+    outcome.metrics["n_levels"] = float(levels.gram.shape[0] * min(levels.rows, levels.cols))
+    return outcome
 
 
 TABLE: dict[str, Callable[[Levels], Outcome | None]] = {

@@ -41,12 +41,12 @@ MIN_UNFOLD_LEVELS: int = 10
 MAX_DENSE_LEVELS: int = DENSE_LIMIT - 1
 r"""Largest :math:`\min(M, N)` diagonalised exactly (:data:`~rmt_callbacks.spectral.DENSE_LIMIT` - 1); the density
 of a larger matrix is estimated (``method="slq"``), never skipped for its size."""
-_RUN_CONSTANT = frozenset({"skipped", "estimated", "mp_ratio"})
+_RUN_CONSTANT = frozenset({"skipped", "estimated", "mp_ratio", "n_levels"})
 
 
 def is_stepwise(stat: str, shape: Sequence[int] = ()) -> bool:
     """Whether a statistic of :attr:`MatrixResult.metrics` can change during training (a metric per step) or is
-    fixed by the matrix's shape and the analysis's outcome (``skipped``, ``estimated``, ``mp_ratio``,
+    fixed by the matrix's shape and the analysis's outcome (``skipped``, ``estimated``, ``mp_ratio``, ``n_levels``,
     ``*_converged``: table columns and run tags, not charts). Given the matrix's ``shape`` ``(..., M, N)``, also
     what the shape pins: ``lambda_min`` of a wide matrix (:math:`N > M`: a structural zero) and
     ``mp_lambda_minus`` of a square one (:math:`q = 1`: the lower edge is 0).

@@ -47,7 +47,8 @@ def _tw_scale(m: int, sign: float) -> float:
 def test_pure_noise(q: float) -> None:
     eigs, m = _wishart(q, seed=int(100 * q))
     fit = fit_marchenko_pastur(torch.from_numpy(eigs), ratio=q, rows=m)
-    assert fit.converged and fit.num_spikes == 0 and fit.ratio == q and fit.n == E * N
+    assert fit.converged and fit.num_spikes == 0 and fit.ratio == q and fit.n == E * min(m, N)  # non-structural
+    assert fit.sigma2_std == pytest.approx(fit.sigma2 * math.sqrt(2 / (E * m * N)))
     assert fit.sigma2 == pytest.approx(SIGMA2, rel=4 * math.sqrt(2 / (E * m * N)))
     assert fit.lambda_plus == pytest.approx(fit.sigma2 * (1 + math.sqrt(q)) ** 2)
     assert fit.lambda_minus == pytest.approx(fit.sigma2 * (1 - math.sqrt(q)) ** 2)

@@ -37,7 +37,7 @@ def test_stable_rank_bounds_and_zero_matrix() -> None:
 def test_summary_keys_shapes_and_values(shape: tuple[int, ...]) -> None:
     w = _weight(shape, seed=1)
     m, n = shape[-2:]
-    summary = spectrum_summary(esd(w), rows=m)
+    summary = spectrum_summary(esd(w), rows=m, min_ratios=1)  # the default MIN_RATIOS: tests/test_analysis_levels.py
     assert set(summary) == {
         "lambda_min",
         "lambda_max",
