@@ -212,6 +212,6 @@ def analyze(
     return ModelAnalysis(
         next(done)
         if isinstance(v, MatrixView)
-        else MatrixResult(v.name, v.shape, "matrix", {"skipped": 1.0}, v.reason, method=None)
+        else MatrixResult(v.name, v.shape, v.source, {"skipped": 1.0}, v.reason, method=None)
         for v in items
     )

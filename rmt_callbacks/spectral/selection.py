@@ -96,11 +96,12 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Skip:
-    """A selected weight that cannot be analysed: name, shape, reason."""
+    """A selected weight that cannot be analysed: name, shape, reason, and the source its views would have."""
 
     name: str
     shape: tuple[int, ...]
     reason: str
+    source: str = "matrix"
 
 
 def validate_patterns(arg: str, value: object, *, allow_none: bool) -> tuple[str, ...] | None:
@@ -133,11 +134,7 @@ def unwrap(module: nn.Module) -> nn.Module:
     """The module inside any stack of wrappers (FSDP1, checkpoint, ``torch.compile``); ``module`` if unwrapped.
 
     Examples:
-        >>> class Wrapper(nn.Module):
-        ...     def __init__(self, inner: nn.Module) -> None:
-        ...         super().__init__()
-        ...         self._fsdp_wrapped_module = inner
-        >>> type(unwrap(Wrapper(Wrapper(nn.Linear(2, 2))))).__name__
+        >>> type(unwrap(torch.compile(nn.Linear(2, 2)))).__name__
         'Linear'
     """
     while True:
@@ -367,7 +364,8 @@ def resolve(
     out: list[MatrixView | Skip] = []
     for c in chosen:
         if c.skipped is not None:
-            out.append(Skip(c.name, tuple(c.tensor.shape), c.skipped))
+            source = views_of(c.kind, c.name, c.tensor, gates=1)[0].source
+            out.append(Skip(c.name, tuple(c.tensor.shape), c.skipped, source))
         else:
             out.extend(views_of(c.kind, c.name, c.tensor, conv=conv, gates=c.gates))
     if not out:
