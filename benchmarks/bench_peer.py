@@ -13,6 +13,9 @@ transformer-like stack (q, k, v, o ``Linear(768, 768)``, ``Linear(768, 3072)``, 
   (:func:`~rmt_callbacks.fits.fit_power_law` on levels computed beforehand): where the time goes;
 * ``weightwatcher, k thr``: WeightWatcher's ``analyze()`` (its defaults: one float64 SVD per layer, then its
   power-law fit), BLAS at ``--threads`` like ours; ``weightwatcher, all cores``: the same at its own defaults;
+* ``float32 Gram eigh + fits (inexact floor)``: per layer a float32 Gram matrix, scipy's float32 ``syevd`` and
+  :func:`~rmt_callbacks.fits.fit_power_law`, nothing else: the fastest route measured (not exact enough to
+  adopt, ``--routes``), a bound on what any analysis with a power-law fit could reach this way;
 * ``scipy svd f64 (WW's floor)``: the bare float64 ``scipy.linalg.svd(compute_uv=False)`` of every layer, what
   WeightWatcher's decomposition costs.
 
@@ -37,6 +40,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import scipy.linalg  # loaded before threadpoolctl limits its BLAS (it limits the libraries loaded so far)
 import torch
 from threadpoolctl import threadpool_limits
@@ -85,14 +89,25 @@ def ours(model: nn.Module) -> list[object]:
 WITHOUT_POWER_LAW = tuple(a for a in DEFAULT_ANALYSES if a != "power_law")
 
 
+def _gram32(a: np.ndarray) -> torch.Tensor:
+    """Levels from a float32 Gram matrix and scipy's float32 ``syevd``: the fastest route measured, not exact
+    enough at the hard edge of a spiked square matrix (``--routes``); a floor, not something ``analyze`` does."""
+    m, n = a.shape
+    x = a.T @ a if n <= m else a @ a.T
+    eigs = scipy.linalg.eigh(x, eigvals_only=True, driver="evd", check_finite=False, overwrite_a=True)
+    return torch.from_numpy(eigs).double().clamp_min(0) / m
+
+
 def peer_cases(model: nn.Module, threads: int) -> dict[str, Callable[[], object]]:
     levels = [r.spectra["gram"] for r in analyze(model, analyses=("summary",))]
     weights = [m.weight.detach().double().numpy() for m in model.modules() if isinstance(m, nn.Linear)]
+    weights32 = [w.astype(np.float32) for w in weights]
     cases: dict[str, Callable[[], object]] = {
         "ours (analyze + power law)": lambda: ours(model),
         "ours, without the power law": lambda: analyze(model, analyses=WITHOUT_POWER_LAW),
         "ours, power-law fits only": lambda: [fit_power_law(x) for x in levels],
         "scipy svd f64 (WW's floor)": lambda: [scipy.linalg.svd(w, compute_uv=False) for w in weights],
+        "float32 Gram eigh + fits (inexact floor)": lambda: [fit_power_law(_gram32(w)) for w in weights32],
     }
     try:
         import weightwatcher  # optional, not a dependency
