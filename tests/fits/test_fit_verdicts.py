@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from rmt_callbacks.fits import MIN_VALUES, fit_marchenko_pastur, fit_surmise
+from rmt_callbacks.fits import MIN_VALUES, fit_marchenko_pastur, fit_semicircle, fit_surmise
 from rmt_callbacks.fits._result import KS_ACCEPT, ks_threshold
 from rmt_callbacks.fits.marchenko_pastur import spike_threshold
 from rmt_callbacks.fits.surmise import MIN_SPACINGS
@@ -153,3 +153,16 @@ def test_spike_threshold_is_the_one_rule_behind_num_spikes() -> None:
     edge = spike_threshold(fit.sigma2, 0.25, 400)
     assert fit.num_spikes == int((eigs > edge).sum()) == 3 and edge > fit.lambda_plus
     assert fit.converged and fit.n == 100
+
+
+@pytest.mark.parametrize(("batch", "n", "seeds"), [(1, 12, 100), (1, 100, 60), (16, 32, 40)])
+def test_goe_levels_pass_the_semicircle_at_the_calibrated_rate(batch: int, n: int, seeds: int) -> None:
+    g = torch.Generator().manual_seed(11)
+    fits = []
+    for _ in range(seeds):
+        a = torch.randn(batch, n, n, generator=g, dtype=torch.float64)
+        fits.append(fit_semicircle(torch.linalg.eigvalsh((a + a.mT) / 2).flatten()))
+    assert sum(f.converged for f in fits) / seeds >= _pass_floor(seeds)
+    two_points = fit_semicircle(torch.tensor([-1.0, 1.0], dtype=torch.float64).repeat(batch * n // 2))
+    assert batch * n < 20 or not two_points.converged  # KS 0.30: rejected once 1.358 / sqrt(n) < 0.30
+    assert two_points.fitted and (two_points.converged or two_points.message.startswith("law rejected"))
