@@ -12,7 +12,7 @@ side, interleaved, after a warm-up, the median of ``--repeats`` runs:
 * ``gram + eigvalsh``: the baseline, forming the float64 Gram matrices from the weights inside the timed region;
 * ``eigh(gram) scipy``: the baseline's matrices through scipy's LAPACK (``scipy.linalg.eigh``, eigenvalues only,
   the same ``syevd``), one matrix at a time: the other solver the analysis may use on a CPU;
-* ``analyze(model)``: :func:`rmt_callbacks.analyze` with its defaults (summary, Marchenko–Pastur, spacings:
+* ``analyze(model)``: :func:`rmt_callbacks.analyze` with its defaults (summary, Marchenko–Pastur, spacings, power law:
   everything the monitor does per analysis at its defaults; one decomposition per matrix), its CPU solver chosen
   by measurement (:data:`rmt_callbacks.spectral.stacks.EIGENSOLVER` ``= "auto"``);
 * ``analyze, torch solver``: the same with ``EIGENSOLVER = "torch"`` (torch's ``eigvalsh`` only);
