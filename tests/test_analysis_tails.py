@@ -82,6 +82,21 @@ def test_rank_and_rank_loss_follow_numpy_matrix_rank() -> None:
     assert r.metrics["rank"] == 30 and r.metrics["rank_loss"] == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_keep_their_rank_and_a_bounded_entropy(dtype: torch.dtype) -> None:
+    """In their own precision NumPy's rule counts nothing (max(M, N) eps >= 1): they are ranked as float32 is."""
+    g = _gen(11)
+    for m, n in [(256, 128), (3072, 768)]:
+        r = _one(torch.randn(m, n, generator=g).to(dtype), analyses=["summary"])
+        assert r.metrics["rank"] == n and r.metrics["rank_loss"] == 0
+        assert 0.9 < r.metrics["spectral_entropy"] <= 1.0
+    low = (torch.randn(300, 6, generator=g) @ torch.randn(6, 200, generator=g)).to(dtype)
+    r = _one(low, analyses=["summary"])
+    assert (
+        r.metrics["rank"] == np.linalg.matrix_rank(low.float().numpy()) and 0.0 <= r.metrics["spectral_entropy"] <= 1.0
+    )
+
+
 def test_spectral_entropy_from_its_definition() -> None:
     w = _heavy(90, 40, seed=4)
     r = _one(w, analyses=["summary"])
@@ -90,6 +105,9 @@ def test_spectral_entropy_from_its_definition() -> None:
     assert r.metrics["spectral_entropy"] == pytest.approx(-np.sum(p * np.log(p)) / np.log(40), rel=1e-9)
     q, _ = torch.linalg.qr(torch.randn(60, 60, generator=_gen(5), dtype=torch.float64))
     assert _one(q, analyses=["summary"]).metrics["spectral_entropy"] == pytest.approx(1.0, abs=1e-9)
+    rank_one = torch.outer(torch.randn(50, generator=_gen(6)), torch.randn(30, generator=_gen(7)))
+    r = _one(rank_one, analyses=["summary"])
+    assert r.metrics["rank"] == 1 and r.metrics["spectral_entropy"] == 0.0
 
 
 @pytest.mark.parametrize("sizes", [(50, 50), (7, 300), (400, 3)])

@@ -38,24 +38,29 @@ _F64_EPS = torch.finfo(torch.float64).eps
 def rank_statistics(levels: Levels) -> dict[str, float]:
     r"""``rank``, ``rank_loss`` and ``spectral_entropy`` of each matrix, averaged over the batch.
 
-    The rank is NumPy's ``matrix_rank`` rule on the singular values, :math:`s_i > s_{\max}\max(M, N)\,\epsilon`
-    with :math:`\epsilon` of the weights' dtype, i.e. :math:`\lambda_i > \lambda_{\max} (\max(M, N)\,
-    \epsilon)^2`, floored at the float64 Gram levels' own resolution :math:`\lambda_{\max}\max(M, N)\,
-    \epsilon_{64}`; ``rank_loss`` :math:`= \min(M, N) -` rank. The entropy of :math:`p_i = \lambda_i /
-    \sum_j \lambda_j` over the non-structural levels, normalised by :math:`\ln(\text{rank})` as WeightWatcher does
-    (``matrix_entropy``): 1 when every level is equal, near 0 when one direction holds all the weight.
+    The rank is NumPy's ``matrix_rank`` rule on the singular values, :math:`s_i > s_{\max}\max(M, N)\,\epsilon`,
+    i.e. :math:`\lambda_i > \lambda_{\max} (\max(M, N)\,\epsilon)^2`, with :math:`\epsilon` of the precision
+    ``torch.linalg`` computes in: the weights' own for float32 and float64, float32's for float16 and bfloat16
+    (in their own precision the rule would count nothing: :math:`\max(M, N)\,\epsilon \ge 1` from
+    :math:`N = 128` in bfloat16). It is floored at the float64 Gram levels' resolution
+    :math:`\lambda_{\max}\max(M, N)\,\epsilon_{64}`. ``rank_loss`` :math:`= \min(M, N) -` rank. The entropy of
+    :math:`p_i = \lambda_i / \sum_j \lambda_j` over the levels the rank counts, normalised by
+    :math:`\ln(\text{rank})` as WeightWatcher's ``matrix_entropy``: in :math:`[0, 1]`, 1 when every level is
+    equal, 0 for rank one.
     """
     bulk = nonstructural_levels(levels.gram, levels.rows).double().clamp_min(0.0)  # (B, k)
     big = max(levels.rows, levels.cols)
-    eps = torch.finfo(levels.matrix.dtype).eps if levels.matrix.dtype.is_floating_point else _F64_EPS
+    dtype = levels.matrix.dtype if levels.matrix.dtype.is_floating_point else torch.float64
+    eps = torch.finfo(torch.promote_types(dtype, torch.float32)).eps
     top = bulk.amax(dim=-1, keepdim=True)
-    cut = top * max((big * eps) ** 2, big * _F64_EPS)
-    rank = (bulk > cut).sum(dim=-1).double()  # (B,)
-    p = bulk / bulk.sum(dim=-1, keepdim=True)
+    counted = bulk > top * max((big * eps) ** 2, big * _F64_EPS)
+    rank = counted.sum(dim=-1).double()  # (B,)
+    kept = torch.where(counted, bulk, torch.zeros((), dtype=bulk.dtype))
+    p = kept / kept.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     plogp = torch.where(p > 0, p * p.log(), torch.zeros((), dtype=p.dtype))
-    entropy = -plogp.sum(dim=-1) / rank.clamp_min(2.0).log()
-    live = top.squeeze(-1) > 0
+    entropy = torch.where(rank > 1, -plogp.sum(dim=-1) / rank.clamp_min(2.0).log(), torch.zeros((), dtype=p.dtype))
     out = {"rank": float(rank.mean()), "rank_loss": float((bulk.shape[-1] - rank).mean())}
+    live = rank > 0
     if bool(live.any()):
         out["spectral_entropy"] = float(entropy[live].mean())
     return out
