@@ -147,3 +147,18 @@ def test_randomize_is_seeded_and_draws_no_global_random_numbers() -> None:
 def test_power_law_is_a_default_and_randomize_is_not() -> None:
     (r,) = analyze(nn.Linear(64, 32))
     assert "pl_converged" in r.metrics and not any(k.startswith("rand_") for k in r.metrics)
+
+
+def test_the_soft_edge_of_a_random_matrix_is_not_a_heavy_tail() -> None:
+    """Gaussian 128 x 128 matrices: a power law 'fits' the top few dozen levels (alpha 3-10, D below the KS
+    threshold), but nothing leaves the Marchenko-Pastur bulk; heavy-tailed entries do leave it."""
+    for seed in range(20):
+        r = _one(torch.randn(128, 128, generator=_gen(seed)))
+        assert r.metrics["pl_converged"] == 0.0 and "not a heavy tail" in r.failures["power_law"], seed
+        assert "pl_alpha_weighted" not in r.metrics
+    for df, top in ((1.5, 2.5), (2.0, 3.5)):
+        torch.manual_seed(1)
+        w = torch.distributions.StudentT(df).sample((256, 512)).double()
+        r = _one(w)
+        assert r.metrics["pl_converged"] == 1.0 and r.metrics["mp_num_spikes"] > 0
+        assert 1.5 < r.metrics["pl_alpha"] < top

@@ -7,14 +7,19 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
 
 * ``"summary"``: :func:`~rmt_callbacks.spectral.spectrum_summary` of each :math:`X_b`, averaged over the batch
   (``lambda_min``, ``lambda_max``, ``lambda_mean``, ``spectral_norm``, ``stable_rank``, ``mean_spacing_ratio``;
-  the ratio is left out when no matrix has 3 non-structural levels);
-* ``"marchenko_pastur"``: the Marchenko–Pastur fit of the eigenvalues pooled over the batch, ratio
-  :math:`q = N/M` (``mp_…``);
+  the ratio is left out below its minimum count of ratios), and ``rank``, ``rank_loss``, ``spectral_entropy``;
+* ``"marchenko_pastur"``: the Marchenko–Pastur fit of the non-structural eigenvalues pooled over the batch, ratio
+  :math:`q = N/M` (``mp_…``, with ``n_levels``);
+* ``"power_law"``: the power-law fit of the tail of the pooled non-structural levels and WeightWatcher's norms
+  (``pl_…``, ``log_norm``, ``log_spectral_norm``, ``log_alpha_norm``; :mod:`rmt_callbacks.analysis._tails`);
+* ``"randomize"`` (not a default): the levels of a seeded element-shuffled copy (``rand_…``: correlation traps,
+  the KS distance between the two spectra);
 * ``"semicircle"`` (not a default; ask for it): for square :math:`W`, the semicircle fit of the pooled
   eigenvalues of :math:`(W_b + W_b^\top)/2` (``semicircle_…``);
-* ``"spacings"``: the Wigner-surmise fit of the pooled normalised spacings of the non-structural Gram levels
-  (``surmise_…``). A matrix with at least :data:`MIN_UNFOLD_LEVELS` levels is unfolded on its own (polynomial
-  degree :math:`\min(5, \lfloor n/10 \rfloor)`, 10% of the levels trimmed at each edge) in the variable
+* ``"spacings"``: the Wigner-surmise fit of the pooled normalised spacings of the non-structural Gram levels,
+  the spikes (levels above the Marchenko–Pastur spike threshold) left out (``surmise_…``). A matrix with at least
+  :data:`MIN_UNFOLD_LEVELS` levels is unfolded on its own (polynomial degree :math:`\min(5, \lfloor n/10
+  \rfloor)`, 10% of the levels trimmed at each edge) in the variable
   :math:`\sqrt{\lambda}` (the singular values over :math:`\sqrt M`: unfolding is invariant under a smooth
   monotone map, and this one keeps the density finite at the hard edge of :math:`q = 1`); smaller matrices of a
   batch have their raw spacings divided by the batch mean at each level index (the papers' ensemble

@@ -77,8 +77,9 @@ class SpectrumMonitor(Labelled, Callback):
           ``spectral_norm`` :math:`\sqrt{M \lambda_{\max}}`; ``stable_rank`` :math:`\sum_i \lambda_i/\lambda_{\max}`.
         * ``mean_spacing_ratio``: :math:`\langle r \rangle` of the non-structural levels (GOE 0.5307, Poisson
           0.3863); absent below 3 of them.
-        * ``mp_sigma2``, ``mp_lambda_minus``, ``mp_lambda_plus``, ``mp_num_spikes``, ``mp_ks``: the
-          Marchenko–Pastur fit; ``surmise_beta``, ``surmise_ks``: the Wigner-surmise fit of the spacings;
+        * ``mp_sigma2``, ``mp_sigma2_std``, ``mp_lambda_minus``, ``mp_lambda_plus``, ``mp_num_spikes``, ``mp_ks``:
+          the Marchenko–Pastur fit; ``surmise_beta``, ``surmise_beta_std``, ``surmise_ks``: the Wigner-surmise fit
+          of the spacings;
           ``semicircle_center``, ``semicircle_radius``, ``semicircle_ks``: the semicircle fit of
           :math:`(W + W^\top)/2`, square matrices, only with ``"semicircle"`` in ``analyses``.
         * ``rank``, ``rank_loss``, ``spectral_entropy``: numerical rank, :math:`\min(M, N) -` rank, normalised
