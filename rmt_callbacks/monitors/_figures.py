@@ -102,7 +102,7 @@ def _power_law_overlay(result: MatrixResult, levels: torch.Tensor) -> tuple[list
     curve = _curve(f"power law α = {alpha:.2f}", law, law.x_min, float(levels.max()),
                    scale=n_tail / levels.numel(), log=True)  # fmt: skip
     note = f"α = {alpha:.2f} ± {metrics['pl_alpha_std']:.2f}, D = {metrics['pl_ks']:.3f}, n_tail = {n_tail}"
-    return [curve], [Marker("x_min", law.x_min)], note
+    return [curve], [Marker("x_min", law.x_min, color="C1", linestyle=":")], note  # C1: the power law's colour
 
 
 def _spacing_panel(values: torch.Tensor, fitted: SpectralLaw | None, metrics: dict[str, float]) -> Panel:

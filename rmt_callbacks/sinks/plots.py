@@ -78,10 +78,12 @@ def _edges(values: np.ndarray, value_range: tuple[float, float] | None = None) -
 
 @dataclass(frozen=True)
 class Marker:
-    """A labelled vertical line at ``x`` (e.g. a fitted bulk edge)."""
+    """A labelled vertical line at ``x`` (e.g. a fitted bulk edge), in ``color`` with matplotlib ``linestyle``."""
 
     label: str
     x: float
+    color: str = "k"
+    linestyle: str = "--"
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def _draw(ax: Axes, panel: Panel) -> None:
         ax.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), lw=1.5, label=curve.label)
     for marker in panel.markers:
         if np.isfinite(marker.x):
-            ax.axvline(marker.x, color="k", ls="--", lw=1.0, label=marker.label)
+            ax.axvline(marker.x, color=marker.color, ls=marker.linestyle, lw=1.0, label=marker.label)
     if spikes.size and not panel.loglog and values.size > spikes.size:  # the bulk fills the axis; spikes at its edge
         lo = ax.get_xlim()[0]
         right = max(float(edges[-1]), *(m.x for m in panel.markers if np.isfinite(m.x)))
@@ -198,7 +200,7 @@ def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figur
     fig = Figure(figsize=(width, PANEL_SIZE[1]))  # fixed margins: a layout engine would double the drawing time
     FigureCanvasAgg(fig)
     top = (0.76 if title else 0.84) if any(p.note for p in panels) else (0.82 if title else 0.9)
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.16, top=top, wspace=0.3)
+    fig.subplots_adjust(left=0.85 / width, right=1 - 0.2 / width, bottom=0.16, top=top, wspace=0.3)
     for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _draw(ax, panel)
     if title:
