@@ -273,3 +273,58 @@ def test_to_pandas_and_its_error_without_pandas(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="pip install pandas"):
         _results().to_pandas()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_old_style_hook_norms_are_analysed_as_applied_from_the_module_and_its_state_dict(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.utils.weight_norm(nn.Linear(64, 128)), nn.Linear(128, 64), nn.utils.spectral_norm(nn.Linear(64, 64))
+    )
+    model(torch.randn(3, 64))
+    model.eval()
+    eager = analyze(model, analyses=ANALYSES)
+    assert [r.name for r in eager] == ["0.weight", "1.weight", "2.weight"]
+    torch.save(model.state_dict(), tmp_path / "legacy.pt")
+    for form in (model.state_dict(), tmp_path / "legacy.pt"):
+        got = analyze(form, analyses=ANALYSES)
+        assert [r.name for r in got] == ["0.weight", "1.weight", "2.weight"]
+        assert all(_same(a.metrics, b.metrics) for a, b in zip(eager, got, strict=True))
+    only = nn.Sequential(nn.utils.weight_norm(nn.Linear(64, 128)))
+    assert [r.name for r in analyze(only, analyses=["summary"])] == ["0.weight"]
+    # a spectral norm whose dim the shapes cannot tell (a ConvTranspose, dim=1, of square channels): said, not guessed
+    tconv = nn.utils.spectral_norm(nn.ConvTranspose1d(6, 6, 3))
+    (r,) = analyze({"t." + k: v for k, v in tconv.state_dict().items()}, analyses=["summary"])
+    assert r.name == "t.weight" and r.skipped is not None and "pass the nn.Module itself" in r.skipped
+
+
+def test_results_are_looked_up_by_matrix_name() -> None:
+    result = _results()
+    assert result["2.weight"] is result[1] and result[0].name == "0.weight" and len(result[:1]) == 1
+    with pytest.raises(KeyError, match=r"no matrix named '1.weight'; the names are \['0.weight', '2.weight'\]"):
+        result["1.weight"]
+
+
+def test_tied_weights_are_named_in_the_table_and_the_summary() -> None:
+    a = MatrixResult("emb.weight", (10, 6), "embedding", {"skipped": 0.0, "lambda_max": 2.0})
+    b = MatrixResult("mid.weight", (6, 6), "linear", {"skipped": 0.0, "lambda_max": 1.0})
+    out = ModelAnalysis([a, b], tied={"emb.weight": ["head.weight"], "gone.weight": ["x.weight"]})
+    assert out.tied == {"emb.weight": ("head.weight",)} and out.summary["tied"] == 1
+    assert str(out).splitlines()[-1] == "tied: head.weight is emb.weight (analysed once)"
+    assert pickle.loads(pickle.dumps(out)) == out and out[1:].tied == {} and "tied" not in out[1:].summary
+    assert "tied" not in ModelAnalysis([a]).summary and "tied" not in str(ModelAnalysis([a]))
+
+
+def test_a_torchscript_archive_says_to_load_it_with_torch_jit_load(tmp_path: Path) -> None:
+    path = tmp_path / "m_script.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(4, 4)), str(path))
+    with pytest.raises(ValueError, match=r"TorchScript archive.*torch.jit.load\(path\).*pass the module"):
+        analyze(str(path))
+
+
+def test_a_corrupt_safetensors_file_names_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"abc")
+    with pytest.raises(ValueError, match=r"cannot read '.*bad.safetensors' as a .safetensors file: .*header too small"):
+        analyze(path)

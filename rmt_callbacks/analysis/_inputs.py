@@ -18,9 +18,17 @@ r"""What :func:`~rmt_callbacks.analyze` accepts, read into the candidates of :mo
     determines it exactly, under the name ``….weight`` (weight norm, :math:`g\,v/\|v\|`; spectral norm from its
     stored ``_u``, ``_v``, as applied in eval mode); otherwise (orthogonal, user parametrizations) a skipped result
     whose reason says to pass the module. A raw original is never analysed under the weight's name.
+  - an old-style, hook-based ``torch.nn.utils.weight_norm`` (``…X_g`` + ``…X_v``, no ``…X``) or ``spectral_norm``
+    (``…X_orig`` + ``…X_u`` + ``…X_v``): likewise the weight it applies, exactly, under ``…X``; a spectral norm
+    whose ``dim`` the shapes leave ambiguous is a skipped result saying why;
+  - a tensor saved under several names (tied weights): analysed once, under its first name
+    (:attr:`ModelAnalysis.tied <rmt_callbacks.analysis.ModelAnalysis.tied>` lists the others).
 * A path (``str`` or ``os.PathLike``): ``.safetensors`` (needs the optional ``safetensors`` package), or
   ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` read by ``torch.load(path, map_location="cpu", weights_only=True)``
   only: a file that needs arbitrary unpickling (a whole pickled module, a custom class) is refused, never run.
+  A TorchScript archive (``torch.jit.save``) is refused too, with a message saying to ``torch.jit.load`` it and pass
+  the module: it is not loaded for you, so that the rule stays simple (files are read as weights only). An
+  unreadable ``.safetensors`` file is a ``ValueError`` naming the file and what went wrong.
 
 References: ``torch.load(weights_only=True)``; the safetensors format (huggingface/safetensors).
 """
@@ -30,14 +38,16 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..spectral.matrices import GATED, PROJECTION
-from ..spectral.selection import Candidate, applied_from_originals, candidates, unwrap
+from ..spectral.selection import Candidate, applied_from_originals, candidates, legacy_norms, unwrap
 
 __all__ = ["ACCEPTED", "read_source", "state_candidates"]
 
@@ -115,10 +125,21 @@ def read_file(path: str) -> object:
             raise ImportError(
                 f"reading {path!r} needs the optional safetensors package: pip install safetensors"
             ) from exc
-        return load_file(path, device="cpu")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        try:
+            return load_file(path, device="cpu")
+        except Exception as exc:  # safetensors' SafetensorError (header too small, bad JSON, truncated data, ...)
+            raise ValueError(f"cannot read {path!r} as a .safetensors file: {type(exc).__name__}: {exc}") from exc
     if lower.endswith(_TORCH_SUFFIXES):
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path!r}")
+        if _is_torchscript(path):
+            raise ValueError(
+                f"{path!r} is a TorchScript archive (torch.jit.save), not a state_dict or checkpoint: analyze reads "
+                "files with torch.load(weights_only=True) only. Load it yourself with module = torch.jit.load(path) "
+                "and pass the module: analyze(module)"
+            )
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -129,6 +150,16 @@ def read_file(path: str) -> object:
                 "only if you trust the file, load the module yourself and pass it"
             ) from exc
     raise ValueError(f"cannot read {path!r}: expected a .safetensors, {', '.join(_TORCH_SUFFIXES)} file")
+
+
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a ``torch.jit.save`` archive: a zip holding ``…/constants.pkl`` and ``…/code/``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
 def _recurrent_gates(tensors: Mapping[str, torch.Tensor], name: str) -> int | None:
@@ -169,9 +200,24 @@ def state_candidates(tensors: Mapping[str, torch.Tensor]) -> list[Candidate]:
             originals.setdefault((m["owner"], m["attr"]), {})[m["part"]] = t
         elif m := _PARAMETRIZATION_STATE.fullmatch(key):
             states.setdefault((m["owner"], m["attr"]), {})[m["rest"]] = t
-    out: list[Candidate] = []
-    seen: set[tuple[Any, ...]] = set()
+    owners: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
+        owner, _, attr = key.rpartition(".")
+        owners.setdefault(owner + "." if owner else "", {})[attr] = t
+    legacy: dict[str, tuple[str, tuple[str, ...], Any]] = {}
+    behind: dict[str, str] = {}  # the keys of an old-style norm (its buffers too) -> its weight's name
+    for o, local in owners.items():
+        for x, (attrs, compute) in legacy_norms(local, local).items():
+            legacy[o + x] = (o, attrs, compute)
+            behind.update({o + a: o + x for a in (*attrs, f"{x}_u", f"{x}_v") if a in local})
+    out: list[Candidate] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    aliases: dict[str, list[str]] = {}
+    for key, t in tensors.items():
+        if (x := behind.get(key)) is not None:  # old-style weight_norm / spectral_norm: the weight it applies
+            if x in legacy:
+                out.append(_legacy(x, *legacy.pop(x), tensors))
+            continue
         if m := _ORIGINAL.fullmatch(key):
             group = originals.pop((m["owner"], m["attr"]), None)
             if group is not None:  # the first original of the group stands for it
@@ -182,11 +228,27 @@ def state_candidates(tensors: Mapping[str, torch.Tensor]) -> list[Candidate]:
             continue  # a parametrization's own buffers (spectral norm's u, v): not weights
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
         if not t.is_meta and t.untyped_storage().data_ptr() and ident in seen:
-            continue  # a tied weight saved under two names: once, like named_parameters()
-        seen.add(ident)
+            aliases.setdefault(seen[ident], []).append(key)  # a tied weight saved under two names: analysed once
+            continue
+        seen[ident] = key
         kind, gates = _kind(tensors, key)
         out.append(Candidate(key, key.rpartition(".")[2], t, kind, ((key, t),), gates))
-    return out
+    return [replace(c, aliases=tuple(aliases[c.name])) if c.name in aliases else c for c in out]
+
+
+def _legacy(
+    name: str, owner: str, attrs: tuple[str, ...], compute: Any, tensors: Mapping[str, torch.Tensor]
+) -> Candidate:
+    raw = tuple((owner + a, tensors[owner + a]) for a in attrs)
+    kind, gates = _kind(tensors, name)
+    applied, attr = compute(), name.rpartition(".")[2]
+    if isinstance(applied, str):
+        reason = (
+            f"the weight an old-style weight_norm / spectral_norm applies cannot be computed from "
+            f"{[n for n, _ in raw]} alone (their shapes leave its dim ambiguous); pass the nn.Module itself"
+        )
+        return Candidate(name, attr, max((t for _, t in raw), key=lambda t: t.ndim), kind, raw, gates, skipped=reason)
+    return Candidate(name, attr, applied, kind, raw, gates)
 
 
 def _parametrized(

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 from ..spectral import MatrixView
 from ..spectral.selection import WRAPPER_ATTRS, unwrap, user_name
@@ -244,7 +245,8 @@ def snapshot_module(
 
     The stand-in has the user-visible module tree (the same module classes and attributes, wrappers removed) and,
     as ``nn.Parameter`` (``requires_grad=False``), the snapshot of the selected parameters; no buffers but those
-    of parametrizations (shared, read only: a parametrized weight is read as the weight it applies). It is for
+    of parametrizations and of old-style ``spectral_norm`` hooks (shared, read only: a parametrized or hook-normed
+    weight is read as the weight it applies, from its gathered ``weight_g``/``weight_v``/``weight_orig``). It is for
     reading (``named_parameters``, ``get_submodule``,
     :func:`rmt_callbacks.analysis.resolve_views`), never for a forward pass. Every rank must call it at the same
     steps, like :func:`snapshot_parameters`.
@@ -280,6 +282,11 @@ def stand_in(model: nn.Module, rows: Sequence[_Row]) -> nn.Module:
         if id(module) not in clones:
             copy = clones[id(module)] = object.__new__(type(module))  # no __init__: attributes only, shared
             kept = dict(module._buffers) if buffers else {}  # a parametrization's own state (spectral norm's u, v)
+            for hook in module._forward_pre_hooks.values():  # old-style spectral_norm: its u, v on the module
+                if isinstance(hook, SpectralNorm):
+                    kept.update(
+                        {k: module._buffers[k] for k in (f"{hook.name}_u", f"{hook.name}_v") if k in module._buffers}
+                    )
             copy.__dict__.update(module.__dict__, _parameters={}, _buffers=kept, _non_persistent_buffers_set=set())
             inner = isinstance(module, parametrize.ParametrizationList)
             copy.__dict__["_modules"] = {

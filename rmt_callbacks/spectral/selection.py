@@ -11,13 +11,17 @@ with the kind of the module that owns it (:func:`~rmt_callbacks.spectral.matrice
   ``layer.weight``; its raw ``parametrizations.weight.original*`` are not candidates of their own. The applied
   weight is computed under ``no_grad`` with the parametrizations in eval mode (spectral norm uses its stored
   power-iteration vectors and does not advance them), so reading a model never changes it;
+* so is the weight of an old-style, hook-based ``torch.nn.utils.weight_norm`` / ``spectral_norm``
+  (:func:`~rmt_callbacks.spectral.matrices.legacy_norms`): ``layer.weight``, computed from ``weight_g`` /
+  ``weight_v`` or ``weight_orig`` and the stored ``weight_u`` / ``weight_v``, which are not candidates of their own;
+* a parameter shared by modules (tied weights) is one candidate, under its first name, the others its ``aliases``;
 * scripted and traced modules (``torch.jit``) are read through ``named_children`` / ``named_parameters`` and their
   ``original_name``; their parametrizations are no longer modules that apply a weight, so their stored originals
   are read like a state_dict's (:func:`applied_from_originals`).
 
 The default rule selects
 
-* the ``weight`` of Linear, ConvNd, ConvTransposeNd and Embedding;
+* the ``weight`` of Linear, ConvNd, ConvTransposeNd, Embedding and EmbeddingBag;
 * the ``in_proj_weight`` (or ``q/k/v_proj_weight``) of MultiheadAttention;
 * every ``weight_ih_l*``, ``weight_hh_l*`` (``_reverse`` included) and ``weight_hr_l*`` of RNN/LSTM/GRU, and the
   ``weight_ih``, ``weight_hh`` of their cells (each gate block becomes its own matrix);
@@ -30,14 +34,13 @@ With ``include`` or ``param_filter`` the candidates are instead all those with `
     S = \{c : \operatorname{ndim}(c) \ge 2,\ \text{include}(c) \wedge \text{filter}(c)\} \setminus \text{exclude},
 
 where a pattern list matches the dotted name through :func:`fnmatch.fnmatchcase`.
-
 References: Lightning ``ModelSummary`` naming (dotted names); ``torch.nn.utils.parametrize``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -45,7 +48,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import matrices as _m
 from .matrices import GATED, GATES, PROJECTION, MatrixView, module_kind, views_of
+
+applied_from_originals, legacy_norms = _m.applied_from_originals, _m.legacy_norms
 
 __all__ = [
     "WRAPPER_ATTRS",
@@ -82,7 +88,8 @@ class Candidate:
     (:func:`~rmt_callbacks.spectral.matrices.module_kind`; ``"recurrent"``, ``"attention"``, ``"tensor"`` from a
     state_dict); ``parameters``: the names and tensors behind it (a parametrization's originals: what an optimizer
     holds, what a gather copies); ``gates``: gate blocks (``None``: from ``kind``); ``skipped``: why it cannot be
-    analysed, or ``None``.
+    analysed, or ``None``; ``aliases``: the other names of the same tensor (tied weights: analysed once, under
+    ``name``, the first); ``groups``: a convolution's groups (``None``: unknown).
     """
 
     name: str
@@ -92,6 +99,8 @@ class Candidate:
     parameters: tuple[tuple[str, torch.Tensor], ...]
     gates: int | None = None
     skipped: str | None = None
+    aliases: tuple[str, ...] = ()
+    groups: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ class Skip:
     shape: tuple[int, ...]
     reason: str
     source: str = "matrix"
+    aliases: tuple[str, ...] = ()
 
 
 def validate_patterns(arg: str, value: object, *, allow_none: bool) -> tuple[str, ...] | None:
@@ -155,43 +165,6 @@ def user_name(name: str) -> str:
     return ".".join(p for p in name.split(".") if p not in WRAPPER_ATTRS)
 
 
-def applied_from_originals(
-    originals: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor] | None = None
-) -> torch.Tensor | str:
-    r"""The applied weight of a parametrization from its stored originals alone, or why it cannot be known.
-
-    Exact for weight norm (``original0`` = :math:`g`, ``original1`` = :math:`v`, :math:`g` of size 1 except
-    along ``dim``): :math:`W = g\, v / \|v\|`, the norm over every dimension but ``dim``, by the kernel of
-    ``parametrizations.weight_norm``; and for spectral norm when ``state`` holds its power-iteration vectors
-    (``0._u``, ``0._v``): :math:`W / u^\top W_{\rm mat} v`, what the module applies in eval mode (``dim`` from the
-    sizes of :math:`u, v`; where both 0 and 1 fit, 0 for a 2-D weight, refused otherwise). Orthogonal and any
-    other parametrization need the module's code: the reason says to pass the module.
-
-    Examples:
-        >>> v, g = torch.tensor([[3.0, 4.0], [0.0, 2.0]]), torch.tensor([[10.0], [1.0]])
-        >>> applied_from_originals({"original0": g, "original1": v})
-        tensor([[6., 8.],
-                [0., 1.]])
-    """
-    keys = sorted(originals)
-    if keys == ["original0", "original1"]:
-        g, v = originals["original0"], originals["original1"]
-        if g.ndim == v.ndim and all(a in (1, b) for a, b in zip(g.shape, v.shape, strict=True)):
-            dims = [d for d in range(g.ndim) if g.shape[d] != 1]
-            if len(dims) <= 1:
-                return torch._weight_norm(v.detach(), g.detach(), dims[0] if dims else -1)
-    if keys == ["original"] and state is not None and sorted(state) == ["0._u", "0._v"]:
-        w, u, v = originals["original"].detach(), state["0._u"], state["0._v"]
-        fits = [d for d in range(min(w.ndim, 2)) if u.numel() == w.shape[d] and v.numel() * w.shape[d] == w.numel()]
-        if w.ndim >= 2 and fits and (len(fits) == 1 or w.ndim == 2):
-            mat = w.movedim(fits[0], 0).flatten(1)
-            return w / torch.vdot(u.clone(memory_format=torch.contiguous_format), torch.mv(mat, v.clone()))
-    return (
-        f"a parametrized weight stored as its originals {keys}: the weight it applies cannot be computed from them "
-        "(only weight_norm's original0/original1 can); pass the nn.Module itself to analyse it"
-    )
-
-
 def _applied(module: nn.Module, attr: str) -> torch.Tensor:
     """``getattr(module, attr)`` of a parametrized module, under no_grad, its parametrizations in eval mode."""
     modes = [(m, m.training) for m in module.parametrizations[attr].modules()]
@@ -233,7 +206,15 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
          ('1.bias_ih', 'lstm_cell'), ('1.bias_hh', 'lstm_cell')]
     """
     seen_modules: set[int] = set()
-    seen: set[int] = set()
+    seen: dict[int, str] = {}  # id of a parameter -> the name it is analysed under
+    aliases: dict[str, list[str]] = {}
+
+    def once(name: str, p: torch.Tensor) -> bool:
+        if id(p) in seen:
+            aliases.setdefault(seen[id(p)], []).append(name)
+            return False
+        seen[id(p)] = name
+        return True
 
     def walk(module: nn.Module, prefix: str) -> Iterator[Candidate]:
         module = unwrap(module)
@@ -241,32 +222,50 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
             return
         seen_modules.add(id(module))
         kind = module_kind(module)
+        groups = getattr(module, "groups", None) if kind in ("conv", "conv_transpose") else None
+        groups = groups if isinstance(groups, int) else None
         children = dict(module.named_children())
-        for attr, p in module.named_parameters(recurse=False):
-            if not _is_lazy(p) and id(p) not in seen:
-                seen.add(id(p))
-                yield Candidate(prefix + attr, attr, p, kind, ((prefix + attr, p),))
+        params = dict(module.named_parameters(recurse=False))
+        scripted = isinstance(module, torch.jit.ScriptModule)
+        buffers = dict(module.named_buffers(recurse=False))
+        legacy = legacy_norms(params, buffers, None if scripted else module)
+        behind = {a: x for x, (attrs, _) in legacy.items() for a in attrs}
+        for attr, p in params.items():
+            x = behind.pop(attr, None)
+            if x is not None and x in legacy:  # old-style weight_norm / spectral_norm: the weight it applies
+                attrs, compute = legacy.pop(x)
+                raw = tuple((prefix + a, params[a]) for a in attrs)
+                seen.update((id(t), prefix + x) for _, t in raw)
+                applied = compute() if values else max((t for _, t in raw), key=lambda t: t.ndim)
+                yield _of(prefix + x, x, applied, kind, raw, groups)
+            elif x is None and not _is_lazy(p) and once(prefix + attr, p):
+                yield Candidate(prefix + attr, attr, p, kind, ((prefix + attr, p),), groups=groups)
         plists = children.pop("parametrizations") if _holds_parametrizations(module, children) else None
         for attr, plist in [] if plists is None else plists.named_children():
             raw = tuple((f"{prefix}parametrizations.{attr}.{n}", p) for n, p in plist.named_parameters(recurse=False))
-            seen.update(id(p) for _, p in raw)
+            seen.update((id(p), prefix + attr) for _, p in raw)
             if not raw:  # a stand-in holding none of its originals (not selected for a gather): nothing to read
                 continue
             if parametrize.is_parametrized(module, attr):
                 tensor = _applied(module, attr) if values else max((p for _, p in raw), key=lambda t: t.ndim)
-                yield Candidate(prefix + attr, attr, tensor, kind, raw)
+                yield Candidate(prefix + attr, attr, tensor, kind, raw, groups=groups)
             else:  # scripted / traced: the stored originals only
                 state = dict(plist.named_buffers())
                 applied = applied_from_originals({n.rpartition(".")[2]: p for n, p in raw}, state)
-                shape_of = max((p for _, p in raw), key=lambda t: t.ndim)
-                if isinstance(applied, str):
-                    yield Candidate(prefix + attr, attr, shape_of, kind, raw, skipped=applied)
-                else:
-                    yield Candidate(prefix + attr, attr, applied, kind, raw)
+                yield _of(prefix + attr, attr, applied, kind, raw, groups)
         for child_name, child in children.items():
             yield from walk(child, f"{prefix}{child_name}.")
 
-    return list(walk(model, ""))
+    found = list(walk(model, ""))
+    return [replace(c, aliases=tuple(aliases[c.name])) if c.name in aliases else c for c in found]
+
+
+def _of(name: str, attr: str, applied: torch.Tensor | str, kind: str | None, raw: Any, groups: Any) -> Candidate:
+    """The candidate of a weight computed from ``raw`` tensors, or a skipped one (``applied``: why)."""
+    if isinstance(applied, str):
+        shape_of = max((p for _, p in raw), key=lambda t: t.ndim)
+        return Candidate(name, attr, shape_of, kind, raw, skipped=applied, groups=groups)
+    return Candidate(name, attr, applied, kind, raw, groups=groups)
 
 
 def is_default(c: Candidate) -> bool:
@@ -365,11 +364,13 @@ def resolve(
     for c in chosen:
         if c.skipped is not None:
             source = views_of(c.kind, c.name, c.tensor, gates=1)[0].source
-            out.append(Skip(c.name, tuple(c.tensor.shape), c.skipped, source))
+            out.append(Skip(c.name, tuple(c.tensor.shape), c.skipped, source, c.aliases))
         else:
-            out.extend(views_of(c.kind, c.name, c.tensor, conv=conv, gates=c.gates))
+            views = views_of(c.kind, c.name, c.tensor, conv=conv, gates=c.gates, groups=c.groups)
+            out.extend(replace(v, aliases=c.aliases) if c.aliases else v for v in views)
     if not out:
-        names = [c.name for c in cands if c.tensor.ndim >= 2][:2]
+        matrices = [c.name for c in cands if c.tensor.ndim >= 2 and c.tensor.shape[0] > 1 < c.tensor[0:1].numel()]
+        names = (matrices or [c.name for c in cands if c.tensor.ndim >= 2])[:2]  # vectors only if nothing better
         hint = f"; select some with include={names!r} (fnmatch patterns, e.g. ['*'] for all)" if names else ""
         raise ValueError(
             f"the parameter selection include={include!r}, exclude={list(exclude)!r}, param_filter={param_filter!r} "

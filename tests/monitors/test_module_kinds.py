@@ -126,3 +126,64 @@ def test_a_gathered_stand_in_reads_parametrized_weights_as_the_live_model() -> N
     rows = [(n, owners[n][0], n.rpartition(".")[2], t) for n, t in copies.items()]
     again = resolve_views(stand_in(model, rows))
     assert [(v.name, v.matrix.tolist()) for v in again] == [(v.name, v.matrix.tolist()) for v in views]
+
+
+class Legacy(pl.LightningModule):
+    """Old-style, hook-based weight_norm and spectral_norm layers (torch.nn.utils.weight_norm / spectral_norm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.wn = nn.utils.weight_norm(nn.Linear(12, 10))
+        self.sn = nn.utils.spectral_norm(nn.Linear(10, 8))
+        with torch.no_grad():
+            self.sn.weight_orig.mul_(3.0)  # the raw weight's norm is far from 1
+        self.head = nn.Linear(8, 4)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.head(torch.tanh(self.sn(torch.tanh(self.wn(x))))), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_both_monitors_read_old_style_hook_norms_as_applied(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    monitors = [
+        SpectrumMonitor(every_n_train_steps=4, analyses=["summary"]),
+        DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None),
+    ]
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = pl.Trainer(
+        max_steps=8, logger=logger, callbacks=monitors, accelerator="cpu", enable_progress_bar=False,
+        enable_checkpointing=False, enable_model_summary=False,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        trainer.fit(Legacy(), _loader(4))
+    with open(Path(logger.log_dir) / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert not [r for r in caplog.records if "no optimizer updates it" in r.getMessage()]
+    assert _names(rows, "spectral_norm") == {"wn.weight", "sn.weight", "head.weight"}
+    logged = {k.removeprefix("rmt/").rpartition("/")[0] for r in rows for k, v in r.items() if v and "dyson_width" in k}
+    assert logged == {"wn.weight", "sn.weight", "head.weight"}
+    last = [r for r in rows if r.get("rmt/sn.weight/spectral_norm")][-1]
+    assert float(last["rmt/sn.weight/spectral_norm"]) == pytest.approx(1.0, abs=0.1)  # applied, not the raw ~3
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_a_gathered_stand_in_reads_old_style_hook_norms_as_the_live_model() -> None:
+    from rmt_callbacks.analysis import resolve_views
+    from rmt_callbacks.monitors._gather import gather_parameters, stand_in
+    from rmt_callbacks.monitors._selection import parameter_names
+
+    model = Legacy()
+    model.training_step((torch.randn(2, 12), torch.randn(2, 4)), 0)  # spectral norm iterates once
+    model.eval()
+    views = resolve_views(model)
+    names = parameter_names(model, views)
+    assert names == ["wn.weight_g", "wn.weight_v", "sn.weight_orig", "head.weight"]
+    copies = gather_parameters(model, names=names)
+    rows = [(n, model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2], t) for n, t in copies.items()]
+    again = resolve_views(stand_in(model, rows))
+    assert [(v.name, v.matrix.tolist()) for v in again] == [(v.name, v.matrix.tolist()) for v in views]

@@ -166,3 +166,80 @@ def test_the_pure_layer_never_imports_the_monitors() -> None:
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom):
                     assert "monitors" not in (node.module or ""), path
+
+
+def _legacy() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.utils.weight_norm(nn.Linear(64, 128)), nn.Linear(128, 64), nn.utils.spectral_norm(nn.Linear(64, 64))
+    )
+    model(torch.randn(3, 64))  # a training forward: spectral norm's power iteration has run once
+    return model.eval()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_old_style_hook_norms_are_the_weights_they_apply() -> None:
+    model = _legacy()
+    u = model[2].weight_u.clone()
+    views = iter_matrices(model)
+    assert [v.name for v in views] == ["0.weight", "1.weight", "2.weight"]
+    assert torch.equal(views[0].matrix, model[0].weight) and torch.equal(views[2].matrix, model[2].weight)
+    assert torch.equal(model[2].weight_u, u)  # the power iteration was not advanced
+    every = [v.name for v in iter_matrices(model, include_all_params=True)]
+    assert every == ["0.weight", "1.weight", "2.weight"]  # weight_g, weight_v, weight_orig: never on their own
+    traced = torch.jit.trace(model, torch.randn(2, 64))  # the hooks are gone: read by the names they left
+    assert [(v.name, v.matrix.tolist()) for v in iter_matrices(traced)] == [(v.name, v.matrix.tolist()) for v in views]
+    behind = {c.name: [n for n, _ in c.parameters] for c in candidates(model)}
+    assert behind["0.weight"] == ["0.weight_g", "0.weight_v"] and behind["2.weight"] == ["2.weight_orig"]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_nothing_selected_never_suggests_a_vector() -> None:
+    with pytest.raises(ValueError, match=r"ndim >= 2: \['0.weight' \(128, 64\), .*include=\['0.weight', '1.weight'\]"):
+        select_views(_legacy(), include=["none"])  # not '0.weight_g' (128, 1)
+    with pytest.raises(ValueError, match=r"include=\['w.table'\]"):
+        select_views(nn.ModuleDict({"w": _Scaled()}))
+
+
+class _Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(128, 1))
+        self.table = nn.Parameter(torch.ones(4, 5))
+
+
+def test_embedding_bag_weights_are_selected() -> None:
+    bag = nn.EmbeddingBag(10, 4)
+    (view,) = iter_matrices(nn.ModuleDict({"bag": bag}))
+    assert (view.name, view.source) == ("bag.weight", "embedding") and torch.equal(view.matrix, bag.weight)
+
+
+def test_grouped_convolutions_are_a_matrix_per_group_and_depthwise_ones_their_filters() -> None:
+    torch.manual_seed(0)
+    grouped, depthwise = nn.Conv2d(32, 64, 3, groups=4), nn.Conv2d(32, 32, 3, groups=32)
+    tgrouped = nn.ConvTranspose1d(8, 12, 3, groups=4)  # weight (in, out/g, k)
+    views = {v.name: v.matrix for v in iter_matrices(nn.ModuleDict({"g": grouped, "d": depthwise, "t": tgrouped}))}
+    w = grouped.weight
+    assert views["g.weight"].shape == (9 * 4, 16, 8)
+    for pos in range(9):
+        for g in range(4):
+            block = w[16 * g : 16 * (g + 1), :, pos // 3, pos % 3]  # group g's (out/g, in/g) map at one position
+            assert torch.equal(views["g.weight"][pos * 4 + g], block)
+    assert torch.equal(views["d.weight"], depthwise.weight.flatten(1)) and views["d.weight"].shape == (32, 9)
+    t = tgrouped.weight
+    assert views["t.weight"].shape == (3 * 4, 3, 2) and torch.equal(views["t.weight"][1 * 4 + 2], t[4:6, :, 1].T)
+    flat = iter_matrices(nn.ModuleDict({"g": grouped, "d": depthwise}), conv="flatten")
+    assert [tuple(v.matrix.shape) for v in flat] == [(4, 16, 72), (32, 9)]
+    scripted = torch.jit.script(nn.Sequential(grouped))
+    assert [tuple(v.matrix.shape) for v in iter_matrices(scripted)] == [(36, 16, 8)]  # scripted modules keep groups
+
+
+def test_tied_weights_are_analysed_once_and_carry_their_other_names() -> None:
+    from rmt_callbacks.spectral.selection import resolve
+
+    model = nn.ModuleDict({"emb": nn.Embedding(10, 6), "mid": nn.Linear(6, 6), "head": nn.Linear(6, 10)})
+    model["head"].weight = model["emb"].weight
+    cands = candidates(model)
+    assert {c.name: c.aliases for c in cands if c.aliases} == {"emb.weight": ("head.weight",)}
+    views = resolve(cands)
+    assert [(v.name, v.aliases) for v in views] == [("emb.weight", ("head.weight",)), ("mid.weight", ())]
