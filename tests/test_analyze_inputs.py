@@ -328,3 +328,20 @@ def test_a_corrupt_safetensors_file_names_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"abc")
     with pytest.raises(ValueError, match=r"cannot read '.*bad.safetensors' as a .safetensors file: .*header too small"):
         analyze(path)
+
+
+def test_analyze_names_a_tied_output_head() -> None:
+    """An output head sharing the embedding's tensor is analysed once and named, from the model and its state_dict."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.mid = nn.Embedding(50, 16), nn.Linear(16, 16)
+            self.head = nn.Linear(16, 50, bias=False)
+            self.head.weight = self.emb.weight
+
+    model = Tied()
+    for result in (analyze(model), analyze(model.state_dict())):
+        assert [r.name for r in result] == ["emb.weight", "mid.weight"]
+        assert result.tied == {"emb.weight": ("head.weight",)} and result.summary["tied"] == 1
+        assert "tied: head.weight is emb.weight" in str(result)

@@ -210,8 +210,11 @@ def analyze(
     views = [v for v in items if isinstance(v, MatrixView)]
     done = iter(analyze_views(views, analyses=analyses, dense_limit=dense_limit))
     return ModelAnalysis(
-        next(done)
-        if isinstance(v, MatrixView)
-        else MatrixResult(v.name, v.shape, v.source, {"skipped": 1.0}, v.reason, method=None)
-        for v in items
+        (
+            next(done)
+            if isinstance(v, MatrixView)
+            else MatrixResult(v.name, v.shape, v.source, {"skipped": 1.0}, v.reason, method=None)
+            for v in items
+        ),
+        tied={v.name: v.aliases for v in items if v.aliases},
     )

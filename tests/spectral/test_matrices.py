@@ -56,8 +56,12 @@ def test_conv_flatten_is_the_unrolled_out_by_in_kernel_matrix(conv: nn.Module) -
 
 
 def test_grouped_and_transposed_convolutions_are_oriented_out_by_in() -> None:
-    grouped = nn.Conv2d(4, 6, 3, groups=2)
-    assert matrices_of(grouped, "g.weight", grouped.weight)[0].matrix.shape == (9, 6, 2)
+    grouped = nn.Conv2d(4, 6, 3, groups=2)  # one (out/g, in/g) = (3, 2) matrix per group and kernel position
+    (view,) = matrices_of(grouped, "g.weight", grouped.weight)
+    assert view.matrix.shape == (18, 3, 2)
+    w = grouped.weight.detach()
+    blocks = [w[3 * g : 3 * (g + 1), :, i, j] for g in range(2) for i in range(3) for j in range(3)]
+    assert all(any(torch.equal(b, m) for m in view.matrix) for b in blocks)
     tconv = nn.ConvTranspose2d(4, 6, (2, 3))  # weight stored (in, out, k1, k2)
     (view,) = matrices_of(tconv, "t.weight", tconv.weight)
     assert view.matrix.shape == (6, 6, 4)
