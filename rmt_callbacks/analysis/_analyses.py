@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
-from ..fits import FitResult, fit_marchenko_pastur, fit_semicircle, fit_surmise
+from ..fits import MIN_VALUES, FitResult, fit_marchenko_pastur, fit_semicircle, fit_surmise
+from ..fits._result import MarchenkoPasturFit
 from ..fits.marchenko_pastur import spike_threshold
-from ..laws import SpectralLaw
-from ..spectral import MatrixView, nonstructural_levels, spectrum_summary, unfolded_spacings
+from ..laws import MarchenkoPastur, SpectralLaw
+from ..spectral import (
+    MatrixView,
+    nonstructural_levels,
+    numerical_rank,
+    spacing_resolution,
+    spectrum_summary,
+    unfolded_spacings,
+)
 from ..spectral.summary import MIN_RATIOS
 from ._result import MIN_UNFOLD_LEVELS, Levels, MatrixResult, Outcome
 from ._tails import power_law, randomize, rank_statistics
@@ -36,19 +45,89 @@ def _fitted(fit: FitResult, prefix: str, spectra: dict[str, torch.Tensor] | None
 
 def summary(levels: Levels) -> Outcome:
     """Batch means of :func:`~rmt_callbacks.spectral.spectrum_summary` and of the rank statistics
-    (:func:`~rmt_callbacks.analysis._tails.rank_statistics`); a statistic NaN for every matrix is left out."""
+    (:func:`~rmt_callbacks.analysis._tails.rank_statistics`); a statistic NaN for every matrix is left out, and
+    when :math:`\\langle r\\rangle` is left out by the numerical-rank cut or the rounding resolution
+    (:mod:`rmt_callbacks.spectral.resolution`) the failure says which."""
     batch = levels.gram.shape[0]  # <r> of the batch pools its ratios: MIN_RATIOS of them in all
-    stats = spectrum_summary(levels.gram, rows=levels.rows, min_ratios=max(1, math.ceil(MIN_RATIOS / batch)))
+    dtype = levels.matrix.dtype
+    stats = spectrum_summary(
+        levels.gram, rows=levels.rows, min_ratios=max(1, math.ceil(MIN_RATIOS / batch)), dtype=dtype
+    )
     means = {k: float(torch.nanmean(v.double())) for k, v in stats.items()}
     means["n_levels"] = float(batch * min(levels.rows, levels.cols))
     means.update(rank_statistics(levels))
-    return Outcome({k: v for k, v in means.items() if not math.isnan(v)})
+    failure = None
+    if math.isnan(means["mean_spacing_ratio"]):
+        rank = numerical_rank(levels.gram, rows=levels.rows, dtype=dtype)
+        note = _rank_note(rank, min(levels.rows, levels.cols))
+        if note:
+            failure = f"mean_spacing_ratio: {note}: too few levels above the numerical-rank cut"
+        else:
+            why = _unresolved(levels.gram, levels.rows, dtype)
+            failure = f"mean_spacing_ratio: {why}" if why else None
+    return Outcome({k: v for k, v in means.items() if not math.isnan(v)}, failure=failure)
+
+
+def _rank_note(rank: torch.Tensor, full: int) -> str:
+    """``"rank r of min(M, N)"`` (``"ranks a-b of …"`` for a batch) when a level was cut as numerically zero."""
+    if bool((rank >= full).all()):
+        return ""
+    lo, hi = int(rank.min()), int(rank.max())
+    return f"rank {lo} of {full}" if lo == hi else f"ranks {lo}-{hi} of {full}"
+
+
+def _unresolved(gram: torch.Tensor, rows: int, dtype: torch.dtype | None) -> str:
+    """Why no matrix's spacings are resolved (:func:`~rmt_callbacks.spectral.spacing_resolution`), or ``""``."""
+    resolution = spacing_resolution(gram, rows=rows, dtype=dtype)
+    best = float(resolution.nan_to_num(math.inf).max())  # NaN: too few levels, left to the "too few" rule
+    if best >= 1.0:
+        return ""
+    factor = "all levels equal" if best == 0.0 else f"{1.0 / best:.3g} times below it"
+    return (
+        "levels not resolved: the bulk's mean singular-value spacing is below the rounding resolution "
+        f"eps * ||W||_F of the stored weights ({factor}); its spacings are rounding noise"
+    )
+
+
+def _kept_levels(gram: torch.Tensor, rows: int, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-structural levels above the numerical-rank cut, pooled (flat), and the rank of each matrix."""
+    bulk = nonstructural_levels(gram, rows)
+    rank = numerical_rank(gram, rows=rows, dtype=dtype)
+    return torch.cat([b[b.shape[-1] - int(k) :] for b, k in zip(bulk, rank, strict=True)]), rank
+
+
+def fit_resolved_marchenko_pastur(gram: torch.Tensor, rows: int, dtype: torch.dtype | None) -> MarchenkoPasturFit:
+    """The Marchenko–Pastur fit of ``gram`` ``(B, N)``, ratio :math:`N/M`, pooled, without the levels at or below
+    the numerical-rank cut (:func:`~rmt_callbacks.spectral.numerical_rank`): as before for full-rank matrices;
+    otherwise fitted in the frame of the smaller Gram matrix (the same law, :mod:`rmt_callbacks.fits.
+    marchenko_pastur`), and failed with the rank when fewer than ``MIN_VALUES`` levels are left."""
+    cols = gram.shape[-1]
+    q, full = cols / rows, min(rows, cols)
+    kept, rank = _kept_levels(gram, rows, dtype)
+    note = _rank_note(rank, full)
+    if not note:
+        return fit_marchenko_pastur(gram.flatten(), ratio=q, rows=rows)
+    if kept.numel() < MIN_VALUES:
+        return MarchenkoPasturFit.failed(
+            kept.numel(),
+            f"{note}: too few levels above the numerical-rank cut to fit: got {kept.numel()}, need at least "
+            f"{MIN_VALUES}",
+        )
+    if q > 1.0:  # the levels of W W^T / N are these / q, with ratio 1/q and N rows: the same sigma2 and spikes
+        fit = fit_marchenko_pastur(kept / q, ratio=1.0 / q, rows=cols)
+        if fit.fitted:
+            law = MarchenkoPastur(sigma2=fit.sigma2, ratio=q)
+            fit = replace(fit, ratio=q, lambda_minus=law.lambda_minus, lambda_plus=law.lambda_plus)
+    else:
+        fit = fit_marchenko_pastur(kept, ratio=q, rows=rows)
+    return fit if fit.converged else replace(fit, message=f"{note}: {fit.message}")
 
 
 def marchenko_pastur(levels: Levels) -> Outcome:
-    """The Marchenko–Pastur fit of the pooled Gram levels, ratio :math:`N/M`."""
+    """The Marchenko–Pastur fit of the pooled Gram levels, ratio :math:`N/M`, without the numerically zero ones
+    (:func:`fit_resolved_marchenko_pastur`)."""
     m, n = levels.rows, levels.cols
-    fit = fit_marchenko_pastur(levels.gram.flatten(), ratio=n / m, rows=m)
+    fit = fit_resolved_marchenko_pastur(levels.gram, m, levels.matrix.dtype)
     outcome = _fitted(fit, PREFIX["marchenko_pastur"])
     outcome.metrics["n_levels"] = float(levels.gram.shape[0] * min(m, n))
     return outcome
@@ -65,25 +144,48 @@ def semicircle(levels: Levels) -> Outcome | None:
     return outcome
 
 
-def pooled_spacings(gram: torch.Tensor, rows: int) -> torch.Tensor:
+def pooled_spacings(gram: torch.Tensor, rows: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Pooled normalised spacings of the non-structural bulk levels of ``gram`` ``(B, N)`` (module docstring of
     :mod:`rmt_callbacks.analysis`).
 
-    Spikes, the levels above :func:`~rmt_callbacks.fits.marchenko_pastur.spike_threshold` of the batch's
-    Marchenko–Pastur fit (its ``num_spikes``), are left out first: inside the unfolding window they would bend the
-    fitted counting function and collapse the bulk's unfolded spacings. Matrices that keep the same number of
-    levels are unfolded together."""
+    Levels at or below the numerical-rank cut are left out like the structural zeros, and matrices whose spacings
+    are below the rounding resolution are left out whole (:mod:`rmt_callbacks.spectral.resolution`; ``dtype``:
+    the weights', ``None``: ``gram``'s); none resolved raises. Spikes, the levels above
+    :func:`~rmt_callbacks.fits.marchenko_pastur.spike_threshold` of the batch's Marchenko–Pastur fit (its
+    ``num_spikes``), are left out too: inside the unfolding window they would bend the fitted counting function
+    and collapse the bulk's unfolded spacings. Matrices that keep the same number of levels are unfolded
+    together."""
     bulk = nonstructural_levels(gram, rows)
-    cols = gram.shape[-1]
-    mp = fit_marchenko_pastur(gram.flatten(), ratio=cols / rows, rows=rows)
+    cols, n = gram.shape[-1], bulk.shape[-1]
+    rank = numerical_rank(gram, rows=rows, dtype=dtype)
+    note = _rank_note(rank, min(rows, cols))
+    why = "" if note else _unresolved(gram, rows, dtype)
+    if why:
+        raise ValueError(why)
+    mp = fit_resolved_marchenko_pastur(gram, rows, dtype)
     edge = spike_threshold(mp.sigma2, cols / rows, rows) if mp.fitted else math.inf
-    kept = (bulk <= edge).sum(dim=-1)  # (B,) bulk is ascending: the first kept[b] levels of matrix b
-    parts = [_group_spacings(bulk[kept == k, :k]) for k in torch.unique(kept).tolist()]
+    first = (n - rank).to(bulk.device)  # bulk is ascending: levels first[b] .. first[b] + kept[b] of matrix b
+    kept = ((bulk <= edge).sum(dim=-1) - first).clamp_min(0)
+    kept = torch.where(spacing_resolution(gram, rows=rows, dtype=dtype) >= 1.0, kept, torch.zeros_like(kept))
+    parts = []
+    for k in torch.unique(kept).tolist():
+        pick = (kept == k).nonzero().flatten()
+        positions = first[pick, None] + torch.arange(k, device=bulk.device)
+        parts.append(_group_spacings(bulk[pick].gather(-1, positions)))
     parts = [p for p in parts if p is not None]
     if not parts:
+        why = _unresolved(gram, rows, dtype) if note else ""
+        if why:
+            raise ValueError(why)
+        spikes = f"{int(rank.sum()) - int(kept.sum())} of them spikes left out"
+        if note:
+            raise ValueError(
+                f"{note}: too few levels above the numerical-rank cut for spacing statistics ({int(rank.sum())} "
+                f"in {bulk.shape[0]} matrices, {spikes})"
+            )
         raise ValueError(
-            f"{bulk.shape[-1]} non-structural levels per matrix in {bulk.shape[0]} matrices, "
-            f"{bulk.numel() - int(kept.sum())} of them spikes left out: too few for spacing statistics"
+            f"{n} non-structural levels per matrix in {bulk.shape[0]} matrices, {spikes}: too few for spacing "
+            "statistics"
         )
     return torch.cat(parts)
 
@@ -103,8 +205,9 @@ def _group_spacings(bulk: torch.Tensor) -> torch.Tensor | None:
 
 
 def spacings(levels: Levels) -> Outcome:
-    """The Wigner-surmise fit of the pooled normalised spacings (kept as ``spectra["spacings"]``)."""
-    values = pooled_spacings(levels.gram, levels.rows)
+    """The Wigner-surmise fit of the pooled normalised spacings (kept as ``spectra["spacings"]``): of the levels
+    above the numerical-rank cut, not reported when they are not resolved (:func:`pooled_spacings`)."""
+    values = pooled_spacings(levels.gram, levels.rows, levels.matrix.dtype)
     outcome = _fitted(fit_surmise(values), PREFIX["spacings"], {"spacings": values})
     outcome.metrics["n_levels"] = float(levels.gram.shape[0] * min(levels.rows, levels.cols))
     return outcome

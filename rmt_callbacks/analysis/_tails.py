@@ -23,9 +23,9 @@ from dataclasses import replace
 
 import torch
 
-from ..fits import fit_marchenko_pastur, fit_power_law
+from ..fits import MIN_VALUES, fit_marchenko_pastur, fit_power_law
 from ..fits.marchenko_pastur import spike_threshold
-from ..spectral import nonstructural_levels
+from ..spectral import nonstructural_levels, numerical_rank, rank_cut
 from ..spectral.stacks import stacked_levels
 from ._result import Levels, Outcome
 
@@ -34,7 +34,6 @@ __all__ = ["RANDOMIZE_SEED", "power_law", "randomize", "rank_statistics", "two_s
 RANDOMIZE_SEED = 0
 """The seed of the element shuffle of ``"randomize"`` (one generator per view, so results do not depend on the
 order of the views, and no global random numbers are drawn)."""
-_F64_EPS = torch.finfo(torch.float64).eps
 
 
 def rank_statistics(levels: Levels) -> dict[str, float]:
@@ -45,17 +44,15 @@ def rank_statistics(levels: Levels) -> dict[str, float]:
     ``torch.linalg`` computes in: the weights' own for float32 and float64, float32's for float16 and bfloat16
     (in their own precision the rule would count nothing: :math:`\max(M, N)\,\epsilon \ge 1` from
     :math:`N = 128` in bfloat16). It is floored at the float64 Gram levels' resolution
-    :math:`\lambda_{\max}\max(M, N)\,\epsilon_{64}`. ``rank_loss`` :math:`= \min(M, N) -` rank. The entropy of
+    :math:`\lambda_{\max}\max(M, N)\,\epsilon_{64}`: :func:`~rmt_callbacks.spectral.rank_cut`, the one cut, below
+    which the other analyses leave levels out as numerically zero. ``rank_loss`` :math:`= \min(M, N) -` rank.
+    The entropy of
     :math:`p_i = \lambda_i / \sum_j \lambda_j` over the levels the rank counts, normalised by
     :math:`\ln(\text{rank})` as WeightWatcher's ``matrix_entropy``: in :math:`[0, 1]`, 1 when every level is
     equal, 0 for rank one.
     """
     bulk = nonstructural_levels(levels.gram, levels.rows).double().clamp_min(0.0)  # (B, k)
-    big = max(levels.rows, levels.cols)
-    dtype = levels.matrix.dtype if levels.matrix.dtype.is_floating_point else torch.float64
-    eps = torch.finfo(torch.promote_types(dtype, torch.float32)).eps
-    top = bulk.amax(dim=-1, keepdim=True)
-    counted = bulk > top * max((big * eps) ** 2, big * _F64_EPS)
+    counted = bulk > rank_cut(levels.gram, rows=levels.rows, dtype=levels.matrix.dtype)[:, None]
     rank = counted.sum(dim=-1).double()  # (B,)
     kept = torch.where(counted, bulk, torch.zeros((), dtype=bulk.dtype))
     p = kept / kept.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
@@ -93,7 +90,14 @@ def power_law(levels: Levels) -> Outcome:
     soft edge of a bounded bulk, which a power law of exponent 3–10 matches as well as the KS test can tell on a
     few dozen levels (Gaussian matrices did, 19 of 20 at 128 × 128), so the fit is reported as not converged.
     """
-    bulk = nonstructural_levels(levels.gram, levels.rows)
+    bulk = nonstructural_levels(levels.gram, levels.rows)  # above the rank cut: numerically zero levels left out
+    rank = numerical_rank(levels.gram, rows=levels.rows, dtype=levels.matrix.dtype)
+    bulk = torch.cat([b[b.shape[-1] - int(k) :] for b, k in zip(bulk, rank, strict=True)])
+    if bulk.numel() < MIN_VALUES and int(rank.sum()) < rank.numel() * min(levels.rows, levels.cols):
+        raise ValueError(
+            f"rank {float(rank.double().mean()):g} of {min(levels.rows, levels.cols)}: too few levels "
+            f"above the numerical-rank cut ({bulk.numel()}, need at least {MIN_VALUES})"
+        )
     fit = fit_power_law(bulk)
     if fit.converged:
         m, n = levels.rows, levels.cols

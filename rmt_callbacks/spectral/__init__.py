@@ -68,6 +68,7 @@ from .density import (
 )
 from .esd import esd, validate_matrix
 from .matrices import MatrixView, iter_matrices, matrices_of, module_kind
+from .resolution import numerical_rank, rank_cut, rounding_epsilon, spacing_resolution
 from .spacing import (
     freedman_diaconis_edges,
     histogram_mean,
@@ -95,8 +96,12 @@ __all__ = [
     "mean_spacing_ratio",
     "module_kind",
     "nonstructural_levels",
+    "numerical_rank",
     "pair_spacings",
+    "rank_cut",
+    "rounding_epsilon",
     "spacing_ratios",
+    "spacing_resolution",
     "spacings",
     "spectral_norm",
     "spectrum_summary",

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from .resolution import numerical_rank, spacing_resolution
 from .spacing import _check_levels, _ratios
 
 __all__ = ["MIN_RATIOS", "nonstructural_levels", "spectral_norm", "spectrum_summary", "stable_rank"]
@@ -104,7 +105,9 @@ def nonstructural_levels(eigs: torch.Tensor, rows: int) -> torch.Tensor:
     return eigs[..., max(eigs.shape[-1] - rows, 0) :]
 
 
-def spectrum_summary(eigs: torch.Tensor, *, rows: int, min_ratios: int = MIN_RATIOS) -> dict[str, torch.Tensor]:
+def spectrum_summary(
+    eigs: torch.Tensor, *, rows: int, min_ratios: int = MIN_RATIOS, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     r"""The standard per-matrix statistics of a normalised Gram spectrum, as a dict of tensors of shape ``(...)``.
 
     Keys: ``lambda_min``, ``lambda_max``, ``lambda_mean`` (:math:`= \|W\|_F^2 / (MN)`), ``spectral_norm``
@@ -113,18 +116,24 @@ def spectrum_summary(eigs: torch.Tensor, *, rows: int, min_ratios: int = MIN_RAT
     only: when :math:`N > M` the :math:`N - M` smallest eigenvalues (the structural zeros of
     :func:`~rmt_callbacks.spectral.esd`) are left out; it is NaN when they give fewer than ``min_ratios`` ratios
     (``min(M, N) - 2 < min_ratios``). Spikes above the Marchenko–Pastur bulk are kept: the ratio needs no fit,
-    and :math:`k` outliers change at most :math:`k + 1` of the ratios.
+    and :math:`k` outliers change at most :math:`k + 1` of the ratios. Levels at or below the numerical-rank cut
+    (:func:`~rmt_callbacks.spectral.numerical_rank`) are left out like the structural zeros: the ratio is taken
+    over the last ``rank`` levels, NaN when they give fewer than ``min_ratios`` ratios; it is NaN as well where
+    the bulk's spacings are below the rounding resolution (:func:`~rmt_callbacks.spectral.spacing_resolution`
+    below 1): they would be ratios of rounding noise.
 
     .. math::
 
         \langle r \rangle = \Big\langle \frac{\min(S_i, S_{i+1})}{\max(S_i, S_{i+1})} \Big\rangle_i,
-        \qquad S_i = \lambda_{i+1} - \lambda_i,\ \ i \ge \max(N - M, 0).
+        \qquad S_i = \lambda_{i+1} - \lambda_i,\ \ i \ge N - \text{rank}.
 
     Args:
         eigs: Gram eigenvalues from ``esd(W)``, shape ``(..., N)``, in any order.
         rows: :math:`M`, the number of rows of ``W``.
         min_ratios: the fewest ratios per matrix behind :math:`\langle r\rangle` (:data:`MIN_RATIOS`; pass less
             when averaging a stack of matrices, which pools their ratios).
+        dtype: the weights' dtype, whose rounding sets the rank cut and the resolution
+            (:func:`~rmt_callbacks.spectral.rounding_epsilon`); ``None``: ``eigs.dtype``.
 
     Returns:
         A dict of six tensors, each of shape ``(...)``.
@@ -147,10 +156,16 @@ def spectrum_summary(eigs: torch.Tensor, *, rows: int, min_ratios: int = MIN_RAT
         raise ValueError(f"min_ratios must be a positive int, got {min_ratios!r}")
     eigs = _check_levels(eigs, min_levels=1).sort(dim=-1).values
     bulk = nonstructural_levels(eigs, rows)
+    nan = torch.full(eigs.shape[:-1], math.nan, dtype=eigs.dtype, device=eigs.device)
     if bulk.shape[-1] >= 2 + min_ratios:
-        ratio = torch.nanmean(_ratios(bulk), dim=-1)
+        ratios = _ratios(bulk)  # ratio i reads levels i to i + 2: counted when level i is above the rank cut
+        first = bulk.shape[-1] - numerical_rank(eigs, rows=rows, dtype=dtype)
+        counted = torch.arange(ratios.shape[-1], device=eigs.device) >= first[..., None]
+        ratio = torch.nanmean(torch.where(counted, ratios, torch.full_like(ratios, math.nan)), dim=-1)
+        resolved = spacing_resolution(eigs, rows=rows, dtype=dtype) >= 1.0
+        ratio = torch.where((counted.sum(dim=-1) >= min_ratios) & resolved, ratio, nan)
     else:
-        ratio = torch.full(eigs.shape[:-1], math.nan, dtype=eigs.dtype, device=eigs.device)
+        ratio = nan
     return {
         "lambda_min": eigs[..., 0],
         "lambda_max": eigs[..., -1],
