@@ -36,7 +36,6 @@ References: ``torch.load(weights_only=True)``; the safetensors format (huggingfa
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import zipfile
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._weights_only_unpickler import UnpicklingError as _UnpicklingError  # pickle's, re-exported
 
 from ..spectral.matrices import GATED, PROJECTION
 from ..spectral.selection import Candidate, applied_from_originals, candidates, legacy_norms, unwrap
@@ -142,7 +142,7 @@ def read_file(path: str) -> object:
             )
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
+        except _UnpicklingError as exc:
             raise ValueError(
                 f"{path!r} cannot be read with torch.load(weights_only=True): it needs arbitrary unpickling (a whole "
                 "pickled module or a custom class), which can run any code and is refused. Save the weights as a "
