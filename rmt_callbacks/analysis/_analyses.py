@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import torch
 
-from ..fits import MIN_VALUES, FitResult, fit_marchenko_pastur, fit_semicircle, fit_surmise
-from ..fits._result import MarchenkoPasturFit
+from ..fits import FitResult, fit_semicircle, fit_surmise
 from ..fits.marchenko_pastur import spike_threshold
-from ..laws import MarchenkoPastur, SpectralLaw
+from ..laws import SpectralLaw
 from ..spectral import (
     MatrixView,
     nonstructural_levels,
@@ -28,6 +26,7 @@ from ..spectral import (
     unfolded_spacings,
 )
 from ..spectral.summary import MIN_RATIOS
+from ._resolved import fit_resolved_marchenko_pastur, rank_note, unresolved
 from ._result import MIN_UNFOLD_LEVELS, Levels, MatrixResult, Outcome
 from ._tails import power_law, randomize, rank_statistics
 
@@ -59,68 +58,13 @@ def summary(levels: Levels) -> Outcome:
     failure = None
     if math.isnan(means["mean_spacing_ratio"]):
         rank = numerical_rank(levels.gram, rows=levels.rows, dtype=dtype)
-        note = _rank_note(rank, min(levels.rows, levels.cols))
+        note = rank_note(rank, min(levels.rows, levels.cols))
         if note:
             failure = f"mean_spacing_ratio: {note}: too few levels above the numerical-rank cut"
         else:
-            why = _unresolved(levels.gram, levels.rows, dtype)
+            why = unresolved(levels.gram, levels.rows, dtype)
             failure = f"mean_spacing_ratio: {why}" if why else None
     return Outcome({k: v for k, v in means.items() if not math.isnan(v)}, failure=failure)
-
-
-def _rank_note(rank: torch.Tensor, full: int) -> str:
-    """``"rank r of min(M, N)"`` (``"ranks a-b of …"`` for a batch) when a level was cut as numerically zero."""
-    if bool((rank >= full).all()):
-        return ""
-    lo, hi = int(rank.min()), int(rank.max())
-    return f"rank {lo} of {full}" if lo == hi else f"ranks {lo}-{hi} of {full}"
-
-
-def _unresolved(gram: torch.Tensor, rows: int, dtype: torch.dtype | None) -> str:
-    """Why no matrix's spacings are resolved (:func:`~rmt_callbacks.spectral.spacing_resolution`), or ``""``."""
-    resolution = spacing_resolution(gram, rows=rows, dtype=dtype)
-    best = float(resolution.nan_to_num(math.inf).max())  # NaN: too few levels, left to the "too few" rule
-    if best >= 1.0:
-        return ""
-    factor = "all levels equal" if best == 0.0 else f"{1.0 / best:.3g} times below it"
-    return (
-        "levels not resolved: the bulk's mean singular-value spacing is below the rounding resolution "
-        f"eps * ||W||_F of the stored weights ({factor}); its spacings are rounding noise"
-    )
-
-
-def _kept_levels(gram: torch.Tensor, rows: int, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The non-structural levels above the numerical-rank cut, pooled (flat), and the rank of each matrix."""
-    bulk = nonstructural_levels(gram, rows)
-    rank = numerical_rank(gram, rows=rows, dtype=dtype)
-    return torch.cat([b[b.shape[-1] - int(k) :] for b, k in zip(bulk, rank, strict=True)]), rank
-
-
-def fit_resolved_marchenko_pastur(gram: torch.Tensor, rows: int, dtype: torch.dtype | None) -> MarchenkoPasturFit:
-    """The Marchenko–Pastur fit of ``gram`` ``(B, N)``, ratio :math:`N/M`, pooled, without the levels at or below
-    the numerical-rank cut (:func:`~rmt_callbacks.spectral.numerical_rank`): as before for full-rank matrices;
-    otherwise fitted in the frame of the smaller Gram matrix (the same law, :mod:`rmt_callbacks.fits.
-    marchenko_pastur`), and failed with the rank when fewer than ``MIN_VALUES`` levels are left."""
-    cols = gram.shape[-1]
-    q, full = cols / rows, min(rows, cols)
-    kept, rank = _kept_levels(gram, rows, dtype)
-    note = _rank_note(rank, full)
-    if not note:
-        return fit_marchenko_pastur(gram.flatten(), ratio=q, rows=rows)
-    if kept.numel() < MIN_VALUES:
-        return MarchenkoPasturFit.failed(
-            kept.numel(),
-            f"{note}: too few levels above the numerical-rank cut to fit: got {kept.numel()}, need at least "
-            f"{MIN_VALUES}",
-        )
-    if q > 1.0:  # the levels of W W^T / N are these / q, with ratio 1/q and N rows: the same sigma2 and spikes
-        fit = fit_marchenko_pastur(kept / q, ratio=1.0 / q, rows=cols)
-        if fit.fitted:
-            law = MarchenkoPastur(sigma2=fit.sigma2, ratio=q)
-            fit = replace(fit, ratio=q, lambda_minus=law.lambda_minus, lambda_plus=law.lambda_plus)
-    else:
-        fit = fit_marchenko_pastur(kept, ratio=q, rows=rows)
-    return fit if fit.converged else replace(fit, message=f"{note}: {fit.message}")
 
 
 def marchenko_pastur(levels: Levels) -> Outcome:
@@ -158,8 +102,8 @@ def pooled_spacings(gram: torch.Tensor, rows: int, dtype: torch.dtype | None = N
     bulk = nonstructural_levels(gram, rows)
     cols, n = gram.shape[-1], bulk.shape[-1]
     rank = numerical_rank(gram, rows=rows, dtype=dtype)
-    note = _rank_note(rank, min(rows, cols))
-    why = "" if note else _unresolved(gram, rows, dtype)
+    note = rank_note(rank, min(rows, cols))
+    why = "" if note else unresolved(gram, rows, dtype)
     if why:
         raise ValueError(why)
     mp = fit_resolved_marchenko_pastur(gram, rows, dtype)
@@ -174,7 +118,7 @@ def pooled_spacings(gram: torch.Tensor, rows: int, dtype: torch.dtype | None = N
         parts.append(_group_spacings(bulk[pick].gather(-1, positions)))
     parts = [p for p in parts if p is not None]
     if not parts:
-        why = _unresolved(gram, rows, dtype) if note else ""
+        why = unresolved(gram, rows, dtype) if note else ""
         if why:
             raise ValueError(why)
         spikes = f"{int(rank.sum()) - int(kept.sum())} of them spikes left out"

@@ -25,8 +25,9 @@ import torch
 
 from ..fits import MIN_VALUES, fit_marchenko_pastur, fit_power_law
 from ..fits.marchenko_pastur import spike_threshold
-from ..spectral import nonstructural_levels, numerical_rank, rank_cut
+from ..spectral import nonstructural_levels, rank_cut
 from ..spectral.stacks import stacked_levels
+from ._resolved import fit_resolved_marchenko_pastur, kept_levels, rank_note
 from ._result import Levels, Outcome
 
 __all__ = ["RANDOMIZE_SEED", "power_law", "randomize", "rank_statistics", "two_sample_ks"]
@@ -90,19 +91,15 @@ def power_law(levels: Levels) -> Outcome:
     soft edge of a bounded bulk, which a power law of exponent 3–10 matches as well as the KS test can tell on a
     few dozen levels (Gaussian matrices did, 19 of 20 at 128 × 128), so the fit is reported as not converged.
     """
-    bulk = nonstructural_levels(levels.gram, levels.rows)  # above the rank cut: numerically zero levels left out
-    rank = numerical_rank(levels.gram, rows=levels.rows, dtype=levels.matrix.dtype)
-    bulk = torch.cat([b[b.shape[-1] - int(k) :] for b, k in zip(bulk, rank, strict=True)])
-    if bulk.numel() < MIN_VALUES and int(rank.sum()) < rank.numel() * min(levels.rows, levels.cols):
-        raise ValueError(
-            f"rank {float(rank.double().mean()):g} of {min(levels.rows, levels.cols)}: too few levels "
-            f"above the numerical-rank cut ({bulk.numel()}, need at least {MIN_VALUES})"
-        )
+    bulk, rank = kept_levels(levels.gram, levels.rows, levels.matrix.dtype)  # numerically zero levels left out
+    note = rank_note(rank, min(levels.rows, levels.cols))
+    if bulk.numel() < MIN_VALUES and note:
+        raise ValueError(f"{note}: too few levels above the numerical-rank cut ({bulk.numel()}, need {MIN_VALUES})")
     fit = fit_power_law(bulk)
     if fit.converged:
-        m, n = levels.rows, levels.cols
-        noise = fit_marchenko_pastur(levels.gram.flatten(), ratio=n / m, rows=m)
+        noise = fit_resolved_marchenko_pastur(levels.gram, levels.rows, levels.matrix.dtype)
         if noise.fitted and noise.num_spikes == 0:
+            m, n = levels.rows, levels.cols
             why = (
                 f"not a heavy tail: no level leaves the Marchenko-Pastur bulk (largest {float(bulk.max()):.4g} <= "
                 f"spike threshold {spike_threshold(noise.sigma2, n / m, m):.4g}); alpha = {fit.alpha:.4g} would "
