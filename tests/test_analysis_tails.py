@@ -162,3 +162,11 @@ def test_the_soft_edge_of_a_random_matrix_is_not_a_heavy_tail() -> None:
         r = _one(w)
         assert r.metrics["pl_converged"] == 1.0 and r.metrics["mp_num_spikes"] > 0
         assert 1.5 < r.metrics["pl_alpha"] < top
+
+
+def test_a_tail_needs_twenty_levels() -> None:
+    """A 10 x 256 head has 10 levels: the only 'tail' of 10 would be the whole spectrum; no fit is reported."""
+    head = torch.distributions.StudentT(1.5).sample((10, 256)).double()
+    r = _one(head)
+    assert r.metrics["pl_converged"] == 0.0 and "too few levels for a tail: got 10" in r.failures["power_law"]
+    assert not r.failures["power_law"].startswith("ValueError")

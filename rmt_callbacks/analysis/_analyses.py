@@ -185,7 +185,7 @@ def analyse_levels(view: MatrixView, levels: Levels, analyses: Sequence[str]) ->
         try:
             outcome = TABLE[name](levels)
         except FIT_ERRORS as exc:
-            outcome = _failed(name, f"{type(exc).__name__}: {exc}")
+            outcome = _failed(name, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
         if outcome is None:
             continue
         metrics.update(outcome.metrics)

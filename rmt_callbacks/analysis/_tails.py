@@ -30,11 +30,14 @@ from ..spectral.stacks import stacked_levels
 from ._resolved import fit_resolved_marchenko_pastur, kept_levels, rank_note
 from ._result import Levels, Outcome
 
-__all__ = ["RANDOMIZE_SEED", "power_law", "randomize", "rank_statistics", "two_sample_ks"]
+__all__ = ["MIN_TAIL_LEVELS", "RANDOMIZE_SEED", "power_law", "randomize", "rank_statistics", "two_sample_ks"]
 
 RANDOMIZE_SEED = 0
 """The seed of the element shuffle of ``"randomize"`` (one generator per view, so results do not depend on the
 order of the views, and no global random numbers are drawn)."""
+MIN_TAIL_LEVELS = 20
+"""The fewest levels ``"power_law"`` fits: twice ``fit_power_law``'s ``min_tail`` (10), so a tail is at most half
+the spectrum (WeightWatcher too treats fewer than 20 eigenvalues apart)."""
 
 
 def rank_statistics(levels: Levels) -> dict[str, float]:
@@ -95,6 +98,11 @@ def power_law(levels: Levels) -> Outcome:
     note = rank_note(rank, min(levels.rows, levels.cols))
     if bulk.numel() < MIN_VALUES and note:
         raise ValueError(f"{note}: too few levels above the numerical-rank cut ({bulk.numel()}, need {MIN_VALUES})")
+    if bulk.numel() < MIN_TAIL_LEVELS:
+        raise ValueError(
+            f"too few levels for a tail: got {bulk.numel()}, need at least {MIN_TAIL_LEVELS} (with fewer, the "
+            "'tail' of at least 10 levels is most of the spectrum)"
+        )
     fit = fit_power_law(bulk)
     if fit.converged:
         noise = fit_resolved_marchenko_pastur(levels.gram, levels.rows, levels.matrix.dtype)

@@ -74,7 +74,8 @@ def record_levels(history: LevelHistory, results: Sequence[MatrixResult], *, ste
 
 def run_tags(results: Sequence[MatrixResult]) -> dict[str, str]:
     """The run tags of one analysis: ``rmt.matrix.<m>`` (shape, kind, :math:`q = N/M`), ``rmt.method.<m>``,
-    ``rmt.skipped.<m>`` and ``rmt.failed.<m>`` (which fits failed and why; the fit tables say at which steps)."""
+    ``rmt.skipped.<m>`` and ``rmt.failed.<m>`` (which fits failed at this analysis and why, ``"none"`` when none
+    did, so the tag always tells the latest analysis; the fit tables say it for every step)."""
     tags = {}
     for r in results:
         m, n = r.shape[-2:] if len(r.shape) >= 2 else (0, 0)
@@ -85,9 +86,8 @@ def run_tags(results: Sequence[MatrixResult]) -> dict[str, str]:
             continue
         if r.method is not None:
             tags[tag_key("rmt.method.", r.name)] = r.method
-        if r.failures:
-            reasons = "; ".join(f"{k}: {v}" for k, v in r.failures.items())
-            tags[tag_key("rmt.failed.", r.name)] = reasons[:5000]  # no step: sent again only when the reason changes
+        reasons = "; ".join(f"{k}: {v}" for k, v in r.failures.items()) or "none"
+        tags[tag_key("rmt.failed.", r.name)] = reasons[:5000]  # no step: sent again only when the reasons change
     return tags
 
 

@@ -92,7 +92,8 @@ class SpectrumMonitor(Labelled, Callback):
           its figures and artifacts; ``…/analysis_interval``: optimizer steps since the previous analysis (0 for the
           first); ``…/overhead``: the monitor's time (copies in the hook and the analyses) over the training time.
 
-        A failed fit logs nothing; it shows in the fit table and in the run tag ``rmt.failed.<matrix>``.
+        A failed fit logs nothing; it shows in the fit table and in the run tag ``rmt.failed.<matrix>`` (the
+        latest analysis's failures, ``"none"`` when there were none).
 
     MLflow run (with an ``MLFlowLogger``): tags ``rmt.matrix.<matrix>`` (shape, kind, :math:`q = N/M`),
     ``rmt.method.<matrix>`` (``eigvalsh`` or ``slq``), ``rmt.skipped.<matrix>``, ``rmt.failed.<matrix>``;
@@ -257,8 +258,10 @@ class SpectrumMonitor(Labelled, Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._collect(trainer, wait=True)
+        if self._owed is not None:  # a due step the worker could not take before training ended: said, not dropped
+            self._warn_late(self._owed, trainer.global_step, self._last_step)
+        self._owed = None
         if trainer.loggers and trainer.global_step != self._last_step:  # the final weights, always
-            self._owed = None
             self._analyse(trainer, pl_module, final=True)
         if trainer.is_global_zero and trainer.loggers:
             sinks = mlflow_loggers(trainer.loggers), bool(tensorboard_loggers(trainer.loggers))

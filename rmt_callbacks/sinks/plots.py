@@ -17,6 +17,7 @@ References: matplotlib object-oriented API ("embedding in a web application serv
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -158,9 +159,9 @@ def _draw(ax: Axes, panel: Panel) -> None:
     elif spikes.size:
         ax.plot(spikes, np.zeros_like(spikes), "rv", ms=7, clip_on=False, label=f"spikes ({spikes.size})")
     if panel.loglog:  # plain tick labels: the default scientific ones are mathtext, slow to lay out
-        for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
+        for axis, scale, limits in ((ax.xaxis, ax.set_xscale, ax.get_xlim), (ax.yaxis, ax.set_yscale, ax.get_ylim)):
             scale("log")
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labels even on less than a decade
+            axis.set_major_locator(LogLocator(subs=_log_subs(*limits()), numticks=5))
             axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
             axis.set_minor_locator(NullLocator())
     elif top > 0:  # an integrable singularity of a density (MP at q = 1) must not flatten the histogram
@@ -169,6 +170,15 @@ def _draw(ax: Axes, panel: Panel) -> None:
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
+
+
+def _log_subs(lo: float, hi: float) -> tuple[float, ...]:
+    """Tick multiples for a log axis over ``[lo, hi]``: every digit below a decade (some label always falls inside),
+    1-2-5 up to three decades, the powers of ten alone beyond (at most 5 of them), so labels never collide."""
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 0.0
+    if decades < 1.0:
+        return tuple(float(d) for d in range(1, 10))
+    return (1.0, 2.0, 5.0) if decades <= 3.0 else (1.0,)
 
 
 def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figure:

@@ -200,3 +200,14 @@ def test_docstring_lists_every_logged_statistic() -> None:
     assert {"mp_sigma2", "semicircle_radius", "surmise_beta", "mean_spacing_ratio", "skipped"} <= stats
     documented = SpectrumMonitor.__doc__.split("Logged metrics")[1].split("MLflow run")[0]
     assert [s for s in sorted(stats) if is_stepwise(s) and f"``{s}``" not in documented] == []
+
+
+def test_failed_tag_tells_the_latest_analysis() -> None:
+    """A fit that failed at step 0 and succeeds later must not leave its old reason in the run tag."""
+    from rmt_callbacks.analysis import MatrixResult
+    from rmt_callbacks.monitors._artifacts import run_tags
+
+    failed = MatrixResult("w", (8, 8), "linear", {"skipped": 0.0}, failures={"power_law": "not a heavy tail"})
+    healthy = MatrixResult("w", (8, 8), "linear", {"skipped": 0.0})
+    assert run_tags([failed])["rmt.failed.w"] == "power_law: not a heavy tail"
+    assert run_tags([healthy])["rmt.failed.w"] == "none"
