@@ -81,12 +81,14 @@ def _numbers(result: ModelAnalysis) -> dict[str, dict[str, float]]:
 
 
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
-    """Equal metrics, to the last bits the eigensolver's route may change (the first call of a process measures
-    which LAPACK is faster, torch's or scipy's, and the two round differently: ~1e-15 relative)."""
+    """Equal metrics, to what the eigensolver's route may change: the first calls of a process measure which
+    LAPACK is faster, torch's or scipy's, and the two round differently (~1e-15 relative in the levels), which the
+    fits' iterations (fixed points to 1e-12, the surmise's optimiser to ~1e-8) carry into their results as up to
+    ~1e-8 relative (an MP KS distance moved by 6e-9 in a run after other tests)."""
     if a.keys() != b.keys():
         return False
     pairs = ((a[k], b[k]) for k in a)
-    return all(math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-15) or (math.isnan(x) and math.isnan(y)) for x, y in pairs)
+    return all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12) or (math.isnan(x) and math.isnan(y)) for x, y in pairs)
 
 
 def test_every_form_of_one_model_gives_the_same_numbers(tmp_path: Path) -> None:
