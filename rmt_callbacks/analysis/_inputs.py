@@ -46,8 +46,8 @@ import torch
 from torch import nn
 from torch._weights_only_unpickler import UnpicklingError as _UnpicklingError  # pickle's, re-exported
 
-from ..spectral.matrices import GATED, PROJECTION
-from ..spectral.selection import Candidate, applied_from_originals, candidates, legacy_norms, unwrap
+from ..spectral.matrices import GATED, PROJECTION, applied_from_originals, legacy_norms
+from ..spectral.selection import Candidate, candidates, unwrap
 
 __all__ = ["ACCEPTED", "read_source", "state_candidates"]
 

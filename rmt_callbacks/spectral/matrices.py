@@ -135,6 +135,14 @@ def applied_from_originals(
 Legacy = dict[str, tuple[tuple[str, ...], Callable[[], "torch.Tensor | str"]]]
 
 
+def guarded(compute: Any) -> torch.Tensor | str:
+    """An applied weight, or why it could not be computed (never an exception: a monitor skips the matrix)."""
+    try:
+        return compute()
+    except Exception as exc:  # a user's parametrization may raise anything
+        return f"its applied weight could not be computed: {type(exc).__name__}: {exc}"
+
+
 def legacy_norms(
     params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], module: nn.Module | None = None
 ) -> Legacy:

@@ -48,17 +48,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import matrices as _m
-from .matrices import GATED, GATES, PROJECTION, MatrixView, module_kind, views_of
-
-applied_from_originals, legacy_norms = _m.applied_from_originals, _m.legacy_norms
+from . import matrices
+from .matrices import GATED, GATES, PROJECTION, MatrixView, applied_from_originals, module_kind, views_of
 
 __all__ = [
     "WRAPPER_ATTRS",
     "Candidate",
     "ParamFilter",
     "Skip",
-    "applied_from_originals",
     "available_names",
     "candidates",
     "is_default",
@@ -228,7 +225,7 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
         params = dict(module.named_parameters(recurse=False))
         scripted = isinstance(module, torch.jit.ScriptModule)
         buffers = dict(module.named_buffers(recurse=False))
-        legacy = legacy_norms(params, buffers, None if scripted else module)
+        legacy = matrices.legacy_norms(params, buffers, None if scripted else module)
         behind = {a: x for x, (attrs, _) in legacy.items() for a in attrs}
         for attr, p in params.items():
             x = behind.pop(attr, None)
@@ -236,7 +233,7 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
                 attrs, compute = legacy.pop(x)
                 raw = tuple((prefix + a, params[a]) for a in attrs)
                 seen.update((id(t), prefix + x) for _, t in raw)
-                applied = compute() if values else max((t for _, t in raw), key=lambda t: t.ndim)
+                applied = matrices.guarded(compute) if values else max((t for _, t in raw), key=lambda t: t.ndim)
                 yield _of(prefix + x, x, applied, kind, raw, groups)
             elif x is None and not _is_lazy(p) and once(prefix + attr, p):
                 yield Candidate(prefix + attr, attr, p, kind, ((prefix + attr, p),), groups=groups)
@@ -247,8 +244,9 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
             if not raw:  # a stand-in holding none of its originals (not selected for a gather): nothing to read
                 continue
             if parametrize.is_parametrized(module, attr):
-                tensor = _applied(module, attr) if values else max((p for _, p in raw), key=lambda t: t.ndim)
-                yield Candidate(prefix + attr, attr, tensor, kind, raw, groups=groups)
+                largest = max((p for _, p in raw), key=lambda t: t.ndim)
+                tensor = matrices.guarded(lambda m=module, a=attr: _applied(m, a)) if values else largest
+                yield _of(prefix + attr, attr, tensor, kind, raw, groups)
             else:  # scripted / traced: the stored originals only
                 state = dict(plist.named_buffers())
                 applied = applied_from_originals({n.rpartition(".")[2]: p for n, p in raw}, state)

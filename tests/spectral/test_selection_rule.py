@@ -243,3 +243,27 @@ def test_tied_weights_are_analysed_once_and_carry_their_other_names() -> None:
     assert {c.name: c.aliases for c in cands if c.aliases} == {"emb.weight": ("head.weight",)}
     views = resolve(cands)
     assert [(v.name, v.aliases) for v in views] == [("emb.weight", ("head.weight",)), ("mid.weight", ())]
+
+
+def test_a_parametrization_that_raises_is_skipped_with_its_reason() -> None:
+    """A user's parametrization may fail when read outside its forward (here: after it is switched off); the matrix
+    is skipped with the reason, never raised into a monitor's hook."""
+    from torch.nn.utils import parametrize
+
+    from rmt_callbacks import analyze
+
+    class Fragile(nn.Module):
+        armed = False
+
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            if self.armed:
+                raise RuntimeError("tensors on two devices")
+            return 2 * w
+
+    net = nn.Sequential(nn.Linear(20, 30), nn.Linear(30, 10))
+    fragile = Fragile()
+    parametrize.register_parametrization(net[0], "weight", fragile)
+    fragile.armed = True
+    by_name = {r.name: r for r in analyze(net)}
+    assert "could not be computed: RuntimeError: tensors on two devices" in by_name["0.weight"].skipped
+    assert by_name["1.weight"].skipped is None
