@@ -287,6 +287,7 @@ def stand_in(model: nn.Module, rows: Sequence[_Row]) -> nn.Module:
                     kept.update(
                         {k: module._buffers[k] for k in (f"{hook.name}_u", f"{hook.name}_v") if k in module._buffers}
                     )
+            kept = {k: None if b is None else b.detach().to("cpu", copy=True) for k, b in kept.items()}  # as the rows
             copy.__dict__.update(module.__dict__, _parameters={}, _buffers=kept, _non_persistent_buffers_set=set())
             inner = isinstance(module, parametrize.ParametrizationList)
             copy.__dict__["_modules"] = {
