@@ -227,3 +227,14 @@ def test_full_rank_matrices_give_the_same_numbers(shape: tuple[int, ...], dtype,
     for key, value in before.items():
         if key != "pl_ks" or key in result.metrics:  # a rejected power law logs no numbers
             assert result.metrics[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_a_batch_pools_at_least_min_ratios_behind_its_mean_spacing_ratio() -> None:
+    """15 zero matrices and one random 3 x 3: one ratio is left, below MIN_RATIOS pooled; no <r> is reported."""
+    w = torch.zeros(16, 3, 3, dtype=torch.float64)
+    w[0] = torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    (r,) = analyze({"e.weight": w})
+    assert "mean_spacing_ratio" not in r.metrics and "numerical-rank cut" in r.failures["summary"]
+    full = torch.randn(16, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (r,) = analyze({"e.weight": full})
+    assert 0.0 < r.metrics["mean_spacing_ratio"] < 1.0  # 16 matrices x 1 ratio = MIN_RATIOS

@@ -53,6 +53,9 @@ def summary(levels: Levels) -> Outcome:
         levels.gram, rows=levels.rows, min_ratios=max(1, math.ceil(MIN_RATIOS / batch)), dtype=dtype
     )
     means = {k: float(torch.nanmean(v.double())) for k, v in stats.items()}
+    ratios = numerical_rank(levels.gram, rows=levels.rows, dtype=dtype).cpu().double().sub(2.0).clamp_min(0.0)
+    if float(ratios[torch.isfinite(stats["mean_spacing_ratio"]).cpu()].sum()) < MIN_RATIOS:  # pooled: all of them
+        means["mean_spacing_ratio"] = math.nan
     means["n_levels"] = float(batch * min(levels.rows, levels.cols))
     means.update(rank_statistics(levels))
     failure = None
