@@ -347,3 +347,11 @@ def test_analyze_names_a_tied_output_head() -> None:
         assert [r.name for r in result] == ["emb.weight", "mid.weight"]
         assert result.tied == {"emb.weight": ("head.weight",)} and result.summary["tied"] == 1
         assert "tied: head.weight is emb.weight" in str(result)
+
+
+def test_weight_norm_over_the_whole_weight_from_a_state_dict() -> None:
+    """weight_norm(dim=None) stores a 0-d g: the applied weight is still exact from the state_dict."""
+    layer = parametrizations.weight_norm(nn.Linear(30, 20), dim=None)
+    (eager,), (stored,) = analyze(layer), analyze(layer.state_dict())
+    assert eager.skipped is None and stored.skipped is None
+    assert stored.metrics["lambda_max"] == pytest.approx(eager.metrics["lambda_max"], rel=1e-9)

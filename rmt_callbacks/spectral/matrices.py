@@ -116,6 +116,7 @@ def applied_from_originals(
     keys = sorted(originals)
     if keys == ["original0", "original1"]:
         g, v = originals["original0"], originals["original1"]
+        g = g.reshape([1] * v.ndim) if g.ndim == 0 else g  # weight_norm(dim=None): one norm for the whole weight
         if g.ndim == v.ndim and all(a in (1, b) for a, b in zip(g.shape, v.shape, strict=True)):
             dims = [d for d in range(g.ndim) if g.shape[d] != 1]
             if len(dims) <= 1:
