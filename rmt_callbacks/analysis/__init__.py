@@ -48,8 +48,8 @@ the exact levels: they fail with that reason (``converged = 0``). No matrix is s
 A matrix that cannot be analysed (not a real floating tensor, NaN/Inf, fewer than 2 rows or columns) is
 *skipped* with a reason; the finiteness check is one sum over the stored entries, so a huge (even expanded,
 stride-0) matrix full of NaN is refused without a dense pass or a mask. An analysis that fails records
-``{analysis}/converged = 0`` and the reason. Nothing here raises on bad weights. Pure torch: no Lightning,
-MLflow or matplotlib.
+``{prefix}converged = 0`` (``mp_``, ``surmise_``, ``semicircle_``, ``pl_``) and the reason. Nothing here raises on
+bad weights. Pure torch: no Lightning, MLflow or matplotlib.
 
 References: arXiv:2412.20496, arXiv:2407.16427; Martin & Mahoney, arXiv:1810.01075 (post-hoc ``analyze``).
 """
