@@ -76,7 +76,8 @@ class SpectrumMonitor(Labelled, Callback):
         * ``lambda_min``, ``lambda_max``, ``lambda_mean``: extreme and mean eigenvalues of :math:`X`;
           ``spectral_norm`` :math:`\sqrt{M \lambda_{\max}}`; ``stable_rank`` :math:`\sum_i \lambda_i/\lambda_{\max}`.
         * ``mean_spacing_ratio``: :math:`\langle r \rangle` of the non-structural levels (GOE 0.5307, Poisson
-          0.3863); absent below 3 of them.
+          0.3863); absent below 16 ratios (pooled over a batch), and for levels below the numerical-rank cut or
+          finer than the weights' rounding.
         * ``mp_sigma2``, ``mp_sigma2_std``, ``mp_lambda_minus``, ``mp_lambda_plus``, ``mp_num_spikes``, ``mp_ks``:
           the Marchenko–Pastur fit; ``surmise_beta``, ``surmise_beta_std``, ``surmise_ks``: the Wigner-surmise fit
           of the spacings;
