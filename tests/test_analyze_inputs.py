@@ -355,3 +355,14 @@ def test_weight_norm_over_the_whole_weight_from_a_state_dict() -> None:
     (eager,), (stored,) = analyze(layer), analyze(layer.state_dict())
     assert eager.skipped is None and stored.skipped is None
     assert stored.metrics["lambda_max"] == pytest.approx(eager.metrics["lambda_max"], rel=1e-9)
+
+
+def test_a_module_under_two_parents_is_named_twice() -> None:
+    """The same Linear (or weight-normed Linear) at two places of a Sequential: analysed once, both names kept.
+    (A state_dict of the weight-normed one holds its originals twice and is analysed under both names.)"""
+    lin = nn.Linear(20, 20)
+    normed = parametrizations.weight_norm(nn.Linear(20, 20))
+    forms = [nn.Sequential(lin, nn.ReLU(), lin), nn.Sequential(lin, nn.ReLU(), lin).state_dict()]
+    for net in [*forms, nn.Sequential(normed, nn.ReLU(), normed)]:
+        result = analyze(net)
+        assert [r.name for r in result] == ["0.weight"] and result.tied == {"0.weight": ("2.weight",)}

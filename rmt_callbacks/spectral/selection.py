@@ -15,7 +15,7 @@ with the kind of the module that owns it (:func:`~rmt_callbacks.spectral.matrice
   (:func:`~rmt_callbacks.spectral.matrices.legacy_norms`): ``layer.weight``, computed from ``weight_g`` /
   ``weight_v`` or ``weight_orig`` and the stored ``weight_u`` / ``weight_v``, which are not candidates of their own;
 * a parameter shared by modules (tied weights) is one candidate, under its first name, the others its ``aliases``;
-* scripted and traced modules (``torch.jit``) are read through ``named_children`` / ``named_parameters`` and their
+* scripted and traced modules (``torch.jit``) are read through ``_modules`` / ``named_parameters`` and their
   ``original_name``; their parametrizations are no longer modules that apply a weight, so their stored originals
   are read like a state_dict's (:func:`applied_from_originals`).
 
@@ -39,6 +39,7 @@ References: Lightning ``ModelSummary`` naming (dotted names); ``torch.nn.utils.p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
@@ -208,24 +209,25 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
 
     def once(name: str, p: torch.Tensor) -> bool:
         if id(p) in seen:
-            aliases.setdefault(seen[id(p)], []).append(name)
+            names = aliases.setdefault(seen[id(p)], [])
+            names += [] if name in names or name == seen[id(p)] else [name]
             return False
         seen[id(p)] = name
         return True
 
     def walk(module: nn.Module, prefix: str) -> Iterator[Candidate]:
         module = unwrap(module)
-        if id(module) in seen_modules:
+        if id(module) in seen_modules:  # reached again under another parent: its weights' other names
+            for rel, p in module.named_parameters():  # a parametrization's originals: the weight they apply
+                once(prefix + re.sub(r"parametrizations\.(\w+)\.original\d*$", r"\1", rel), p)
             return
         seen_modules.add(id(module))
         kind = module_kind(module)
         groups = getattr(module, "groups", None) if kind in ("conv", "conv_transpose") else None
-        groups = groups if isinstance(groups, int) else None
-        children = dict(module.named_children())
+        groups, children = (groups if isinstance(groups, int) else None), dict(module._modules)
         params = dict(module.named_parameters(recurse=False))
-        scripted = isinstance(module, torch.jit.ScriptModule)
-        buffers = dict(module.named_buffers(recurse=False))
-        legacy = matrices.legacy_norms(params, buffers, None if scripted else module)
+        eager = None if isinstance(module, torch.jit.ScriptModule) else module
+        legacy = matrices.legacy_norms(params, dict(module.named_buffers(recurse=False)), eager)
         behind = {a: x for x, (attrs, _) in legacy.items() for a in attrs}
         for attr, p in params.items():
             x = behind.pop(attr, None)
@@ -252,7 +254,8 @@ def candidates(model: nn.Module, *, values: bool = True) -> list[Candidate]:
                 applied = applied_from_originals({n.rpartition(".")[2]: p for n, p in raw}, state)
                 yield _of(prefix + attr, attr, applied, kind, raw, groups)
         for child_name, child in children.items():
-            yield from walk(child, f"{prefix}{child_name}.")
+            if child is not None:  # a shared child is walked under each of its names (its aliases)
+                yield from walk(child, f"{prefix}{child_name}.")
 
     found = list(walk(model, ""))
     return [replace(c, aliases=tuple(aliases[c.name])) if c.name in aliases else c for c in found]
