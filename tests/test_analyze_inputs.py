@@ -366,3 +366,11 @@ def test_a_module_under_two_parents_is_named_twice() -> None:
     for net in [*forms, nn.Sequential(normed, nn.ReLU(), normed)]:
         result = analyze(net)
         assert [r.name for r in result] == ["0.weight"] and result.tied == {"0.weight": ("2.weight",)}
+
+
+@pytest.mark.parametrize("norm", ["weight_norm", "spectral_norm"])
+def test_a_recurrent_weight_parametrized_in_a_state_dict_is_still_split_into_gates(norm: str) -> None:
+    lstm = getattr(parametrizations, norm)(nn.LSTM(8, 16), "weight_hh_l0")
+    eager, stored = analyze(lstm), analyze(lstm.state_dict())
+    assert [r.name for r in stored] == [r.name for r in eager] and len(eager) == 8  # 4 gates of each weight
+    assert all(_same(a.metrics, b.metrics) for a, b in zip(eager, stored, strict=True))

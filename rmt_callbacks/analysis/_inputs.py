@@ -162,12 +162,19 @@ def _is_torchscript(path: str) -> bool:
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
+def _stored(tensors: Mapping[str, torch.Tensor], prefix: str, attr: str) -> torch.Tensor | None:
+    """A weight's tensor, or one of its parametrization's originals of the same shape (new- and old-style)."""
+    keys = (attr, f"parametrizations.{attr}.original", f"parametrizations.{attr}.original1")
+    keys += (f"{attr}_v", f"{attr}_orig")
+    return next((tensors[prefix + k] for k in keys if prefix + k in tensors), None)
+
+
 def _recurrent_gates(tensors: Mapping[str, torch.Tensor], name: str) -> int | None:
     """Gate blocks of the recurrent weight ``name``: rows of its ``weight_hh`` over the hidden size."""
     owner, _, attr = name.rpartition(".")
     prefix = f"{owner}." if owner else ""
     suffix = attr.removeprefix("weight_ih").removeprefix("weight_hh")
-    hh, hr = tensors.get(f"{prefix}weight_hh{suffix}"), tensors.get(f"{prefix}weight_hr{suffix}")
+    hh, hr = (_stored(tensors, prefix, f"{w}{suffix}") for w in ("weight_hh", "weight_hr"))
     if hh is None or hh.ndim != 2:
         return None
     hidden = hr.shape[1] if hr is not None and hr.ndim == 2 else hh.shape[1]
