@@ -374,3 +374,11 @@ def test_a_recurrent_weight_parametrized_in_a_state_dict_is_still_split_into_gat
     eager, stored = analyze(lstm), analyze(lstm.state_dict())
     assert [r.name for r in stored] == [r.name for r in eager] and len(eager) == 8  # 4 gates of each weight
     assert all(_same(a.metrics, b.metrics) for a, b in zip(eager, stored, strict=True))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04 cut short"])
+def test_a_corrupt_pt_file_gets_a_value_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"broken\.pt"):
+        analyze(path)

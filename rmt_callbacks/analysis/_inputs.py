@@ -149,6 +149,8 @@ def read_file(path: str) -> object:
                 "state_dict instead: torch.save(model.state_dict(), path), or safetensors.torch.save_file(...); or, "
                 "only if you trust the file, load the module yourself and pass it"
             ) from exc
+        except (RuntimeError, EOFError, OSError) as exc:  # not a torch.save file, cut short, unreadable
+            raise ValueError(f"cannot read {path!r} as a torch checkpoint: {type(exc).__name__}: {exc}") from exc
     raise ValueError(f"cannot read {path!r}: expected a .safetensors, {', '.join(_TORCH_SUFFIXES)} file")
 
 
