@@ -18,8 +18,6 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
-FIGURES = ("fig2", "fig3", "fig4", "fig5")
-
 
 def _common(quick_default: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
