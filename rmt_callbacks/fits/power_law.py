@@ -64,12 +64,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from ..laws import SpectralLaw
 from ..laws._base import _check_positive
 from ._result import FitResult, check_size, pooled_values
+
+_F = TypeVar("_F", bound=FitResult)
 
 __all__ = ["ALPHA_MAX", "KS_CRITICAL", "ParetoTail", "PowerLawFit", "fit_power_law"]
 
@@ -154,18 +157,9 @@ def fit_power_law(values: torch.Tensor, *, min_tail: int = 10) -> PowerLawFit:
         >>> fit.converged, round(fit.alpha, 1), abs(fit.alpha - 2.5) < 4 * fit.alpha_std
         (True, 2.5, True)
     """
-    if isinstance(min_tail, bool) or not isinstance(min_tail, int):
-        raise TypeError(f"min_tail must be an int, got {type(min_tail).__name__}")
-    if min_tail < 2:
-        raise ValueError(f"min_tail must be >= 2, got {min_tail}")
-    flat = pooled_values(values, name="values")
-    n = flat.numel()
-    x = torch.sort(flat[flat > 0]).values
-    dropped = n - x.numel()
-    note = f"; {dropped} values <= 0 excluded" if dropped else ""
-    failed = check_size(PowerLawFit, x)
+    n, x, note, failed = tail_input(PowerLawFit, values, min_tail)
     if failed is not None:
-        return PowerLawFit.failed(n, failed.message + note)
+        return failed
     best = _best(x, min_tail)
     if best is None:
         return PowerLawFit.failed(n, f"no x_min leaves a tail of {min_tail} values with two distinct ones{note}")
@@ -188,6 +182,27 @@ def fit_power_law(values: torch.Tensor, *, min_tail: int = 10) -> PowerLawFit:
         n_tail=n_tail,
         alpha_std=(alpha - 1) / math.sqrt(n_tail),
     )
+
+
+def tail_input(cls: type[_F], values: torch.Tensor, min_tail: int) -> tuple[int, torch.Tensor, str, _F | None]:
+    """What a tail fit starts from: the number of values, the ascending positive ones, a note on those excluded,
+    and a failed ``cls`` result when too few remain (or all are equal), else ``None``.
+
+    Raises:
+        TypeError: ``min_tail`` is not an int, or ``values`` not a real floating tensor.
+        ValueError: ``min_tail < 2``, or ``values`` has non-finite entries.
+    """
+    if isinstance(min_tail, bool) or not isinstance(min_tail, int):
+        raise TypeError(f"min_tail must be an int, got {type(min_tail).__name__}")
+    if min_tail < 2:
+        raise ValueError(f"min_tail must be >= 2, got {min_tail}")
+    flat = pooled_values(values, name="values")
+    n = flat.numel()
+    x = torch.sort(flat[flat > 0]).values
+    dropped = n - x.numel()
+    note = f"; {dropped} values <= 0 excluded" if dropped else ""
+    failed = check_size(cls, x)
+    return n, x, note, None if failed is None else cls.failed(n, failed.message + note)
 
 
 def _candidates(x: torch.Tensor, min_tail: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

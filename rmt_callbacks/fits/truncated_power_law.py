@@ -68,8 +68,8 @@ import torch
 
 from ..laws import SpectralLaw
 from ..laws._base import _check_finite, _check_positive
-from ._result import FitResult, check_size, pooled_values
-from .power_law import KS_CRITICAL, fit_power_law
+from ._result import FitResult
+from .power_law import KS_CRITICAL, fit_power_law, tail_input
 
 __all__ = ["TruncatedPowerLaw", "TruncatedPowerLawFit", "fit_truncated_power_law"]
 
@@ -242,20 +242,11 @@ def fit_truncated_power_law(
         >>> fit.p_value < 1e-6  # the cutoff is needed
         True
     """
-    if isinstance(min_tail, bool) or not isinstance(min_tail, int):
-        raise TypeError(f"min_tail must be an int, got {type(min_tail).__name__}")
-    if min_tail < 2:
-        raise ValueError(f"min_tail must be >= 2, got {min_tail}")
     if x_min is not None and (isinstance(x_min, bool) or not math.isfinite(x_min) or x_min <= 0):
         raise ValueError(f"x_min must be a positive finite number, got {x_min!r}")
-    flat = pooled_values(values, name="values")
-    n = flat.numel()
-    x = torch.sort(flat[flat > 0]).values
-    dropped = n - x.numel()
-    note = f"; {dropped} values <= 0 excluded" if dropped else ""
-    failed = check_size(TruncatedPowerLawFit, x)
+    n, x, note, failed = tail_input(TruncatedPowerLawFit, values, min_tail)
     if failed is not None:
-        return TruncatedPowerLawFit.failed(n, failed.message + note)
+        return failed
     if x_min is None:
         power_law = fit_power_law(x, min_tail=min_tail)
         if not math.isfinite(power_law.x_min):
