@@ -5,33 +5,17 @@ Selection: :mod:`rmt_callbacks.spectral.selection` (the one rule); views: :func:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
-
 import torch
-from torch import nn
 
-from ..spectral import DENSE_LIMIT, MatrixView, validate_matrix
-from ..spectral.selection import ParamFilter, select_views
+from ..spectral import DENSE_LIMIT, validate_matrix
+from ..spectral.selection import select_views
 
 __all__ = ["invalid_reason", "resolve_views", "skip_reason"]
 
 
-def resolve_views(
-    model: nn.Module,
-    *,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    param_filter: ParamFilter | None = None,
-    conv: Literal["slices", "flatten"] = "slices",
-) -> list[MatrixView]:
-    """The matrix views of the selected weights (:func:`rmt_callbacks.spectral.selection.select_views`).
-
-    Raises:
-        TypeError, ValueError: bad ``include`` / ``exclude`` / ``param_filter`` / ``conv``.
-        ValueError: the selection matches no matrix; the message lists the parameters available.
-    """
-    return select_views(model, include=include, exclude=exclude, param_filter=param_filter, conv=conv)
+resolve_views = select_views
+"""The matrix views of the selected weights: :func:`rmt_callbacks.spectral.selection.select_views`, the one rule
+(raises ``TypeError``/``ValueError`` for bad arguments and for a selection that matches no matrix)."""
 
 
 def invalid_reason(matrix: object) -> str | None:
