@@ -136,7 +136,16 @@ def _unfold(levels: torch.Tensor, degree: int) -> torch.Tensor:
     vander = z.unsqueeze(-1) ** torch.arange(degree + 1, device=z.device, dtype=z.dtype)  # (..., n, d + 1)
     counts = torch.arange(levels.shape[-1], device=z.device, dtype=z.dtype) + 0.5  # (n,)
     target = counts.expand_as(levels).unsqueeze(-1)  # (..., n, 1)
-    coef = torch.linalg.lstsq(vander, target).solution  # (..., d + 1, 1)
+    # least squares through Householder QR: torch's lstsq (MKL's gelsy) rounds differently at different memory
+    # alignments, so the same levels gave different bits from run to run; QR, an elementwise Qᵀt and a
+    # triangular solve do not; a rank-deficient fit (few distinct levels) keeps lstsq's minimum-norm answer
+    q, r = torch.linalg.qr(vander)  # (..., n, d + 1), (..., d + 1, d + 1)
+    qt_target = (q * target).sum(dim=-2).unsqueeze(-1)  # (..., d + 1, 1)
+    coef = torch.linalg.solve_triangular(r, qt_target, upper=True)  # (..., d + 1, 1)
+    diagonal = r.diagonal(dim1=-2, dim2=-1).abs()
+    deficient = diagonal.amin(dim=-1) <= diagonal.amax(dim=-1) * levels.shape[-1] * torch.finfo(z.dtype).eps
+    if bool(deficient.any()):
+        coef[deficient] = torch.linalg.lstsq(vander[deficient], target[deficient]).solution
     xi = (vander @ coef).reshape(-1, levels.shape[-1])  # (B, n): the polynomial at the levels
     flat_z, flat_c = z.reshape(xi.shape).cpu().numpy(), coef.reshape(-1, degree + 1).cpu().numpy()
     for b, (zb, cb) in enumerate(zip(flat_z, flat_c, strict=True)):
