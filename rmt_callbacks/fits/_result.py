@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar, TypeVar
 
+import numpy as np
 import torch
 
 from ..laws import (
@@ -38,6 +39,7 @@ from ..laws import (
 __all__ = [
     "KS_ACCEPT",
     "MIN_VALUES",
+    "CurveFit",
     "FitResult",
     "MarchenkoPasturFit",
     "PairDensityFit",
@@ -225,6 +227,68 @@ class TwoSpeciesFit(FitResult):
 
     def _law(self) -> TwoSpeciesPairDensity:
         return TwoSpeciesPairDensity(center=self.center, sigma1=self.sigma1, sigma2=self.sigma2)
+
+
+_C = TypeVar("_C", bound="CurveFit")
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """Base of the results of fitting a curve :math:`y(x)` to points (not a law to a sample): no KS distance.
+
+    The same outcomes as :class:`FitResult` without the KS verdict: ``converged`` means the fit finished with finite
+    parameters; a failed fit (too few points, degenerate input, an optimiser that did not finish) has ``NaN`` in every
+    parameter, ``converged=False`` and a message saying why.
+
+    Args:
+        n: number of points the fit rests on.
+        converged: the fit finished with finite parameters.
+        message: what happened, in words.
+    """
+
+    n: int
+    converged: bool
+    message: str
+
+    @classmethod
+    def failed(cls: type[_C], n: int, message: str) -> _C:
+        """A failed result: ``NaN`` parameters, ``converged=False`` and the reason."""
+        params = {f.name: math.nan for f in fields(cls) if f.name not in _NOT_METRICS}
+        return cls(n=n, converged=False, message=message, **params)
+
+    def to_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Scalar metrics under ``f"{prefix}{field}"``: every numeric field, then ``converged = 1.0``, for a converged
+        fit (``n`` and the message are not metrics); ``{f"{prefix}converged": 0.0}`` alone for any other."""
+        if not self.converged:
+            return {f"{prefix}converged": 0.0}
+        out = {f"{prefix}{f.name}": float(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_METRICS}
+        out[f"{prefix}converged"] = 1.0
+        return out
+
+
+def curve_points(**arrays: object) -> list[np.ndarray]:
+    """The named arrays (tensors, arrays or sequences of reals) as flat float64 NumPy arrays of one length.
+
+    Raises:
+        TypeError: an array is not real-valued.
+        ValueError: the lengths differ, or some entries are NaN or infinite (the message names the array).
+    """
+    out = []
+    for name, value in arrays.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to("cpu", torch.float64).numpy()
+        array = np.asarray(value)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        array = array.astype(np.float64).reshape(-1)
+        bad = int((~np.isfinite(array)).sum())
+        if bad:
+            raise ValueError(f"{name} must be finite, but {bad} of its {array.size} values are NaN or Inf")
+        out.append(array)
+    sizes = {name: a.size for name, a in zip(arrays, out, strict=True)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{', '.join(sizes)} must have one length, got {sizes}")
+    return out
 
 
 def pooled_values(values: object, *, name: str) -> torch.Tensor:
