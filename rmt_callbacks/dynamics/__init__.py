@@ -1,4 +1,6 @@
-"""Dyson-Brownian-motion observables: trajectory estimators, near-degenerate pairs, jackknife, scaling fits.
+"""Dyson-Brownian-motion observables: trajectory estimators, near-degenerate pairs, jackknife.
+
+The scaling fit through the origin is :func:`rmt_callbacks.fits.fit_through_origin`.
 
 Conventions (orientation, ordering, the papers' pair spacing): :mod:`rmt_callbacks.spectral`; trajectories and
 Langevin time: :mod:`rmt_callbacks.dynamics.estimators`.
@@ -13,7 +15,7 @@ from .estimators import (
     predicted_pair_spacing,
     wishart_repulsion,
 )
-from .pairs import PairSummary, fit_slope_through_origin, jackknife, summarize_pair
+from .pairs import PairSummary, jackknife, summarize_pair
 from .window import level_spacing, normalized, window_statistics
 
 __all__ = [
@@ -21,7 +23,6 @@ __all__ = [
     "coulomb_repulsion",
     "diffusion_coefficient",
     "drift",
-    "fit_slope_through_origin",
     "fluctuation_width",
     "jackknife",
     "level_spacing",

@@ -21,7 +21,7 @@ import torch
 from ..fits import fit_pair_density
 from ..spectral import histogram_mean
 
-__all__ = ["PairSummary", "fit_slope_through_origin", "jackknife", "summarize_pair"]
+__all__ = ["PairSummary", "jackknife", "summarize_pair"]
 
 
 @dataclass(frozen=True)
@@ -125,41 +125,3 @@ def summarize_pair(pair: torch.Tensor, *, blocks: int | None = 50) -> PairSummar
     s, s_err = jackknife(pair, spacing, blocks=blocks)
     sig, sig_err = jackknife(pair, sigma, blocks=blocks)
     return PairSummary(mean, mean_err, s, s_err, sig, sig_err, fit.center, fit.ks)
-
-
-def fit_slope_through_origin(x: torch.Tensor, y: torch.Tensor, err: torch.Tensor | None = None) -> tuple[float, float]:
-    r"""Weighted least-squares line through the origin, :math:`y = a x`, as the papers fit it.
-
-    Step 6 of docs/science.md#analysis-recipe.
-
-    .. math::
-
-        a = \frac{\sum_i x_i y_i / e_i^2}{\sum_i x_i^2 / e_i^2},\qquad
-        \delta a = \sqrt{\frac{\chi^2/(n-1)}{\sum_i x_i^2/e_i^2}},
-
-    the error scaled by the reduced :math:`\chi^2` (``scipy.optimize.curve_fit`` with ``sigma=err`` and its
-    default ``absolute_sigma=False``).
-
-    Args:
-        x, y: ``(n,)`` predictor and measurements, ``n >= 2``.
-        err: ``(n,)`` positive errors of ``y`` (``None``: all equal).
-
-    Raises:
-        ValueError: mismatched shapes, fewer than two points, or non-positive errors.
-
-    Example:
-        >>> a, da = fit_slope_through_origin(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.0]))
-        >>> round(a, 12), round(da, 12)
-        (2.0, 0.0)
-    """
-    x, y = x.to(torch.float64).reshape(-1), y.to(torch.float64).reshape(-1)
-    e = torch.ones_like(x) if err is None else err.to(torch.float64).reshape(-1)
-    if not (x.shape == y.shape == e.shape) or x.numel() < 2:
-        raise ValueError(f"x, y, err must be equal-length with at least 2 points, got {x.shape}, {y.shape}, {e.shape}")
-    if not bool((e > 0).all()):
-        raise ValueError("err must be positive everywhere")
-    w = 1.0 / e**2
-    sxx = float((w * x * x).sum())
-    a = float((w * x * y).sum()) / sxx
-    chi2 = float((w * (y - a * x) ** 2).sum())
-    return a, math.sqrt(chi2 / (x.numel() - 1) / sxx)

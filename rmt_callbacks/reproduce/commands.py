@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .hidden import HiddenSizes, run_hidden
-from .rbm import MU2, PAIRS, RBMResult, run_rbm, scaling_fit
+from .rbm import MU2, PAIRS, RBMResult, run_rbm
 from .runs import Outcome, Settings, parent_run, record, write_summary
+from .scaling import scaling_fit
 from .teacher_student import run_ts2x2
 
 __all__ = ["ALPHA_SCAN", "BATCH_SCAN", "NESTED", "Sizes", "run"]

@@ -2,8 +2,9 @@
 
 The model is this project's design (docs/science.md#hidden-layer); the labels (E12), (E29), (E30) are docs/science.md's.
 Fig. 4: the ensemble-mean squared singular values :math:`\\xi_i(t)` relax at rates :math:`\\gamma_i \\propto z_i^2`
-(E29); we fit :math:`\\xi(t) = A(1 - B e^{-\\gamma t})^2` from epoch 2 on. Fig. 5: the pooled stationary singular
-values are fitted with the one-species (E12) and two-species (E30) pair densities.
+(E29); we fit :math:`\\xi(t) = A(1 - B e^{-\\gamma t})^2` from epoch 2 on (:func:`~rmt_callbacks.fits.fit_relaxation`).
+Fig. 5: the pooled stationary singular values are fitted with the one-species (E12) and two-species (E30) pair
+densities.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fits import fit_pair_density, fit_two_species
+from ..fits import fit_pair_density, fit_relaxation, fit_two_species
 from .runs import Settings, record, train
 
-__all__ = ["HiddenSizes", "fit_relaxation", "run_hidden"]
+__all__ = ["HiddenSizes", "run_hidden"]
 
 
 @dataclass(frozen=True)
@@ -28,32 +29,6 @@ class HiddenSizes:
     dynamics_epochs: int = 100
     density_networks: int = 2000
     density_steps: int = 3000
-
-
-def fit_relaxation(t: np.ndarray, xi: np.ndarray, *, t_min: float = 2.0) -> tuple[float, float, float]:
-    r"""Fit :math:`\xi(t) = A (1 - B e^{-\gamma t})^2` to a mean trajectory for :math:`t \ge t_{\min}` (E29).
-
-    Returns ``(A, B, γ)``; γ is per unit of ``t``.
-
-    Example:
-        >>> t = np.arange(0, 50.0)
-        >>> a, b, g = fit_relaxation(t, 4.0 * (1 - 0.9 * np.exp(-0.1 * t)) ** 2)
-        >>> round(a, 6), round(b, 6), round(g, 6)
-        (4.0, 0.9, 0.1)
-    """
-    from scipy.optimize import curve_fit
-
-    keep = t >= t_min
-    tt, yy = t[keep], xi[keep]
-    a0 = float(yy[-1])
-    ratio = np.clip(1.0 - np.sqrt(np.clip(yy / a0, 0.0, None)), 1e-6, None)
-    g0 = max(1e-3, float(-np.polyfit(tt[: max(3, len(tt) // 3)], np.log(ratio[: max(3, len(tt) // 3)]), 1)[0]))
-
-    def model(t: np.ndarray, a: float, b: float, g: float) -> np.ndarray:
-        return a * (1.0 - b * np.exp(-g * t)) ** 2
-
-    popt, _ = curve_fit(model, tt, yy, p0=[a0, 1.0, g0], maxfev=20_000)
-    return float(popt[0]), float(popt[1]), float(popt[2])
 
 
 def _record_trajectory(model: Any, epochs: int, steps_per_epoch: int, settings: Settings, name: str) -> Any:
@@ -90,19 +65,22 @@ def _run_dynamics(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[
     t = np.arange(xi.shape[1], dtype=np.float64)
     mean = xi.mean(axis=0)  # (T, 2), column 0 the smaller squared singular value
     fits = [fit_relaxation(t, mean[:, k]) for k in range(2)]
-    rates = sorted((f[2] for f in fits), reverse=True)
+    for k, fit in enumerate(fits):
+        if not fit.converged:
+            raise RuntimeError(f"{name}: the relaxation fit of mode {k + 1} failed: {fit.message}")
+    rates = sorted((f.rate for f in fits), reverse=True)
     predicted = sorted(model.predicted_rates(), reverse=True)
-    fitted = np.stack([f[0] * (1 - f[1] * np.exp(-f[2] * t)) ** 2 for f in fits], axis=1)
+    fitted = np.stack([f.curve(t) for f in fits], axis=1)
     summary = {
         "z": z,
         "rates": rates,
         "predicted_rates": predicted,
         "rate_ratio": rates[0] / rates[1],
         "predicted_rate_ratio": predicted[0] / predicted[1],
-        "amplitudes": [f[0] for f in fits],
+        "amplitudes": [f.amplitude for f in fits],
     }
     metrics = {"rate_fast": rates[0], "rate_slow": rates[1], "rate_ratio": summary["rate_ratio"]}
-    metrics.update({f"amplitude_mode{k + 1}": f[0] for k, f in enumerate(fits)})
+    metrics.update({f"amplitude_mode{k + 1}": f.amplitude for k, f in enumerate(fits)})
     params = {"predicted_rate_fast": predicted[0], "predicted_rate_slow": predicted[1]}
     params["predicted_rate_ratio"] = summary["predicted_rate_ratio"]
     record(run, settings.out / name, summary=summary, metrics=metrics, params=params)

@@ -6,14 +6,13 @@ degenerate target pairs sit at indices (1, 2), (3, 4), (5, 6), (7, 8) and the tw
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..dynamics import PairSummary, fit_slope_through_origin, summarize_pair
+from ..dynamics import PairSummary, summarize_pair
 from ..fits import fit_surmise
 from ..spectral import histogram_mean
 from .runs import Settings, record, train
@@ -147,23 +146,3 @@ def run_rbm(
         arrays={"eigenvalues": result.x},
     )
     return result
-
-
-def scaling_fit(results: list[RBMResult]) -> dict[str, float]:
-    """Fit ⟨S⟩ = a·x and √π σ = a·x through the origin over every pair of every setting.
-
-    References: arXiv:2407.16427; docs/science.md#analysis-recipe, step (6).
-    """
-    x = torch.tensor(np.concatenate([r.predictor for r in results]))
-    s = torch.tensor([p.mean_spacing for r in results for p in r.pairs])
-    s_err = torch.tensor([max(p.mean_spacing_err, 1e-12) for r in results for p in r.pairs])
-    sig = math.sqrt(math.pi) * torch.tensor([p.sigma for r in results for p in r.pairs])
-    sig_err = math.sqrt(math.pi) * torch.tensor([max(p.sigma_err, 1e-12) for r in results for p in r.pairs])
-    a, da = fit_slope_through_origin(x, s, s_err)
-    b, db = fit_slope_through_origin(x, sig, sig_err)
-    return {
-        "a_fit_mean_spacing": a,
-        "a_fit_mean_spacing_err": da,
-        "a_fit_sqrt_pi_sigma": b,
-        "a_fit_sqrt_pi_sigma_err": db,
-    }

@@ -12,17 +12,17 @@ Every setting is a child MLflow run of one parent run (``Settings.parent_run_id`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..dynamics import fit_slope_through_origin
-from .rbm import RBMResult, scaling_fit
+from ..fits import fit_through_origin
+from .rbm import RBMResult
 from .runs import Outcome, Settings
 from .teacher_student import run_ts2x2
 
-__all__ = ["TS_SCANS", "run_scaling", "ts_scaling_fit"]
+__all__ = ["TS_SCANS", "run_scaling", "scaling_fit", "ts_scaling_fit"]
 
 #: (α, |B|, ε) of the teacher–student scans of arXiv:2407.16427 (docs/science.md#teacher-student); the shared point
 #: (0.1, 16, 0.1) appears once.
@@ -33,21 +33,48 @@ TS_SCANS: tuple[tuple[float, int, float], ...] = (
 )
 
 
+def scaling_fit(results: list[RBMResult]) -> dict[str, float]:
+    r"""Fit ⟨S⟩ = a·x and √π σ = a·x through the origin over every pair of every RBM setting,
+    :math:`x = \sqrt{\alpha(\mu^2-\kappa)/|B|}` (:attr:`RBMResult.predictor`).
+
+    References: arXiv:2407.16427; docs/science.md#analysis-recipe, step (6).
+    """
+    pairs = [p for r in results for p in r.pairs]
+    return _slope_fits(
+        np.concatenate([r.predictor for r in results]),
+        [p.mean_spacing for p in pairs],
+        [p.mean_spacing_err for p in pairs],
+        [p.sigma for p in pairs],
+        [p.sigma_err for p in pairs],
+    )
+
+
 def ts_scaling_fit(summaries: list[dict[str, Any]]) -> dict[str, float]:
     r"""Fit ⟨S⟩ = a·x and √π σ = a·x through the origin, :math:`x = \sqrt{\alpha\varepsilon^2/|B|}`.
 
     References: arXiv:2407.16427; docs/science.md#analysis-recipe, step (6).
     """
-    x = torch.tensor([s["predictor"] for s in summaries])
+    return _slope_fits(*([s[key] for s in summaries] for key in _TS_KEYS))
+
+
+_TS_KEYS = ("predictor", "mean_spacing", "mean_spacing_err", "sigma", "sigma_err")
+
+
+def _slope_fits(
+    x: Any, spacing: Sequence[float], spacing_err: Sequence[float], sigma: Sequence[float], sigma_err: Sequence[float]
+) -> dict[str, float]:
+    """The slopes of ⟨S⟩ and of √π σ against ``x`` and their errors, as ``summary.json`` holds them.
+
+    Errors are floored at 1e-12 (a pair whose jackknife error vanishes gets a large weight, not a division by zero).
+    """
     out: dict[str, float] = {}
-    for key, value, err in (
-        ("mean_spacing", "mean_spacing", "mean_spacing_err"),
-        ("sqrt_pi_sigma", "sigma", "sigma_err"),
+    for key, scale, y, err in (
+        ("mean_spacing", 1.0, spacing, spacing_err),
+        ("sqrt_pi_sigma", math.sqrt(math.pi), sigma, sigma_err),
     ):
-        scale = 1.0 if key == "mean_spacing" else math.sqrt(math.pi)
-        y = scale * torch.tensor([s[value] for s in summaries])
-        e = scale * torch.tensor([max(s[err], 1e-12) for s in summaries])
-        out[f"a_fit_{key}"], out[f"a_fit_{key}_err"] = fit_slope_through_origin(x, y, e)
+        e = scale * np.maximum(np.asarray(err, dtype=np.float64), 1e-12)
+        fit = fit_through_origin(x, scale * np.asarray(y, dtype=np.float64), e)
+        out[f"a_fit_{key}"], out[f"a_fit_{key}_err"] = fit.slope, fit.slope_std
     return out
 
 

@@ -1,15 +1,13 @@
-"""Pair summaries, jackknife and the scaling fit against independent references."""
+"""Pair summaries and jackknife against independent references (the scaling fit: tests/fits/test_scaling_fit.py)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy.optimize import curve_fit
 
-from rmt_callbacks.dynamics import fit_slope_through_origin, jackknife, summarize_pair
+from rmt_callbacks.dynamics import jackknife, summarize_pair
 
 
 def _goe_pairs(n: int, center: float, sigma: float, seed: int) -> torch.Tensor:
@@ -19,24 +17,6 @@ def _goe_pairs(n: int, center: float, sigma: float, seed: int) -> torch.Tensor:
     off = sigma / math.sqrt(2.0) * torch.randn(n, generator=g, dtype=torch.float64)
     h = torch.stack([torch.stack([d[:, 0], off], -1), torch.stack([off, d[:, 1]], -1)], -2)
     return torch.linalg.eigvalsh(h)
-
-
-def test_slope_matches_scipy_curve_fit() -> None:
-    rng = np.random.default_rng(3)
-    x = np.linspace(0.02, 0.2, 12)
-    err = 0.01 + 0.02 * rng.random(12)
-    y = 2.3 * x + err * rng.standard_normal(12)
-    popt, pcov = curve_fit(lambda t, a: a * t, x, y, sigma=err)
-    a, da = fit_slope_through_origin(torch.tensor(x), torch.tensor(y), torch.tensor(err))
-    assert a == pytest.approx(popt[0], rel=1e-10)
-    assert da == pytest.approx(math.sqrt(pcov[0, 0]), rel=1e-8)
-
-
-def test_slope_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="at least 2 points"):
-        fit_slope_through_origin(torch.tensor([1.0]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="positive"):
-        fit_slope_through_origin(torch.ones(3), torch.ones(3), torch.tensor([1.0, 0.0, 1.0]))
 
 
 def test_leave_one_out_jackknife_of_the_mean_is_the_standard_error() -> None:
