@@ -23,12 +23,14 @@ References: arXiv:2407.16427, arXiv:2412.20496.
 from __future__ import annotations
 
 from .data import EnsembleModule, StepIndexDataset, fit_reference, goe_noise, lattice_kinetic_operator, lattice_spectrum
-from .gaussian_rbm import TARGET_KAPPA, TARGET_X, GaussianRBM
+from .gaussian_rbm import MU, MU2, TARGET_KAPPA, TARGET_X, GaussianRBM
 from .hidden_layer import HIDDEN_LAYERS, HiddenLayerNetwork
 from .teacher_student import TeacherStudent2x2, predicted_mean_spacing
 
 __all__ = [
     "HIDDEN_LAYERS",
+    "MU",
+    "MU2",
     "TARGET_KAPPA",
     "TARGET_X",
     "EnsembleModule",

@@ -44,12 +44,26 @@ import torch
 
 from .data import EnsembleModule, derive_seed, lattice_kinetic_operator, lattice_spectrum, require_float, require_int
 
-__all__ = ["TARGET_KAPPA", "TARGET_X", "GaussianRBM", "chain_covariance", "pcd_sweep", "rbm_surrogate_loss"]
+__all__ = [
+    "MU",
+    "MU2",
+    "TARGET_KAPPA",
+    "TARGET_X",
+    "GaussianRBM",
+    "chain_covariance",
+    "pcd_sweep",
+    "rbm_surrogate_loss",
+]
 
+#: Visible mass μ of the papers' RBM (docs/science.md#gaussian-rbm; not trained), the default of ``GaussianRBM(mu=)``.
+MU: float = 3.0
+#: :math:`\mu^2 = 9`: the learnt kernel's eigenvalues are :math:`\lambda = \mu^2 - x` (σ_h = 1; E18), the targets
+#: :math:`x^* = \mu^2 - \kappa`.
+MU2: float = MU**2
 #: Eigenvalues of :math:`K_\phi` for N = 10, m = 2, ascending (= the order of descending ``x``), E20.
 TARGET_KAPPA: tuple[float, ...] = lattice_spectrum(10, 2.0)
-#: Targets :math:`x^* = \mu^2 - \kappa` (μ = 3, σ_h = 1), descending.
-TARGET_X: tuple[float, ...] = tuple(9.0 - k for k in TARGET_KAPPA)
+#: Targets :math:`x^* = \mu^2 - \kappa` (μ = :data:`MU`, σ_h = 1), descending.
+TARGET_X: tuple[float, ...] = tuple(MU2 - k for k in TARGET_KAPPA)
 
 
 def pcd_sweep(
@@ -241,7 +255,7 @@ class GaussianRBM(EnsembleModule):
         *,
         n_sites: int = 10,
         n_hidden: int = 10,
-        mu: float = 3.0,
+        mu: float = MU,
         lattice_mass: float = 2.0,
         sigma_h: float = 1.0,
         gibbs_steps: int = 3,

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_models import MU2
+
 from .hidden import HiddenSizes, run_hidden
-from .rbm import MU2, PAIRS, RBMResult, run_rbm
+from .rbm import PAIRS, RBMResult, run_rbm
 from .runs import Outcome, Settings, parent_run, record, write_summary
 from .scaling import scaling_fit
 from .teacher_student import run_ts2x2

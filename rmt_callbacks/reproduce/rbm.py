@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reference_models import MU2
+
 from ..dynamics import PairSummary, summarize_pair
 from ..fits import fit_surmise
 from ..spectral import histogram_mean
@@ -21,7 +23,6 @@ __all__ = ["PAIRS", "SINGLES", "RBMResult", "analyse_rbm", "run_rbm"]
 
 PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8))
 SINGLES = (0, 9)
-MU2 = 9.0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference_models import TARGET_X, GaussianRBM, fit_reference
+from reference_models import MU, MU2, TARGET_X, GaussianRBM, fit_reference
 from reference_models.gaussian_rbm import pcd_sweep, rbm_surrogate_loss
 
 PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8))  # degenerate target pairs in descending-x order
@@ -42,6 +42,14 @@ class _Record(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         self.after.append(pl_module.weight.detach().cpu().numpy().copy())
         self.chains.append(pl_module.chains.cpu().numpy().copy())
+
+
+def test_mu_has_one_home_the_default_of_the_model() -> None:
+    # docs/science.md#gaussian-rbm: mu = 3 (not trained), so the plots' lambda = mu^2 - x uses 9.
+    assert (MU, MU2) == (3.0, 9.0)
+    rbm = GaussianRBM(networks=1, batch_size=1)
+    assert rbm.hparams.mu == MU
+    assert rbm.target_x() == TARGET_X
 
 
 @pytest.mark.parametrize("lr", [0.1, 0.03])
