@@ -263,16 +263,28 @@ def fit_reference(
 ) -> pl.Trainer:
     """Train ``module`` for ``steps`` optimizer steps on one device and return the finished ``Trainer``.
 
+    The one place a reference model's ``Trainer`` is built (``rmt_callbacks.reproduce`` trains through it too):
+    no checkpoints, model summary or sanity steps, no epoch limit. A ``logger`` gets about 50 logging points
+    per run and at least one per epoch: ``log_every_n_steps = max(1, min(steps // 50, module.steps_per_epoch))``.
     Lightning's advisory warnings about data-loader workers and logging intervals do not apply to the
     step-index loaders and are silenced for this call only.
+
+    Args:
+        module: the model to train.
+        steps: optimizer steps, ``>= 1``.
+        callbacks: Lightning callbacks (monitors, progress bars, recorders).
+        logger: a Lightning logger, or ``False`` for none.
+        enable_progress_bar: Lightning's own progress bar.
+        accelerator: Lightning's accelerator name.
 
     Raises:
         ValueError: if ``steps < 1``.
     """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
+    steps = int(steps)
     trainer = pl.Trainer(
-        max_steps=int(steps),
+        max_steps=steps,
         max_epochs=-1,
         accelerator=accelerator,
         devices=1,
@@ -282,6 +294,7 @@ def fit_reference(
         enable_model_summary=False,
         enable_progress_bar=enable_progress_bar,
         num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(steps // 50, getattr(module, "steps_per_epoch", steps))),
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")

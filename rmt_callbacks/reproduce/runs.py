@@ -97,9 +97,10 @@ def train(
 
     The monitor aims at ten analyses per run but is paced to a quarter of the training time (``overhead_budget``),
     so a short run on a slow machine gets fewer rather than a warning. With ``settings.progress`` a
-    :class:`~rmt_callbacks.reproduce.console.StepBar` shows one bar over all steps.
+    :class:`~rmt_callbacks.reproduce.console.StepBar` shows one bar over all steps. The ``Trainer`` is
+    :func:`reference_models.fit_reference`'s.
     """
-    import lightning.pytorch as pl
+    from reference_models import fit_reference
 
     from ..monitors import SpectrumMonitor
     from .console import StepBar
@@ -111,19 +112,7 @@ def train(
         callbacks.append(SpectrumMonitor(every_n_train_steps=max(1, steps // 10), overhead_budget=MONITOR_BUDGET))
     if settings.progress:
         callbacks.append(StepBar(run_name))
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=run.logger,
-        callbacks=callbacks,
-        accelerator=settings.accelerator,
-        devices=1,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(steps // 50, getattr(module, "steps_per_epoch", steps))),
-    )
-    trainer.fit(module)
+    fit_reference(module, steps, callbacks=callbacks, logger=run.logger, accelerator=settings.accelerator)
     return run
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +110,20 @@ def test_fit_reference_runs_the_requested_number_of_steps() -> None:
     assert trainer.global_step == 7
     with pytest.raises(ValueError, match=r"steps must be >= 1, got 0"):
         fit_reference(model, 0)
+
+
+@pytest.mark.parametrize(("steps", "interval"), [(120, 2), (600, 5), (30, 1)])
+def test_fit_reference_with_a_logger_logs_about_fifty_times_and_at_least_once_per_epoch(
+    steps: int, interval: int, tmp_path: Path
+) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path)
+    model = TeacherStudent2x2(networks=2, batch_size=4, batches_per_epoch=5, seed=0)  # 5 steps per epoch
+    trainer = fit_reference(model, steps, logger=logger)
+    assert trainer.log_every_n_steps == interval  # max(1, min(steps // 50, 5))
+    assert trainer.logger is logger and trainer.global_step == steps
+    assert trainer.max_epochs == -1 and trainer.checkpoint_callback is None and trainer.num_sanity_val_steps == 0
 
 
 def test_generator_lives_on_the_module_device_and_is_seeded() -> None:
