@@ -3,7 +3,7 @@
 Most tests run many tiny batched operations (2×2 to 200×200 matrices, Lightning steps); on a small machine a
 second OpenMP thread competing with other processes slowed them by up to tenfold, while one thread keeps each
 test's wall time predictable. scipy's BLAS gets one thread too, as torch does: the analysis offers scipy's
-eigensolver only at equal thread counts (``rmt_callbacks.spectral._solvers``), so both solvers are exercised.
+eigensolver only at equal thread counts (``rmt_callbacks.eigensolver``), so both solvers are exercised.
 
 Hypothesis profiles: ``dev`` (the default) draws fresh examples each run, to keep finding new failures; ``ci``
 (``HYPOTHESIS_PROFILE=ci``, set by ``.ci/run``) is derandomised, so a green commit stays green and a failure found

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import subprocess
 import sys
 
@@ -12,8 +16,9 @@ from torch import nn
 
 from rmt_callbacks import analyze
 from rmt_callbacks.analysis import ANALYSES, DEFAULT_ANALYSES, MatrixResult, analyze_views, to_rows
+from rmt_callbacks.eigensolver import SCIPY_FROM, backend_for, scipy_blas, scipy_offered
 from rmt_callbacks.laws import MEAN_SPACING_RATIO
-from rmt_callbacks.spectral import MatrixView, _solvers, stacks
+from rmt_callbacks.spectral import MatrixView
 from rmt_callbacks.spectral.stacks import GRAM_BLOCK
 
 
@@ -204,14 +209,11 @@ def test_batched_shapes_equal_one_by_one() -> None:
             assert t.metrics[k] == pytest.approx(s.metrics[k], rel=1e-6, abs=1e-12), k
 
 
-@pytest.mark.skipif(_solvers._scipy_blas() is None, reason="scipy's bundled OpenBLAS not found")
-def test_both_cpu_solvers_give_the_same_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _solvers._scipy_offered()  # one BLAS thread like torch's (conftest): "scipy" is not torch in disguise
+@pytest.mark.skipif(scipy_blas() is None, reason="scipy's bundled OpenBLAS not found")
+def test_both_cpu_solvers_give_the_same_analysis() -> None:
+    assert scipy_offered()  # one BLAS thread like torch's (conftest): "scipy" is not torch in disguise
     model = nn.Sequential(nn.Linear(60, 60), nn.Linear(60, 90), nn.Linear(90, 40))
-    by_solver = {}
-    for solver in ("torch", "scipy"):
-        monkeypatch.setattr(stacks, "EIGENSOLVER", solver)
-        by_solver[solver] = analyze(model, analyses=ANALYSES)
+    by_solver = {solver: analyze(model, analyses=ANALYSES, solver=solver) for solver in ("torch", "scipy")}
     for t, s in zip(by_solver["torch"], by_solver["scipy"], strict=True):
         # LAPACK's backward error ~ n eps ||X||, n <= 90: Gram spectra in float64, symmetric parts in float32
         for kind, eps in (("gram", 2.2e-16), ("symmetric", 1.2e-7)):
@@ -222,6 +224,67 @@ def test_both_cpu_solvers_give_the_same_analysis(monkeypatch: pytest.MonkeyPatch
         for key, value in t.metrics.items():  # fits stop at ~1e-8; the semicircle's from float32 levels (~1e-6)
             rel = 1e-4 if key.startswith("semicircle_") else 1e-6
             assert s.metrics[key] == pytest.approx(value, rel=rel, abs=1e-12), key
+
+
+REPEAT = """
+import hashlib, json, torch
+from torch import nn
+from rmt_callbacks import analyze
+from rmt_callbacks.analysis import ANALYSES
+from rmt_callbacks.eigensolver import backend_for, scipy_offered
+g = torch.Generator().manual_seed(0)
+model = nn.Sequential(nn.Linear(300, 260), nn.Linear(256, 256), nn.Linear(48, 40))  # scipy's, scipy's, torch's
+with torch.no_grad():
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) / 16)
+result = analyze(model, analyses=ANALYSES)
+metrics = {r.name: {k: float(v).hex() for k, v in r.metrics.items()} for r in result}
+digest = lambda t: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+spectra = {f"{r.name}/{k}": digest(v) for r in result for k, v in r.spectra.items() if k != "spacings"}
+print(json.dumps([scipy_offered(), backend_for("auto", torch.empty(0, 256, 256)), spectra, metrics]))
+"""
+
+
+def _repeat_here() -> list:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(REPEAT, {})
+    return json.loads(printed.getvalue())
+
+
+def _unfolded_apart(metrics: dict[str, dict[str, str]]) -> tuple[dict, dict]:
+    """The metrics of the unfolded spacings (``surmise_``), and the rest."""
+    split: tuple[dict, dict] = ({}, {})
+    for name, values in metrics.items():
+        for key, value in values.items():
+            split[not key.startswith("surmise_")][f"{name}/{key}"] = float.fromhex(value)
+    return split
+
+
+def test_an_analysis_repeated_gives_the_same_bits_in_this_process_and_in_fresh_ones() -> None:
+    """What a timing race between the two CPU solvers broke: the backend of a stack depends on its size and the
+    environment only, so the same analysis gives bit-identical spectra and metrics, repeated here or in two fresh
+    processes (one BLAS thread like torch's, as here, so that scipy's is offered above the crossover).
+
+    Between processes the unfolding's least-squares fit (``torch.linalg.lstsq``, MKL's ``gelsy``, in
+    :func:`~rmt_callbacks.spectral.unfolded_spacings`) rounds differently with where its buffers lie in memory,
+    so the surmise fit, and only it, is compared to its optimiser's tolerance there; the levels are to the bit.
+    """
+    first, second = _repeat_here(), _repeat_here()
+    assert first == second and len(first[3]) == 3  # in one process: every metric to the bit
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    runs = [
+        json.loads(subprocess.run([sys.executable, "-c", REPEAT], capture_output=True, text=True, check=True, env=env)
+                   .stdout)
+        for _ in range(2)
+    ]  # fmt: skip
+    assert runs[0][:3] == runs[1][:3]  # the same backends, the same levels to the bit
+    (fit_a, rest_a), (fit_b, rest_b) = _unfolded_apart(runs[0][3]), _unfolded_apart(runs[1][3])
+    assert rest_a == rest_b and len(rest_a) > 60  # every metric read from the levels alone, to the bit
+    assert fit_a.keys() == fit_b.keys() and all(fit_b[k] == pytest.approx(v, rel=1e-6) for k, v in fit_a.items())
+    if scipy_blas() is not None:  # both backends took part, here and there
+        assert first[:2] == runs[0][:2] == [True, "scipy"] and SCIPY_FROM <= 256
+        assert backend_for("auto", torch.empty(0, 40, 40)) == "torch"
 
 
 def test_no_rng_no_grad_no_mutation() -> None:
@@ -257,6 +320,8 @@ def test_to_rows_is_a_table() -> None:
         ({"include": "0.*"}, TypeError, r"include must be a list of fnmatch patterns, got the str"),
         ({"conv": "unroll"}, ValueError, r"conv must be one of \('slices', 'flatten'\), got 'unroll'"),
         ({"dense_limit": 1}, ValueError, r"dense_limit must be an int >= 2, got 1"),
+        ({"solver": "mkl"}, ValueError, r"solver must be one of \('auto', 'torch', 'scipy'\), got 'mkl'"),
+        ({"solver": None}, ValueError, r"solver must be one of \('auto', 'torch', 'scipy'\), got None"),
         (
             {"include": ["nothing"]},
             ValueError,
@@ -267,6 +332,13 @@ def test_to_rows_is_a_table() -> None:
 def test_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         analyze(nn.Sequential(nn.Linear(4, 3)), **kwargs)
+
+
+def test_a_bad_solver_is_refused_before_anything_is_read_or_decomposed() -> None:
+    with pytest.raises(ValueError, match=r"solver must be one of .*, got 'MKL'"):
+        analyze("no/such/file.pt", solver="MKL")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"solver must be one of .*, got 'fast'"):
+        analyze_views([MatrixView("w", torch.eye(3), "linear")], solver="fast")  # type: ignore[arg-type]
 
 
 def test_analysis_loads_no_framework() -> None:

@@ -81,10 +81,10 @@ def _numbers(result: ModelAnalysis) -> dict[str, dict[str, float]]:
 
 
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
-    """Equal metrics, to what the eigensolver's route may change: the first calls of a process measure which
-    LAPACK is faster, torch's or scipy's, and the two round differently (~1e-15 relative in the levels), which the
-    fits' iterations (fixed points to 1e-12, the surmise's optimiser to ~1e-8) carry into their results as up to
-    ~1e-8 relative (an MP KS distance moved by 6e-9 in a run after other tests)."""
+    """Equal metrics, to what the numerical route may change: a matrix decomposed in another stack (batched with
+    other views, or alone) and buffers placed elsewhere in memory (MKL's least squares in the unfolding) round
+    differently (~1e-15 relative), which the fits' iterations (fixed points to 1e-12, the surmise's optimiser to
+    ~1e-8) carry into their results as up to ~1e-8 relative."""
     if a.keys() != b.keys():
         return False
     pairs = ((a[k], b[k]) for k in a)

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..eigensolver import Solver, validate_solver
 from ..spectral import DENSE_LIMIT, MatrixView, SpectralDensity, estimate_density
 from ..spectral.selection import ParamFilter, resolve
 from ..spectral.stacks import STACK_BYTES, overflow_reason, stacked_levels
@@ -32,17 +33,17 @@ def _skipped(view: MatrixView, reason: str) -> MatrixResult:
     return MatrixResult(view.name, tuple(view.matrix.shape), view.source, {"skipped": 1.0}, reason, method=None)
 
 
-def _analyse_group(views: list[MatrixView], analyses: tuple[str, ...]) -> list[MatrixResult]:
+def _analyse_group(views: list[MatrixView], analyses: tuple[str, ...], solver: Solver) -> list[MatrixResult]:
     """Equal-shape views on one device: Gram spectra (and symmetric parts if square and asked for) by stacks."""
     m, n = views[0].matrix.shape[-2:]
     flats = [v.matrix.detach().reshape(-1, m, n) for v in views]  # views of the weights (a copy if not viewable)
-    grams = stacked_levels(flats, "gram")
+    grams = stacked_levels(flats, "gram", solver)
     live = [i for i, g in enumerate(grams) if isinstance(g, torch.Tensor)]
     syms: dict[int, torch.Tensor | str] = {}
     if m == n and "semicircle" in analyses and live:
-        syms = dict(zip(live, stacked_levels([flats[i] for i in live], "symmetric"), strict=True))
+        syms = dict(zip(live, stacked_levels([flats[i] for i in live], "symmetric", solver), strict=True))
     return [
-        analyse_levels(view, Levels(gram, m, n, syms.get(i), flats[i]), analyses)
+        analyse_levels(view, Levels(gram, m, n, syms.get(i), flats[i], solver), analyses)
         if isinstance(gram, torch.Tensor)
         else _skipped(view, gram)
         for i, (view, gram) in enumerate(zip(views, grams, strict=True))
@@ -106,7 +107,11 @@ def _estimated(view: MatrixView, analyses: tuple[str, ...], dense_limit: int) ->
 
 
 def analyze_views(
-    views: Sequence[MatrixView], *, analyses: Sequence[str] = DEFAULT_ANALYSES, dense_limit: int = DENSE_LIMIT
+    views: Sequence[MatrixView],
+    *,
+    analyses: Sequence[str] = DEFAULT_ANALYSES,
+    dense_limit: int = DENSE_LIMIT,
+    solver: Solver = "auto",
 ) -> list[MatrixResult]:
     """Analyse matrix views; equal-shape views share batched eigen-decompositions (module docstring: cost, memory).
 
@@ -119,13 +124,16 @@ def analyze_views(
         analyses: names from :data:`ANALYSES`.
         dense_limit: views with :math:`\\min(M, N) \\ge` ``dense_limit`` get an SLQ density estimate instead of
             exact levels (default :data:`~rmt_callbacks.spectral.DENSE_LIMIT`, 8192).
+        solver: which LAPACK decomposes on a CPU: ``"auto"`` (default: torch's below
+            :data:`~rmt_callbacks.eigensolver.SCIPY_FROM` rows, scipy's from there where it is offered),
+            ``"torch"`` or ``"scipy"`` (:mod:`rmt_callbacks.eigensolver`); the numbers differ only in rounding.
 
     Returns:
         One :class:`MatrixResult` per view, in order; bad matrices come back with ``skipped`` set, matrices with
         :math:`\\min(M, N) \\ge` ``dense_limit`` with ``method="slq"``.
 
     Raises:
-        TypeError, ValueError: ``analyses`` or ``dense_limit`` is invalid (never for bad weights).
+        TypeError, ValueError: ``analyses``, ``dense_limit`` or ``solver`` is invalid (never for bad weights).
 
     Examples:
         >>> w = torch.randn(3, 40, 20, generator=torch.Generator().manual_seed(0))
@@ -136,6 +144,7 @@ def analyze_views(
     analyses = validate_analyses(analyses)
     if isinstance(dense_limit, bool) or not isinstance(dense_limit, int) or dense_limit < 2:
         raise ValueError(f"dense_limit must be an int >= 2, got {dense_limit!r}")
+    validate_solver(solver)
     results: list[MatrixResult | None] = [None] * len(views)
     groups: dict[tuple[int, int, str], list[int]] = {}
     with torch.no_grad():
@@ -148,7 +157,7 @@ def analyze_views(
             else:
                 groups.setdefault((*view.matrix.shape[-2:], str(view.matrix.device)), []).append(i)
         for idx in groups.values():
-            for i, result in zip(idx, _analyse_group([views[i] for i in idx], analyses), strict=True):
+            for i, result in zip(idx, _analyse_group([views[i] for i in idx], analyses, solver), strict=True):
                 results[i] = result
     return [r for r in results if r is not None]
 
@@ -162,6 +171,7 @@ def analyze(
     analyses: Sequence[str] = DEFAULT_ANALYSES,
     conv: Literal["slices", "flatten"] = "slices",
     dense_limit: int = DENSE_LIMIT,
+    solver: Solver = "auto",
 ) -> ModelAnalysis:
     r"""Analyse the weight matrices of a model, post hoc (the code path of the monitor).
 
@@ -178,6 +188,7 @@ def analyze(
         analyses: names from :data:`ANALYSES` (default :data:`DEFAULT_ANALYSES`: all but ``"semicircle"``).
         conv: convolution view, ``"slices"`` (per kernel position, pooled) or ``"flatten"``.
         dense_limit: smallest :math:`\min(M, N)` whose density is estimated (SLQ) instead of diagonalised.
+        solver: the CPU eigensolver, ``"auto"`` (default), ``"torch"`` or ``"scipy"``: :func:`analyze_views`.
 
     Returns:
         A :class:`ModelAnalysis`: one :class:`MatrixResult` per matrix view, in order (a weight that cannot be
@@ -186,8 +197,9 @@ def analyze(
 
     Raises:
         TypeError: ``source`` is none of the accepted inputs (the message lists them), or a bad argument.
-        ValueError: an empty model or state_dict, meta-device weights, a file that needs arbitrary unpickling, a
-            selection that matches nothing (the message lists the parameters and suggests ``include=``).
+        ValueError: a bad ``solver`` (before ``source`` is read), an empty model or state_dict, meta-device
+            weights, a file that needs arbitrary unpickling, a selection that matches nothing (the message lists
+            the parameters and suggests ``include=``).
         ImportError: a ``.safetensors`` path without the ``safetensors`` package.
 
     References: arXiv:2412.20496; WeightWatcher's ``analyze`` (arXiv:1810.01075).
@@ -205,10 +217,11 @@ def analyze(
         >>> [r.name for r in analyze(model.state_dict())] == [r.name for r in result]
         True
     """
+    validate_solver(solver)
     cands, what = read_source(source)
     items = resolve(cands, include=include, exclude=exclude, param_filter=param_filter, conv=conv, what=what)
     views = [v for v in items if isinstance(v, MatrixView)]
-    done = iter(analyze_views(views, analyses=analyses, dense_limit=dense_limit))
+    done = iter(analyze_views(views, analyses=analyses, dense_limit=dense_limit, solver=solver))
     return ModelAnalysis(
         (
             next(done)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..eigensolver import Solver
 from ..laws import SpectralLaw
 from ..spectral import DENSE_LIMIT
 
@@ -105,6 +106,8 @@ class Levels:
         symmetric: the levels ``(B, N)`` of :math:`(W_b + W_b^\\top)/2` (square views, when asked for), why they
             could not be computed (``str``), or ``None``.
         matrix: the weights ``(B, M, N)`` (detached; a view where possible).
+        solver: the ``solver`` of the analysis (:mod:`rmt_callbacks.eigensolver`), for analyses that decompose
+            more (``"randomize"``).
     """
 
     gram: torch.Tensor
@@ -112,6 +115,7 @@ class Levels:
     cols: int
     symmetric: torch.Tensor | str | None
     matrix: torch.Tensor
+    solver: Solver = "auto"
 
 
 @dataclass(frozen=True)

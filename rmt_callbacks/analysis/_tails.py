@@ -149,7 +149,7 @@ def randomize(levels: Levels) -> Outcome:
     gen = torch.Generator(device=flat.device).manual_seed(RANDOMIZE_SEED)
     order = torch.randperm(flat[0].numel(), generator=gen, device=flat.device)
     shuffled = flat.reshape(flat.shape[0], -1)[:, order].reshape(flat.shape)
-    (rand,) = stacked_levels([shuffled], "gram")
+    (rand,) = stacked_levels([shuffled], "gram", levels.solver)
     if isinstance(rand, str):
         raise RuntimeError(f"the shuffled copy: {rand}")
     m, n = levels.rows, levels.cols

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis import MatrixResult, analyze_views, is_stepwise
+from ..eigensolver import Solver
 from ..sinks.keys import metric_key
 from ..spectral import MatrixView
 from ._artifacts import (
@@ -66,7 +67,7 @@ class Recorder:
 
     Args:
         analyses: the analyses to run (:data:`~rmt_callbacks.analysis.ANALYSES`).
-        dense_limit: see :func:`~rmt_callbacks.analysis.analyze_views`.
+        dense_limit, solver: see :func:`~rmt_callbacks.analysis.analyze_views`.
         prefix: the metric-key prefix.
         label: the monitor's label (:mod:`._identity`): run-level keys ``<prefix><label>/<stat>``, artifacts under
             ``<prefix><label>/``; set again when the monitor is labelled at setup.
@@ -81,8 +82,10 @@ class Recorder:
         prefix: str,
         label: str,
         said: OnceMessages,
+        solver: Solver = "auto",
     ) -> None:
         self.analyses, self.dense_limit, self.prefix, self.label = tuple(analyses), dense_limit, prefix, label
+        self.solver = solver
         self.said, self.clock = said, Clock()
         self.history = LevelHistory()
         self.last: dict[str, tuple[int, MatrixResult]] = {}  # each matrix's last good analysis: (step, result)
@@ -108,7 +111,7 @@ class Recorder:
         """Analyse a snapshot, draw it when ``figures``, and queue MLflow's share: arrays, table, tags, figures,
         then the metrics (whose ``analysis_seconds`` count all of it)."""
         start = time.perf_counter()
-        results = analyze_views(views, analyses=self.analyses, dense_limit=self.dense_limit)
+        results = analyze_views(views, analyses=self.analyses, dense_limit=self.dense_limit, solver=self.solver)
         levels = record_levels(self.history, results, step=step)
         self.last.update({r.name: (step, r) for r in results if r.skipped is None or r.name not in self.last})
         rendered = render_step(results, step=step) if figures and (mlflow or pixels) else {}

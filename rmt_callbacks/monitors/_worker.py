@@ -59,7 +59,7 @@ class StrideBudget:
 
     :meth:`record` takes each record's start and cost and gives ``(factor, typical cost, training seconds since
     the previous record)``, ``factor`` from :func:`stride_factor` on the cheaper of the last two records (1: keep).
-    The first record of a fit pays one-time costs (imports, allocations, the solver race) and does not count.
+    The first record of a fit pays one-time costs (imports, allocations, library start-up) and does not count.
     """
 
     def __init__(self, fraction: float | None) -> None:
@@ -88,7 +88,7 @@ class StrideBudget:
 class OverheadBudget:
     r"""May an analysis start now? At most a fraction ``fraction`` of the elapsed time goes to analyses.
 
-    The first analysis of a run pays one-time costs (imports, font caches, the CPU solver race) and does not
+    The first analysis of a run pays one-time costs (imports, font caches, LAPACK start-up) and does not
     count; from the second on, :math:`c` is the cheaper of the last two analyses, so one slow outlier does not
     stretch the cadence.
 

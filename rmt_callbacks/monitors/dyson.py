@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..analysis import resolve_views, skip_reason
 from ..dynamics import normalized, window_statistics
+from ..eigensolver import Solver, validate_solver
 from ..sinks.keys import metric_key
 from ..sinks.lightning import flush_loggers, log_to_loggers
 from ..spectral import nonstructural_levels
@@ -109,6 +110,8 @@ class DysonMonitor(Labelled, Callback):
         jump_tolerance: relative change of :math:`T` that counts as a jump.
         overhead_budget: ``"auto"``, ``None`` or the largest fraction of training time snapshots may take, in
             ``(0, 1]``; ``"auto"`` is 0.02 with ``every_n_train_steps=1`` and no pacing otherwise.
+        solver: ``"auto"``, ``"torch"`` or ``"scipy"``: the CPU eigensolver (:mod:`rmt_callbacks.eigensolver`). Not
+            in :attr:`state_key`, like ``overhead_budget``: it moves the levels only in their last bits.
 
     Raises:
         ValueError, TypeError: a bad argument (in ``__init__``); at fit start, a selection matching no matrix.
@@ -137,6 +140,7 @@ class DysonMonitor(Labelled, Callback):
         log_key_prefix: str = "rmt/",
         jump_tolerance: float = 0.01,
         overhead_budget: float | Literal["auto"] | None = "auto",
+        solver: Solver = "auto",
     ) -> None:
         self.every_n_train_steps = schedule.check_int("every_n_train_steps", every_n_train_steps)
         self.log_every_n_steps = schedule.check_int("log_every_n_steps", log_every_n_steps)
@@ -151,7 +155,7 @@ class DysonMonitor(Labelled, Callback):
         self.include = validate_patterns("include", include, allow_none=True)
         self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
         self.param_filter = validate_filter(param_filter)
-        self.log_key_prefix = log_key_prefix
+        self.log_key_prefix, self.solver = log_key_prefix, validate_solver(solver)
         self.jump_tolerance, self.overhead_budget = float(jump_tolerance), overhead_budget
         self._budget, self._explicit_budget = StrideBudget(budget), overhead_budget != "auto"
         self._stride = self.every_n_train_steps
@@ -299,7 +303,7 @@ class DysonMonitor(Labelled, Callback):
             reason = skip_reason(view.matrix) or (None if group else "no optimizer updates it (in no parameter group)")
             if reason is None:
                 m, n = view.matrix.shape[-2:]
-                (levels,) = stacked_levels([view.matrix.detach().reshape(-1, m, n)], "gram")
+                (levels,) = stacked_levels([view.matrix.detach().reshape(-1, m, n)], "gram", self.solver)
                 reason = levels if isinstance(levels, str) else None
             if reason is not None:
                 self._snapshots.pop(view.name, None)  # no stale window is logged as if current

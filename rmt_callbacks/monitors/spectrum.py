@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..analysis import DEFAULT_ANALYSES, Analysis, resolve_views, validate_analyses
+from ..eigensolver import Solver, validate_solver
 from ..sinks.lightning import flush_loggers, log_to_loggers, mlflow_loggers
 from ..sinks.tensorboard import log_histograms, log_images, tensorboard_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
@@ -109,10 +110,10 @@ class SpectrumMonitor(Labelled, Callback):
     **Several monitors.** Any number can share a Trainer if they differ in an argument that changes what they
     analyse or log (cadence, ``include``, ``exclude``, ``param_filter``, ``analyses``, ``log_key_prefix``,
     ``dense_limit``, ``figure_every_n_analyses``): all of these are in :attr:`state_key`, so each restores its own
-    state from a checkpoint. Two with identical arguments would log the same records twice, and Lightning refuses
-    them. The ``label`` is ``monitor``, or ``monitor-2``, ``monitor-3``, … for the second, third, … with the same
-    ``log_key_prefix`` in ``trainer.callbacks`` (said at setup); per-matrix keys do not carry it, so monitors that
-    share a prefix should select different matrices (warned otherwise).
+    state from a checkpoint. Two that differ in none (in ``background``, ``overhead_budget`` or ``solver`` only:
+    the same records, at most last bits apart) would log the same records twice; Lightning refuses them. The label
+    is ``monitor``, ``monitor-2``, … for the first, second, … with the same ``log_key_prefix`` in the callbacks
+    (said at setup); per-matrix keys do not carry it: monitors sharing a prefix should not share matrices (warned).
 
     Args:
         every_n_train_steps: analyse every this many optimizer steps (``trainer.global_step``).
@@ -133,6 +134,7 @@ class SpectrumMonitor(Labelled, Callback):
             ``"auto"`` (default): 0.02 on the default cadence, none on an explicit one; ``None``: none.
         background: analyse on a background thread (default); ``False`` analyses in the hook.
         dense_limit: matrices with :math:`\min(M, N)` at least this are estimated (SLQ), not diagonalised.
+        solver: ``"auto"``, ``"torch"`` or ``"scipy"``: the CPU eigensolver (:mod:`rmt_callbacks.eigensolver`).
 
     Raises:
         ValueError, TypeError: a bad argument (in ``__init__``), naming it, its value and what is allowed; at fit
@@ -168,6 +170,7 @@ class SpectrumMonitor(Labelled, Callback):
         overhead_budget: float | Literal["auto"] | None = "auto",
         background: bool = True,
         dense_limit: int = DENSE_LIMIT,
+        solver: Solver = "auto",
     ) -> None:
         self._explicit = explicit = every_n_train_steps is not None or every_n_epochs is not None
         self.every_n_train_steps, self.every_n_epochs = schedule.resolve_cadence(every_n_train_steps, every_n_epochs)
@@ -186,14 +189,11 @@ class SpectrumMonitor(Labelled, Callback):
             raise TypeError(f"background must be a bool, got {type(background).__name__} ({background!r})")
         self.background = background
         schedule.check_count("dense_limit", dense_limit)
-        self.dense_limit = dense_limit
+        self.dense_limit, self.solver = dense_limit, validate_solver(solver)
         self._last_step: int | None = None
         self._num_analyses = 0
         self._owed: int | None = None  # a due step not analysed yet: two were pending
-        self._said = OnceMessages()
-        self._recorder = self._new_recorder()
-        self._worker: AnalysisWorker[Report] = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
-        self._trainer: pl.Trainer | None = None
+        self._fresh()
         self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
         self._names: list[str] | None = None  # under sharding, the selected parameters (read on rank zero)
 
@@ -205,8 +205,7 @@ class SpectrumMonitor(Labelled, Callback):
         return {"last_step": self._last_step, "num_analyses": self._num_analyses}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_step = state_dict["last_step"]
-        self._num_analyses = int(state_dict["num_analyses"])
+        self._last_step, self._num_analyses = state_dict["last_step"], int(state_dict["num_analyses"])
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (``ddp_spawn`` sends callbacks to new processes): threads and queues are made afresh there."""
@@ -214,14 +213,15 @@ class SpectrumMonitor(Labelled, Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._said = OnceMessages()
-        self._recorder = self._new_recorder()
-        self._worker = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
-        self._trainer = None
+        self._fresh()
 
-    def _new_recorder(self) -> Recorder:
-        kwargs = {"analyses": self.analyses, "dense_limit": self.dense_limit, "prefix": self.log_key_prefix}
-        return Recorder(**kwargs, label=self.label, said=self._said)
+    def _fresh(self) -> None:
+        """What each process makes afresh: the messages, the recorder, the worker thread; no trainer yet."""
+        self._said = OnceMessages()
+        kwargs = {"analyses": self.analyses, "dense_limit": self.dense_limit, "solver": self.solver}
+        self._recorder = Recorder(**kwargs, prefix=self.log_key_prefix, label=self.label, said=self._said)
+        self._worker: AnalysisWorker[Report] = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
+        self._trainer: pl.Trainer | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # the label, among trainer.callbacks (._identity)

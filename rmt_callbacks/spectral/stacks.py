@@ -3,8 +3,8 @@ r"""Spectra of many equal-shape matrices, decomposed in stacks of bounded size (
 Conventions (orientation, Gram normalisation, ascending order): :mod:`rmt_callbacks.spectral`. The spectra of
 equal-shape matrices are decomposed together, one stack of at most :data:`STACK_BYTES` bytes (and at least one
 matrix) at a time, Gram matrices in one stack, symmetric parts in another; on a CPU by torch's or scipy's LAPACK,
-whichever this machine runs faster (:data:`EIGENSOLVER`), on a GPU by ``torch.linalg.eigvalsh``. Each stack is
-filled matrix by matrix from the weights, so a call holds one or two copies of
+as the ``solver`` argument's rule picks for the stack's size (:mod:`rmt_callbacks.eigensolver`), on a GPU by
+``torch.linalg.eigvalsh``. Each stack is filled matrix by matrix from the weights, so a call holds one or two copies of
 :math:`\max(\text{largest matrix}, \texttt{STACK\_BYTES})` in float64 (the stack; and the copy torch's
 ``eigvalsh`` makes of it, where scipy's works in place) and a panel (below). Gram matrices are decomposed in
 float64 (squaring doubles the dynamic range; the hard-edge levels of a square matrix need it) and only their lower
@@ -23,13 +23,10 @@ from collections.abc import Iterator
 
 import torch
 
-from ._solvers import Solver, eigvalsh_stack
+from ..eigensolver import Solver, backend_for, validate_solver
+from ._solvers import eigvalsh_stack
 
-__all__ = ["EIGENSOLVER", "GRAM_BLOCK", "PANEL_BYTES", "STACK_BYTES", "overflow_reason", "stacked_levels"]
-
-EIGENSOLVER: Solver = "auto"
-"""Which LAPACK decomposes CPU stacks: ``"auto"`` (torch's or scipy's, whichever is measured faster here:
-:mod:`rmt_callbacks.spectral._solvers`), ``"torch"`` or ``"scipy"``. GPU stacks always use torch."""
+__all__ = ["GRAM_BLOCK", "PANEL_BYTES", "STACK_BYTES", "overflow_reason", "stacked_levels"]
 
 STACK_BYTES: int = 8 << 20
 """Bytes of one stack (at least one matrix): bounds the analysis' memory to one or two stacks, at no measured
@@ -92,7 +89,7 @@ def _fill(out: torch.Tensor, w: torch.Tensor, kind: str) -> bool:
     return finite
 
 
-def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | str]:
+def stacked_levels(flats: list[torch.Tensor], kind: str, solver: Solver = "auto") -> list[torch.Tensor | str]:
     """The spectra of equal-shape matrices, one decomposition per stack of :data:`STACK_BYTES`.
 
     Args:
@@ -100,15 +97,21 @@ def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | 
         kind: ``"gram"`` (the eigenvalues of :math:`W^\top W / M`, ascending, with the :math:`N - M` structural
             zeros, float64) or ``"symmetric"`` (of :math:`(W + W^\top)/2`, square ``W``, computed in the weights'
             precision and returned as float64).
+        solver: ``"auto"``, ``"torch"`` or ``"scipy"``: which LAPACK decomposes each stack
+            (:func:`rmt_callbacks.eigensolver.backend_for`).
 
     Returns:
         Per view, its ``(B_i, N)`` spectra, or the reason they could not be computed.
+
+    Raises:
+        ValueError: an unknown ``solver``.
 
     Examples:
         >>> w = torch.tensor([[[3.0, 0.0], [0.0, 4.0]]])
         >>> stacked_levels([w], "gram")[0]
         tensor([[4.5000, 8.0000]], dtype=torch.float64)
     """
+    validate_solver(solver)
     m, n = flats[0].shape[-2:]
     side = min(m, n) if kind == "gram" else n
     # Gram: float64 (squaring W doubles its dynamic range; a square matrix's hard-edge levels need it). Symmetric
@@ -124,7 +127,7 @@ def stacked_levels(flats: list[torch.Tensor], kind: str) -> list[torch.Tensor | 
             if not _fill(buf[offset : offset + b - a], flats[i][a:b], kind):
                 reasons.setdefault(i, overflow_reason(flats[i]))
             offset += b - a
-        eigs, failed = eigvalsh_stack(buf, EIGENSOLVER)  # may overwrite buf
+        eigs, failed = eigvalsh_stack(buf, backend_for(solver, buf))  # may overwrite buf
         offset = 0
         for i, a, b in stack:
             pieces[i].append(eigs[offset : offset + b - a])

@@ -123,6 +123,29 @@ def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> N
         _fit(_Regression(lr=0.05), DysonMonitor(include=["nothing.*"]), 2, tmp_path, _loader(8))
 
 
+def test_a_bad_solver_is_refused_at_construction_and_a_good_one_kept() -> None:
+    import pickle
+
+    with pytest.raises(ValueError, match=r"solver must be one of \('auto', 'torch', 'scipy'\), got 'lapack'"):
+        DysonMonitor(solver="lapack")  # type: ignore[arg-type]
+    monitor = DysonMonitor(solver="torch")
+    assert pickle.loads(pickle.dumps(monitor)).solver == "torch"  # ddp_spawn
+    assert monitor.state_key == DysonMonitor().state_key  # last bits only: not part of its identity
+
+
+def test_the_solver_decomposes_the_snapshots(tmp_path: Path) -> None:
+    runs = {}
+    for solver in ("torch", "scipy"):
+        monitor = DysonMonitor(log_every_n_steps=5, window=4, overhead_budget=None, solver=solver)
+        torch.manual_seed(0)  # the same initial weights in both runs
+        _fit(_Regression(lr=0.05), monitor, 5, tmp_path / solver, _loader(8))
+        runs[solver] = torch.stack(
+            [s[2] for s in monitor.state_dict()["snapshots"]["layer.weight"]]
+        )  # (step, t, levels)
+    assert runs["torch"].shape == (4, 5)  # Linear(6, 5): 5 levels per snapshot
+    torch.testing.assert_close(runs["scipy"], runs["torch"], rtol=1e-12, atol=1e-14)  # LAPACK's rounding apart
+
+
 def test_batch_size_of_nested_batches() -> None:
     assert batch_size_of([torch.zeros(()), (torch.zeros(5, 2),)]) == 5
     assert batch_size_of("text") is None

@@ -168,11 +168,31 @@ BUDGET_MUST = r"overhead_budget must be 'auto', None or a number in \(0, 1\]"
         ({"overhead_budget": "2%"}, ValueError, rf"{BUDGET_MUST}, got '2%'"),
         ({"figure_every_n_analyses": "some"}, ValueError, r"figure_every_n_analyses must be 'auto', None or an int"),
         ({"background": 1}, TypeError, r"background must be a bool, got int \(1\)"),
+        ({"solver": "mkl"}, ValueError, r"solver must be one of \('auto', 'torch', 'scipy'\), got 'mkl'"),
+        ({"solver": None}, ValueError, r"solver must be one of \('auto', 'torch', 'scipy'\), got None"),
     ],
 )
 def test_bad_arguments_raise_in_init(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         SpectrumMonitor(**kwargs)
+
+
+def test_the_solver_is_kept_through_pickling_and_stays_out_of_the_state_key() -> None:
+    """A solver moves the numbers only in their last bits: a checkpoint of one restores into the other."""
+    import pickle
+
+    monitor = SpectrumMonitor(every_n_train_steps=2, solver="scipy")
+    copy = pickle.loads(pickle.dumps(monitor))  # ddp_spawn
+    assert monitor.solver == copy.solver == copy._recorder.solver == "scipy"
+    assert monitor.state_key == copy.state_key == SpectrumMonitor(every_n_train_steps=2).state_key
+
+
+def test_the_logged_values_are_those_of_analyze_with_the_same_solver(tmp_path: Path) -> None:
+    monitor = SpectrumMonitor(every_n_train_steps=3, background=False, solver="torch", analyses=["summary"])
+    _, model, rows = _fit(tmp_path, [monitor], max_steps=3)
+    logged = {k: float(v) for r in rows if r.get("step") == "3" for k, v in r.items() if v and k != "step"}
+    want = {r.name: r.metrics for r in analyze(model, analyses=["summary"], solver="torch")}
+    assert logged["rmt/net.0.weight/lambda_max"] == want["net.0.weight"]["lambda_max"]  # to the bit: one route
 
 
 def test_without_mlflow_logger_no_mlflow_and_no_plotting_is_loaded(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rmt_callbacks.spectral import _solvers, stacks
+from rmt_callbacks.eigensolver import scipy_offered
+from rmt_callbacks.spectral import stacks
 from rmt_callbacks.spectral.stacks import stacked_levels
 
 SPACING_TOL = 1e-2
@@ -77,10 +78,10 @@ def _heavy(b: int, m: int, n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.fixture(params=["torch", "scipy"])
-def solver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "scipy" and _solvers._scipy_blas() is None:
-        pytest.skip("scipy's bundled OpenBLAS not found")
-    monkeypatch.setattr(stacks, "EIGENSOLVER", request.param)
+def solver(request: pytest.FixtureRequest) -> str:
+    """The ``solver`` argument; ``"scipy"`` only where it is offered (else it would be torch's again)."""
+    if request.param == "scipy" and not scipy_offered():
+        pytest.skip("scipy's bundled OpenBLAS not found, or not at torch's thread count")
     return request.param
 
 
@@ -98,14 +99,14 @@ def solver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 )
 def test_levels_within_a_hundredth_of_the_local_spacing(make, shape, solver) -> None:
     w = make(*shape, seed=0)
-    (levels,) = stacked_levels([w], "gram")
+    (levels,) = stacked_levels([w], "gram", solver)
     _check(levels, w)
 
 
 def test_rank_deficient_levels(solver) -> None:
     g = torch.Generator().manual_seed(3)
     w = torch.randn(2, 240, 180, generator=g) @ torch.randn(2, 180, 240, generator=g) / 240  # rank 180 of 240
-    (levels,) = stacked_levels([w], "gram")
+    (levels,) = stacked_levels([w], "gram", solver)
     _check(levels, w)
     assert int((levels < ZERO_TOL * levels[..., -1:]).sum()) == 2 * 60
 
@@ -113,7 +114,7 @@ def test_rank_deficient_levels(solver) -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_weights_are_decomposed_exactly(dtype, solver) -> None:
     w = _spiked(2, 192, 192, seed=5).to(dtype)  # the reference is the same half-precision values in float64
-    (levels,) = stacked_levels([w], "gram")
+    (levels,) = stacked_levels([w], "gram", solver)
     _check(levels, w)
 
 
