@@ -14,8 +14,8 @@ side, interleaved, after a warm-up, the median of ``--repeats`` runs:
   the same ``syevd``), one matrix at a time: the other solver the analysis may use on a CPU;
 * ``analyze(model)``: :func:`rmt_callbacks.analyze` with its defaults (summary, Marchenko–Pastur, spacings, power law:
   everything the monitor does per analysis at its defaults; one decomposition per matrix), its CPU solver chosen
-  by measurement (:data:`rmt_callbacks.spectral.stacks.EIGENSOLVER` ``= "auto"``);
-* ``analyze, torch solver``: the same with ``EIGENSOLVER = "torch"`` (torch's ``eigvalsh`` only);
+  by the size rule of ``solver="auto"`` (:mod:`rmt_callbacks.eigensolver`);
+* ``analyze, torch solver``: the same with ``solver="torch"`` (torch's ``eigvalsh`` only);
 * ``analyze(+semicircle)``: every analysis, the semicircle fit of the symmetric parts included (two
   decompositions per square matrix);
 * ``weightwatcher.analyze()``: WeightWatcher's ``analyze()`` on the same model, when ``weightwatcher`` is
@@ -131,11 +131,7 @@ def scipy_eigh(x: object) -> object:
 
 
 def analyze_with_torch_solver(model: nn.Module) -> object:
-    before, stacks.EIGENSOLVER = stacks.EIGENSOLVER, "torch"
-    try:
-        return analyze(model)
-    finally:
-        stacks.EIGENSOLVER = before
+    return analyze(model, solver="torch")
 
 
 MEMORY_CASES = ("gram + eigvalsh", "analyze", "analyze, torch solver", "analyze(+semicircle)")
@@ -143,8 +139,8 @@ MEMORY_CASES = ("gram + eigvalsh", "analyze", "analyze, torch solver", "analyze(
 
 def memory_child(kind: str, layers: int, width: int, device: str) -> None:
     """Run in a fresh process: print the peak-memory growth (bytes) of one ``kind`` call as JSON."""
-    # lazy imports (scipy), solver start-up and the choice of CPU solver (the first stacks of a size try both) are
-    # not the analysis' memory: done on a model of the same shape, then freed
+    # lazy imports (scipy) and solver start-up (both LAPACKs' first calls) are not the analysis' memory: done on a
+    # model of the same shape, then freed
     analyze(build_model(layers, width, device))
     model = build_model(layers, width, device)  # every kind starts from the float32 model alone
     fn = {

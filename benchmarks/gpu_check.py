@@ -37,7 +37,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from reference_models import GaussianRBM, fit_reference
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.analysis import ANALYSES
-from rmt_callbacks.spectral import stacks
 from rmt_callbacks.spectral.density import density_l1, estimate_density, exact_density
 
 FAILED: list[str] = []
@@ -95,9 +94,10 @@ def _monitored_rows(device: str, width: int, tmp: Path, *, background: bool) -> 
     g = torch.Generator().manual_seed(2)
     data = TensorDataset(torch.randn(160, width, generator=g), torch.randn(160, width, generator=g))
     logger = CSVLogger(tmp, name="bg" if background else "inline")
-    monitor = SpectrumMonitor(
-        every_n_train_steps=5, overhead_budget=None, background=background, analyses=["summary", "marchenko_pastur"]
-    )
+    monitor = SpectrumMonitor(  # one CPU solver in both arms (the worker's thread count may differ): rows to the bit
+        every_n_train_steps=5, overhead_budget=None, background=background, analyses=["summary", "marchenko_pastur"],
+        solver="torch",
+    )  # fmt: skip
     trainer = pl.Trainer(
         max_steps=20, accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, logger=logger,
         callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
@@ -112,13 +112,9 @@ def _monitored_rows(device: str, width: int, tmp: Path, *, background: bool) -> 
 
 
 def check_monitor(device: str, width: int) -> None:
-    solver, stacks.EIGENSOLVER = stacks.EIGENSOLVER, "torch"  # one CPU solver in both arms: rows equal to the bit
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            bg, model = _monitored_rows(device, width, Path(tmp), background=True)
-            inline, _ = _monitored_rows(device, width, Path(tmp), background=False)
-    finally:
-        stacks.EIGENSOLVER = solver
+    with tempfile.TemporaryDirectory() as tmp:
+        bg, model = _monitored_rows(device, width, Path(tmp), background=True)
+        inline, _ = _monitored_rows(device, width, Path(tmp), background=False)
     merged = {}
     for r in bg:
         merged.setdefault(int(r["step"]), {}).update(r)
