@@ -16,9 +16,9 @@ Every entry point that decomposes (:func:`rmt_callbacks.analyze`, :func:`rmt_cal
 * ``"auto"`` (default): scipy's where it is offered and :math:`n \ge` :data:`SCIPY_FROM`, torch's otherwise, and
   torch's always under ``torch.use_deterministic_algorithms(True)`` (Lightning's ``Trainer(deterministic=True)``).
 
-The rule reads the stack's size (not its dtype) and the environment, never a timing: the same environment
-(threads, libraries, device) decomposes the same stack with the same backend, so an analysis repeated, in this
-process or another, gets the same levels to the bit. GPU stacks always go to torch.
+The rule reads the stack's size and the environment, never a timing (whatever the dtype): the same environment (threads,
+libraries, device) decomposes the same stack with the same backend, so an analysis repeated, in this process or
+another, gives the same bits. GPU stacks always go to torch.
 
 **Offered.** scipy's backend is used only where it needs no setting changed: when ``threadpoolctl`` finds the
 OpenBLAS inside scipy's own wheel and its (process-wide) thread count equals torch's for the calling thread. By
@@ -56,9 +56,8 @@ Backend = Literal["torch", "scipy"]
 SOLVERS: tuple[str, ...] = ("auto", "torch", "scipy")
 SCIPY_FROM: int = 256
 """The crossover of ``"auto"``: stacks of :math:`n \\times n` matrices with :math:`n \\ge` this go to scipy's
-backend where it is offered. At 256 the two are within a few per cent (scipy's 0.96 × torch's time per matrix
-idle, 1.02–1.06 × under a load of 10), and scipy's works in place, so the tie goes to it; 0.6–0.8 × above, 1.3–1.6 ×
-at 128 and worse below (``benchmarks/bench_solvers.py``, ``benchmarks/RESULTS.md`` section 7)."""
+backend where it is offered (0.96 × torch's time per matrix at 256, 0.6–0.8 × above; 1.3 × at 128 and worse
+below: ``benchmarks/bench_solvers.py``)."""
 
 
 def validate_solver(solver: object) -> Solver:

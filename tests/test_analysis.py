@@ -263,26 +263,27 @@ def _unfolded_apart(metrics: dict[str, dict[str, str]]) -> tuple[dict, dict]:
 
 def test_an_analysis_repeated_gives_the_same_bits_in_this_process_and_in_fresh_ones() -> None:
     """What a timing race between the two CPU solvers broke: the backend of a stack depends on its size and the
-    environment only, so the same analysis gives bit-identical spectra and metrics, repeated here and in two fresh
+    environment only, so the same analysis gives bit-identical spectra and metrics, repeated here or in two fresh
     processes (one BLAS thread like torch's, as here, so that scipy's is offered above the crossover).
 
-    Except the unfolding's least-squares fit (``torch.linalg.lstsq``, MKL's ``gelsy``, in
-    :func:`~rmt_callbacks.spectral.unfolded_spacings`): it rounds differently with where its buffers lie in memory,
-    so the surmise fit, and only it, is compared to its optimiser's tolerance; the levels are equal to the bit.
+    Between processes the unfolding's least-squares fit (``torch.linalg.lstsq``, MKL's ``gelsy``, in
+    :func:`~rmt_callbacks.spectral.unfolded_spacings`) rounds differently with where its buffers lie in memory,
+    so the surmise fit, and only it, is compared to its optimiser's tolerance there; the levels are to the bit.
     """
+    first, second = _repeat_here(), _repeat_here()
+    assert first == second and len(first[3]) == 3  # in one process: every metric to the bit
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    runs = [_repeat_here(), _repeat_here()] + [
+    runs = [
         json.loads(subprocess.run([sys.executable, "-c", REPEAT], capture_output=True, text=True, check=True, env=env)
                    .stdout)
         for _ in range(2)
     ]  # fmt: skip
-    fits, rests = zip(*(_unfolded_apart(run[3]) for run in runs), strict=True)
-    for run, fit, rest in zip(runs[1:], fits[1:], rests[1:], strict=True):
-        assert run[:3] == runs[0][:3]  # the same backends, the same levels to the bit
-        assert rest == rests[0] and len(rest) > 60  # every metric read from the levels alone, to the bit
-        assert fit.keys() == fits[0].keys() and all(fit[k] == pytest.approx(v, rel=1e-6) for k, v in fits[0].items())
+    assert runs[0][:3] == runs[1][:3]  # the same backends, the same levels to the bit
+    (fit_a, rest_a), (fit_b, rest_b) = _unfolded_apart(runs[0][3]), _unfolded_apart(runs[1][3])
+    assert rest_a == rest_b and len(rest_a) > 60  # every metric read from the levels alone, to the bit
+    assert fit_a.keys() == fit_b.keys() and all(fit_b[k] == pytest.approx(v, rel=1e-6) for k, v in fit_a.items())
     if scipy_blas() is not None:  # both backends took part, here and there
-        assert runs[0][:2] == runs[2][:2] == [True, "scipy"] and SCIPY_FROM <= 256
+        assert first[:2] == runs[0][:2] == [True, "scipy"] and SCIPY_FROM <= 256
         assert backend_for("auto", torch.empty(0, 40, 40)) == "torch"
 
 

@@ -32,9 +32,9 @@ batch of :math:`B` matrices. Conventions (orientation, Gram normalisation, ascen
 
 **Cost and memory.** The Gram spectra of equal-shape matrices (over all views of a call) are decomposed together
 in stacks of bounded bytes (:mod:`rmt_callbacks.spectral.stacks`: one or two copies of the largest matrix or of
-8 MiB; on a CPU by torch's or scipy's LAPACK, as the ``solver`` argument's fixed rule picks for the matrix size,
-so a repeated analysis gets the same levels to the bit: :mod:`rmt_callbacks.eigensolver`); the eigensolver is all
-but the whole cost: one decomposition per matrix, two per square matrix with ``"semicircle"``.
+8 MiB; on a CPU by torch's or scipy's LAPACK, as the ``solver`` argument's fixed rule picks for the matrix size:
+:mod:`rmt_callbacks.eigensolver`, so a repeated analysis gives the same bits); the eigensolver is all but the whole
+cost: one decomposition per matrix, two per square matrix with ``"semicircle"``.
 
 **Past the dense eigensolver.** A view with :math:`\min(M, N) \ge` :data:`~rmt_callbacks.spectral.DENSE_LIMIT`
 (8192) is not diagonalised: its Gram density is estimated by stochastic Lanczos quadrature
