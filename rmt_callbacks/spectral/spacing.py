@@ -284,11 +284,17 @@ def _quantile(sorted_values: torch.Tensor, q: float) -> torch.Tensor:
     return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
 
 
-def _fd_bins(values: torch.Tensor) -> tuple[float, float, int]:
-    """``(min, max, number of bins)`` of the papers' Freedman–Diaconis rule for pooled float64 values."""
-    v = _check_levels(values, min_levels=1, name="values").reshape(-1).double().sort().values
+def _sorted_sample(values: torch.Tensor, name: str) -> torch.Tensor:
+    return _check_levels(values, min_levels=1, name=name).reshape(-1).double().sort().values
+
+
+def _fd_bins(values: torch.Tensor, width_from: torch.Tensor | None = None) -> tuple[float, float, int]:
+    """``(min, max, number of bins)`` of the papers' Freedman–Diaconis rule for pooled float64 values, the width
+    taken from ``width_from`` (pooled) when given, else from ``values``."""
+    v = _sorted_sample(values, "values")
+    w = v if width_from is None else _sorted_sample(width_from, "width_from")
     lo, hi = float(v[0]), float(v[-1])
-    width = 2.0 * float(_quantile(v, 0.75) - _quantile(v, 0.25)) / v.numel() ** (1.0 / 3.0)
+    width = 2.0 * float(_quantile(w, 0.75) - _quantile(w, 0.25)) / w.numel() ** (1.0 / 3.0)
     bins = math.floor((hi - lo) / width) if width > 0 else 1
     return lo, hi, max(bins, 1)
 
@@ -298,7 +304,9 @@ def _edge(k: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
     return torch.where(k == bins, torch.full_like(k, hi), k * ((hi - lo) / bins) + lo)
 
 
-def freedman_diaconis_edges(values: torch.Tensor) -> torch.Tensor:
+def freedman_diaconis_edges(
+    values: torch.Tensor, *, max_bins: int | None = None, width_from: torch.Tensor | None = None
+) -> torch.Tensor:
     r"""Bin edges of the papers' Freedman–Diaconis histogram (docs/science.md#analysis-recipe, step 2).
 
     .. math::
@@ -306,25 +314,39 @@ def freedman_diaconis_edges(values: torch.Tensor) -> torch.Tensor:
         h = \frac{2\,\mathrm{IQR}}{n^{1/3}},\qquad K = \max\Big(1, \Big\lfloor \frac{\max - \min}{h} \Big\rfloor\Big),
 
     :math:`K` equal bins on :math:`[\min, \max]` (one bin when the IQR vanishes), as ``numpy.histogram`` with
-    ``bins=K, range=(min, max)`` makes them. Values of any shape are pooled.
+    ``bins=K, range=(min, max)`` makes them. Values of any shape are pooled. The one binning rule of the package:
+    the fits use it as it is; figures cap :math:`K` at ``max_bins`` (a far outlier would otherwise ask for
+    millions of bins), and take :math:`h` from one sample and the range from others with ``width_from`` (the
+    papers' spectra: the width of one level's distribution over the pooled range of all levels). numpy's
+    ``bins="fd"`` has the same :math:`h` but rounds :math:`K` up.
 
     Args:
-        values: samples, any non-empty shape.
+        values: samples, any non-empty shape; their range is the histogram's, and they give :math:`h` and
+            :math:`n` unless ``width_from`` does.
+        max_bins: the largest :math:`K`, or ``None`` for no cap.
+        width_from: the samples :math:`h` and :math:`n` are taken from, any non-empty shape, or ``None``.
 
     Returns:
         Shape ``(K + 1,)``, float64, on the input's device.
 
     Raises:
-        TypeError: ``values`` is not a real floating tensor.
-        ValueError: ``values`` is empty or has non-finite entries.
+        TypeError: ``values`` or ``width_from`` is not a real floating tensor, ``max_bins`` not an int.
+        ValueError: ``values`` or ``width_from`` is empty or has non-finite entries; ``max_bins < 1``.
 
     References: Freedman, Diaconis, Z. Wahrsch. 57, 453 (1981); arXiv:2407.16427 (``f_bin``).
 
     Example:
         >>> freedman_diaconis_edges(torch.arange(8.0)).tolist()  # IQR 3.5, h = 2 * 3.5 / 2, K = floor(7 / 3.5)
         [0.0, 3.5, 7.0]
+        >>> freedman_diaconis_edges(torch.tensor([0.0, 70.0]), width_from=torch.arange(8.0), max_bins=10).numel()
+        11
     """
-    lo, hi, bins = _fd_bins(values)
+    if max_bins is not None and (isinstance(max_bins, bool) or not isinstance(max_bins, int)):
+        raise TypeError(f"max_bins must be an int or None, got {max_bins!r}")
+    if max_bins is not None and max_bins < 1:
+        raise ValueError(f"max_bins must be >= 1 (or None for no cap), got {max_bins}")
+    lo, hi, bins = _fd_bins(values, width_from)
+    bins = bins if max_bins is None else min(bins, max_bins)
     k = torch.arange(bins + 1, dtype=torch.float64, device=values.device)
     return _edge(k, lo, hi, bins)
 

@@ -208,6 +208,42 @@ def test_histogram_mean_matches_the_numpy_recipe(sample: Callable[[torch.Generat
     np.testing.assert_array_equal(freedman_diaconis_edges(y).numpy(), edges)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_binning_rule_has_numpys_freedman_diaconis_width(seed: int) -> None:
+    x = np.random.default_rng(seed).standard_normal(400 + 700 * seed)
+    ours = freedman_diaconis_edges(torch.from_numpy(x)).numpy()
+    theirs = np.histogram_bin_edges(x, bins="fd")
+    q75, q25 = np.percentile(x, [75, 25])
+    h = 2.0 * (q75 - q25) / x.size ** (1 / 3)
+    span = x.max() - x.min()
+    assert (ours[0], ours[-1]) == (theirs[0], theirs[-1]) == (x.min(), x.max())
+    assert len(theirs) - 1 == math.ceil(span / h)  # numpy: the same width h, the bin count rounded up
+    assert len(ours) - 1 == math.floor(span / h)  # the papers': rounded down
+    assert np.diff(theirs).max() <= h * (1 + 1e-12) and np.diff(ours).min() >= h * (1 - 1e-12)
+    exact = np.arange(8.0)  # span / h = 2 exactly: both rules give the same edges
+    np.testing.assert_array_equal(freedman_diaconis_edges(torch.from_numpy(exact)).numpy(),
+                                  np.histogram_bin_edges(exact, bins="fd"))  # fmt: skip
+
+
+def test_the_binning_rule_honours_its_cap_and_a_width_from_another_sample() -> None:
+    cauchy = torch.from_numpy(np.random.default_rng(1).standard_cauchy(20000))
+    free = freedman_diaconis_edges(cauchy)
+    assert free.numel() - 1 > 200
+    capped = freedman_diaconis_edges(cauchy, max_bins=200)
+    assert capped.numel() == 201 and (capped[0], capped[-1]) == (free[0], free[-1])
+    np.testing.assert_allclose(np.diff(capped.numpy()), (free[-1] - free[0]).item() / 200, rtol=1e-9)
+    torch.testing.assert_close(freedman_diaconis_edges(cauchy, max_bins=free.numel()), free)  # above K: no effect
+    pooled = torch.tensor([0.0, 70.0], dtype=torch.float64)
+    edges = freedman_diaconis_edges(pooled, width_from=torch.arange(8.0, dtype=torch.float64))  # h = 3.5
+    torch.testing.assert_close(edges, torch.linspace(0.0, 70.0, 21, dtype=torch.float64))
+    with pytest.raises(ValueError, match="max_bins must be >= 1"):
+        freedman_diaconis_edges(cauchy, max_bins=0)
+    with pytest.raises(TypeError, match="max_bins must be an int"):
+        freedman_diaconis_edges(cauchy, max_bins=2.0)
+    with pytest.raises(ValueError, match="width_from must be finite"):
+        freedman_diaconis_edges(cauchy, width_from=torch.tensor([math.nan]))
+
+
 def test_histogram_mean_is_exact_with_millions_of_bins() -> None:
     y = torch.rand(2000, generator=torch.Generator().manual_seed(8), dtype=torch.float64) ** -1.2  # heavy tail
     ref, edges = _numpy_histogram_mean(y.numpy())
