@@ -13,7 +13,7 @@ import torch
 
 from ..eigensolver import Solver
 from ..laws import SpectralLaw
-from ..spectral import DENSE_LIMIT
+from ..spectral import DENSE_LIMIT, nonstructural_levels
 
 __all__ = [
     "ANALYSES",
@@ -25,6 +25,7 @@ __all__ = [
     "MatrixResult",
     "Outcome",
     "is_stepwise",
+    "nonstructural",
     "to_rows",
     "validate_analyses",
 ]
@@ -93,6 +94,21 @@ class MatrixResult:
     spectra: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     laws: dict[str, SpectralLaw] = field(default_factory=dict, repr=False, compare=False)
     method: str | None = "eigvalsh"
+
+
+def nonstructural(result: MatrixResult) -> torch.Tensor:
+    """The pooled Gram levels without the :math:`N - M` structural zeros of a wide matrix, flat (may be empty):
+    what the monitor keeps over training and the figures draw.
+
+    Examples:
+        >>> r = MatrixResult("w", (2, 4), "linear", {}, spectra={"gram": torch.tensor([0.0, 0.0, 1.0, 3.0])})
+        >>> nonstructural(r).tolist()
+        [1.0, 3.0]
+    """
+    gram = result.spectra.get("gram")
+    if gram is None or gram.numel() == 0:
+        return torch.empty(0, dtype=torch.float64)
+    return nonstructural_levels(gram.reshape(-1, gram.shape[-1]), result.shape[-2]).flatten()
 
 
 @dataclass(frozen=True)

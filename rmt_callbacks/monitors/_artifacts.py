@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..analysis import MatrixResult, is_stepwise, to_rows
+from ..analysis._result import nonstructural
 from ..sinks.keys import artifact_path, tag_key
-from ._history import LevelHistory, nonstructural
+from ._history import LevelHistory
 
 __all__ = [
     "record_levels",

@@ -29,7 +29,7 @@ import torch
 from ..analysis import MatrixResult
 from ..laws import PoissonSpacing, SpectralLaw, WignerSurmise
 from ..sinks.plots import Curve, Marker, Panel
-from ._history import nonstructural
+from ..analysis._result import nonstructural
 
 __all__ = ["GRID_POINTS", "evolution_curves", "panels_of"]
 

@@ -12,24 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..analysis import MatrixResult
-from ..spectral import nonstructural_levels
-
-__all__ = ["LevelHistory", "nonstructural"]
-
-
-def nonstructural(result: MatrixResult) -> torch.Tensor:
-    """The pooled Gram levels without the :math:`N - M` structural zeros of a wide matrix, flat (may be empty).
-
-    Examples:
-        >>> r = MatrixResult("w", (2, 4), "linear", {}, spectra={"gram": torch.tensor([0.0, 0.0, 1.0, 3.0])})
-        >>> nonstructural(r).tolist()
-        [1.0, 3.0]
-    """
-    gram = result.spectra.get("gram")
-    if gram is None or gram.numel() == 0:
-        return torch.empty(0, dtype=torch.float64)
-    return nonstructural_levels(gram.reshape(-1, gram.shape[-1]), result.shape[-2]).flatten()
+__all__ = ["LevelHistory"]
 
 
 class LevelHistory:
