@@ -1,7 +1,7 @@
 """What an analysis leaves beside the metrics: spectra as ``.npz``, the fit table, run tags, figures, the summary.
 
 Figures are rendered here (on the monitor's background thread) to PNG bytes and RGB pixels
-(:class:`~rmt_callbacks.sinks.plots.Rendered`), once for every sink: MLflow takes the PNGs as artifacts through the
+(``Rendered``, :mod:`rmt_callbacks.figures`), once for every sink: MLflow takes the PNGs as artifacts through the
 run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (queued, spooled while the server is down), TensorBoard the
 pixels as images. Values fixed for a matrix during a run (shape, aspect ratio, method, skip and failure reasons) are
 run tags, sent when they change, never per-step metrics. Every artifact path starts with the monitor's folder
@@ -34,8 +34,9 @@ MEAN_ROW = "(model mean)"
 
 def render_step(results: Sequence[MatrixResult], *, step: int) -> dict[str, Any]:
     """Each analysed matrix's figure at ``step``, rendered: ``{matrix: Rendered}`` (none for estimated spectra)."""
-    from ..sinks.plots import matrix_figure, render  # imports matplotlib: only when figures are due
-    from ._figures import panels_of
+    from ..figures._canvas import render  # imports matplotlib: only when figures are due
+    from ..figures._matrix import matrix_figure
+    from ..figures._recipes import panels_of
 
     out = {}
     for r in results:
@@ -46,9 +47,10 @@ def render_step(results: Sequence[MatrixResult], *, step: int) -> dict[str, Any]
 
 
 def render_evolution(history: LevelHistory, last: Mapping[str, MatrixResult]) -> dict[str, Any]:
-    """Each matrix's spectrum over the run (:func:`~rmt_callbacks.sinks.plots.evolution_figure`), rendered."""
-    from ..sinks.plots import evolution_figure, render
-    from ._figures import evolution_curves
+    """Each matrix's spectrum over the run (``evolution_figure``, :mod:`rmt_callbacks.figures`), rendered."""
+    from ..figures._canvas import render
+    from ..figures._evolution import evolution_figure
+    from ..figures._recipes import evolution_curves
 
     out = {}
     for name in history.names():

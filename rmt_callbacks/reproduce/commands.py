@@ -137,8 +137,8 @@ def _rbm_grid(
 
 
 def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
+    from ..figures._reproduction import pair_density_figure, rbm_spectra_figure
     from ..laws import GOEPairDensity
-    from .figures import pair_density_figure, rbm_spectra_figure
 
     results = results or _rbm_grid(args, FIG2_SETTINGS, settings)
     chosen = [r for r in results if (r.lr, r.batch_size) in FIG2_SETTINGS]
@@ -158,7 +158,7 @@ def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
 
 
 def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
-    from .figures import spacing_figure
+    from ..figures._reproduction import spacing_figure
 
     results = results or _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
     fit = scaling_fit(results)
@@ -178,8 +178,8 @@ def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
 
 
 def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[str, ...]) -> Outcome:
+    from ..figures._reproduction import dynamics_figure, two_species_figure
     from ..laws import GOEPairDensity, TwoSpeciesPairDensity
-    from .figures import dynamics_figure, two_species_figure
 
     sizes = _sizes(args).hidden
     sizes = HiddenSizes(

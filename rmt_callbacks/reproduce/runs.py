@@ -163,13 +163,13 @@ def record(
         metrics: measured numbers, logged once as ``summary/<name>`` (names without ``/``; non-finite ones
             are left out of MLflow and appear as ``null`` in ``summary.json``).
         params: numbers fixed by construction (targets, predictions), logged as params.
-        figures: matplotlib figures, written as PNG and logged as ``figures/<name>.png``; closed afterwards.
+        figures: matplotlib figures, written as PNG and logged as ``figures/<name>.png``; released once written.
         arrays: arrays for ``arrays.npz``, also an artifact.
 
     Returns:
         The path of the ``summary.json`` written.
     """
-    import matplotlib.pyplot as plt
+    from ..figures._canvas import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     client, run_id = run.logger.experiment, run.run_id
@@ -178,8 +178,7 @@ def record(
     if values := summary_metrics(metrics or {}):
         run.logger.log_metrics(values, step=None)
     for name, fig in (figures or {}).items():
-        fig.savefig(out / f"{name}.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / f"{name}.png", dpi=120)
         client.log_artifact(run_id, str(out / f"{name}.png"), "figures")
     if arrays:
         np.savez_compressed(out / "arrays.npz", **arrays)

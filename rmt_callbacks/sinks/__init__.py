@@ -6,9 +6,9 @@
 * :mod:`~rmt_callbacks.sinks.spool`: the background writer that spools a run's writes while its server is down.
 * :mod:`~rmt_callbacks.sinks.mlflow_logger`: :class:`~rmt_callbacks.sinks.mlflow_logger.SpoolingMLFlowLogger`, an
   ``MLFlowLogger`` that writes through that writer (``rmt_callbacks.sinks.SpoolingMLFlowLogger``, imported on use).
-* :mod:`~rmt_callbacks.sinks.plots`: matplotlib figures (the only module that imports matplotlib).
 
-Importing this package loads none of Lightning, MLflow or matplotlib; import the submodules for those (or ask for
+Figures are drawn by :mod:`rmt_callbacks.figures` (the only package that imports matplotlib); the sinks take them
+rendered. Importing this package loads neither Lightning nor MLflow; import the submodules for those (or ask for
 ``SpoolingMLFlowLogger``, which imports them then).
 """
 

@@ -205,7 +205,7 @@ from rmt_callbacks import SpectrumMonitor
 trainer = pl.Trainer(max_steps=2, logger=CSVLogger({str(tmp_path)!r}), enable_checkpointing=False,
                      callbacks=[SpectrumMonitor(every_n_train_steps=1)], enable_progress_bar=False)
 trainer.fit(BoringModel())
-print([m for m in ("mlflow", "rmt_callbacks.sinks.plots", "rmt_callbacks.sinks.mlflow") if m in sys.modules])
+print([m for m in ("mlflow", "rmt_callbacks.figures", "rmt_callbacks.sinks.mlflow") if m in sys.modules])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,9 +1,11 @@
 r"""From a :class:`~rmt_callbacks.analysis.MatrixResult` to the panels of its figures.
 
-The sinks draw only arrays; here the fitted laws are evaluated on a grid. Spectra are drawn on their
-*non-structural* levels: a wide :math:`W` (:math:`N > M`) has :math:`N - M` exact zeros in the spectrum of
-:math:`X = W^\top W / M` that say nothing about training, so they are left out and the Marchenko–Pastur density is
-drawn as its continuous part renormalised to one (divided by :math:`1/q`). Per analysed step, left to right:
+The drawing (``matrix_figure``, ``evolution_figure``) takes only arrays; here the fitted laws are evaluated on a
+grid (``law_curve``), for the monitor's figures and :func:`rmt_callbacks.figures.esd_figure` alike. Spectra are
+drawn on their *non-structural* levels: a wide :math:`W` (:math:`N > M`) has :math:`N - M` exact zeros in the
+spectrum of :math:`X = W^\top W / M` that say nothing about training, so they are left out and the
+Marchenko–Pastur density is drawn as its continuous part renormalised to one (divided by :math:`1/q`). Per
+analysed step, left to right:
 
 * the Gram spectrum with the fitted Marchenko–Pastur density, its bulk edge :math:`\lambda_+` and the spikes (the
   fit's ``num_spikes`` largest levels) marked, and :math:`n`, :math:`\sigma^2` and the KS distance written in;
@@ -27,29 +29,15 @@ import numpy as np
 import torch
 
 from ..analysis import MatrixResult
-from ..laws import PoissonSpacing, SpectralLaw, WignerSurmise
-from ..sinks.plots import Curve, Marker, Panel
 from ..analysis._result import nonstructural
+from ..laws import PoissonSpacing, SpectralLaw, WignerSurmise
+from ._canvas import Curve, Marker, law_curve
+from ._matrix import Panel
 
-__all__ = ["GRID_POINTS", "evolution_curves", "panels_of"]
+__all__ = ["evolution_curves", "panels_of"]
 
-GRID_POINTS: int = 400
 _SPACING_MAX: float = 4.0
 _EIGENVALUE = "eigenvalue λ of WᵀW / M"  # plain text: mathtext triples the drawing time
-
-
-def _curve(label: str, law: SpectralLaw, lo: float, hi: float, *, scale: float = 1.0, log: bool = False) -> Curve:
-    """``scale * law.pdf`` on a grid over its support clipped to ``[lo, hi]`` (log-spaced when ``log``)."""
-    s_lo, s_hi = law.support
-    a, b = max(lo, s_lo), min(hi, s_hi)
-    if not (math.isfinite(a) and math.isfinite(b)) or b <= a:
-        a, b = lo, hi
-    if log:
-        a = max(a, b * 1e-6)
-        x = torch.logspace(math.log10(a), math.log10(b), GRID_POINTS, dtype=torch.float64)
-    else:
-        x = torch.linspace(a, b, GRID_POINTS, dtype=torch.float64)
-    return Curve(label, x.numpy(), scale * law.pdf(x).numpy())
 
 
 def _range(values: torch.Tensor) -> tuple[float, float]:
@@ -71,7 +59,7 @@ def _mp_overlay(result: MatrixResult, levels: torch.Tensor, *, log: bool = False
         positive = levels[levels > 0]
         lo = float(positive.min()) * 0.9 if positive.numel() else lo
     scale = 1.0 / (1.0 - getattr(law, "atom", 0.0))  # the continuous part, as a density of the non-structural levels
-    return [_curve("Marchenko–Pastur fit", law, max(lo, 0.0), hi, scale=scale, log=log)]
+    return [law_curve("Marchenko–Pastur fit", law, max(lo, 0.0), hi, scale=scale, log=log)]
 
 
 def _gram_panels(result: MatrixResult) -> list[Panel]:
@@ -99,19 +87,19 @@ def _power_law_overlay(result: MatrixResult, levels: torch.Tensor) -> tuple[list
     if law is None or not levels.numel():
         return [], [], ""
     alpha, n_tail = metrics["pl_alpha"], int(metrics["pl_n_tail"])
-    curve = _curve(f"power law α = {alpha:.2f}", law, law.x_min, float(levels.max()),
+    curve = law_curve(f"power law α = {alpha:.2f}", law, law.x_min, float(levels.max()),
                    scale=n_tail / levels.numel(), log=True)  # fmt: skip
     note = f"α = {alpha:.2f} ± {metrics['pl_alpha_std']:.2f}, D = {metrics['pl_ks']:.3f}, n_tail = {n_tail}"
     return [curve], [Marker("x_min", law.x_min, color="C1", linestyle=":")], note  # C1: the power law's colour
 
 
 def _spacing_panel(values: torch.Tensor, fitted: SpectralLaw | None, metrics: dict[str, float]) -> Panel:
-    curves = [_curve("Poisson", PoissonSpacing(), 0.0, _SPACING_MAX)]
-    curves.append(_curve("GOE surmise β = 1", WignerSurmise(beta=1), 0.0, _SPACING_MAX))
+    curves = [law_curve("Poisson", PoissonSpacing(), 0.0, _SPACING_MAX)]
+    curves.append(law_curve("GOE surmise β = 1", WignerSurmise(beta=1), 0.0, _SPACING_MAX))
     note = f"n = {values.numel()}"
     if fitted is not None:
         beta = getattr(fitted, "beta", math.nan)
-        curves.append(_curve(f"fitted surmise β = {beta:.2f}", fitted, 0.0, _SPACING_MAX))
+        curves.append(law_curve(f"fitted surmise β = {beta:.2f}", fitted, 0.0, _SPACING_MAX))
         note += f", β = {beta:.2f}, KS = {metrics.get('surmise_ks', math.nan):.3f}"
     return Panel("level spacings", values.numpy(), curves, xlabel="spacing s", value_range=(0.0, _SPACING_MAX),
                  note=note)  # fmt: skip
@@ -141,7 +129,7 @@ def panels_of(result: MatrixResult) -> list[Panel]:
         values = spectra["symmetric"].flatten()
         lo, hi = _range(values)
         law = laws.get("semicircle")
-        curves = [_curve("semicircle fit", law, lo, hi)] if law is not None else []
+        curves = [law_curve("semicircle fit", law, lo, hi)] if law is not None else []
         panels.append(Panel("symmetric part (W + Wᵀ)/2", values.numpy(), curves, xlabel=r"eigenvalue"))
     if "spacings" in spectra:
         panels.append(_spacing_panel(spectra["spacings"].flatten(), laws.get("spacings"), result.metrics))

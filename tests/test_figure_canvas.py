@@ -9,18 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from rmt_callbacks.sinks.plots import (
-    MAX_BINS,
-    Y_HEADROOM,
-    Curve,
-    Marker,
-    Panel,
-    close_figure,
-    evolution_figure,
-    matrix_figure,
-)
+from rmt_callbacks.figures._canvas import MAX_BINS, Curve, Marker, close_figure, histogram_edges
+from rmt_callbacks.figures._evolution import evolution_figure
+from rmt_callbacks.figures._matrix import Y_HEADROOM, Panel, matrix_figure
+from rmt_callbacks.spectral import freedman_diaconis_edges
 
 
 def _bars(ax) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +52,9 @@ def test_histograms_are_densities_and_curves_are_drawn_as_given() -> None:
 
 
 def test_bins_are_capped_and_non_finite_values_dropped() -> None:
-    # Cauchy tails: numpy's "auto" rule asks for its own cap of 2 sqrt(n) = 282 bins here, above MAX_BINS
+    # Cauchy tails: the Freedman–Diaconis rule asks for thousands of bins here, far above MAX_BINS
     cauchy = np.random.default_rng(1).standard_cauchy(20000)
-    assert len(np.histogram_bin_edges(cauchy, bins="auto")) - 1 > MAX_BINS
+    assert len(histogram_edges(cauchy, max_bins=10**9)) - 1 > MAX_BINS
     values = np.concatenate([cauchy, [np.nan, np.inf]])
     fig = matrix_figure([Panel("spiky", values)])
     heights, widths = _bars(fig.axes[0])
@@ -77,8 +72,10 @@ def test_bad_input_raises() -> None:
 
 def test_plots_never_load_pyplot() -> None:
     code = (
-        "import sys, numpy as np\nfrom rmt_callbacks.sinks.plots import Panel, matrix_figure\n"
+        "import sys, numpy as np\nfrom rmt_callbacks.figures._matrix import Panel, matrix_figure\n"
         "matrix_figure([Panel('p', np.arange(10.0))]).savefig('/dev/null', format='png')\n"
+        "from rmt_callbacks.figures._reproduction import pair_density_figure\n"  # tight_layout, mathtext
+        "pair_density_figure(np.arange(10.0), {}, title='$x$', xlabel='x').savefig('/dev/null', format='png')\n"
         "print('matplotlib.pyplot' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -136,3 +133,52 @@ def test_evolution_figure_overlays_first_middle_and_last(spread: float, log: boo
     np.testing.assert_allclose(rows[1:-1], [(a + b) / 2 for a, b in itertools.pairwise(steps)])
     assert all(lo < s < hi for lo, s, hi in zip(rows[:-1], steps, rows[1:], strict=True))
     close_figure(fig)
+
+
+def _edges(ax) -> np.ndarray:
+    return np.array([p.get_x() for p in ax.patches] + [ax.patches[-1].get_x() + ax.patches[-1].get_width()])
+
+
+def test_panels_bin_by_the_fits_rule() -> None:
+    values = np.random.default_rng(5).gamma(2.0, size=3000)
+    fig = matrix_figure([Panel("p", values)])
+    expected = freedman_diaconis_edges(torch.from_numpy(values), max_bins=MAX_BINS).numpy()
+    np.testing.assert_allclose(_edges(fig.axes[0]), expected, rtol=1e-12)
+    close_figure(fig)
+
+
+def test_reproduction_figures_use_the_one_rule_and_are_released_once_saved(tmp_path) -> None:
+    from rmt_callbacks.figures._canvas import save_figure
+    from rmt_callbacks.figures._reproduction import (
+        SPECTRA_MAX_BINS,
+        dynamics_figure,
+        pair_density_figure,
+        rbm_spectra_figure,
+        spacing_figure,
+        two_species_figure,
+    )
+    from rmt_callbacks.laws import GOEPairDensity
+
+    rng = np.random.default_rng(6)
+    levels = np.sort(rng.normal(np.arange(8.0), 0.05, size=(64, 8)), axis=1)  # (E, n): 64 networks, 8 levels
+    fig = rbm_spectra_figure({"a": levels}, [1.0, 2.0], xlabel="λ")
+    width = freedman_diaconis_edges(torch.from_numpy(levels[:, 0]))  # the first level's width over the pooled range
+    expected = freedman_diaconis_edges(torch.from_numpy(levels), width_from=torch.from_numpy(levels[:, 0]),
+                                       max_bins=SPECTRA_MAX_BINS).numpy()  # fmt: skip
+    np.testing.assert_allclose(_edges(fig.axes[0]), expected, rtol=1e-12)
+    assert len(expected) - 1 > len(width) - 1
+    pair = rng.normal(1.0, 0.1, size=(200, 2))
+    figures = {
+        "spectra": fig,
+        "pair": pair_density_figure(pair, {"E12": GOEPairDensity(center=1.0, sigma=0.1)}, title="t", xlabel="x"),
+        "species": two_species_figure({"Z": (pair, {})}, xlabel="x"),
+        "spacings": spacing_figure({"s": rng.exponential(size=500)}, (*[np.ones(3)] * 3, 1.0, 0.1), xlabel="x"),
+        "dynamics": dynamics_figure({"Z": (np.arange(5.0), rng.random((3, 5, 2)), rng.random((5, 2)))}),
+    }
+    np.testing.assert_allclose(_edges(figures["pair"].axes[0]), histogram_edges(pair), rtol=1e-12)
+    (line,) = figures["pair"].axes[0].get_lines()
+    assert line.get_xdata()[0] == pytest.approx(pair.min()) and line.get_xdata()[-1] == pytest.approx(pair.max())
+    for name, figure in figures.items():
+        assert isinstance(figure.canvas, FigureCanvasAgg)
+        save_figure(figure, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000 and figure.axes == []
