@@ -63,7 +63,7 @@ from ._delivery import _Delivery
 from ._probe import PROBE_TIMEOUT_S, probe
 from ._probe import _is_outage as _is_outage  # re-exported: the logger classifies its own errors with it
 from ._replay import ReplayReport, _Store, main, replay
-from ._spooldir import STATUSES, _Spool, spool_locations, spool_roots, spools_under
+from ._spooldir import STATUSES, Op, _Spool, spool_locations, spool_roots, spools_under
 from .keys import artifact_path, sanitize
 from .mlflow import MLFLOW_MAX_TAGS_PER_BATCH, checked_path, rows_to_columns
 
@@ -128,6 +128,7 @@ class MlflowWriter(_Delivery):
         locations = spool_locations(spool_dir, run_id, experiment_name)
         spool = _Spool(locations, {"tracking_uri": tracking_uri, "experiment_name": experiment_name})
         store = _Store(client, run_id, experiment_name, artifact_location)
+        self._preparing = threading.local()  # the caller thread's prepared() list: operations built, not queued
         self._owns_run = run_id is None  # a run the writer creates is also finished by it (a "terminate" operation)
         self._terminated = False  # terminate() was called: close() adds no "terminate" of its own
         super().__init__(
@@ -226,6 +227,32 @@ class MlflowWriter(_Delivery):
             yield
         finally:
             self._unless.value = previous
+
+    @contextmanager
+    def prepared(self) -> Iterator[list[Op]]:
+        """Within this block, operations made by this thread are built (checked, serialised: ``.npz`` and PNG bytes,
+        table columns) into the list it yields instead of being queued; :meth:`enqueue` queues them later.
+
+        So one thread (a monitor's worker) does the work of a write and another (training) hands it over.
+        """
+        previous, self._preparing.ops = getattr(self._preparing, "ops", None), []
+        try:
+            yield self._preparing.ops
+        finally:
+            self._preparing.ops = previous
+
+    def enqueue(self, ops: Sequence[Op]) -> None:
+        """Queue operations built under :meth:`prepared`, in order (under :meth:`unless_logged` when in one); takes
+        microseconds: a lock and an append each, no serialising, no network."""
+        for op in ops:
+            self._put(dict(op))
+
+    def _put(self, op: Op) -> None:
+        held = getattr(self._preparing, "ops", None)
+        if held is None:
+            super()._put(op)
+        else:
+            held.append(op)
 
     @property
     def closed(self) -> bool:
