@@ -2,10 +2,11 @@
 
 Figures are rendered here (on the monitor's background thread) to PNG bytes and RGB pixels
 (``Rendered``, :mod:`rmt_callbacks.figures`), once for every sink: MLflow takes the PNGs as artifacts through the
-run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (queued, spooled while the server is down), TensorBoard the
-pixels as images. Values fixed for a matrix during a run (shape, aspect ratio, method, skip and failure reasons) are
-run tags, sent when they change, never per-step metrics. Every artifact path starts with the monitor's folder
-``root`` = ``<log_key_prefix><label>`` (:mod:`._identity`), so monitors sharing a run never overwrite each other's.
+run's :class:`~rmt_callbacks.sinks.spool.MlflowWriter` (built here, queued by the training thread: :mod:`._recorder`),
+TensorBoard the pixels as images. Values fixed for a matrix during a run (shape, aspect ratio, method, skip and
+failure reasons) are run tags, sent when they change, never per-step metrics. Every artifact path starts with the
+monitor's folder ``root`` = ``<log_key_prefix><label>`` (:mod:`._identity`), so monitors sharing a run never
+overwrite each other's.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""The monitor's jobs, run off the training thread: analyse a snapshot, draw it, write MLflow's share; close a run.
+"""The monitor's jobs and their delivery: a job computes on the worker, the training thread hands its result over.
 
 A :class:`Recorder` holds what a run accumulates (each matrix's spectrum over time, its last results, the run tags
-sent, the monitor's measured time) and returns a :class:`Report` per job; the Lightning callback hands the
-reports' metrics, histograms and images to the other loggers from the training thread.
+sent, the monitor's measured time). Its jobs, :meth:`Recorder.analyse` and :meth:`Recorder.close` (run on the
+monitor's worker thread, or in the hook with ``background=False``), only compute: the analysis, the figures, and
+each MLflow run's writes built ready to queue (``.npz`` and PNG bytes, tables, tags, metrics:
+:meth:`~rmt_callbacks.sinks.spool.MlflowWriter.prepared`); each returns a :class:`Report` and touches no sink.
+:meth:`Recorder.deliver`, called by the training thread for every report in step order, is the one place a result
+reaches a sink: MLflow's writes are queued into each run's writer (which sends them from its own thread), then the
+other loggers get the metrics, histograms and images.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import numpy as np
 from ..analysis import MatrixResult, analyze_views, is_stepwise
 from ..eigensolver import Solver
 from ..sinks.keys import metric_key
+from ..sinks.lightning import log_to_loggers, mlflow_loggers
+from ..sinks.tensorboard import log_histograms, log_images
 from ..spectral import MatrixView
 from ._artifacts import (
     record_levels,
@@ -33,7 +40,7 @@ from ._history import LevelHistory
 from ._identity import artifact_root, run_key
 from ._messages import OnceMessages
 
-__all__ = ["Clock", "Recorder", "Report"]
+__all__ = ["Clock", "Prepared", "Recorder", "Report"]
 
 
 @dataclass
@@ -51,8 +58,19 @@ class Clock:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """Writes built for one MLflow run's writer (:class:`~rmt_callbacks.sinks.spool.MlflowWriter`), not queued yet;
+    with ``unless=(key, step)`` they are left out if the run already holds ``key`` at ``step``."""
+
+    writer: Any
+    ops: list[dict[str, Any]]
+    unless: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
 class Report:
-    """One finished job: the step, results, metrics, wall time, eigenvalue histograms and figure pixels by tag."""
+    """One finished job: the step, results, metrics, wall time, eigenvalue histograms and figure pixels by tag, and
+    the MLflow runs' prepared writes."""
 
     step: int
     results: list[MatrixResult]
@@ -60,6 +78,7 @@ class Report:
     seconds: float
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    mlflow: list[Prepared] = field(default_factory=list)
 
 
 class Recorder:
@@ -108,8 +127,8 @@ class Recorder:
     def analyse(
         self, views: list[MatrixView], mlflow: list[Any], pixels: bool, *, step: int, interval: int, figures: bool
     ) -> Report:
-        """Analyse a snapshot, draw it when ``figures``, and queue MLflow's share: arrays, table, tags, figures,
-        then the metrics (whose ``analysis_seconds`` count all of it)."""
+        """Analyse a snapshot, draw it when ``figures``, and prepare MLflow's share: arrays, table, tags, figures,
+        then the metrics (whose ``analysis_seconds`` count all of it); :meth:`deliver` hands it over."""
         start = time.perf_counter()
         results = analyze_views(views, analyses=self.analyses, dense_limit=self.dense_limit, solver=self.solver)
         levels = record_levels(self.history, results, step=step)
@@ -121,9 +140,8 @@ class Recorder:
         # a resumed run that holds this step already (logged again after a crash) keeps its first record: the
         # writer thread leaves this step's writes out when the run holds one of its metrics there
         held = (self.run_key("analysis_interval"), step)  # a key of this monitor's own, logged at every analysis
-        for logger in mlflow:
-            write = partial(write_artifacts, root=self.root, results=results, step=step, figures=rendered, tags=tags)
-            self._write(logger, write, unless=held)
+        write = partial(write_artifacts, root=self.root, results=results, step=step, figures=rendered, tags=tags)
+        prepared = [p for logger in mlflow for p in self._prepare(logger, write, unless=held)]
         seconds = time.perf_counter() - start
         self.clock.jobs += seconds
         metrics[self.run_key("analysis_seconds")] = seconds
@@ -131,10 +149,10 @@ class Recorder:
         if step > 0:  # at step 0 no training has happened yet: its share would be 1 by construction
             metrics[self.run_key("overhead")] = self.clock.overhead()
         for logger in mlflow:
-            self._write(logger, lambda run: run.log_metrics(metrics, step=step), unless=held)
+            prepared += self._prepare(logger, lambda run: run.log_metrics(metrics, step=step), unless=held)
         images = {self.key(n, "spectrum"): r.rgb for n, r in rendered.items()} if pixels else {}
         histograms = {self.key(n, "eigenvalues"): v for n, v in levels.items()}
-        return Report(step, results, metrics, seconds, histograms, images)
+        return Report(step, results, metrics, seconds, histograms, images, prepared)
 
     def close(self, mlflow: list[Any], pixels: bool, *, step: int, per_step: bool = True) -> Report:
         """The end of training: the last step's figures if its analysis drew none (and ``per_step``), each matrix's
@@ -145,26 +163,54 @@ class Recorder:
             drawn = render_step(final, step=step) if per_step and final and self.drawn != step else {}
             rendered = render_evolution(self.history, {n: r for n, (_, r) in self.last.items()})
         rows = summary_rows(self.last)
-        for logger in mlflow:
-            write = partial(write_closing, root=self.root, step=step, drawn=drawn, figures=rendered, rows=rows)
-            self._write(logger, write)
+        write = partial(write_closing, root=self.root, step=step, drawn=drawn, figures=rendered, rows=rows)
+        prepared = [p for logger in mlflow for p in self._prepare(logger, write)]
         images = {self.key(n, "spectrum"): r.rgb for n, r in drawn.items()} if pixels else {}
         images.update({self.key(n, "evolution"): r.rgb for n, r in rendered.items()} if pixels else {})
-        return Report(step, [], {}, time.perf_counter() - start, {}, images)
+        return Report(step, [], {}, time.perf_counter() - start, {}, images, prepared)
+
+    def deliver(self, report: Report, loggers: Sequence[Any]) -> None:
+        """Hand ``report`` to every sink; called by the training thread, report by report in step order.
+
+        Each MLflow run's prepared writes are queued into its writer (a lock and an append per write: the writer's
+        thread sends them), under the same ``unless`` guard as when they were built; then every other logger gets
+        the metrics, eigenvalue histograms and figure images.
+        """
+        for prepared in report.mlflow:
+            writer = prepared.writer
+            try:
+                with writer.unless_logged(*prepared.unless) if prepared.unless else nullcontext():
+                    writer.enqueue(prepared.ops)
+            except Exception as exc:  # a defect here must not cost the other loggers' numbers or the training
+                self._failed(exc)
+        others = [lg for lg in loggers if lg not in mlflow_loggers(loggers)]
+        log_to_loggers(others, report.metrics, step=report.step)
+        log_histograms(others, report.histograms, step=report.step)
+        log_images(others, report.images, step=report.step)
 
     def _changed(self, tags: dict[str, str]) -> dict[str, str]:
         changed = {k: v for k, v in tags.items() if self._tags.get(k) != v}
         self._tags.update(changed)
         return changed
 
-    def _write(self, logger: Any, write: Callable[[Any], None], unless: tuple[str, int] | None = None) -> None:
-        """Queue a write into the logger's run (its writer sends it, or spools it while the server is down); with
-        ``unless=(key, step)``, left out if the run already holds ``key`` at ``step``."""
+    def _prepare(
+        self, logger: Any, write: Callable[[Any], None], unless: tuple[str, int] | None = None
+    ) -> list[Prepared]:
+        """Build a write for the logger's run without queueing it (what was built before a failure is kept). The
+        writer is found here, off the training thread: finding it may create the run on the server."""
         from ..sinks.spool import MlflowWriter  # imports mlflow: only with an MLFlowLogger
 
         try:
             writer = MlflowWriter.for_logger(logger)
-            with writer.unless_logged(*unless) if unless else nullcontext():
-                write(writer)
         except Exception as exc:  # a defect here must not cost the other loggers' numbers or the training
-            self.said.once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")
+            self._failed(exc)
+            return []
+        with writer.prepared() as ops:
+            try:
+                write(writer)
+            except Exception as exc:
+                self._failed(exc)
+        return [Prepared(writer, ops, unless)]
+
+    def _failed(self, exc: Exception) -> None:
+        self.said.once(("mlflow", type(exc).__name__), f"SpectrumMonitor: writing to MLflow failed: {exc!r}")

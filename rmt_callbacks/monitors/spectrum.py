@@ -28,8 +28,8 @@ from lightning.pytorch.callbacks import Callback
 
 from ..analysis import DEFAULT_ANALYSES, Analysis, resolve_views, validate_analyses
 from ..eigensolver import Solver, validate_solver
-from ..sinks.lightning import flush_loggers, log_to_loggers, mlflow_loggers
-from ..sinks.tensorboard import log_histograms, log_images, tensorboard_loggers
+from ..sinks.lightning import flush_loggers, mlflow_loggers
+from ..sinks.tensorboard import tensorboard_loggers
 from ..spectral import DENSE_LIMIT, MatrixView
 from . import _schedule as schedule
 from ._gather import is_sharded, snapshot_module, snapshot_views, strategy_root
@@ -64,10 +64,11 @@ class SpectrumMonitor(Labelled, Callback):
     once). Every analysis logs the monitor's measured share of training time.
 
     **Training is not kept waiting.** At an analysis the hook copies the selected weights (on CUDA on a side
-    stream) and returns; a background thread analyses the copy, draws the figures and writes MLflow's share.
-    Other loggers get theirs at the next hook, from the training thread; everything pending is logged before
-    training ends, when a checkpoint is saved and when training raises. ``background=False`` analyses in the
-    hook. Only rank zero analyses and logs (under FSDP every rank enters the gather); ``pl_module.log`` is never
+    stream) and returns; a background thread analyses the copy, draws the figures and builds MLflow's writes
+    (arrays, tables, PNGs), and hands nothing to any sink. Every sink gets its share from the training thread, at
+    its next hook, in step order: MLflow's queued into the run's writer (which sends it from its own thread),
+    every other logger's logged. Everything pending is delivered before training ends, when a checkpoint is saved
+    and when training raises. ``background=False`` analyses in the hook and delivers the same way. Only rank zero analyses and logs (under FSDP every rank enters the gather); ``pl_module.log`` is never
     used; with no logger at all the monitor warns once and analyses nothing. A matrix that cannot be analysed
     (NaN/Inf, fewer than 2 rows or columns, not a real float) is skipped, said once per (matrix, reason).
     Matrices with :math:`\min(M, N) \ge` ``dense_limit`` get a stochastic-Lanczos density estimate.
@@ -369,10 +370,7 @@ class SpectrumMonitor(Labelled, Callback):
             return
         self._budget.finished(finished.seconds)  # analysis, figures and artifacts: the whole job
         report_skips(self._said, report.results)
-        others = [lg for lg in trainer.loggers if lg not in mlflow_loggers(trainer.loggers)]
-        log_to_loggers(others, report.metrics, step=report.step)
-        log_histograms(others, report.histograms, step=report.step)
-        log_images(others, report.images, step=report.step)
+        self._recorder.deliver(report, trainer.loggers)  # every sink, MLflow's writer queue included
         self._said.emit()
 
     def _warn_late(self, due: int, step: int, previous: int | None) -> None:
