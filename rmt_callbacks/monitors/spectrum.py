@@ -63,14 +63,15 @@ class SpectrumMonitor(Labelled, Callback):
     started (the first analysis, which pays one-time costs, does not count), else the due step is deferred (said
     once). Every analysis logs the monitor's measured share of training time.
 
-    **Training is not kept waiting.** At an analysis the hook copies the selected weights (on CUDA on a side
-    stream) and returns; a background thread analyses the copy, draws the figures and builds MLflow's writes
-    (arrays, tables, PNGs), and hands nothing to any sink. Every sink gets its share from the training thread, at
-    its next hook, in step order: MLflow's queued into the run's writer (which sends it from its own thread),
-    every other logger's logged. Everything pending is delivered before training ends, when a checkpoint is saved
-    and when training raises. ``background=False`` analyses in the hook and delivers the same way. Only rank zero analyses and logs (under FSDP every rank enters the gather); ``pl_module.log`` is never
-    used; with no logger at all the monitor warns once and analyses nothing. A matrix that cannot be analysed
-    (NaN/Inf, fewer than 2 rows or columns, not a real float) is skipped, said once per (matrix, reason).
+    **Training is not kept waiting.** At an analysis the hook copies the selected weights (on CUDA on a side stream)
+    and returns; a background thread analyses the copy, draws the figures and builds MLflow's writes (arrays,
+    tables, PNGs), and hands nothing to any sink. Every sink gets its share from the training thread, at its next
+    hook, in step order: MLflow's queued into the run's writer (which sends it from its own thread), every other
+    logger's logged. Everything pending is delivered before training ends, when a checkpoint is saved and when
+    training raises. ``background=False`` analyses in the hook and delivers the same way. Only rank zero analyses
+    and logs (under FSDP every rank enters the gather); ``pl_module.log`` is never used; with no logger at all the
+    monitor warns once and analyses nothing. A matrix that cannot be analysed (NaN/Inf, fewer than 2 rows or
+    columns, not a real float) is skipped, said once per (matrix, reason).
     Matrices with :math:`\min(M, N) \ge` ``dense_limit`` get a stochastic-Lanczos density estimate.
 
     Logged metrics, at ``step = trainer.global_step`` (``{log_key_prefix}{matrix}/{statistic}``, one chart
