@@ -299,13 +299,14 @@ def invalid(op: Any) -> str | None:
     """Why ``op`` (read back from a spool) is not an operation a writer makes; ``None`` when it is one."""
     if not isinstance(op, dict):
         return "not an operation (a JSON object)"
-    fields = _FIELDS.get(op.get("kind"))  # type: ignore[arg-type]
+    kind = op.get("kind")
+    fields = _FIELDS.get(kind) if isinstance(kind, str) else None  # (a list or dict kind is unhashable)
     if fields is None:
         return f"unknown operation kind {op.get('kind')!r}"
     for name, kind in fields.items():
         if not isinstance(op.get(name), kind) or isinstance(op.get(name), bool):
             return f"a {op['kind']} operation without a valid {name!r}"
-    values = {"metrics": (int, float), "tags": str, "params": str}.get(op["kind"])
+    values = {"metrics": (int, float), "tags": (str,), "params": (str,)}.get(op["kind"])
     mapping = op.get(op["kind"], {})
     if values and not all(isinstance(v, values) and not isinstance(v, bool) for v in mapping.values()):
         return f"a {op['kind']} operation with a value of the wrong type"

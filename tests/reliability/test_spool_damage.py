@@ -451,3 +451,12 @@ def test_unknown_run_id_is_refused_before_anything_is_consumed(
     assert outcome.error.endswith("); pass --tracking-uri for its server, or --run-id for the run to send it into")
     assert spool.snapshot() == before  # every operation still there, no offset written
     assert MlflowClient(store[0]).get_run(spool.run_id).data.metrics == {}
+
+
+@pytest.mark.parametrize("kind", [["metrics"], {"kind": "metrics"}, None, 3])
+def test_a_line_of_an_unhashable_kind_is_reported_not_raised(kind: object) -> None:
+    """A damaged line whose kind is a list or an object is an unknown kind like any other (it raised TypeError, which
+    stopped the replay at the damage)."""
+    from rmt_callbacks.sinks._spooldir import invalid
+
+    assert invalid({"kind": kind, "step": 1}) == f"unknown operation kind {kind!r}"
