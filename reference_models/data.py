@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
@@ -215,6 +216,15 @@ class EnsembleModule(pl.LightningModule):
         super().__init__()
         self._generator: torch.Generator | None = None
         self._pending_rng: dict[str, Any] | None = None
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved hyper-parameters, read as attributes (``self.hparams.lr``).
+
+        ``save_hyperparameters`` stores an ``AttributeDict``; Lightning annotates the property with the looser
+        ``AttributeDict | MutableMapping``, on which an attribute is a type error.
+        """
+        return cast(AttributeDict, super().hparams)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -246,6 +246,9 @@ class GaussianRBM(EnsembleModule):
         (torch.Size([4, 10, 10]), torch.float64, torch.Size([4, 8, 10]), torch.Size([4, 10]))
     """
 
+    chains: torch.Tensor  # buffers (registered in __init__)
+    k_inv: torch.Tensor
+
     def __init__(
         self,
         networks: int = 100,

@@ -36,7 +36,10 @@ import torch
 
 from .data import EnsembleModule, derive_seed, goe_noise, require_float, require_int
 
-__all__ = ["HIDDEN_LAYERS", "HiddenLayerNetwork", "hidden_layer_loss", "predicted_rates"]
+__all__ = ["HIDDEN_LAYERS", "HiddenLayerName", "HiddenLayerNetwork", "hidden_layer_loss", "predicted_rates"]
+
+HiddenLayerName = Literal["mat_1", "mat_2"]
+"""The keys of :data:`HIDDEN_LAYERS`."""
 
 #: The fixed hidden → output layers (docs/science.md#hidden-layer).
 HIDDEN_LAYERS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -116,10 +119,13 @@ class HiddenLayerNetwork(EnsembleModule):
         (torch.Size([3, 2, 2]), [[1.0, 0.0], [0.0, 0.5]], [0.1, 0.025])
     """
 
+    z: torch.Tensor  # buffers (registered in __init__)
+    teacher: torch.Tensor
+
     def __init__(
         self,
         networks: int = 100,
-        z: Literal["mat_1", "mat_2"] = "mat_1",
+        z: HiddenLayerName = "mat_1",
         lr: float = 0.01,
         batch_size: int = 16,
         noise: float = 0.1,

@@ -119,6 +119,11 @@ class TeacherStudent2x2(EnsembleModule):
         (torch.Size([3, 2, 2]), torch.Size([500, 4, 2]), torch.Size([500, 3, 2, 2]), 5000)
     """
 
+    teacher: torch.Tensor  # buffers (registered in __init__)
+    inputs: torch.Tensor
+    input_moments: torch.Tensor
+    noise_mean: torch.Tensor
+
     def __init__(
         self,
         networks: int = 100,
