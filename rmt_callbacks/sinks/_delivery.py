@@ -247,7 +247,9 @@ class _Delivery:
             op = self._inflight = self._pending.popleft()
             self._inflight_spooled = False
         fresh = time.monotonic() - self._answered_at < _FRESH_S  # it answered a request a moment ago: no probe
-        error = None if fresh or self._reachable() else ConnectionError(f"{self.tracking_uri}/health does not answer")
+        error: BaseException | None = (
+            None if fresh or self._reachable() else ConnectionError(f"{self.tracking_uri}/health does not answer")
+        )
         if error is None:
             error = self._attempt(op, replaying=False, generation=generation)
         if self._stale(generation):
@@ -374,7 +376,7 @@ class _Delivery:
             if error is not None and _is_outage(error):
                 self._go_down()
                 return False
-            if error is not None:
+            if error is not None and entry.op is not None:  # (an error comes only from sending an operation)
                 self._reject(entry.op, error)
             with self._spool_lock:
                 self._spool.advance(entry.end)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from ._probe import _is_outage, probe
 from ._spooldir import Entry, Op, SpoolDamaged, _Spool, spools_under
@@ -62,7 +63,17 @@ class _Store:
         """A store into the same run with nothing cached (for a new writer thread)."""
         return _Store(self.client, self.run_id, self._experiment, self._location, self.notice)
 
+    @property
+    def run(self) -> str:
+        """The run id, for a request; the writer creates the run before it sends (an operation without one is
+        refused, never spooled)."""
+        if self.run_id is None:
+            raise MlflowException("no MLflow run to send to: create_run() first", INVALID_PARAMETER_VALUE)
+        return self.run_id
+
     def create_run(self) -> None:
+        if self._experiment is None:
+            raise MlflowException("no experiment to create the MLflow run in", INVALID_PARAMETER_VALUE)
         found = self.client.get_experiment_by_name(self._experiment)
         if found is not None and found.lifecycle_stage != "deleted":
             experiment_id = found.experiment_id
@@ -92,19 +103,19 @@ class _Store:
         metrics = {k: v for k, v in op["metrics"].items() if not (replaying and step in self._held(k))}
         self.skipped += len(op["metrics"]) - len(metrics)
         if metrics:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()])
+            self.client.log_batch(self.run, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()])
         for key in metrics:
             if key in self._steps:  # what the run holds now, for the next check
                 self._steps[key].add(step)
 
     def _held(self, key: str) -> set[int]:
         if key not in self._steps:
-            held = () if self._fresh else self.client.get_metric_history(self.run_id, key)
+            held = () if self._fresh else self.client.get_metric_history(self.run, key)
             self._steps[key] = {m.step for m in held}
         return self._steps[key]
 
     def _send_tags(self, op: Op, replaying: bool) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+        self.client.log_batch(self.run, tags=[RunTag(k, v) for k, v in op["tags"].items()])
 
     def _send_table(self, op: Op, replaying: bool) -> None:
         """The table as MLflow's ``log_table`` writes it (``orient="split"`` JSON, listed in the run's
@@ -117,30 +128,30 @@ class _Store:
         head, _, name = path.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
             pd.DataFrame(op["columns"]).to_json(Path(tmp) / name, orient="split", index=False, date_format="iso")
-            self.client.log_artifact(self.run_id, str(Path(tmp) / name), artifact_path=head or None)
-        listed = json.loads(self.client.get_run(self.run_id).data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
+            self.client.log_artifact(self.run, str(Path(tmp) / name), artifact_path=head or None)
+        listed = json.loads(self.client.get_run(self.run).data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
         if {"path": path, "type": "table"} not in listed:
             listed.append({"path": path, "type": "table"})
-            self.client.set_tag(self.run_id, _LOGGED_ARTIFACTS_TAG, json.dumps(listed))
+            self.client.set_tag(self.run, _LOGGED_ARTIFACTS_TAG, json.dumps(listed))
 
     def _send_params(self, op: Op, replaying: bool) -> None:
-        held = self.client.get_run(self.run_id).data.params if replaying and not self._fresh else {}
+        held = self.client.get_run(self.run).data.params if replaying and not self._fresh else {}
         params = [Param(k, v) for k, v in op["params"].items() if k not in held]
         self.skipped += len(op["params"]) - len(params)
         if params:
-            self.client.log_batch(self.run_id, params=params)
+            self.client.log_batch(self.run, params=params)
 
     def _send_terminate(self, op: Op, replaying: bool) -> None:
-        self.client.set_terminated(self.run_id, op["status"])
+        self.client.set_terminated(self.run, op["status"])
 
     def _send_artifact(self, op: Op, replaying: bool) -> None:
         head, _, name = op["artifact_file"].rpartition("/")
         if "file" in op:
-            self.client.log_artifact(self.run_id, str(op["file"]), artifact_path=head or None)
+            self.client.log_artifact(self.run, str(op["file"]), artifact_path=head or None)
             return
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / name).write_bytes(op["data"])
-            self.client.log_artifact(self.run_id, str(Path(tmp) / name), artifact_path=head or None)
+            self.client.log_artifact(self.run, str(Path(tmp) / name), artifact_path=head or None)
 
 
 @dataclass(frozen=True)

@@ -284,7 +284,7 @@ class MlflowWriter(_Delivery):
             if value.dtype == object:
                 raise ValueError(f"log_arrays: array {name!r} has object dtype; only numeric arrays are stored")
         buffer = io.BytesIO()
-        np.savez(buffer, **values)
+        np.savez(buffer, allow_pickle=False, **values)  # (object arrays were refused above)
         self._put({"kind": "artifact", "artifact_file": path, "data": buffer.getvalue()})
 
     def log_table(self, rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
