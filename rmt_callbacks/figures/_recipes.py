@@ -30,6 +30,7 @@ import torch
 
 from ..analysis import MatrixResult
 from ..analysis._result import nonstructural
+from ..fits import ParetoTail
 from ..laws import PoissonSpacing, SpectralLaw, WignerSurmise
 from ._canvas import Curve, Marker, law_curve
 from ._matrix import Panel
@@ -84,7 +85,7 @@ def _power_law_overlay(result: MatrixResult, levels: torch.Tensor) -> tuple[list
     """The fitted power-law tail as a density of all the levels (its pdf times the tail's share), a marker at
     :math:`x_{\\min}` and a note with :math:`\\alpha`, or nothing when there is no converged fit."""
     law, metrics = result.laws.get("power_law"), result.metrics
-    if law is None or not levels.numel():
+    if not isinstance(law, ParetoTail) or not levels.numel():
         return [], [], ""
     alpha, n_tail = metrics["pl_alpha"], int(metrics["pl_n_tail"])
     curve = law_curve(f"power law α = {alpha:.2f}", law, law.x_min, float(levels.max()),

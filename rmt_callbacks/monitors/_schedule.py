@@ -83,10 +83,10 @@ def check_positive(arg: str, value: object, *, allow_none: bool = False) -> floa
     """
     if value is None and allow_none:
         return None
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{arg} must be {'None or ' if allow_none else ''}a positive finite number, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return number
 
 
 def resolve_cadence(every_n_train_steps: int | None, every_n_epochs: int | None) -> tuple[int | None, int | None]:
@@ -201,10 +201,10 @@ def check_budget(value: object) -> float | None:
     """
     if value is None:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0.0 < float(value) <= 1.0:
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and 0.0 < number <= 1.0):
         raise ValueError(f"overhead_budget must be None or a number in (0, 1], got {value!r}")
-    return float(value)
+    return number
 
 
 def resolve_budget(value: object, *, explicit_cadence: bool) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from ..spectral import MatrixView
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-def parameters_behind(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+def parameters_behind(model: nn.Module) -> dict[str, list[torch.Tensor]]:
     """User-visible weight name to the parameters an optimizer updates for it (a parametrization's originals).
 
     Examples:

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -124,8 +124,8 @@ class DysonMonitor(Labelled, Callback):
     """
 
     SECTION, RUN_STATS = "dyson", ("stride", "window", "batch_size", "lr", "noise_temperature")
-    IDENTITY = ("every_n_train_steps", "log_every_n_steps", "window", "include", "exclude", "param_filter", "lr")
-    IDENTITY += ("batch_size", "log_key_prefix")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("every_n_train_steps", "log_every_n_steps", "window", "include")
+    IDENTITY += ("exclude", "param_filter", "lr", "batch_size", "log_key_prefix")
 
     def __init__(
         self,
@@ -153,7 +153,7 @@ class DysonMonitor(Labelled, Callback):
         # "auto": the budget may stretch the default every-step stride, never a stride chosen by the user
         budget = schedule.resolve_budget(overhead_budget, explicit_cadence=every_n_train_steps != 1)
         self.include = validate_patterns("include", include, allow_none=True)
-        self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
+        self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False) or ()
         self.param_filter = validate_filter(param_filter)
         self.log_key_prefix, self.solver = log_key_prefix, validate_solver(solver)
         self.jump_tolerance, self.overhead_budget = float(jump_tolerance), overhead_budget
@@ -186,7 +186,7 @@ class DysonMonitor(Labelled, Callback):
         self._snapshots = {
             k: deque((Snapshot(*s) for s in v), maxlen=self.window) for k, v in state_dict["snapshots"].items()
         }
-        self._groups = {k: tuple(v) for k, v in state_dict["groups"].items()}  # type: ignore[misc]
+        self._groups = {k: tuple(v) for k, v in state_dict["groups"].items()}
         self._clocks.load_state_dict(state_dict["clocks"])
         self._stride = int(state_dict["stride"])
 

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -156,8 +156,8 @@ class SpectrumMonitor(Labelled, Callback):
 
     SECTION, RUN_STATS = "monitor", ("analysis_seconds", "analysis_interval", "overhead")
     ARTIFACTS = "spectra/, fits/, figures/, summary/"
-    IDENTITY = ("every_n_train_steps", "every_n_epochs", "include", "exclude", "param_filter", "analyses")
-    IDENTITY += ("log_key_prefix", "dense_limit", "figure_every_n_analyses")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("every_n_train_steps", "every_n_epochs", "include", "exclude")
+    IDENTITY += ("param_filter", "analyses", "log_key_prefix", "dense_limit", "figure_every_n_analyses")
 
     def __init__(
         self,
@@ -177,7 +177,7 @@ class SpectrumMonitor(Labelled, Callback):
         self._explicit = explicit = every_n_train_steps is not None or every_n_epochs is not None
         self.every_n_train_steps, self.every_n_epochs = schedule.resolve_cadence(every_n_train_steps, every_n_epochs)
         self.include = validate_patterns("include", include, allow_none=True)
-        self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False)
+        self.exclude = validate_patterns("exclude", [] if exclude is None else exclude, allow_none=False) or ()
         self.param_filter = validate_filter(param_filter)
         self.analyses = DEFAULT_ANALYSES if analyses is None else validate_analyses(analyses)
         if not isinstance(log_key_prefix, str):
@@ -220,8 +220,9 @@ class SpectrumMonitor(Labelled, Callback):
     def _fresh(self) -> None:
         """What each process makes afresh: the messages, the recorder, the worker thread; no trainer yet."""
         self._said = OnceMessages()
-        kwargs = {"analyses": self.analyses, "dense_limit": self.dense_limit, "solver": self.solver}
-        self._recorder = Recorder(**kwargs, prefix=self.log_key_prefix, label=self.label, said=self._said)
+        analyses, limit, prefix = self.analyses, self.dense_limit, self.log_key_prefix
+        self._recorder = Recorder(analyses=analyses, dense_limit=limit, prefix=prefix, label=self.label,
+                                  said=self._said, solver=self.solver)  # fmt: skip
         self._worker: AnalysisWorker[Report] = AnalysisWorker("rmt-SpectrumMonitor", initializer=one_intra_op_thread)
         self._trainer: pl.Trainer | None = None
 
@@ -388,10 +389,10 @@ class SpectrumMonitor(Labelled, Callback):
         said = deferred_message(why, fraction=fraction, step=step, key=key, explicit=self._explicit)
         self._said.once(("budget",), said, info=not self._explicit)  # a cadence asked for and not kept: a warning
 
-    def _views(self, pl_module: pl.LightningModule, *, strict: bool) -> list[Any]:
+    def _views(self, model: torch.nn.Module, *, strict: bool) -> list[MatrixView]:
         """The selected matrix views; an empty selection raises when ``strict``, else warns and gives []."""
         try:
-            return resolve_views(pl_module, include=self.include, exclude=self.exclude, param_filter=self.param_filter)
+            return resolve_views(model, include=self.include, exclude=self.exclude, param_filter=self.param_filter)
         except ValueError as exc:
             if strict:
                 raise ValueError(f"SpectrumMonitor: {exc}") from exc
