@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
@@ -47,7 +47,7 @@ def _common(quick_default: bool = True) -> argparse.ArgumentParser:
     return common
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
         value = kind(text)
         if not value > 0:

@@ -114,12 +114,12 @@ def pooled_spacings(gram: torch.Tensor, rows: int, dtype: torch.dtype | None = N
     first = (n - rank).to(bulk.device)  # bulk is ascending: levels first[b] .. first[b] + kept[b] of matrix b
     kept = ((bulk <= edge).sum(dim=-1) - first).clamp_min(0)
     kept = torch.where(spacing_resolution(gram, rows=rows, dtype=dtype) >= 1.0, kept, torch.zeros_like(kept))
-    parts = []
+    groups: list[torch.Tensor | None] = []  # None: a group with no resolved spacings
     for k in torch.unique(kept).tolist():
         pick = (kept == k).nonzero().flatten()
         positions = first[pick, None] + torch.arange(k, device=bulk.device)
-        parts.append(_group_spacings(bulk[pick].gather(-1, positions)))
-    parts = [p for p in parts if p is not None]
+        groups.append(_group_spacings(bulk[pick].gather(-1, positions)))
+    parts = [p for p in groups if p is not None]
     if not parts:
         why = unresolved(gram, rows, dtype) if note else ""
         if why:

@@ -166,7 +166,7 @@ def _is_torchscript(path: str) -> bool:
 
 def _stored(tensors: Mapping[str, torch.Tensor], prefix: str, attr: str) -> torch.Tensor | None:
     """A weight's tensor, or one of its parametrization's originals of the same shape (new- and old-style)."""
-    keys = (attr, f"parametrizations.{attr}.original", f"parametrizations.{attr}.original1")
+    keys: tuple[str, ...] = (attr, f"parametrizations.{attr}.original", f"parametrizations.{attr}.original1")
     keys += (f"{attr}_v", f"{attr}_orig")
     return next((tensors[prefix + k] for k in keys if prefix + k in tensors), None)
 
@@ -223,9 +223,9 @@ def state_candidates(tensors: Mapping[str, torch.Tensor]) -> list[Candidate]:
     seen: dict[tuple[Any, ...], str] = {}
     aliases: dict[str, list[str]] = {}
     for key, t in tensors.items():
-        if (x := behind.get(key)) is not None:  # old-style weight_norm / spectral_norm: the weight it applies
-            if x in legacy:
-                out.append(_legacy(x, *legacy.pop(x), tensors))
+        if (weight := behind.get(key)) is not None:  # old-style weight_norm / spectral_norm: the weight it applies
+            if weight in legacy:
+                out.append(_legacy(weight, *legacy.pop(weight), tensors))
             continue
         if m := _ORIGINAL.fullmatch(key):
             group = originals.pop((m["owner"], m["attr"]), None)

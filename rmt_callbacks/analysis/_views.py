@@ -24,6 +24,7 @@ def invalid_reason(matrix: object) -> str | None:
         validate_matrix(matrix, name="weight")
     except (TypeError, ValueError) as exc:
         return str(exc)
+    assert isinstance(matrix, torch.Tensor)  # validate_matrix raised a TypeError for anything else
     m, n = matrix.shape[-2:]
     if min(m, n) < 2:
         return f"degenerate shape {tuple(matrix.shape)}: a matrix needs at least 2 rows and 2 columns"

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,11 @@ from .runs import Outcome, Settings, parent_run, record, write_summary
 from .scaling import scaling_fit
 from .teacher_student import run_ts2x2
 
+if TYPE_CHECKING:
+    from reference_models.hidden_layer import HiddenLayerName
+
+    from ..laws import SpectralLaw
+
 __all__ = ["ALPHA_SCAN", "BATCH_SCAN", "NESTED", "Sizes", "run"]
 
 #: The authors' RBM grid for arXiv:2407.16427 (docs/science.md#reference-numbers): α scan at |B| = 16 and |B| scan
@@ -31,7 +37,7 @@ __all__ = ["ALPHA_SCAN", "BATCH_SCAN", "NESTED", "Sizes", "run"]
 ALPHA_SCAN = ((0.01, 16), (0.02, 16), (0.04, 16), (0.06, 16), (0.08, 16), (0.1, 16))
 BATCH_SCAN = ((0.1, 4), (0.1, 8), (0.1, 32), (0.1, 64))
 FIG2_SETTINGS = ((0.01, 16), (0.04, 16), (0.08, 16))
-HIDDEN_ZS = ("mat_1", "mat_2")
+HIDDEN_ZS: tuple[HiddenLayerName, ...] = ("mat_1", "mat_2")
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
     return Outcome({"fig3": {**measured, "settings": settings_summary}}, {"fig3_spacings": fig}, measured)
 
 
-def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[str, ...]) -> Outcome:
+def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[HiddenLayerName, ...]) -> Outcome:
     from ..figures._reproduction import dynamics_figure, two_species_figure
     from ..laws import GOEPairDensity, TwoSpeciesPairDensity
 
@@ -192,7 +198,7 @@ def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[str,
     panels = {}
     for z, r in results.items():
         values, one, two = r["density"]
-        fits = {}
+        fits: dict[str, SpectralLaw] = {}
         if one.converged:
             fits["one species (E12)"] = GOEPairDensity(center=one.center, sigma=one.sigma)
         if two.converged:

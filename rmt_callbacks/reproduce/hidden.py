@@ -10,13 +10,16 @@ densities.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..fits import fit_pair_density, fit_relaxation, fit_two_species
 from .runs import Settings, record, train
+
+if TYPE_CHECKING:
+    from reference_models.hidden_layer import HiddenLayerName
 
 __all__ = ["HiddenSizes", "run_hidden"]
 
@@ -46,14 +49,16 @@ def _record_trajectory(model: Any, epochs: int, steps_per_epoch: int, settings: 
     return run, torch.stack(snapshots, dim=1).to(torch.float64).numpy()
 
 
-def run_hidden(z: str, sizes: HiddenSizes, settings: Settings) -> dict[str, Any]:
+def run_hidden(z: HiddenLayerName, sizes: HiddenSizes, settings: Settings) -> dict[str, Any]:
     """Both hidden-layer experiments for one fixed layer ``z`` (``"mat_1"`` or ``"mat_2"``), each an MLflow run."""
     dynamics, trajectory = _run_dynamics(z, sizes, settings)
     density, fits = _run_density(z, sizes, settings)
     return {"summary": {**dynamics, **density}, "trajectory": trajectory, "density": fits}
 
 
-def _run_dynamics(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
+def _run_dynamics(
+    z: HiddenLayerName, sizes: HiddenSizes, settings: Settings
+) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
     """Fig. 4's run: fitted relaxation rates (metrics) against the predicted ones (params)."""
     from reference_models import HiddenLayerNetwork
 
@@ -79,15 +84,15 @@ def _run_dynamics(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[
         "predicted_rate_ratio": predicted[0] / predicted[1],
         "amplitudes": [f.amplitude for f in fits],
     }
-    metrics = {"rate_fast": rates[0], "rate_slow": rates[1], "rate_ratio": summary["rate_ratio"]}
+    metrics = {"rate_fast": rates[0], "rate_slow": rates[1], "rate_ratio": rates[0] / rates[1]}
     metrics.update({f"amplitude_mode{k + 1}": f.amplitude for k, f in enumerate(fits)})
     params = {"predicted_rate_fast": predicted[0], "predicted_rate_slow": predicted[1]}
-    params["predicted_rate_ratio"] = summary["predicted_rate_ratio"]
+    params["predicted_rate_ratio"] = predicted[0] / predicted[1]
     record(run, settings.out / name, summary=summary, metrics=metrics, params=params)
     return summary, (t, xi, fitted)
 
 
-def _run_density(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[str, Any], tuple[Any, ...]]:
+def _run_density(z: HiddenLayerName, sizes: HiddenSizes, settings: Settings) -> tuple[dict[str, Any], tuple[Any, ...]]:
     """Fig. 5's run: one- and two-species fits to the pooled stationary singular values."""
     from reference_models import HiddenLayerNetwork
 
@@ -98,8 +103,7 @@ def _run_density(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[s
     run = train(model, sizes.density_steps, settings, run_name=name)
     sv = model.singular_values().detach().to("cpu", torch.float64).reshape(-1)
     one, two = fit_pair_density(sv), fit_two_species(sv)
-    summary = {
-        "z": z,
+    metrics = {
         "ks_one_species": one.ks,
         "ks_two_species": two.ks,
         "sigma_one_species": one.sigma,
@@ -107,6 +111,6 @@ def _run_density(z: str, sizes: HiddenSizes, settings: Settings) -> tuple[dict[s
         "sigma2": two.sigma2,
         "center": two.center,
     }
-    metrics = {k: v for k, v in summary.items() if k != "z"}
+    summary: dict[str, Any] = {"z": z, **metrics}
     record(run, settings.out / name, summary=summary, metrics=metrics, arrays={"singular_values": sv.numpy()})
     return summary, (sv.numpy(), one, two)

@@ -181,7 +181,7 @@ def record(
         save_figure(fig, out / f"{name}.png", dpi=120)
         client.log_artifact(run_id, str(out / f"{name}.png"), "figures")
     if arrays:
-        np.savez_compressed(out / "arrays.npz", **arrays)
+        np.savez_compressed(out / "arrays.npz", allow_pickle=True, **arrays)  # numpy's default, spelled out for mypy
         client.log_artifact(run_id, str(out / "arrays.npz"))
     path = write_summary(out, summary)
     client.log_artifact(run_id, str(path))

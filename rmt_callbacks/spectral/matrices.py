@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -168,12 +169,11 @@ def legacy_norms(
     out: Legacy = {}
     if module is not None:
         for hook in module._forward_pre_hooks.values():
-            n = getattr(hook, "name", None)
+            n: str = getattr(hook, "name", "")
             if isinstance(hook, WeightNorm) and {f"{n}_g", f"{n}_v"} <= params.keys():
-                g, v, dim = params[f"{n}_g"], params[f"{n}_v"], hook.dim
-                out[n] = ((f"{n}_g", f"{n}_v"), lambda g=g, v=v, d=dim: torch._weight_norm(v.detach(), g.detach(), d))
+                out[n] = ((f"{n}_g", f"{n}_v"), partial(_weight_norm, params[f"{n}_v"], params[f"{n}_g"], hook.dim))
             elif isinstance(hook, SpectralNorm) and f"{n}_orig" in params and {f"{n}_u", f"{n}_v"} <= buffers.keys():
-                out[n] = ((f"{n}_orig",), lambda h=hook: _no_grad(lambda: h.compute_weight(module, False)))
+                out[n] = ((f"{n}_orig",), partial(_no_grad, partial(hook.compute_weight, module, False)))
         return out
     names = {**params, **buffers}
     for key in names:
@@ -182,14 +182,16 @@ def legacy_norms(
             continue
         if f"{x}_orig" in params and f"{x}_u" in names:
             state = {"0._u": names[f"{x}_u"], "0._v": names[key]}
-            out[x] = (
-                (f"{x}_orig",),
-                lambda o=params[f"{x}_orig"], st=state: applied_from_originals({"original": o}, st),
-            )
+            out[x] = ((f"{x}_orig",), partial(applied_from_originals, {"original": params[f"{x}_orig"]}, state))
         elif f"{x}_g" in params and key in params:
             pair = {"original0": params[f"{x}_g"], "original1": params[key]}
-            out[x] = ((f"{x}_g", key), lambda pr=pair: applied_from_originals(pr))
+            out[x] = ((f"{x}_g", key), partial(applied_from_originals, pair))
     return out
+
+
+def _weight_norm(v: torch.Tensor, g: torch.Tensor, dim: int) -> torch.Tensor:
+    r"""The weight of the hook-based ``weight_norm``: :math:`g\, v / \|v\|`, by its own kernel."""
+    return torch._weight_norm(v.detach(), g.detach(), dim)
 
 
 def _no_grad(fn: Callable[[], torch.Tensor]) -> torch.Tensor:

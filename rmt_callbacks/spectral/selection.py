@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -165,7 +165,7 @@ def user_name(name: str) -> str:
 
 def _applied(module: nn.Module, attr: str) -> torch.Tensor:
     """``getattr(module, attr)`` of a parametrized module, under no_grad, its parametrizations in eval mode."""
-    modes = [(m, m.training) for m in module.parametrizations[attr].modules()]
+    modes = [(m, m.training) for m in cast(nn.ModuleDict, module.parametrizations)[attr].modules()]
     try:
         for m, _ in modes:
             m.training = False  # spectral norm: no power iteration, its buffers are not advanced
@@ -176,7 +176,7 @@ def _applied(module: nn.Module, attr: str) -> torch.Tensor:
             m.training = mode
 
 
-def _holds_parametrizations(module: nn.Module, children: dict[str, nn.Module]) -> bool:
+def _holds_parametrizations(module: nn.Module, children: dict[str, nn.Module | None]) -> bool:
     """Whether ``module``'s child ``parametrizations`` is torch's (eager, or its scripted / traced copy)."""
     plists = children.get("parametrizations")
     if plists is None or parametrize.is_parametrized(module):
