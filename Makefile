@@ -21,6 +21,7 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy  # the packages and options are in pyproject.toml's [tool.mypy]
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -28,4 +29,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) results mlflow.db mlartifacts lightning_logs scaling_rule_runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) results mlflow.db mlartifacts lightning_logs scaling_rule_runs .pytest_cache .ruff_cache .mypy_cache
