@@ -57,16 +57,6 @@ def _facade_lazy() -> dict[str, str]:
 
 FACADE_LAZY = _facade_lazy()
 
-# Edges that break the rules today and are being removed on another branch: rmt_callbacks/figures.py (rank 5)
-# reaches into monitors (rank 6) and sinks (rank 5) for its panels; it becomes the package that holds all the
-# plotting. Delete each entry when its import goes; add none.
-TEMPORARY_ALLOWED: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("rmt_callbacks.figures", "rmt_callbacks.monitors._figures"),
-        ("rmt_callbacks.figures", "rmt_callbacks.sinks.plots"),
-    }
-)
-
 
 def module_name(path: Path, root: Path = ROOT) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
@@ -142,7 +132,6 @@ def _component(module: str) -> str | None:
 def violations(
     modules: Mapping[str, tuple[ast.Module, bool]],
     layers: Mapping[str, int] = LAYERS,
-    allowed: frozenset[tuple[str, str]] = TEMPORARY_ALLOWED,
 ) -> list[str]:
     """Every broken rule in ``modules`` (name → (parsed source, is a package ``__init__``)), one line each."""
     found: list[str] = []
@@ -163,8 +152,6 @@ def violations(
             continue
         rank = layers[source]
         for line, target, written in imports_of(module, tree, is_package):
-            if any(module == m and (target == t or target.startswith(f"{t}.")) for m, t in allowed):
-                continue
             parent, _, name = target.rpartition(".")
             if parent == PACKAGE and name not in layers:  # a name of the facade, not a package of it
                 target = FACADE_LAZY.get(name, PACKAGE)

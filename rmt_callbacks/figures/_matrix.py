@@ -74,7 +74,13 @@ def _draw(ax: Axes, panel: Panel) -> None:
         if spikes.size and not panel.loglog and spikes.size < values.size:  # bins on the bulk; spikes are marked
             binned = np.sort(values)[: values.size - spikes.size]
         edges = _log_edges(values) if panel.loglog else histogram_edges(binned, panel.value_range)
-        heights, _, _ = ax.hist(binned, bins=edges, density=True, color="0.75", label=f"data (n={values.size})")
+        heights, _, _ = ax.hist(
+            binned,
+            bins=edges,  # type: ignore[arg-type]  # stub says Sequence; an array is what it takes
+            density=True,
+            color="0.75",
+            label=f"data (n={values.size})",
+        )
         top = float(np.max(heights))
     for curve in panel.curves:
         ax.plot(curve.x, np.where(np.isfinite(curve.y), curve.y, np.nan), lw=1.5, label=curve.label)

@@ -74,7 +74,14 @@ def two_species_figure(panels: Mapping[str, tuple[np.ndarray, Mapping[str, Spect
 def _ensemble(ax: Axes, values: np.ndarray, fits: Mapping[str, SpectralLaw], styles: Sequence[str]) -> None:
     """A histogram of an ensemble's pooled ``values`` with the fitted densities over their range."""
     values = values.ravel()
-    ax.hist(values, bins=histogram_edges(values), density=True, color="tab:gray", alpha=0.6, label="ensemble")
+    ax.hist(
+        values,
+        bins=histogram_edges(values),  # type: ignore[arg-type]  # stub says Sequence, arrays work
+        density=True,
+        color="tab:gray",
+        alpha=0.6,
+        label="ensemble",
+    )
     lo, hi = float(values.min()), float(values.max())
     for (label, law), ls in zip(fits.items(), styles, strict=False):
         curve = law_curve(label, law, lo, hi)
