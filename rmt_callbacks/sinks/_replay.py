@@ -29,6 +29,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from ._probe import _is_outage, probe
 from ._spooldir import Entry, Op, SpoolDamaged, _Spool, spools_under
+from .mlflow import MLFLOW_MAX_TAG_VALUE_LENGTH
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -298,7 +299,7 @@ def _mark_damaged(store: _Store, spool_dir: str | Path, problems: list[str], *, 
         return None
     report = f"replay of {spool_dir} skipped what it could not read: " + "; ".join(problems)
     try:
-        store.client.set_tag(store.run_id, "rmt.spool.damaged", report[:5000])
+        store.client.set_tag(store.run_id, "rmt.spool.damaged", report[:MLFLOW_MAX_TAG_VALUE_LENGTH])
         if not ended and store.client.get_run(store.run_id).info.status == "RUNNING":
             store.client.set_terminated(store.run_id, "FAILED")
             return "FAILED"

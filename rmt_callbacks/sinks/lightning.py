@@ -4,7 +4,7 @@ The callbacks never use ``pl_module.log``: like Lightning's ``LearningRateMonito
 entry of ``trainer.loggers``, from rank zero, with an explicit step. Loggers other than MLflow get
 ``logger.log_metrics(metrics, step=step)``. An ``MLFlowLogger``'s run gets them through its
 :class:`~rmt_callbacks.sinks.spool.MlflowWriter`: a background thread that sends them in requests of at most
-:data:`MLFLOW_MAX_METRICS_PER_BATCH` (MLflow's limit), so that
+:data:`~rmt_callbacks.sinks.mlflow.MLFLOW_MAX_METRICS_PER_BATCH` (MLflow's limit, re-exported here), so that
 
 .. math::
 
@@ -22,6 +22,8 @@ from contextlib import nullcontext
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
+from .mlflow import MLFLOW_MAX_METRICS_PER_BATCH
+
 __all__ = [
     "FLUSH_TIMEOUT_S",
     "MLFLOW_MAX_METRICS_PER_BATCH",
@@ -30,7 +32,6 @@ __all__ = [
     "mlflow_loggers",
 ]
 
-MLFLOW_MAX_METRICS_PER_BATCH: int = 1000
 FLUSH_TIMEOUT_S: float = 30.0
 """How long the monitors wait at the end of training for an MLflow store to take what was queued."""
 

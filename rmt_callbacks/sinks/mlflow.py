@@ -2,11 +2,14 @@ r"""MLflow's request limits and the artifact conventions the run writer (:mod:`~
 
 Every artifact goes into a run through an ``MlflowClient`` and an explicit run id (never the global fluent run), so
 it lands next to the logger's metrics whatever the tracking store (``sqlite:///mlflow.db``, an ``http://``
-server, …). Tags are sent in chunks:
+server, …). One request holds at most
 
 .. math::
 
-    \text{tags per request} \le 100.
+    1000 \text{ metrics}, \quad 100 \text{ parameters}, \quad 100 \text{ tags},
+
+and values are cut to what the store keeps: 6000 characters for a parameter, 5000 for a tag. These limits live
+here only; the writer and the Lightning adapter import them.
 
 References: MLflow ``MlflowClient`` API (``log_artifact``, ``log_table``, ``log_batch``).
 """
@@ -18,9 +21,26 @@ from typing import Any
 
 from .keys import artifact_path
 
-__all__ = ["MLFLOW_MAX_TAGS_PER_BATCH", "checked_path", "rows_to_columns"]
+__all__ = [
+    "MLFLOW_MAX_METRICS_PER_BATCH",
+    "MLFLOW_MAX_PARAMS_PER_BATCH",
+    "MLFLOW_MAX_PARAM_VALUE_LENGTH",
+    "MLFLOW_MAX_TAGS_PER_BATCH",
+    "MLFLOW_MAX_TAG_VALUE_LENGTH",
+    "checked_path",
+    "rows_to_columns",
+]
 
+MLFLOW_MAX_METRICS_PER_BATCH: int = 1000
+"""Metrics in one ``log_batch`` request (MLflow REST API, ``log-batch`` limits)."""
+MLFLOW_MAX_PARAMS_PER_BATCH: int = 100
+"""Parameters in one ``log_batch`` request."""
 MLFLOW_MAX_TAGS_PER_BATCH: int = 100
+"""Tags in one ``log_batch`` request."""
+MLFLOW_MAX_PARAM_VALUE_LENGTH: int = 6000
+"""Characters of a parameter value (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``)."""
+MLFLOW_MAX_TAG_VALUE_LENGTH: int = 5000
+"""Characters of a tag value (``mlflow.utils.validation.MAX_TAG_VAL_LENGTH``)."""
 
 
 def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

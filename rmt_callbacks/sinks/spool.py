@@ -65,7 +65,15 @@ from ._probe import _is_outage as _is_outage  # re-exported: the logger classifi
 from ._replay import ReplayReport, _Store, main, replay
 from ._spooldir import STATUSES, Op, _Spool, spool_locations, spool_roots, spools_under
 from .keys import artifact_path, sanitize
-from .mlflow import MLFLOW_MAX_TAGS_PER_BATCH, checked_path, rows_to_columns
+from .mlflow import (
+    MLFLOW_MAX_METRICS_PER_BATCH,
+    MLFLOW_MAX_PARAM_VALUE_LENGTH,
+    MLFLOW_MAX_PARAMS_PER_BATCH,
+    MLFLOW_MAX_TAG_VALUE_LENGTH,
+    MLFLOW_MAX_TAGS_PER_BATCH,
+    checked_path,
+    rows_to_columns,
+)
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
@@ -73,9 +81,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PROBE_TIMEOUT_S", "MlflowWriter", "ReplayReport", "probe", "replay"]
 
-_MAX_METRICS_PER_BATCH = 1000  # MLflow's log-batch limit (the same limit as sinks.lightning)
-_MAX_PARAMS_PER_BATCH = 100  # MLflow's log-batch limit for parameters
-_MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 _EXIT_TIMEOUT_S = 10.0
 
 
@@ -269,7 +274,7 @@ class MlflowWriter(_Delivery):
             raise TypeError(f"log_metrics: step must be an int, got {step!r}")
         stamp = int(time.time() * 1000)
         items = iter({sanitize(k): float(v) for k, v in metrics.items()}.items())
-        while chunk := dict(islice(items, _MAX_METRICS_PER_BATCH)):
+        while chunk := dict(islice(items, MLFLOW_MAX_METRICS_PER_BATCH)):
             self._put({"kind": "metrics", "step": int(step), "timestamp": stamp, "metrics": chunk})
 
     def log_arrays(self, arrays: Mapping[str, np.ndarray], artifact_file: str) -> None:
@@ -312,8 +317,8 @@ class MlflowWriter(_Delivery):
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Queue run parameters, at most 100 per request; keys cleaned by ``sanitize``, values ``str``-ed and cut to
         6000 characters. On replay a key the run already holds is left out (MLflow parameters cannot change)."""
-        items = iter({sanitize(k): str(v)[:_MAX_PARAM_VALUE] for k, v in params.items()}.items())
-        while chunk := dict(islice(items, _MAX_PARAMS_PER_BATCH)):
+        items = iter({sanitize(k): str(v)[:MLFLOW_MAX_PARAM_VALUE_LENGTH] for k, v in params.items()}.items())
+        while chunk := dict(islice(items, MLFLOW_MAX_PARAMS_PER_BATCH)):
             self._put({"kind": "params", "params": chunk})
 
     def terminate(self, status: str = "FINISHED") -> None:
@@ -332,7 +337,7 @@ class MlflowWriter(_Delivery):
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Queue run tags, at most 100 per request; keys cleaned by ``sanitize``, values cut to 5000 characters."""
-        items = iter({sanitize(k): str(v)[:5000] for k, v in tags.items()}.items())
+        items = iter({sanitize(k): str(v)[:MLFLOW_MAX_TAG_VALUE_LENGTH] for k, v in tags.items()}.items())
         while chunk := dict(islice(items, MLFLOW_MAX_TAGS_PER_BATCH)):
             self._put({"kind": "tags", "tags": chunk})
 
