@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ._checks import positive
+
 __all__ = ["build_parser", "main"]
 
 
@@ -49,10 +51,11 @@ def _common(quick_default: bool = True) -> argparse.ArgumentParser:
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
+        value = kind(text)  # argparse reports a ValueError here as "invalid int value: '2.5'"
+        try:
+            return positive("the value", value, integer=kind is int)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     parse.__name__ = kind.__name__
     return parse

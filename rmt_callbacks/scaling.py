@@ -22,6 +22,7 @@ import math
 
 __all__ = ["equivalent_batch_size", "equivalent_lr", "fluctuation_ratio", "noise_temperature"]
 
+from ._checks import positive
 from .dynamics.estimators import noise_temperature
 
 
@@ -37,7 +38,8 @@ def equivalent_lr(lr: float, batch_size: float, new_batch_size: float) -> float:
         >>> equivalent_lr(0.1, 16, 64)
         0.4
     """
-    _check_positive(lr=lr, batch_size=batch_size, new_batch_size=new_batch_size)
+    for name, value in (("lr", lr), ("batch_size", batch_size), ("new_batch_size", new_batch_size)):
+        positive(name, value)
     return lr * new_batch_size / batch_size
 
 
@@ -50,7 +52,8 @@ def equivalent_batch_size(lr: float, batch_size: float, new_lr: float) -> float:
         >>> equivalent_batch_size(0.1, 16, 0.05)
         8.0
     """
-    _check_positive(lr=lr, batch_size=batch_size, new_lr=new_lr)
+    for name, value in (("lr", lr), ("batch_size", batch_size), ("new_lr", new_lr)):
+        positive(name, value)
     return batch_size * new_lr / lr
 
 
@@ -62,9 +65,3 @@ def fluctuation_ratio(lr: float, batch_size: float, new_lr: float, new_batch_siz
         0.5
     """
     return math.sqrt(noise_temperature(new_lr, new_batch_size) / noise_temperature(lr, batch_size))
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .._checks import at_least
 from ..eigensolver import Solver, validate_solver
 from ..spectral import DENSE_LIMIT, MatrixView, SpectralDensity, estimate_density
 from ..spectral.selection import ParamFilter, resolve
@@ -142,8 +143,7 @@ def analyze_views(
         ('eigvalsh', torch.Size([3, 20]))
     """
     analyses = validate_analyses(analyses)
-    if isinstance(dense_limit, bool) or not isinstance(dense_limit, int) or dense_limit < 2:
-        raise ValueError(f"dense_limit must be an int >= 2, got {dense_limit!r}")
+    dense_limit = at_least("dense_limit", dense_limit, 2)
     validate_solver(solver)
     results: list[MatrixResult | None] = [None] * len(views)
     groups: dict[tuple[int, int, str], list[int]] = {}

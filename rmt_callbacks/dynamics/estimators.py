@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from .._checks import positive
+
 __all__ = [
     "coulomb_repulsion",
     "diffusion_coefficient",
@@ -50,8 +52,8 @@ def noise_temperature(lr: float, batch_size: float) -> float:
         >>> noise_temperature(0.1, 16)
         0.00625
     """
-    if not lr > 0 or not batch_size > 0:
-        raise ValueError(f"lr and batch_size must be positive, got lr={lr!r}, batch_size={batch_size!r}")
+    positive("lr", lr, owner="noise_temperature")
+    positive("batch_size", batch_size, owner="noise_temperature")
     return lr / batch_size
 
 

@@ -32,6 +32,8 @@ import math
 
 import torch
 
+from .._checks import positive
+
 __all__ = ["level_spacing", "normalized", "window_statistics"]
 
 
@@ -107,7 +109,6 @@ def normalized(stats: dict[str, float], temperature: float) -> dict[str, float]:
         >>> normalized({"level_spacing": 2.0, "width": 0.5, "diffusion": 0.5}, 0.25)
         {'width_normalized': 1.0, 'diffusion_normalized': 2.0}
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    positive("temperature", temperature, owner="normalized")
     powers = {"width": 0.5, "ensemble_width": 0.5, "diffusion": 1.0}
     return {f"{k}_normalized": v / temperature ** powers[k] for k, v in stats.items() if k in powers}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from .._checks import one_of
 from ..analysis import MatrixResult
 
 if TYPE_CHECKING:
@@ -63,8 +64,7 @@ def esd_figure(result: MatrixResult, *, kind: Literal["all", "loglog"] = "all") 
 
     if not isinstance(result, MatrixResult):
         raise TypeError(f"esd_figure: result must be a MatrixResult from analyze(), got {type(result).__name__}")
-    if kind not in _KINDS:
-        raise ValueError(f"esd_figure: kind must be one of {_KINDS}, got {kind!r}")
+    one_of("kind", kind, _KINDS, owner="esd_figure")
     panels = panels_of(result)
     if not panels:
         why = result.skipped or f"its spectrum was estimated ({result.method}), there are no exact levels"

@@ -61,6 +61,7 @@ import math
 
 import torch
 
+from .._checks import non_negative, positive
 from ..laws import MarchenkoPastur
 from ._result import MIN_VALUES, MarchenkoPasturFit, check_size, pooled_values
 from .distances import ks_sorted, sort_values
@@ -122,8 +123,8 @@ def fit_marchenko_pastur(
         >>> fit.converged, fit.num_spikes, round(fit.sigma2, 1), round(fit.sigma2_std, 4)
         (True, 1, 1.0, 0.0071)
     """
-    q = _positive("ratio", ratio)
-    c = _non_negative("margin", margin)
+    q = positive("ratio", ratio)
+    c = non_negative("margin", margin)
     x = sort_values(pooled_values(eigs, name="eigs"))
     if x.numel() and float(x[0]) < 0.0:
         floor = -_NEGATIVE_TOLERANCE * float(x.abs().max())
@@ -237,22 +238,6 @@ def _unit_median(q: float) -> tuple[float, float]:
         i = int(torch.searchsorted(unit.cdf(grid), torch.tensor([p], dtype=torch.float64)))  # cdf(grid[i-1]) < p
         lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i, 256)])
     return p, 0.5 * (lo + hi)
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _rows(rows: object) -> int:

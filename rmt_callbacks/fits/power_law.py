@@ -68,8 +68,8 @@ from typing import TypeVar
 
 import torch
 
+from .._checks import positive
 from ..laws import SpectralLaw
-from ..laws._base import _check_positive
 from ._result import FitResult, check_size, pooled_values
 
 _F = TypeVar("_F", bound=FitResult)
@@ -93,8 +93,8 @@ class ParetoTail(SpectralLaw):
     x_min: float
 
     def _validate(self) -> None:
-        _check_positive("alpha - 1", self.alpha - 1.0, cls="ParetoTail")
-        _check_positive("x_min", self.x_min, cls="ParetoTail")
+        positive("alpha - 1", self.alpha - 1.0, owner="ParetoTail")
+        positive("x_min", self.x_min, owner="ParetoTail")
 
     @property
     def support(self) -> tuple[float, float]:

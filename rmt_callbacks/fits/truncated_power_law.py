@@ -66,8 +66,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from .._checks import finite, positive
 from ..laws import SpectralLaw
-from ..laws._base import _check_finite, _check_positive
 from ._result import FitResult
 from .power_law import KS_CRITICAL, fit_power_law, tail_input
 
@@ -149,13 +149,13 @@ class TruncatedPowerLaw(SpectralLaw):
     x_min: float
 
     def _validate(self) -> None:
-        _check_finite("alpha", self.alpha, cls="TruncatedPowerLaw")
-        _check_positive("x_min", self.x_min, cls="TruncatedPowerLaw")
-        _check_finite("lam", self.lam, cls="TruncatedPowerLaw")
+        finite("alpha", self.alpha, owner="TruncatedPowerLaw")
+        positive("x_min", self.x_min, owner="TruncatedPowerLaw")
+        finite("lam", self.lam, owner="TruncatedPowerLaw")
         if self.lam < 0:
             raise ValueError(f"TruncatedPowerLaw: lam must be >= 0, got {self.lam!r}")
         if self.lam == 0:
-            _check_positive("alpha - 1 (lam = 0)", self.alpha - 1.0, cls="TruncatedPowerLaw")
+            positive("alpha - 1 (lam = 0)", self.alpha - 1.0, owner="TruncatedPowerLaw")
 
     @property
     def support(self) -> tuple[float, float]:
@@ -242,8 +242,8 @@ def fit_truncated_power_law(
         >>> fit.p_value < 1e-6  # the cutoff is needed
         True
     """
-    if x_min is not None and (isinstance(x_min, bool) or not math.isfinite(x_min) or x_min <= 0):
-        raise ValueError(f"x_min must be a positive finite number, got {x_min!r}")
+    if x_min is not None:
+        x_min = positive("x_min", x_min)
     n, x, note, failed = tail_input(TruncatedPowerLawFit, values, min_tail)
     if failed is not None:
         return failed

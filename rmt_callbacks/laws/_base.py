@@ -1,4 +1,4 @@
-"""The interface every spectral law shares, and the validation helpers it uses.
+"""The interface every spectral law shares (its parameters are checked with :mod:`rmt_callbacks._checks`).
 
 A law is a frozen dataclass of its parameters with ``pdf(x)``, ``cdf(x)`` and ``support``. Subclasses write
 only their formula (``_pdf``/``_cdf`` on the float64 tensor ``x``); this base converts inputs, keeps the
@@ -13,16 +13,6 @@ from dataclasses import dataclass, fields
 import torch
 
 __all__ = ["SpectralLaw"]
-
-
-def _check_positive(name: str, value: float, *, cls: str) -> None:
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{cls}: {name} must be a positive finite number, got {value!r}")
-
-
-def _check_finite(name: str, value: float, *, cls: str) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{cls}: {name} must be finite, got {value!r}")
 
 
 @dataclass(frozen=True)

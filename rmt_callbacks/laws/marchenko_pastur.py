@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import SpectralLaw, _check_positive
+from .._checks import positive
+from ._base import SpectralLaw
 
 __all__ = ["MarchenkoPastur"]
 
@@ -49,8 +50,8 @@ class MarchenkoPastur(SpectralLaw):
     ratio: float = 1.0
 
     def _validate(self) -> None:
-        _check_positive("sigma2", self.sigma2, cls="MarchenkoPastur")
-        _check_positive("ratio", self.ratio, cls="MarchenkoPastur")
+        positive("sigma2", self.sigma2, owner="MarchenkoPastur")
+        positive("ratio", self.ratio, owner="MarchenkoPastur")
 
     @property
     def lambda_minus(self) -> float:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import SpectralLaw, _check_finite, _check_positive
+from .._checks import finite, positive
+from ._base import SpectralLaw
 
 __all__ = ["GOEPairDensity", "TwoSpeciesPairDensity"]
 
@@ -52,8 +53,8 @@ class GOEPairDensity(SpectralLaw):
     sigma: float = 1.0
 
     def _validate(self) -> None:
-        _check_finite("center", self.center, cls="GOEPairDensity")
-        _check_positive("sigma", self.sigma, cls="GOEPairDensity")
+        finite("center", self.center, owner="GOEPairDensity")
+        positive("sigma", self.sigma, owner="GOEPairDensity")
 
     def _pdf(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.center) / self.sigma
@@ -105,9 +106,9 @@ class TwoSpeciesPairDensity(SpectralLaw):
     sigma2: float = 1.0
 
     def _validate(self) -> None:
-        _check_finite("center", self.center, cls="TwoSpeciesPairDensity")
-        _check_positive("sigma1", self.sigma1, cls="TwoSpeciesPairDensity")
-        _check_positive("sigma2", self.sigma2, cls="TwoSpeciesPairDensity")
+        finite("center", self.center, owner="TwoSpeciesPairDensity")
+        positive("sigma1", self.sigma1, owner="TwoSpeciesPairDensity")
+        positive("sigma2", self.sigma2, owner="TwoSpeciesPairDensity")
 
     @property
     def _norm(self) -> float:

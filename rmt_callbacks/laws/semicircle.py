@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import SpectralLaw, _check_finite, _check_positive
+from .._checks import finite, positive
+from ._base import SpectralLaw
 
 __all__ = ["WignerSemicircle"]
 
@@ -42,8 +43,8 @@ class WignerSemicircle(SpectralLaw):
     radius: float = 1.0
 
     def _validate(self) -> None:
-        _check_finite("center", self.center, cls="WignerSemicircle")
-        _check_positive("radius", self.radius, cls="WignerSemicircle")
+        finite("center", self.center, owner="WignerSemicircle")
+        positive("radius", self.radius, owner="WignerSemicircle")
 
     @property
     def support(self) -> tuple[float, float]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import SpectralLaw, _check_positive
+from .._checks import positive
+from ._base import SpectralLaw
 
 __all__ = [
     "MEAN_SPACING_RATIO",
@@ -81,7 +82,7 @@ class BetaSurmise(SpectralLaw):
     beta: float = 1.0
 
     def _validate(self) -> None:
-        _check_positive("beta", self.beta, cls=type(self).__name__)
+        positive("beta", self.beta, owner=type(self).__name__)
 
     @property
     def support(self) -> tuple[float, float]:

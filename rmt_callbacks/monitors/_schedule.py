@@ -17,8 +17,9 @@ References: Lightning ``ModelCheckpoint`` (``every_n_train_steps`` / ``every_n_e
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Literal
+
+from .._checks import at_least, one_of, positive
 
 __all__ = [
     "DEFAULT_EVERY_N_TRAIN_STEPS",
@@ -61,17 +62,15 @@ def check_count(arg: str, value: object, *, allow_zero: bool = False) -> None:
 
 def check_int(arg: str, value: object, *, low: int = 1) -> int:
     """Return ``value`` as an int if it is an integer >= ``low`` (numpy's too; ``None`` refused: the argument has
-    no "unset" meaning).
+    no "unset" meaning); :func:`rmt_callbacks._checks.at_least`.
 
     Examples:
-        >>> check_int("window", None, low=2)
+        >>> check_int("window", 1, low=2)
         Traceback (most recent call last):
         ...
-        ValueError: window must be an int >= 2, got None
+        ValueError: window must be an int >= 2, got 1
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
-    return int(value)
+    return at_least(arg, value, low)
 
 
 def check_positive(arg: str, value: object, *, allow_none: bool = False) -> float | None:
@@ -81,12 +80,7 @@ def check_positive(arg: str, value: object, *, allow_none: bool = False) -> floa
         >>> check_positive("lr", 0.1), check_positive("lr", None, allow_none=True)
         (0.1, None)
     """
-    if value is None and allow_none:
-        return None
-    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{arg} must be {'None or ' if allow_none else ''}a positive finite number, got {value!r}")
-    return number
+    return None if value is None and allow_none else float(positive(arg, value))
 
 
 def resolve_cadence(every_n_train_steps: int | None, every_n_epochs: int | None) -> tuple[int | None, int | None]:
@@ -154,8 +148,7 @@ def is_due(
         ...  every_n_train_steps=3, every_n_epochs=None, last_step=0)]
         [3, 6]
     """
-    if event not in EVENTS:
-        raise ValueError(f"event must be one of {EVENTS}, got {event!r}")
+    one_of("event", event, EVENTS)
     if last_step is not None and global_step == last_step:
         return False
     if event == "train_start":

@@ -117,10 +117,11 @@ class DysonMonitor(Labelled, Callback):
         ValueError, TypeError: a bad argument (in ``__init__``); at fit start, a selection matching no matrix.
 
     Example:
-        >>> DysonMonitor(every_n_train_steps=None)
-        Traceback (most recent call last):
-        ...
-        ValueError: every_n_train_steps must be an int >= 1, got None
+        >>> try:
+        ...     DysonMonitor(every_n_train_steps=None)
+        ... except ValueError as err:  # a TypeError too: None is not an int
+        ...     print(err)
+        every_n_train_steps must be an int >= 1, got None
     """
 
     SECTION, RUN_STATS = "dyson", ("stride", "window", "batch_size", "lr", "noise_temperature")

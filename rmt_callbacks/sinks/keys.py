@@ -31,6 +31,8 @@ import hashlib
 import re
 import warnings
 
+from .._checks import positive
+
 __all__ = ["MAX_KEY_LENGTH", "MAX_SEGMENT_LENGTH", "artifact_path", "metric_key", "sanitize", "tag_key"]
 
 MAX_KEY_LENGTH: int = 250
@@ -73,8 +75,7 @@ def sanitize(key: str, *, max_length: int = MAX_KEY_LENGTH) -> str:
     """
     if not isinstance(key, str):
         raise TypeError(f"sanitize: key must be a str, got {type(key).__name__} ({key!r})")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"sanitize: max_length must be a positive int, got {max_length!r}")
+    max_length = positive("max_length", max_length, owner="sanitize", integer=True)
     clean = _normalise(_KEY_FORBIDDEN.sub("_", key))
     if not clean:
         raise ValueError(f"sanitize: key {key!r} has no characters left once cleaned")

@@ -47,6 +47,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from mlflow.exceptions import MlflowException
 
+from .._checks import positive
 from .spool import MlflowWriter, _is_outage, probe
 
 if TYPE_CHECKING:
@@ -109,8 +110,7 @@ class SpoolingMLFlowLogger(MLFlowLogger):
         spool_dir: str | Path | None = None,
         retry_interval_s: float = 5.0,
     ) -> None:
-        if isinstance(retry_interval_s, bool) or not isinstance(retry_interval_s, int | float) or retry_interval_s <= 0:
-            raise ValueError(f"SpoolingMLFlowLogger: retry_interval_s must be positive, got {retry_interval_s!r}")
+        positive("retry_interval_s", retry_interval_s, owner="SpoolingMLFlowLogger")
         super().__init__(
             experiment_name, run_name, tracking_uri or os.getenv("MLFLOW_TRACKING_URI"), tags, save_dir, log_model,
             prefix, artifact_location, run_id, synchronous,

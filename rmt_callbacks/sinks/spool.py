@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from .._checks import positive
 from ._delivery import _Delivery
 from ._probe import PROBE_TIMEOUT_S, probe
 from ._probe import _is_outage as _is_outage  # re-exported: the logger classifies its own errors with it
@@ -128,8 +129,7 @@ class MlflowWriter(_Delivery):
     ) -> None:
         if not run_id and not experiment_name:
             raise ValueError("MlflowWriter: pass run_id, or experiment_name for a run to create; got neither")
-        if isinstance(retry_interval_s, bool) or not isinstance(retry_interval_s, int | float) or retry_interval_s <= 0:
-            raise ValueError(f"MlflowWriter: retry_interval_s must be a positive number, got {retry_interval_s!r}")
+        positive("retry_interval_s", retry_interval_s, owner="MlflowWriter")
         locations = spool_locations(spool_dir, run_id, experiment_name)
         spool = _Spool(locations, {"tracking_uri": tracking_uri, "experiment_name": experiment_name})
         store = _Store(client, run_id, experiment_name, artifact_location)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import one_of
 from ..eigensolver import Backend
 
 __all__ = ["BACKENDS", "eigvalsh_stack"]
@@ -41,8 +42,7 @@ def eigvalsh_stack(stack: torch.Tensor, backend: Backend) -> tuple[torch.Tensor,
     """
     if backend == "torch":
         return _torch_levels(stack)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    one_of("backend", backend, BACKENDS)
     if stack.device.type != "cpu":
         raise ValueError(f"scipy's backend decomposes CPU stacks only, got one on {stack.device}")
     return _scipy_levels(stack)

@@ -66,6 +66,7 @@ from typing import Literal
 
 import torch
 
+from .._checks import at_least, one_of
 from ._krylov import Operator, _gauss_rules, _Gram, _gram_operator, _lanczos, _rademacher
 
 __all__ = [
@@ -190,7 +191,7 @@ def density_from_eigenvalues(eigs: torch.Tensor, *, bins: int = 100) -> Spectral
     e = eigs.detach().to(torch.float64).flatten()
     if e.numel() == 0 or not bool(torch.isfinite(e).all()):
         raise ValueError("density_from_eigenvalues: eigs must be non-empty and finite")
-    _check_int("bins", bins, 1, "density_from_eigenvalues")
+    bins = at_least("bins", bins, 1, owner="density_from_eigenvalues")
     lo, hi = float(e.min()), float(e.max())
     pad = 0.5 if hi == lo else 0.0
     edges = torch.linspace(lo - pad, hi + pad, bins + 1, dtype=torch.float64, device=e.device)
@@ -239,10 +240,10 @@ def estimate_density(
         ('slq', 1.0, True)
     """
     w = _check_weight(weight, kind=kind, method=method)
-    _check_int("bins", bins, 1, "estimate_density")
-    _check_int("num_vectors", num_vectors, 1, "estimate_density")
+    bins = at_least("bins", bins, 1, owner="estimate_density")
+    num_vectors = at_least("num_vectors", num_vectors, 1, owner="estimate_density")
     num_steps = _DEFAULT_STEPS[method] if num_steps is None else num_steps
-    _check_int("num_steps", num_steps, 2, "estimate_density")
+    num_steps = at_least("num_steps", num_steps, 2, owner="estimate_density")
     gram = _gram_operator(w)
     start = gram.lift(_rademacher(num_vectors, gram.dim, w, generator))
     if method == "kpm":
@@ -419,19 +420,13 @@ def _check_edges(edges: torch.Tensor) -> torch.Tensor:
     return ed
 
 
-def _check_int(name: str, value: int, least: int, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{where}: {name} must be an integer >= {least}, got {value!r}")
-
-
 def _check_weight(weight: torch.Tensor, *, kind: str, method: str) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
         got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise TypeError(f"estimate_density: weight must be a floating torch.Tensor, got {got}")
     if kind != "gram":
         raise ValueError(f"estimate_density: kind must be 'gram', got {kind!r}")
-    if method not in ("slq", "kpm"):
-        raise ValueError(f"estimate_density: method must be one of ('slq', 'kpm'), got {method!r}")
+    one_of("method", method, ("slq", "kpm"), owner="estimate_density")
     if weight.ndim != 2 or weight.numel() == 0:
         raise ValueError(f"estimate_density: weight must be a non-empty 2-D (M, N) matrix, got {tuple(weight.shape)}")
     w = weight.detach()

@@ -10,6 +10,8 @@ from typing import Literal
 
 import torch
 
+from .._checks import one_of
+
 __all__ = ["esd", "validate_matrix"]
 
 _KINDS = ("gram", "singular", "symmetric")
@@ -114,8 +116,7 @@ def esd(
         [3.0, 4.0]
     """
     validate_matrix(weight)
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    one_of("kind", kind, _KINDS)
     w = weight.float() if weight.dtype in _LOW_PRECISION else weight
     if kind == "singular":
         return torch.linalg.svdvals(w).flip(-1)

@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .._checks import one_of
+
 __all__ = ["MatrixView", "applied_from_originals", "iter_matrices", "legacy_norms", "matrices_of", "module_kind"]
 
 SOURCES = ("linear", "conv", "embedding", "attention", "recurrent", "ensemble", "matrix")
@@ -70,8 +72,7 @@ class MatrixView:
     aliases: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"MatrixView: source must be one of {SOURCES}, got {self.source!r}")
+        one_of("source", self.source, SOURCES, owner="MatrixView")
         if not isinstance(self.matrix, torch.Tensor) or self.matrix.ndim < 2:
             raise ValueError(f"MatrixView: matrix must be a tensor of shape (..., M, N), got {self.matrix!r:.80}")
 
@@ -243,8 +244,7 @@ def views_of(
     ``groups``: a convolution's (``None``: unknown, read as 1). A tensor
     with ``ndim < 2`` gives ``[]``. The rules: :func:`matrices_of`.
     """
-    if conv not in _CONV_VIEWS:
-        raise ValueError(f"conv must be one of {_CONV_VIEWS}, got {conv!r}")
+    one_of("conv", conv, _CONV_VIEWS)
     if isinstance(weight, nn.parameter.UninitializedParameter) or weight.ndim < 2:
         return []
     w = weight.detach()
@@ -333,8 +333,7 @@ def matrices_of(
         >>> [v.name for v in matrices_of(nn.LSTM(3, 2), "weight_hh_l0", nn.LSTM(3, 2).weight_hh_l0)]
         ['weight_hh_l0.i', 'weight_hh_l0.f', 'weight_hh_l0.g', 'weight_hh_l0.o']
     """
-    if conv not in _CONV_VIEWS:
-        raise ValueError(f"conv must be one of {_CONV_VIEWS}, got {conv!r}")
+    one_of("conv", conv, _CONV_VIEWS)
     if not isinstance(param, torch.Tensor):
         raise TypeError(f"param {name!r} must be a torch.Tensor, got {type(param).__name__}")
     kind = module_kind(module)
@@ -381,8 +380,7 @@ def iter_matrices(
     """
     from .selection import candidates, select  # the selection builds on this module's views
 
-    if conv not in _CONV_VIEWS:
-        raise ValueError(f"conv must be one of {_CONV_VIEWS}, got {conv!r}")
+    one_of("conv", conv, _CONV_VIEWS)
     include = ("*",) if include_all_params else None
     chosen = select(candidates(model), include=include, exclude=(), param_filter=None)
     return [

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from .._checks import positive
 from .resolution import numerical_rank, spacing_resolution
 from .spacing import _check_levels, _ratios
 
@@ -24,9 +25,7 @@ errors. Fewer, and :math:`\langle r\rangle` is NaN (left out of the metrics)."""
 
 
 def _check_rows(rows: object) -> int:
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ValueError(f"rows must be a positive int (M, the number of rows of W), got {rows!r}")
-    return rows
+    return positive("rows", rows, integer=True)  # M, the number of rows of W
 
 
 def stable_rank(eigs: torch.Tensor) -> torch.Tensor:
@@ -152,8 +151,7 @@ def spectrum_summary(
         True
     """
     rows = _check_rows(rows)
-    if isinstance(min_ratios, bool) or not isinstance(min_ratios, int) or min_ratios < 1:
-        raise ValueError(f"min_ratios must be a positive int, got {min_ratios!r}")
+    min_ratios = positive("min_ratios", min_ratios, integer=True)
     eigs = _check_levels(eigs, min_levels=1).sort(dim=-1).values
     bulk = nonstructural_levels(eigs, rows)
     nan = torch.full(eigs.shape[:-1], math.nan, dtype=eigs.dtype, device=eigs.device)

@@ -298,7 +298,7 @@ def test_for_logger_with_an_unreachable_server_does_not_touch_it(tmp_path: Path)
 
 
 def test_bad_arguments_raise_at_the_call(store: tuple[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="retry_interval_s must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="MlflowWriter: retry_interval_s must be a positive finite number, got 0"):
         MlflowWriter(None, "r", tracking_uri=store[0], retry_interval_s=0)
     writer = MlflowWriter(MlflowClient(store[0]), "r", tracking_uri=store[0], spool_dir=tmp_path / "s")
     with pytest.raises(ValueError, match=r"ending in '\.npz'"):

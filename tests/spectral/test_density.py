@@ -320,10 +320,10 @@ def test_dense_limit_is_documented_int() -> None:
         (torch.tensor([[1.0, float("inf")], [0.0, 1.0]]), {}, ValueError, "finite"),
         (torch.ones(4, 3), {"kind": "singular"}, ValueError, "kind must be 'gram', got 'singular'"),
         (torch.ones(4, 3), {"method": "lanczos"}, ValueError, r"method must be one of \('slq', 'kpm'\)"),
-        (torch.ones(4, 3), {"bins": 0}, ValueError, "bins must be an integer >= 1, got 0"),
-        (torch.ones(4, 3), {"bins": True}, ValueError, "bins must be an integer"),
-        (torch.ones(4, 3), {"num_vectors": 0}, ValueError, "num_vectors must be an integer >= 1"),
-        (torch.ones(4, 3), {"num_steps": 1}, ValueError, "num_steps must be an integer >= 2, got 1"),
+        (torch.ones(4, 3), {"bins": 0}, ValueError, "bins must be an int >= 1, got 0"),
+        (torch.ones(4, 3), {"bins": True}, ValueError, "bins must be an int"),
+        (torch.ones(4, 3), {"num_vectors": 0}, ValueError, "num_vectors must be an int >= 1"),
+        (torch.ones(4, 3), {"num_steps": 1}, ValueError, "num_steps must be an int >= 2, got 1"),
     ],
 )
 def test_estimate_density_rejects_bad_input(weight: object, kwargs: dict, error: type, match: str) -> None:
