@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from rmt_callbacks.laws import MarchenkoPastur
+from rmt_callbacks.spectral._quadrature import _trapezoid_bias
 from rmt_callbacks.spectral.density import (
     DENSE_LIMIT,
     SpectralDensity,
-    _trapezoid_bias,
     density_from_eigenvalues,
     density_l1,
     estimate_density,
