@@ -2,9 +2,10 @@ r"""Full, unsharded copies of the weights on rank zero, under DDP, FSDP (``Fully
 
 A monitor that analyses on rank zero only needs the *full* matrices there. Under plain training and DDP every
 rank holds them; under FSDP each rank holds a shard, and gathering them is a collective that **every rank must
-enter, in the same order**. :func:`snapshot_parameters` (names to tensors) and :func:`snapshot_module` (a module
-tree that :func:`rmt_callbacks.analysis.resolve_views` reads like the user's model) are therefore called by every
-rank at an analysis step; rank zero gets detached CPU copies, the other ranks ``None``:
+enter, in the same order**. :func:`snapshot_module` (a module tree of copies that
+:func:`rmt_callbacks.analysis.resolve_views` reads like the user's model) is therefore called by every rank at an
+analysis step; rank zero gets detached CPU copies, the other ranks ``None``. (A monitor that is not sharded copies
+only the views it analyses, :func:`snapshot_views`, with no collective.)
 
 .. math::
 
@@ -64,10 +65,8 @@ if TYPE_CHECKING:
 __all__ = [
     "WRAPPER_ATTRS",
     "copy_stored",
-    "gather_parameters",
     "is_sharded",
     "snapshot_module",
-    "snapshot_parameters",
     "snapshot_views",
     "stand_in",
     "strategy_root",
@@ -167,77 +166,6 @@ def _gather_rows(root: nn.Module, model: nn.Module, names: Sequence[str] | None,
     return out if rank_zero else None
 
 
-def gather_parameters(
-    model: nn.Module,
-    *,
-    root: nn.Module | None = None,
-    names: Sequence[str] | None = None,
-    rank_zero: bool = True,
-) -> dict[str, torch.Tensor] | None:
-    """Full CPU copies of ``model``'s parameters on rank zero; every rank must call it (see the module docstring).
-
-    Args:
-        model: the user's module (the ``LightningModule``), possibly holding FSDP-wrapped or ``fully_shard``-ed
-            submodules.
-        root: the outermost module the strategy trains (``trainer.strategy.model``: an FSDP1 wrapper around
-            ``model`` is only found there); ``None``: ``model``.
-        names: user-visible names of the parameters to copy (``None``: all). Read on rank zero only: unknown names
-            are left out, and no collective depends on it.
-        rank_zero: whether this process is global rank zero.
-
-    Returns:
-        On rank zero, user-visible name to a detached CPU clone of the full parameter (its dtype kept), in
-        ``named_parameters()`` order; on other ranks ``None``.
-
-    Raises:
-        TypeError: ``model`` or ``root`` is not an ``nn.Module``.
-
-    References: PyTorch ``FullyShardedDataParallel.summon_full_params``, ``DTensor.full_tensor``.
-
-    Examples:
-        >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
-        >>> copies = gather_parameters(net, names=["0.weight", "2.weight"])
-        >>> list(copies), torch.equal(copies["0.weight"], net[0].weight), copies["0.weight"] is net[0].weight
-        (['0.weight', '2.weight'], True, False)
-        >>> gather_parameters(net, rank_zero=False) is None
-        True
-    """
-    rows = _checked_rows(model, root, names, rank_zero)
-    return None if rows is None else {n: c for n, _, _, c in rows}
-
-
-def _checked_rows(
-    model: nn.Module, root: nn.Module | None, names: Sequence[str] | None, rank_zero: bool
-) -> list[_Row] | None:
-    for arg, value in (("model", model), ("root", model if root is None else root)):
-        if not isinstance(value, nn.Module):
-            raise TypeError(f"{arg} must be an nn.Module, got {type(value).__name__}")
-    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
-        raise TypeError(f"names must be None or a sequence of str, got {names!r}")
-    return _gather_rows(model if root is None else root, model, names, rank_zero)
-
-
-def snapshot_parameters(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, names: Sequence[str] | None = None
-) -> dict[str, torch.Tensor] | None:
-    """:func:`gather_parameters` for a Lightning run: ``root = trainer.strategy.model``, rank from the trainer.
-
-    Every rank must call it at the same steps (a collective under FSDP); rank zero gets the copies, others ``None``.
-
-    Args:
-        trainer: the running ``Trainer``.
-        pl_module: the ``LightningModule`` being trained.
-        names: user-visible parameter names to copy (``None``: all); read on rank zero only.
-
-    Returns:
-        On rank zero, name to detached CPU copy of the full parameter; ``None`` on the other ranks.
-
-    Raises:
-        TypeError: ``pl_module`` is not an ``nn.Module``, or ``names`` is not a sequence of str.
-    """
-    return gather_parameters(pl_module, root=strategy_root(trainer), names=names, rank_zero=trainer.is_global_zero)
-
-
 def snapshot_module(
     trainer: pl.Trainer, pl_module: pl.LightningModule, names: Sequence[str] | None = None
 ) -> nn.Module | None:
@@ -249,20 +177,40 @@ def snapshot_module(
     weight is read as the weight it applies, from its gathered ``weight_g``/``weight_v``/``weight_orig``). It is for
     reading (``named_parameters``, ``get_submodule``,
     :func:`rmt_callbacks.analysis.resolve_views`), never for a forward pass. Every rank must call it at the same
-    steps, like :func:`snapshot_parameters`.
+    steps (a collective under FSDP; see the module docstring).
 
     Args:
         trainer: the running ``Trainer``.
         pl_module: the ``LightningModule`` being trained.
-        names: user-visible parameter names to copy (``None``: all); read on rank zero only.
+        names: user-visible parameter names to copy (``None``: all); read on rank zero only: unknown names are
+            left out, and no collective depends on them.
 
     Returns:
-        The stand-in module on rank zero, ``None`` on the other ranks.
+        The stand-in module on rank zero, ``None`` on the other ranks. Its ``named_parameters()`` are the
+        selected parameters' user-visible names, in the order ``named_parameters()`` gives on the unwrapped model,
+        each a detached CPU clone of the full parameter (its dtype kept).
 
     Raises:
         TypeError: ``pl_module`` is not an ``nn.Module``, or ``names`` is not a sequence of str.
+
+    References: PyTorch ``FullyShardedDataParallel.summon_full_params``, ``DTensor.full_tensor``.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> trainer = SimpleNamespace(strategy=SimpleNamespace(model=net), is_global_zero=True)  # one process
+        >>> copies = dict(snapshot_module(trainer, net, names=["0.weight", "2.weight"]).named_parameters())
+        >>> list(copies), torch.equal(copies["0.weight"], net[0].weight), copies["0.weight"] is net[0].weight
+        (['0.weight', '2.weight'], True, False)
+        >>> snapshot_module(SimpleNamespace(strategy=trainer.strategy, is_global_zero=False), net) is None
+        True
     """
-    rows = _checked_rows(pl_module, strategy_root(trainer), names, trainer.is_global_zero)
+    if not isinstance(pl_module, nn.Module):
+        raise TypeError(f"pl_module must be an nn.Module, got {type(pl_module).__name__}")
+    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be None or a sequence of str, got {names!r}")
+    root = strategy_root(trainer)  # an nn.Module or None: an FSDP1 wrapper around pl_module is only found there
+    rows = _gather_rows(pl_module if root is None else root, pl_module, names, trainer.is_global_zero)
     return None if rows is None else stand_in(pl_module, rows)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -74,6 +75,11 @@ def _names(rows: list[dict[str, str]], stat: str) -> set[str]:
     return {k.removeprefix("rmt/").removesuffix(f"/{stat}") for k in rows[0] if k.endswith(f"/{stat}")}
 
 
+def _one_process(model: nn.Module) -> SimpleNamespace:
+    """The trainer as ``snapshot_module`` reads it in one process (the gather a sharded monitor runs)."""
+    return SimpleNamespace(strategy=SimpleNamespace(model=model), is_global_zero=True)
+
+
 GATES = {f"lstm.weight_{w}_l0{d}.{g}" for w in ("ih", "hh") for d in ("", "_reverse") for g in "ifgo"}
 CELL = {f"cell.weight_{w}.{g}" for w in ("ih", "hh") for g in "rzn"}
 
@@ -114,17 +120,14 @@ def test_dyson_monitor_follows_parametrized_weights_through_their_originals(
 def test_a_gathered_stand_in_reads_parametrized_weights_as_the_live_model() -> None:
     """The sharded path analyses a stand-in of gathered copies: a parametrization's originals and state travel."""
     from rmt_callbacks.analysis import resolve_views
-    from rmt_callbacks.monitors._gather import gather_parameters, stand_in
+    from rmt_callbacks.monitors._gather import snapshot_module
     from rmt_callbacks.monitors._selection import parameter_names
 
     model = Parametrized().eval()
     views = resolve_views(model)
     names = parameter_names(model, views)
     assert "sn.parametrizations.weight.original" in names and "sn.weight" not in names
-    copies = gather_parameters(model, names=names)
-    owners = {n: (model.get_submodule(n.rpartition(".")[0].replace("head", "head._orig_mod")), n) for n in copies}
-    rows = [(n, owners[n][0], n.rpartition(".")[2], t) for n, t in copies.items()]
-    again = resolve_views(stand_in(model, rows))
+    again = resolve_views(snapshot_module(_one_process(model), model, names))
     assert [(v.name, v.matrix.tolist()) for v in again] == [(v.name, v.matrix.tolist()) for v in views]
 
 
@@ -174,7 +177,7 @@ def test_both_monitors_read_old_style_hook_norms_as_applied(tmp_path: Path, capl
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_a_gathered_stand_in_reads_old_style_hook_norms_as_the_live_model() -> None:
     from rmt_callbacks.analysis import resolve_views
-    from rmt_callbacks.monitors._gather import gather_parameters, stand_in
+    from rmt_callbacks.monitors._gather import snapshot_module
     from rmt_callbacks.monitors._selection import parameter_names
 
     model = Legacy()
@@ -183,7 +186,5 @@ def test_a_gathered_stand_in_reads_old_style_hook_norms_as_the_live_model() -> N
     views = resolve_views(model)
     names = parameter_names(model, views)
     assert names == ["wn.weight_g", "wn.weight_v", "sn.weight_orig", "head.weight"]
-    copies = gather_parameters(model, names=names)
-    rows = [(n, model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2], t) for n, t in copies.items()]
-    again = resolve_views(stand_in(model, rows))
+    again = resolve_views(snapshot_module(_one_process(model), model, names))
     assert [(v.name, v.matrix.tolist()) for v in again] == [(v.name, v.matrix.tolist()) for v in views]

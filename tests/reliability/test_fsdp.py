@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -28,13 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks.analysis import resolve_views
-from rmt_callbacks.monitors._gather import (
-    gather_parameters,
-    is_sharded,
-    snapshot_module,
-    snapshot_parameters,
-    user_name,
-)
+from rmt_callbacks.monitors._gather import is_sharded, snapshot_module, user_name
 
 MAX_STEPS = 3
 TIMEOUT_S = 600  # a hung collective fails the test instead of hanging the suite
@@ -96,7 +92,7 @@ class Record(pl.Callback):
     def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         model = snapshot_module(trainer, pl_module)  # every rank: a collective under FSDP
         names = ["fc.weight", "attn.in_proj_weight"] if trainer.is_global_zero else None  # rank zero's choice only
-        subset = snapshot_parameters(trainer, pl_module, names=names)
+        subset = snapshot_module(trainer, pl_module, names=names)  # a second collective: rank zero picks the names
         if not trainer.is_global_zero:
             assert model is None and subset is None
             return
@@ -105,7 +101,7 @@ class Record(pl.Callback):
         entry: dict[str, object] = {
             "params": {n: p.detach().clone() for n, p in model.named_parameters()},
             "views": [(v.name, v.source, tuple(v.matrix.shape)) for v in resolve_views(model)],
-            "subset": subset,
+            "subset": {n: p.detach().clone() for n, p in subset.named_parameters()},
         }
         if self.direct:
             entry["direct"] = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
@@ -160,7 +156,9 @@ def _run_two_processes(layout: str, tmp: Path) -> dict[int, dict[str, object]]:
         _worker, args=(2, layout, _free_port(), str(out)), nprocs=2, join=False, start_method="spawn"
     )
     try:
-        assert context.join(timeout=TIMEOUT_S) or context.join(timeout=1), f"{layout}: the ranks did not finish (hang?)"
+        deadline = time.monotonic() + TIMEOUT_S
+        while not context.join(timeout=max(deadline - time.monotonic(), 0.0)):  # False while any rank still runs
+            assert time.monotonic() < deadline, f"{layout}: the ranks did not finish (hang?)"
     finally:
         for process in context.processes:  # only the two processes started here
             if process.is_alive():
@@ -190,13 +188,19 @@ def test_one_process_snapshot_is_a_copy_of_named_parameters(tmp_path: Path) -> N
     assert not torch.equal(steps[0]["params"]["fc.weight"], steps[MAX_STEPS]["params"]["fc.weight"])  # copies
 
 
+def _one_process(model: object, rank_zero: bool = True) -> SimpleNamespace:
+    """The two things ``snapshot_module`` reads of a trainer: ``strategy.model`` and ``is_global_zero``."""
+    return SimpleNamespace(strategy=SimpleNamespace(model=model), is_global_zero=rank_zero)
+
+
 def test_copies_do_not_follow_the_live_parameters() -> None:
     net = nn.Sequential(nn.Linear(3, 2))
-    copies = gather_parameters(net)
+    copies = dict(snapshot_module(_one_process(net), net).named_parameters())
     with torch.no_grad():
         net[0].weight.add_(1.0)
     assert not torch.equal(copies["0.weight"], net[0].weight)
-    assert gather_parameters(net, names=["nothing"]) == {}
+    assert list(snapshot_module(_one_process(net), net, names=["nothing"]).parameters()) == []
+    assert snapshot_module(_one_process(net, rank_zero=False), net) is None  # unsharded: the other ranks skip at once
 
 
 def test_wrapper_levels_are_not_part_of_the_name() -> None:
@@ -210,9 +214,12 @@ def test_wrapper_levels_are_not_part_of_the_name() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: gather_parameters("net"), TypeError, "model must be an nn.Module, got str"),
-        (lambda: gather_parameters(nn.Linear(2, 2), root=3), TypeError, "root must be an nn.Module, got int"),
-        (lambda: gather_parameters(nn.Linear(2, 2), names="weight"), TypeError, "names must be None or a sequence"),
+        (lambda: snapshot_module(_one_process(None), "net"), TypeError, "pl_module must be an nn.Module, got str"),
+        (
+            lambda: snapshot_module(_one_process(None), nn.Linear(2, 2), names="weight"),
+            TypeError,
+            "names must be None or a sequence",
+        ),
     ],
 )
 def test_errors_name_the_argument(call, error: type[Exception], match: str) -> None:
@@ -287,7 +294,9 @@ def _run_monitored(layout: str, tmp: Path, budget: float | None) -> dict[int, di
         _monitor_worker, args=(2, layout, _free_port(), str(tmp), budget), nprocs=2, join=False, start_method="spawn"
     )
     try:
-        assert context.join(timeout=TIMEOUT_S) or context.join(timeout=1), f"{layout}: the ranks did not finish (hang?)"
+        deadline = time.monotonic() + TIMEOUT_S
+        while not context.join(timeout=max(deadline - time.monotonic(), 0.0)):  # False while any rank still runs
+            assert time.monotonic() < deadline, f"{layout}: the ranks did not finish (hang?)"
     finally:
         for process in context.processes:
             if process.is_alive():
