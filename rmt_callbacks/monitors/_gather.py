@@ -124,7 +124,7 @@ def is_sharded(model: nn.Module, root: nn.Module | None = None) -> bool:
     """Whether gathering ``model``'s full weights is a collective (FSDP1 under ``root``, or a ``DTensor`` parameter).
 
     The same on every rank (it reads the module structure only), so it may decide whether to call
-    :func:`snapshot_parameters` at all: when it is ``False`` only rank zero needs to.
+    :func:`snapshot_module` at all: when it is ``False`` only rank zero needs to.
 
     Args:
         model: the user's module.
