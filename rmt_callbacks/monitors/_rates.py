@@ -63,8 +63,9 @@ class Rate:
         return self.lr * (1.0 - self.dampening) / (1.0 - self.momentum) if self.covered else self.lr
 
     def temperature(self, batch_size: int) -> float | None:
-        """:math:`\\alpha_{\\rm eff}/|B|`, or ``None`` for an optimizer the theory does not cover."""
-        return noise_temperature(self.step, batch_size) if self.covered and self.step > 0 else None
+        """:math:`\\alpha_{\\rm eff}/|B|`, or ``None`` (an optimizer the theory does not cover; no finite step > 0)."""
+        ok = self.covered and math.isfinite(self.step) and self.step > 0  # noise_temperature refuses the rest
+        return noise_temperature(self.step, batch_size) if ok else None
 
 
 def rate_of(optimizer: torch.optim.Optimizer, group: dict[str, Any], lr: float | None = None) -> Rate:
