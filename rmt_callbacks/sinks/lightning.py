@@ -4,7 +4,7 @@ The callbacks never use ``pl_module.log``: like Lightning's ``LearningRateMonito
 entry of ``trainer.loggers``, from rank zero, with an explicit step. Loggers other than MLflow get
 ``logger.log_metrics(metrics, step=step)``. An ``MLFlowLogger``'s run gets them through its
 :class:`~rmt_callbacks.sinks.spool.MlflowWriter`: a background thread that sends them in requests of at most
-:data:`~rmt_callbacks.sinks.mlflow.MLFLOW_MAX_METRICS_PER_BATCH` (MLflow's limit, re-exported here), so that
+:data:`~rmt_callbacks.sinks.mlflow.MLFLOW_MAX_METRICS_PER_BATCH` (MLflow's limit, also importable from here), so that
 
 .. math::
 
@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
-from .mlflow import MLFLOW_MAX_METRICS_PER_BATCH
-
 __all__ = [
     "FLUSH_TIMEOUT_S",
-    "MLFLOW_MAX_METRICS_PER_BATCH",
     "flush_loggers",
     "log_to_loggers",
     "mlflow_loggers",
@@ -34,6 +32,16 @@ __all__ = [
 
 FLUSH_TIMEOUT_S: float = 30.0
 """How long the monitors wait at the end of training for an MLflow store to take what was queued."""
+
+
+def __getattr__(name: str) -> Any:
+    """``MLFLOW_MAX_METRICS_PER_BATCH`` from :mod:`~rmt_callbacks.sinks.mlflow`, loaded only when asked for (a
+    run without an MLflow logger loads none of the MLflow sinks)."""
+    if name == "MLFLOW_MAX_METRICS_PER_BATCH":
+        from .mlflow import MLFLOW_MAX_METRICS_PER_BATCH
+
+        return MLFLOW_MAX_METRICS_PER_BATCH
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mlflow_loggers(loggers: Sequence[Logger]) -> list[MLFlowLogger]:
