@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 __all__ = ["ArgumentTypeError", "at_least", "finite", "non_negative", "one_of", "positive"]
 
@@ -78,6 +78,10 @@ def finite(name: str, value: object, *, owner: str | None = None) -> float:
     return x
 
 
+@overload
+def positive(name: str, value: object, *, owner: str | None = None, integer: Literal[False] = False) -> float: ...
+@overload
+def positive(name: str, value: object, *, owner: str | None = None, integer: Literal[True]) -> int: ...
 def positive(name: str, value: object, *, owner: str | None = None, integer: bool = False) -> float | int:
     """``value`` if it is a positive finite real number (a float), or with ``integer=True`` a positive int.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -70,3 +72,9 @@ def test_one_of_returns_the_value_or_lists_the_choices() -> None:
         one_of("kind", "svd", ("gram", "singular"), owner="esd")
     with pytest.raises(ValueError, match=r"got None$"):
         one_of("kind", None, ("gram",))
+
+
+def test_the_base_layer_imports_only_the_standard_library() -> None:
+    code = "import sys, rmt_callbacks._checks; print([m for m in ('torch', 'numpy') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

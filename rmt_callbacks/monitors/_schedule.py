@@ -80,7 +80,7 @@ def check_positive(arg: str, value: object, *, allow_none: bool = False) -> floa
         >>> check_positive("lr", 0.1), check_positive("lr", None, allow_none=True)
         (0.1, None)
     """
-    return None if value is None and allow_none else float(positive(arg, value))
+    return None if value is None and allow_none else positive(arg, value)
 
 
 def resolve_cadence(every_n_train_steps: int | None, every_n_epochs: int | None) -> tuple[int | None, int | None]:
