@@ -53,7 +53,7 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
         value = kind(text)  # argparse reports a ValueError here as "invalid int value: '2.5'"
         try:
-            return positive("the value", value, integer=kind is int)
+            return positive("the value", value, integer=True) if kind is int else positive("the value", value)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 

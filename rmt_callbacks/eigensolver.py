@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
+
+from ._checks import one_of
 
 __all__ = [
     "SCIPY_FROM",
@@ -74,9 +76,7 @@ def validate_solver(solver: object) -> Solver:
         ...
         ValueError: solver must be one of ('auto', 'torch', 'scipy'), got 'mkl'
     """
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    return solver  # type: ignore[return-value]
+    return cast(Solver, one_of("solver", solver, SOLVERS))
 
 
 def backend_for(solver: Solver, stack: torch.Tensor) -> Backend:
