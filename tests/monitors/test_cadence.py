@@ -9,50 +9,35 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.monitors._recorder import Recorder
 from rmt_callbacks.monitors._schedule import DEFAULT_OVERHEAD_BUDGET
 
+from scaffold import Toy, quiet_trainer, random_loader
+
 KEY = "rmt/net.0.weight/lambda_max"
 
 
-class Paced(pl.LightningModule):
+def _paced(step_s: float = 0.0) -> Toy:
     """A small MLP whose optimizer step takes ``step_s`` seconds (what real training does: it takes time)."""
-
-    def __init__(self, step_s: float = 0.0) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(12, 20), nn.Tanh(), nn.Linear(20, 3))
-        self.step_s = step_s
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        time.sleep(self.step_s)
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+    torch.manual_seed(0)
+    return Toy(
+        net=nn.Sequential(nn.Linear(12, 20), nn.Tanh(), nn.Linear(20, 3)), loss="cross_entropy", lr=0.1, step_s=step_s
+    )
 
 
-def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Paced, **trainer_kwargs) -> tuple[list[int], list[str]]:
+def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Toy, **trainer_kwargs) -> tuple[list[int], list[str]]:
     """Fit; returns the steps at which ``KEY`` was logged and the RuntimeWarnings raised."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(256, 12, generator=g)
     logger = CSVLogger(tmp_path, name="csv")
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, logger=logger, callbacks=[monitor], accelerator="cpu", enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, **trainer_kwargs,
-    )  # fmt: skip
+    trainer = quiet_trainer(logger=logger, callbacks=[monitor], **trainer_kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(model, DataLoader(TensorDataset(x, x[:, :3].argmax(1)), batch_size=8))
+        trainer.fit(model, random_loader(256, 12, seed=1, target=lambda x: x[:, :3].argmax(1)))
     with open(Path(logger.log_dir) / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r.get(KEY)]
     return steps, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
@@ -64,7 +49,7 @@ def _warm() -> None:
 
 
 def test_an_explicit_cadence_is_analysed_at_every_due_step_in_the_hook(tmp_path: Path) -> None:
-    steps, said = _fit(tmp_path, SpectrumMonitor(every_n_train_steps=5, background=False), Paced(), max_steps=30)
+    steps, said = _fit(tmp_path, SpectrumMonitor(every_n_train_steps=5, background=False), _paced(), max_steps=30)
     assert steps == [0, 5, 10, 15, 20, 25, 30]
     assert not [m for m in said if "was asked for" in m]
 
@@ -72,7 +57,7 @@ def test_an_explicit_cadence_is_analysed_at_every_due_step_in_the_hook(tmp_path:
 def test_an_explicit_cadence_is_analysed_at_every_due_step_in_the_background(tmp_path: Path) -> None:
     """Training at 20 ms a step leaves the worker 100 ms per analysis of two small matrices: it keeps up."""
     monitor = SpectrumMonitor(every_n_train_steps=5, figure_every_n_analyses=None)
-    steps, said = _fit(tmp_path, monitor, Paced(step_s=0.02), max_steps=30)
+    steps, said = _fit(tmp_path, monitor, _paced(step_s=0.02), max_steps=30)
     assert steps == [0, 5, 10, 15, 20, 25, 30]
     assert not [m for m in said if "was asked for" in m]
 
@@ -90,7 +75,7 @@ def test_analyses_slower_than_the_cadence_run_late_and_say_so_once(
 
     monkeypatch.setattr(Recorder, "analyse", slow)
     monitor = SpectrumMonitor(every_n_train_steps=2, figure_every_n_analyses=None)
-    steps, said = _fit(tmp_path, monitor, Paced(step_s=0.005), max_steps=120)
+    steps, said = _fit(tmp_path, monitor, _paced(step_s=0.005), max_steps=120)
     assert steps[0] == 0 and steps[-1] == 120 and steps == sorted(set(steps))
     assert 3 <= len(steps) < 61  # fewer than the 61 due steps: late ones were taken when the worker was free
     late = [m for m in said if "every_n_train_steps=2 was asked for" in m]
@@ -116,7 +101,7 @@ def test_analyses_slower_than_the_cadence_run_late_and_say_so_once(
     ],
 )
 def test_the_final_weights_are_always_analysed(tmp_path: Path, cadence: dict, trainer_kwargs: dict, expected) -> None:
-    steps, _ = _fit(tmp_path, SpectrumMonitor(**cadence, background=False), Paced(), **trainer_kwargs)
+    steps, _ = _fit(tmp_path, SpectrumMonitor(**cadence, background=False), _paced(), **trainer_kwargs)
     assert steps == expected
 
 
