@@ -13,60 +13,44 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.nn.utils import parametrizations
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor
 
+from scaffold import Toy, quiet_trainer, random_loader
 
-class Recurrent(pl.LightningModule):
+
+class Recurrent(Toy):
     """Only recurrent layers: an LSTM, a GRU cell."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(6, 8, batch_first=True, bidirectional=True)
-        self.cell = nn.GRUCell(16, 4)
+        super().__init__(lstm=nn.LSTM(6, 8, batch_first=True, bidirectional=True), cell=nn.GRUCell(16, 4))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x.view(-1, 2, 6))
-        return nn.functional.mse_loss(self.cell(out[:, -1]), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+        return self.cell(out[:, -1])
 
 
-class Parametrized(pl.LightningModule):
+def _parametrized() -> Toy:
     """Spectral-norm and weight-norm layers, and a compiled submodule (eager backend: no compiler needed)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.sn = parametrizations.spectral_norm(nn.Linear(12, 10))
-        with torch.no_grad():
-            self.sn.parametrizations.weight.original.mul_(3.0)  # the raw weight's norm is far from 1
-        self.wn = parametrizations.weight_norm(nn.Linear(10, 8))
-        self.head = torch.compile(nn.Linear(8, 4), backend="eager")
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.head(torch.tanh(self.wn(torch.tanh(self.sn(x))))), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    model = Toy(
+        sn=parametrizations.spectral_norm(nn.Linear(12, 10)),
+        wn=parametrizations.weight_norm(nn.Linear(10, 8)),
+        head=torch.compile(nn.Linear(8, 4), backend="eager"),
+    )
+    with torch.no_grad():
+        model.sn.parametrizations.weight.original.mul_(3.0)  # the raw weight's norm is far from 1
+    return model
 
 
 def _loader(out: int) -> DataLoader:
-    g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(64, 12, generator=g), torch.randn(64, out, generator=g)), batch_size=8)
+    return random_loader(64, 12, out, batch_size=8, seed=0)
 
 
 def _fit(tmp_path: Path, model: pl.LightningModule, monitor: pl.Callback, out: int) -> list[dict[str, str]]:
     logger = CSVLogger(tmp_path, name="csv")
-    trainer = pl.Trainer(
-        max_steps=8, logger=logger, callbacks=[monitor], accelerator="cpu", enable_progress_bar=False,
-        enable_checkpointing=False, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(model, _loader(out))
+    quiet_trainer(max_steps=8, logger=logger, callbacks=[monitor]).fit(model, _loader(out))
     with open(Path(logger.log_dir) / "metrics.csv") as fh:
         return list(csv.DictReader(fh))
 
@@ -98,7 +82,7 @@ def test_dyson_monitor_on_a_model_of_recurrent_layers_only(tmp_path: Path, caplo
 
 
 def test_spectrum_monitor_reads_parametrized_weights_as_applied_and_compiled_names(tmp_path: Path) -> None:
-    model = Parametrized()
+    model = _parametrized()
     rows = _fit(tmp_path, model, SpectrumMonitor(every_n_train_steps=4, analyses=["summary"]), out=4)
     assert _names(rows, "spectral_norm") == {"sn.weight", "wn.weight", "head.weight"}
     last = [r for r in rows if r.get("rmt/sn.weight/spectral_norm")][-1]
@@ -111,7 +95,7 @@ def test_dyson_monitor_follows_parametrized_weights_through_their_originals(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO):
-        rows = _fit(tmp_path, Parametrized(), DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None), out=4)
+        rows = _fit(tmp_path, _parametrized(), DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None), out=4)
     assert not [r for r in caplog.records if "no optimizer updates it" in r.getMessage()]
     logged = {k.removeprefix("rmt/").rpartition("/")[0] for r in rows for k, v in r.items() if v and "dyson_width" in k}
     assert logged == {"sn.weight", "wn.weight", "head.weight"}
@@ -123,7 +107,7 @@ def test_a_gathered_stand_in_reads_parametrized_weights_as_the_live_model() -> N
     from rmt_callbacks.monitors._gather import snapshot_module
     from rmt_callbacks.monitors._selection import parameter_names
 
-    model = Parametrized().eval()
+    model = _parametrized().eval()
     views = resolve_views(model)
     names = parameter_names(model, views)
     assert "sn.parametrizations.weight.original" in names and "sn.weight" not in names
@@ -131,24 +115,15 @@ def test_a_gathered_stand_in_reads_parametrized_weights_as_the_live_model() -> N
     assert [(v.name, v.matrix.tolist()) for v in again] == [(v.name, v.matrix.tolist()) for v in views]
 
 
-class Legacy(pl.LightningModule):
+def _legacy() -> Toy:
     """Old-style, hook-based weight_norm and spectral_norm layers (torch.nn.utils.weight_norm / spectral_norm)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.wn = nn.utils.weight_norm(nn.Linear(12, 10))
-        self.sn = nn.utils.spectral_norm(nn.Linear(10, 8))
-        with torch.no_grad():
-            self.sn.weight_orig.mul_(3.0)  # the raw weight's norm is far from 1
-        self.head = nn.Linear(8, 4)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.head(torch.tanh(self.sn(torch.tanh(self.wn(x))))), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    model = Toy(
+        wn=nn.utils.weight_norm(nn.Linear(12, 10)), sn=nn.utils.spectral_norm(nn.Linear(10, 8)), head=nn.Linear(8, 4)
+    )
+    with torch.no_grad():
+        model.sn.weight_orig.mul_(3.0)  # the raw weight's norm is far from 1
+    return model
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -158,12 +133,9 @@ def test_both_monitors_read_old_style_hook_norms_as_applied(tmp_path: Path, capl
         DysonMonitor(log_every_n_steps=4, window=4, overhead_budget=None),
     ]
     logger = CSVLogger(tmp_path, name="csv")
-    trainer = pl.Trainer(
-        max_steps=8, logger=logger, callbacks=monitors, accelerator="cpu", enable_progress_bar=False,
-        enable_checkpointing=False, enable_model_summary=False,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_steps=8, logger=logger, callbacks=monitors)
     with caplog.at_level(logging.INFO):
-        trainer.fit(Legacy(), _loader(4))
+        trainer.fit(_legacy(), _loader(4))
     with open(Path(logger.log_dir) / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert not [r for r in caplog.records if "no optimizer updates it" in r.getMessage()]
@@ -180,7 +152,7 @@ def test_a_gathered_stand_in_reads_old_style_hook_norms_as_the_live_model() -> N
     from rmt_callbacks.monitors._gather import snapshot_module
     from rmt_callbacks.monitors._selection import parameter_names
 
-    model = Legacy()
+    model = _legacy()
     model.training_step((torch.randn(2, 12), torch.randn(2, 4)), 0)  # spectral norm iterates once
     model.eval()
     views = resolve_views(model)
