@@ -14,48 +14,45 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.analysis import ANALYSES, is_stepwise
 
+from scaffold import Toy, quiet_trainer, random_loader
 
-class Tiny(pl.LightningModule):
-    """Two linear layers on Gaussian data; optional extra parameters to exercise skips."""
 
-    def __init__(self, *, bad: bool = False) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 3))
-        if bad:
-            self.thin = nn.Linear(12, 1)  # weight (1, 12): degenerate, and used in the loss below
-            self.broken = nn.Module()  # an ensemble weight (E, M, N) full of NaN, not trained
-            self.broken.weight = nn.Parameter(torch.full((4, 6, 5), float("nan")), requires_grad=False)
+def _mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _tiny() -> Toy:
+    """Two linear layers on Gaussian data."""
+    return Toy(net=_mlp(), loss="cross_entropy", lr=0.1)
+
+
+class WithSkips(Toy):
+    """:func:`_tiny` and extra parameters to exercise skips."""
+
+    def __init__(self) -> None:
+        super().__init__(net=_mlp(), loss="cross_entropy", lr=0.1)
+        self.thin = nn.Linear(12, 1)  # weight (1, 12): degenerate, and used in the loss below
+        self.broken = nn.Module()  # an ensemble weight (E, M, N) full of NaN, not trained
+        self.broken.weight = nn.Parameter(torch.full((4, 6, 5), float("nan")), requires_grad=False)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = nn.functional.cross_entropy(self.net(x), y)
-        if hasattr(self, "thin"):
-            loss = loss + 0.01 * self.thin(x).pow(2).mean()
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        return super().training_step(batch, batch_idx) + 0.01 * self.thin(batch[0]).pow(2).mean()
 
 
 def _loader(n: int = 64, batch_size: int = 8) -> DataLoader:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 12, generator=g)
-    return DataLoader(TensorDataset(x, (x[:, :3]).argmax(dim=1)), batch_size=batch_size)
+    return random_loader(n, 12, batch_size=batch_size, seed=1, target=lambda x: x[:, :3].argmax(dim=1))
 
 
 def _fit(tmp_path: Path, callbacks: list, *, model: pl.LightningModule | None = None, **trainer_kwargs) -> tuple:
     logger = CSVLogger(tmp_path, name="csv")
-    kwargs = {"max_steps": 6, "enable_checkpointing": False, **trainer_kwargs}
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, logger=logger, callbacks=callbacks, accelerator="cpu",
-        enable_progress_bar=False, enable_model_summary=False, **kwargs,
-    )  # fmt: skip
-    model = model or Tiny()
+    kwargs = {"max_steps": 6, **trainer_kwargs}
+    trainer = quiet_trainer(default_root_dir=tmp_path, logger=logger, callbacks=callbacks, **kwargs)
+    model = model or _tiny()
     trainer.fit(model, _loader())
     return trainer, model, _csv_rows(logger)
 
@@ -99,7 +96,7 @@ def test_bad_matrices_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
     monitor = SpectrumMonitor(every_n_train_steps=2, background=False)  # every step exactly, whatever the load
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, _, rows = _fit(tmp_path, [monitor], model=Tiny(bad=True))
+        trainer, _, rows = _fit(tmp_path, [monitor], model=WithSkips())
     assert trainer.global_step == 6  # training was not disturbed
     skips = [str(w.message) for w in caught if "SpectrumMonitor: skipping" in str(w.message)]
     assert len(skips) == 2, skips  # 4 analyses, but one warning per (matrix, reason)
@@ -121,11 +118,10 @@ def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
     assert saved[other.state_key] == {"last_step": 4, "num_analyses": 2}
 
     resumed = SpectrumMonitor(every_n_train_steps=4, overhead_budget=None, analyses=["summary"])
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path / "b", logger=CSVLogger(tmp_path / "b"), callbacks=[resumed], max_steps=8,
-        accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-    )  # fmt: skip
-    trainer.fit(Tiny(), _loader(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    trainer = quiet_trainer(
+        default_root_dir=tmp_path / "b", logger=CSVLogger(tmp_path / "b"), callbacks=[resumed], max_steps=8
+    )
+    trainer.fit(_tiny(), _loader(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     rows = _csv_rows(trainer.logger)
     assert _steps_with(rows, "rmt/net.0.weight/lambda_max") == [8]  # step 4 is not analysed twice
     assert resumed.state_dict() == {"last_step": 8, "num_analyses": 3}
@@ -133,12 +129,9 @@ def test_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
 
 def test_without_a_logger_it_warns_and_does_nothing(tmp_path: Path) -> None:
     monitor = SpectrumMonitor(every_n_train_steps=2)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, logger=False, callbacks=[monitor], max_steps=4, accelerator="cpu",
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-    )  # fmt: skip
+    trainer = quiet_trainer(logger=False, callbacks=[monitor], max_steps=4)
     with pytest.warns(RuntimeWarning, match="the Trainer has no logger; nothing will be analysed"):
-        trainer.fit(Tiny(), _loader())
+        trainer.fit(_tiny(), _loader())
     assert monitor.state_dict() == {"last_step": 4, "num_analyses": 3}  # the schedule still advanced
 
 
