@@ -6,18 +6,17 @@ import csv
 import itertools
 import logging
 import threading
-import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.monitors._worker import AnalysisWorker, OverheadBudget
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 STEPS = 12
 
@@ -27,39 +26,24 @@ def _warm() -> None:
     analyze(nn.Linear(16, 24))  # the first analysis of a process imports scipy: not what these tests are about
 
 
-class Net(pl.LightningModule):
+def _net(fail_at: int | None = None) -> Toy:
     """Two layers, a large learning rate (the weights move visibly every step); optionally fails at a step.
 
     A step takes at least 30 ms, as real training does: the worker (a few ms per analysis of these two small
     matrices) keeps up with a cadence of 2 or 3 steps even on a loaded machine, so every due step is analysed on
     time (the late path is tested in ``test_cadence.py``)."""
-
-    def __init__(self, fail_at: int | None = None) -> None:
-        super().__init__()
-        torch.manual_seed(0)  # identical initial weights in every arm
-        self.net = nn.Sequential(nn.Linear(16, 24), nn.Tanh(), nn.Linear(24, 16))
-        self.fail_at = fail_at
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        time.sleep(0.03)
-        if self.fail_at is not None and self.global_step == self.fail_at:
-            raise RuntimeError("boom")
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.5)
+    torch.manual_seed(0)  # identical initial weights in every arm
+    net = nn.Sequential(nn.Linear(16, 24), nn.Tanh(), nn.Linear(24, 16))
+    return Toy(net=net, lr=0.5, step_s=0.03, fail_at=fail_at)
 
 
-def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Net | None = None, steps: int = STEPS) -> list[dict]:
-    g = torch.Generator().manual_seed(1)
-    data = TensorDataset(torch.randn(96, 16, generator=g), torch.randn(96, 16, generator=g))
+def _fit(tmp_path: Path, monitor: SpectrumMonitor, model: Toy | None = None, steps: int = STEPS) -> list[dict]:
+    data = random_loader(96, 16, 16, batch_size=8, seed=1)
     logger = CSVLogger(tmp_path, name="csv")
-    trainer = pl.Trainer(
-        max_steps=steps, logger=logger, callbacks=[monitor], accelerator="cpu", default_root_dir=tmp_path,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
-    )  # fmt: skip
-    trainer.fit(model or Net(), DataLoader(data, batch_size=8))
+    trainer = quiet_trainer(
+        max_steps=steps, logger=logger, callbacks=[monitor], default_root_dir=tmp_path, log_every_n_steps=1
+    )
+    trainer.fit(model or _net(), data)
     with open(Path(logger.log_dir) / "metrics.csv") as f:
         return list(csv.DictReader(f))
 
@@ -131,8 +115,8 @@ def test_a_tiny_budget_defers_every_later_analysis_and_says_so_once(
 
 def test_analyses_before_a_crash_are_logged(tmp_path: Path) -> None:
     monitor = SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, analyses=["summary"])
-    with pytest.raises(RuntimeError, match="boom"):
-        _fit(tmp_path, monitor, Net(fail_at=7))
+    with pytest.raises(RuntimeError, match="failed at step 7"):
+        _fit(tmp_path, monitor, _net(fail_at=7))
     with open(next(tmp_path.rglob("metrics.csv"))) as f:
         steps = sorted(_by_step([r for r in csv.DictReader(f) if r.get("rmt/net.0.weight/lambda_max")]))
     assert steps == [0, 2, 4, 6]
