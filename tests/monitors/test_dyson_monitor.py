@@ -11,47 +11,35 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from reference_models import TeacherStudent2x2
 from rmt_callbacks import DysonMonitor
 from rmt_callbacks.monitors._batch import batch_size_of
 
+from scaffold import Toy, quiet_trainer, random_loader
 
-class _Regression(pl.LightningModule):
-    def __init__(self, lr: float, step_lr_at: int | None = None) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(6, 5)
-        self.lr, self.step_lr_at = lr, step_lr_at
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.layer(x), y)
+def _regression(lr: float, step_lr_at: int | None = None) -> Toy:
+    """One Linear ``layer``, SGD at ``lr``, divided by 10 every ``step_lr_at`` steps if given."""
 
-    def configure_optimizers(self) -> dict:
-        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
-        if self.step_lr_at is None:
+    def optimizer(module: Toy) -> dict:
+        opt = torch.optim.SGD(module.parameters(), lr=lr)
+        if step_lr_at is None:
             return {"optimizer": opt}
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_lr_at, gamma=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_lr_at, gamma=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return Toy(layer=torch.nn.Linear(6, 5), optimizer=optimizer)
 
 
 def _loader(batch_size: int, n: int = 256) -> DataLoader:
-    g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)), batch_size)
+    return random_loader(n, 6, 5, batch_size=batch_size, seed=0)
 
 
 def _fit(module: pl.LightningModule, monitor: DysonMonitor, steps: int, tmp_path: Path, loader=None) -> list[dict]:
     logger = CSVLogger(tmp_path, name="csv")
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=logger,
-        callbacks=[monitor],
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, loader)
+    quiet_trainer(max_steps=steps, logger=logger, callbacks=[monitor]).fit(module, loader)
     with open(Path(logger.log_dir) / "metrics.csv") as fh:
         return list(csv.DictReader(fh))
 
@@ -62,7 +50,7 @@ def _final(rows: list[dict], key: str) -> float:
 
 def test_logs_the_exact_temperature_of_a_real_run(tmp_path: Path) -> None:
     rows = _fit(
-        _Regression(lr=0.05),
+        _regression(lr=0.05),
         DysonMonitor(log_every_n_steps=5, window=10, overhead_budget=None),
         20,
         tmp_path,
@@ -99,7 +87,7 @@ def test_normalised_widths_agree_at_equal_temperature(tmp_path: Path) -> None:
 def test_warns_once_when_the_temperature_jumps(tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _fit(_Regression(lr=0.1, step_lr_at=10), DysonMonitor(log_every_n_steps=5), 30, tmp_path, _loader(8))
+        _fit(_regression(lr=0.1, step_lr_at=10), DysonMonitor(log_every_n_steps=5), 30, tmp_path, _loader(8))
     jumps = [w for w in caught if "jumped" in str(w.message)]
     assert len(jumps) == 1
     assert "0.0125" in str(jumps[0].message) and "lr=0.1" in str(jumps[0].message)
@@ -107,7 +95,7 @@ def test_warns_once_when_the_temperature_jumps(tmp_path: Path) -> None:
 
 def test_state_round_trip_keeps_the_window(tmp_path: Path) -> None:
     monitor = DysonMonitor(log_every_n_steps=5, window=4, overhead_budget=None)
-    _fit(_Regression(lr=0.05), monitor, 10, tmp_path, _loader(8))
+    _fit(_regression(lr=0.05), monitor, 10, tmp_path, _loader(8))
     state = monitor.state_dict()
     assert len(state["snapshots"]["layer.weight"]) == 4
     fresh = DysonMonitor(log_every_n_steps=5, window=4)
@@ -120,7 +108,7 @@ def test_state_round_trip_keeps_the_window(tmp_path: Path) -> None:
 
 def test_selection_that_matches_nothing_raises_at_fit_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"DysonMonitor: .*matches no matrix"):
-        _fit(_Regression(lr=0.05), DysonMonitor(include=["nothing.*"]), 2, tmp_path, _loader(8))
+        _fit(_regression(lr=0.05), DysonMonitor(include=["nothing.*"]), 2, tmp_path, _loader(8))
 
 
 def test_a_bad_solver_is_refused_at_construction_and_a_good_one_kept() -> None:
@@ -165,7 +153,7 @@ def test_budget_stretches_the_stride_of_a_real_run_and_says_so(tmp_path: Path) -
     monitor = DysonMonitor(log_every_n_steps=1, window=10, overhead_budget=1e-9)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = _fit(_Regression(lr=0.05), monitor, 6, tmp_path, _loader(8))
+        rows = _fit(_regression(lr=0.05), monitor, 6, tmp_path, _loader(8))
     strides = [(int(r["step"]), float(r["rmt/dyson/stride"])) for r in rows if r.get("rmt/dyson/stride")]
     assert strides == [(1, 1.0)] + [(s, 1024.0) for s in range(2, 7)]  # stride_factor's limit, one decision
     assert monitor.state_dict()["stride"] == 1024
@@ -176,6 +164,6 @@ def test_budget_stretches_the_stride_of_a_real_run_and_says_so(tmp_path: Path) -
 
 def test_auto_budget_never_stretches_a_stride_the_user_chose(tmp_path: Path) -> None:
     monitor = DysonMonitor(every_n_train_steps=2, log_every_n_steps=2, window=10)
-    rows = _fit(_Regression(lr=0.05), monitor, 12, tmp_path, _loader(8))
+    rows = _fit(_regression(lr=0.05), monitor, 12, tmp_path, _loader(8))
     assert {float(r["rmt/dyson/stride"]) for r in rows if r.get("rmt/dyson/stride")} == {2.0}
     assert [s.step for s in monitor._snapshots["layer.weight"]] == [2, 4, 6, 8, 10, 12]
