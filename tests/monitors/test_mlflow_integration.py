@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -30,6 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.analysis import ANALYSES
+
+from scaffold import Toy, quiet_trainer
 
 ROOT = "rmt/monitor"  # the monitor's artifact folder: <log_key_prefix><label>
 MATRICES = [
@@ -43,29 +44,25 @@ MATRICES = [
 ]
 
 
-class Tagger(pl.LightningModule):
+class Tagger(Toy):
     """Token classifier: embedding -> 1-D convolution -> self-attention (with dropout) -> linear head."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(50, 24)
-        self.conv = nn.Conv1d(24, 24, kernel_size=3, padding=1)
-        self.attn = nn.MultiheadAttention(24, num_heads=2, dropout=0.1, batch_first=True)
-        self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(24, 5)
+        super().__init__(
+            embed=nn.Embedding(50, 24),
+            conv=nn.Conv1d(24, 24, kernel_size=3, padding=1),
+            attn=nn.MultiheadAttention(24, num_heads=2, dropout=0.1, batch_first=True),
+            drop=nn.Dropout(0.2),
+            head=nn.Linear(24, 5),
+            loss="cross_entropy",
+            lr=0.1,
+        )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)  # (B, T, 24)
         x = self.conv(x.transpose(1, 2)).transpose(1, 2).relu()  # (B, T, 24)
         x, _ = self.attn(x, x, x)  # (B, T, 24)
         return self.head(self.drop(x).mean(dim=1))  # (B, 5)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        tokens, labels = batch
-        return nn.functional.cross_entropy(self(tokens), labels)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def _train(tmp_path: Path, *, loggers: list | bool, monitor: SpectrumMonitor | None, steps: int = 10) -> Tagger:
@@ -74,11 +71,10 @@ def _train(tmp_path: Path, *, loggers: list | bool, monitor: SpectrumMonitor | N
     tokens = torch.randint(0, 50, (96, 12), generator=g)
     data = DataLoader(TensorDataset(tokens, tokens[:, 0] % 5), batch_size=16, shuffle=True)  # shuffles with torch RNG
     model = Tagger()
-    trainer = pl.Trainer(
-        max_steps=steps, default_root_dir=tmp_path, logger=loggers, callbacks=[monitor] if monitor else [],
-        accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        log_every_n_steps=1,
-    )  # fmt: skip
+    callbacks = [monitor] if monitor else []
+    trainer = quiet_trainer(
+        max_steps=steps, default_root_dir=tmp_path, logger=loggers, callbacks=callbacks, log_every_n_steps=1
+    )
     trainer.fit(model, data)
     return model
 
