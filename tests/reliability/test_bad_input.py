@@ -18,10 +18,12 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor
 from rmt_callbacks.analysis import MAX_DENSE_LEVELS
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 STEPS = 8
 BAD = {  # name -> the reason its skip names
@@ -39,13 +41,12 @@ def _frozen(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t, requires_grad=False)
 
 
-class Zoo(pl.LightningModule):
+class Zoo(Toy):
     """A trained linear layer plus frozen extras; only ``net`` is in the loss and the optimizer."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(net=nn.Linear(8, 6), optimizer=lambda m: torch.optim.SGD(m.net.parameters(), lr=0.05))
         g = torch.Generator().manual_seed(0)
-        self.net = nn.Linear(8, 6)
         self.hurt = nn.Linear(9, 7).requires_grad_(False)  # healthy until the saboteur strikes
         self.extra = nn.Module()
         k = MAX_DENSE_LEVELS + 1
@@ -65,13 +66,6 @@ class Zoo(pl.LightningModule):
         for name, t in tensors.items():
             self.extra.register_parameter(name, _frozen(t))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.net.parameters(), lr=0.05)
-
 
 class Saboteur(pl.Callback):
     """From step 3 on, one more non-finite entry in ``hurt.weight`` per step; at step 4 ``extra.grow`` becomes
@@ -88,9 +82,7 @@ class Saboteur(pl.Callback):
 
 
 def _loader() -> DataLoader:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 8, generator=g)
-    return DataLoader(TensorDataset(x, x[:, :6] ** 2), batch_size=8)
+    return random_loader(64, 8, batch_size=8, seed=1, target=lambda x: x[:, :6] ** 2)
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +99,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str, li
         every_n_train_steps=1, log_every_n_steps=2, window=4, include=["net.*", "hurt.*", "extra.[!b]*"],
         overhead_budget=None,
     )  # fmt: skip
-    trainer = pl.Trainer(
-        max_steps=STEPS, default_root_dir=tmp, logger=logger, callbacks=[Saboteur(), spectrum, dyson],
-        accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+    trainer = quiet_trainer(
+        max_steps=STEPS, default_root_dir=tmp, logger=logger, callbacks=[Saboteur(), spectrum, dyson]
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(Zoo(), _loader())
