@@ -15,43 +15,23 @@ import sys
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
-import torch
 from mlflow import MlflowClient
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor
 from rmt_callbacks.sinks import SpoolingMLFlowLogger
 
-
-class Net(pl.LightningModule):
-    def __init__(self, lr: float, seed: int) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        torch.manual_seed(seed)
-        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 4)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = nn.functional.mse_loss(self.fc2(self.fc1(batch[0]).tanh()), batch[1])
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+from scaffold import Toy, quiet_trainer, random_loader
 
 
 def _fit(logger: SpoolingMLFlowLogger, root: Path, lr: float, seed: int) -> list[str]:
-    g = torch.Generator().manual_seed(seed)
-    data = DataLoader(TensorDataset(torch.randn(32, 8, generator=g), torch.randn(32, 4, generator=g)), batch_size=8)
-    trainer = pl.Trainer(
-        max_steps=4, default_root_dir=root, logger=logger, log_every_n_steps=1, accelerator="cpu",
+    data = random_loader(32, 8, 4, batch_size=8, seed=seed)
+    trainer = quiet_trainer(
+        max_steps=4, default_root_dir=root, logger=logger, log_every_n_steps=1,
         callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, background=False)],
-        enable_model_summary=False, enable_progress_bar=False, enable_checkpointing=False,
     )  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(Net(lr, seed), data)
+        trainer.fit(Toy(8, 12, 4, seed=seed, lr=lr, log="train_loss", hparams={"lr": lr, "seed": seed}), data)
     return [str(w.message) for w in caught]
 
 
