@@ -20,12 +20,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import pytest
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor
 from rmt_callbacks.sinks import SpoolingMLFlowLogger
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 
 class BlackHole:
@@ -98,23 +98,6 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> Connections:
     return counter
 
 
-class Logs(pl.LightningModule):
-    """Logs its loss every step (through the logger's writer) and trains two small matrices."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = torch.nn.Linear(16, 24), torch.nn.Linear(24, 4)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.fc2(torch.tanh(self.fc1(x))), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
 @pytest.mark.parametrize("run_id", [None, "a-resumed-run"], ids=["new run", "resumed run"])
 def test_no_training_step_connects_to_a_server_that_never_answers(
     hole: BlackHole, connections: Connections, tmp_path: Path, run_id: str | None
@@ -125,14 +108,17 @@ def test_no_training_step_connects_to_a_server_that_never_answers(
         DysonMonitor(),  # logs every step, from the training thread
     ]
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
-    trainer = pl.Trainer(
-        max_steps=12, logger=logger, log_every_n_steps=1, callbacks=[connections, *monitors, checkpoints],
-        accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    data = DataLoader(TensorDataset(torch.randn(96, 16), torch.randn(96, 4)), batch_size=8)
+    trainer = quiet_trainer(
+        max_steps=12,
+        logger=logger,
+        log_every_n_steps=1,
+        callbacks=[connections, *monitors, checkpoints],
+        enable_checkpointing=True,
+    )
+    data = random_loader(96, 16, 4, batch_size=8, seed=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(Logs(), data)
+        trainer.fit(Toy(16, 24, 4, log="train_loss"), data)  # logs its loss every step (through the logger's writer)
     assert trainer.global_step == 12 and len(list((tmp_path / "ckpt").glob("*.ckpt"))) == 3
     assert connections.on_training_thread == [], "\n\n".join(connections.on_training_thread)
     assert connections.elsewhere > 0  # the writer did try the server, off the training thread
