@@ -27,45 +27,34 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from mlflow import MlflowClient
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor
 from rmt_callbacks.monitors._identity import MAX_DESCRIPTION, describe
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 SPECTRUM = {"analyses": ["summary"], "figure_every_n_analyses": None, "overhead_budget": None, "background": False}
 DYSON = {"log_every_n_steps": 2, "window": 3, "overhead_budget": None}
 
 
-class MLP(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+def _mlp() -> Toy:
+    return Toy(net=nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)), loss="cross_entropy", lr=0.1)
 
 
 def _data() -> DataLoader:
-    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0))
-    return DataLoader(TensorDataset(x, x[:, :3].argmax(dim=1)), batch_size=4)
+    return random_loader(16, 6, batch_size=4, seed=0, target=lambda x: x[:, :3].argmax(dim=1))
 
 
 def _trainer(root: Path, logger: object, callbacks: list, steps: int, **kwargs: object) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=root, logger=logger, callbacks=callbacks, max_steps=steps, accelerator="cpu",
-        enable_progress_bar=False, enable_model_summary=False, **{"enable_checkpointing": False, **kwargs},
-    )  # fmt: skip
+    return quiet_trainer(default_root_dir=root, logger=logger, callbacks=callbacks, max_steps=steps, **kwargs)
 
 
 def _fit_mlflow(store: tuple[str, Path], name: str, callbacks: list, steps: int = 6) -> tuple[MlflowClient, str]:
     uri, root = store
     logger = MLFlowLogger(experiment_name=name, tracking_uri=uri, artifact_location=(root / name).as_uri())
     torch.manual_seed(0)
-    _trainer(root / name, logger, callbacks, steps).fit(MLP(), _data())
+    _trainer(root / name, logger, callbacks, steps).fit(_mlp(), _data())
     return MlflowClient(uri), logger.run_id
 
 
@@ -219,7 +208,7 @@ def test_a_checkpoint_restores_each_monitors_own_state(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
-        _trainer(tmp_path, CSVLogger(tmp_path / "a"), [*first, ckpt], 6, enable_checkpointing=True).fit(MLP(), _data())
+        _trainer(tmp_path, CSVLogger(tmp_path / "a"), [*first, ckpt], 6, enable_checkpointing=True).fit(_mlp(), _data())
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
     assert {m.state_key for m in first} <= saved.keys()
     assert saved[first[0].state_key] == {"last_step": 6, "num_analyses": 4}  # steps 0, 2, 4, 6
@@ -232,7 +221,7 @@ def test_a_checkpoint_restores_each_monitors_own_state(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = _trainer(tmp_path, CSVLogger(tmp_path / "b"), resumed, 9)
-        trainer.fit(MLP(), _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+        trainer.fit(_mlp(), _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert resumed[0].state_dict() == {"last_step": 9, "num_analyses": 4 + 2}  # 8, and the final step 9
     assert resumed[1].state_dict() == {"last_step": 9, "num_analyses": 3 + 1}  # 9
     for monitor, matrix in ((resumed[2], "net.0.weight"), (resumed[3], "net.2.weight")):
@@ -248,7 +237,7 @@ def test_labels_count_monitors_of_a_class_with_one_prefix_in_callback_order() ->
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for monitor in callbacks:
-            monitor.setup(trainer, MLP(), "fit")
+            monitor.setup(trainer, _mlp(), "fit")
     assert [m.label for m in callbacks] == ["monitor", "monitor", "monitor-2", "dyson", "monitor-3", "dyson"]
     assert spectra[2].run_key("overhead") == "rmt/monitor-3/overhead" and spectra[2].artifact_root == "rmt/monitor-3"
     assert others[2].run_key("lr") == "x/dyson/lr"
@@ -257,13 +246,13 @@ def test_labels_count_monitors_of_a_class_with_one_prefix_in_callback_order() ->
     trainer = _trainer(Path("."), CSVLogger("."), [spectra[2], spectra[0]], 1)  # another Trainer, another order
     with pytest.warns(RuntimeWarning, match="'monitor-2' and an earlier SpectrumMonitor"):
         for monitor in trainer.callbacks[:2]:
-            monitor.setup(trainer, MLP(), "fit")
+            monitor.setup(trainer, _mlp(), "fit")
     assert (spectra[2].label, spectra[0].label) == ("monitor", "monitor-2")
 
 
 def test_a_selection_not_known_at_setup_is_said_to_be_unchecked(caplog: pytest.LogCaptureFixture) -> None:
     """Lazy layers have no shape at setup: whether two monitors share a matrix is said to be unknown, not guessed."""
-    model = MLP()
+    model = _mlp()
     model.net[0] = nn.LazyLinear(8)
     monitors = [SpectrumMonitor(every_n_train_steps=k) for k in (2, 3)]
     trainer = _trainer(Path("."), CSVLogger("."), monitors, 1)
