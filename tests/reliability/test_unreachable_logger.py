@@ -21,35 +21,22 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from mlflow import MlflowClient
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor
 from rmt_callbacks.sinks import SpoolingMLFlowLogger
 from rmt_callbacks.sinks.spool import replay
 
+from scaffold import Toy, quiet_trainer, random_loader
+
 MAX_STEPS = 6
 ANALYSED = list(range(0, MAX_STEPS + 1, 2))  # every_n_train_steps=2: steps 0 (train start), 2, 4, 6
 RETRY_SLEEP_S = 244.0  # the backoff sleeps of one request in MLflow's retry loop (see rmt_callbacks.sinks.spool)
 
 
-class Logs(pl.LightningModule):
+def _logs(fail_at: int | None = None) -> Toy:
     """Two Linear layers on random regression data; ``self.log`` every step; two hyperparameters."""
-
-    def __init__(self, lr: float = 0.05, hidden: int = 12) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        torch.manual_seed(0)
-        self.fc1, self.fc2 = nn.Linear(8, hidden), nn.Linear(hidden, 4)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = nn.functional.mse_loss(self.fc2(self.fc1(x).tanh()), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+    return Toy(8, 12, 4, seed=0, log="train_loss", hparams={"lr": 0.05, "hidden": 12}, fail_at=fail_at)
 
 
 class StartServer(pl.Callback):
@@ -64,18 +51,16 @@ class StartServer(pl.Callback):
 
 
 def _fit(logger: SpoolingMLFlowLogger, root: Path, *extra: pl.Callback) -> tuple[pl.Trainer, list[str], float]:
-    """Fit :class:`Logs` with a SpectrumMonitor; returns the trainer, the warning messages and the wall time."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 8, generator=g)
-    data = DataLoader(TensorDataset(x, torch.randn(64, 4, generator=g)), batch_size=8)
-    trainer = pl.Trainer(
-        max_steps=MAX_STEPS, default_root_dir=root, logger=logger, log_every_n_steps=1, accelerator="cpu",
-        callbacks=[SpectrumMonitor(every_n_train_steps=2, background=False), *extra], enable_model_summary=False,
+    """Fit :func:`_logs` with a SpectrumMonitor; returns the trainer, the warning messages and the wall time."""
+    data = random_loader(64, 8, 4, batch_size=8, seed=1)
+    trainer = quiet_trainer(
+        max_steps=MAX_STEPS, default_root_dir=root, logger=logger, log_every_n_steps=1, enable_checkpointing=True,
+        callbacks=[SpectrumMonitor(every_n_train_steps=2, background=False), *extra],
     )  # fmt: skip  # in the hook: exactly the due steps, whatever the machine's load (the spool is under test)
     began = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(Logs(), data)
+        trainer.fit(_logs(), data)
     return trainer, [str(w.message) for w in caught], time.monotonic() - began
 
 
@@ -121,13 +106,6 @@ def test_unreachable_from_the_start_trains_and_spools(tmp_path: Path, monkeypatc
     assert any("operations not delivered" in m and str(spool) in m for m in messages)  # and where it is at the end
 
 
-class FailsAtStep3(Logs):
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.global_step == 3:
-            raise RuntimeError("step 3")
-        return super().training_step(batch, batch_idx)
-
-
 def test_unreachable_and_fit_raises_the_spooled_run_ends_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,15 +114,14 @@ def test_unreachable_and_fit_raises_the_spooled_run_ends_failed(
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     logger = SpoolingMLFlowLogger(experiment_name="fails", tracking_uri=url)
-    trainer = pl.Trainer(
-        max_steps=MAX_STEPS, default_root_dir=tmp_path, logger=logger, log_every_n_steps=1, accelerator="cpu",
-        callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)], enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False,
+    trainer = quiet_trainer(
+        max_steps=MAX_STEPS, logger=logger, log_every_n_steps=1,
+        callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None)],
     )  # fmt: skip
     data = DataLoader(TensorDataset(torch.zeros(64, 8), torch.zeros(64, 4)), batch_size=8)
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match="step 3"):
         warnings.simplefilter("ignore")
-        trainer.fit(FailsAtStep3(), data)
+        trainer.fit(_logs(fail_at=3), data)
     ops = [json.loads(line) for line in (logger.spool_dir / "ops.jsonl").read_text().splitlines()]
     assert ops[-1] == {"kind": "terminate", "status": "FAILED"}
     assert sorted(op["step"] for op in ops if "train_loss" in op.get("metrics", {})) == [0, 1, 2]
