@@ -39,16 +39,15 @@ ANALYSED = [0, 2, 4, 6]  # every_n_train_steps=2: the start of training, then ev
 NOBODY = 65534
 
 SCRIPT = r'''
-"""Fits a tiny model with SpoolingMLFlowLogger(tracking_uri=argv[1]) and prints the warnings, as JSON, at the end."""
+"""Fits a tiny model with SpoolingMLFlowLogger(tracking_uri=argv[1]) and prints the warnings, as JSON, at the end.
+
+argv[2]: the tests directory, for the scaffold's toy module, loader and Trainer."""
 import json, os, sys, tempfile, warnings
 
 if os.environ.get("TMPDIR_ONLY"):  # Python falls back from an unwritable TMPDIR to /tmp, writable on any machine
     tempfile.tempdir = os.environ["TMPDIR"]
 
-import lightning.pytorch as pl
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor
 from rmt_callbacks.sinks import SpoolingMLFlowLogger
@@ -58,35 +57,19 @@ queued = []  # every operation the writer was given (to check the count of those
 _put = MlflowWriter._put
 MlflowWriter._put = lambda self, op: (queued.append(op["kind"]), _put(self, op))[1]
 
-
-class Tiny(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 4)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.fc2(self.fc1(x).tanh()), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
+sys.path.insert(0, sys.argv[2])
+from scaffold import Toy, quiet_trainer, random_loader
 
 torch.set_num_threads(1)
-g = torch.Generator().manual_seed(1)
-data = DataLoader(TensorDataset(torch.randn(64, 8, generator=g), torch.randn(64, 4, generator=g)), batch_size=8)
+data = random_loader(64, 8, 4, batch_size=8, seed=1)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     logger = SpoolingMLFlowLogger(experiment_name="read-only-cwd", tracking_uri=sys.argv[1])
-    trainer = pl.Trainer(
-        max_steps=6, logger=logger, log_every_n_steps=1, accelerator="cpu", enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+    trainer = quiet_trainer(
+        max_steps=6, logger=logger, log_every_n_steps=1,
         callbacks=[SpectrumMonitor(every_n_train_steps=2, overhead_budget=None, background=False)],
     )
-    trainer.fit(Tiny(), data)
+    trainer.fit(Toy(8, 12, 4, seed=0, log="train_loss"), data)
 result = {
     "warnings": [str(w.message) for w in caught], "spool_dir": str(logger.spool_dir), "uid": os.getuid(),
     "global_step": trainer.global_step, "queued": len(queued),
@@ -183,7 +166,7 @@ def _fit(place: Place, as_user: list[str], uri: str, *, cache: bool, tmp: bool) 
     }
     if not tmp:
         env["TMPDIR_ONLY"] = "1"
-    command = [*as_user, sys.executable, str(place.script), uri]
+    command = [*as_user, sys.executable, str(place.script), uri, str(Path(__file__).resolve().parents[1])]
     out = subprocess.run(command, cwd=place.work, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
