@@ -13,16 +13,16 @@ import ast
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import SpectrumMonitor, analyze
 from rmt_callbacks.sinks.keys import MAX_KEY_LENGTH, MAX_SEGMENT_LENGTH, metric_key, tag_key
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [p for d in ("rmt_callbacks", "reference_models", "examples", "benchmarks") for p in (ROOT / d).rglob("*.py")]
@@ -83,7 +83,7 @@ def test_long_names_keep_their_statistic_and_stay_distinct() -> None:
     assert sum("too long for an MLflow key" in str(w.message) for w in caught) == 2  # once per name
 
 
-class Hostile(pl.LightningModule):
+class Hostile(Toy):
     """Linear layers under module names that are paths, non-ASCII, or over every length limit."""
 
     NAMES = (
@@ -97,7 +97,7 @@ class Hostile(pl.LightningModule):
     )  # pairs: one cleaned
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(lr=0.01)
         self.layers = nn.ModuleDict()
         for i, name in enumerate(self.NAMES):
             self.layers[name] = nn.Linear(6 + i, 5)
@@ -106,9 +106,6 @@ class Hostile(pl.LightningModule):
         (x,) = batch
         return sum(layer(x[:, : layer.in_features]).pow(2).mean() for layer in self.layers.values())
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
 
 def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_path: Path) -> None:
     uri, root = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts"
@@ -116,14 +113,9 @@ def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_pat
     monitor = SpectrumMonitor(
         every_n_train_steps=2, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=1
     )
-    trainer = pl.Trainer(
-        max_steps=2, default_root_dir=tmp_path, logger=logger, callbacks=[monitor], accelerator="cpu",
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path, logger=logger, callbacks=[monitor])
     model = Hostile()
-    data = DataLoader(
-        TensorDataset(torch.randn(16, 5 + len(Hostile.NAMES), generator=torch.Generator().manual_seed(0))), batch_size=8
-    )
+    data = random_loader(16, 5 + len(Hostile.NAMES), batch_size=8, seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, data)
@@ -144,14 +136,13 @@ def test_hostile_parameter_names_reach_mlflow_only_through_the_sanitiser(tmp_pat
     assert all(len(part) <= MAX_SEGMENT_LENGTH for p in files for part in p.relative_to(tmp_path).parts)
 
 
-class Broken(pl.LightningModule):
+class Broken(Toy):
     """One trainable layer and two frozen NaN layers whose 300-character names share every character but the last."""
 
     LONG = ("q" * 300 + "1", "q" * 300 + "2")
 
     def __init__(self) -> None:
-        super().__init__()
-        self.ok = nn.Linear(6, 5)
+        super().__init__(ok=nn.Linear(6, 5), optimizer=lambda m: torch.optim.SGD(m.ok.parameters(), lr=0.01))
         self.layers = nn.ModuleDict({name: nn.Linear(4, 3) for name in self.LONG})
         for layer in self.layers.values():
             layer.weight.requires_grad_(False)
@@ -162,9 +153,6 @@ class Broken(pl.LightningModule):
         (x,) = batch
         return self.ok(x[:, :6]).pow(2).mean()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.ok.parameters(), lr=0.01)
-
 
 def test_skip_tags_of_long_names_sharing_a_head_stay_apart(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -172,11 +160,8 @@ def test_skip_tags_of_long_names_sharing_a_head_stay_apart(tmp_path: Path) -> No
     monitor = SpectrumMonitor(
         every_n_train_steps=1, overhead_budget=None, analyses=["summary"], figure_every_n_analyses=None
     )
-    trainer = pl.Trainer(
-        max_steps=1, default_root_dir=tmp_path, logger=logger, callbacks=[monitor], accelerator="cpu",
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    data = DataLoader(TensorDataset(torch.randn(8, 9, generator=torch.Generator().manual_seed(0))), batch_size=8)
+    trainer = quiet_trainer(max_steps=1, default_root_dir=tmp_path, logger=logger, callbacks=[monitor])
+    data = random_loader(8, 9, batch_size=8, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(Broken(), data)
