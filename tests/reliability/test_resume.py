@@ -14,23 +14,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor, analyze
 
-
-class Net(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(6, 5)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.fc(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+from scaffold import Toy, quiet_trainer, random_loader
 
 
 class Crash(pl.Callback):
@@ -44,9 +32,12 @@ class Crash(pl.Callback):
             raise RuntimeError(f"simulated crash at step {self.at}")
 
 
+def _net() -> Toy:
+    return Toy(6, 5, lr=0.1)  # fc: Linear(6, 5)
+
+
 def _data() -> DataLoader:
-    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
-    return DataLoader(TensorDataset(x, x[:, :5].sin()), batch_size=8)
+    return random_loader(8, 6, batch_size=8, seed=0, target=lambda x: x[:, :5].sin())
 
 
 def _monitors() -> list[pl.Callback]:
@@ -60,9 +51,9 @@ def _monitors() -> list[pl.Callback]:
 
 def _trainer(tmp: Path, logger: MLFlowLogger, callbacks: list[pl.Callback], steps: int, every: int = 1) -> pl.Trainer:
     ckpt = ModelCheckpoint(dirpath=tmp / "ckpt", every_n_train_steps=every, save_last=True, save_top_k=0)
-    return pl.Trainer(
-        max_steps=steps, default_root_dir=tmp, logger=logger, callbacks=[*callbacks, ckpt], accelerator="cpu",
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+    return quiet_trainer(
+        max_steps=steps, default_root_dir=tmp, logger=logger, callbacks=[*callbacks, ckpt], log_every_n_steps=1,
+        enable_checkpointing=True,
     )  # fmt: skip
 
 
@@ -70,7 +61,7 @@ def test_crash_and_resume_continue_the_same_run(tmp_path: Path) -> None:
     uri, art = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri()
     first = MLFlowLogger(experiment_name="resume", tracking_uri=uri, artifact_location=art)
     with pytest.raises(RuntimeError, match="simulated crash at step 7"):
-        _trainer(tmp_path, first, [*_monitors(), Crash(7)], steps=12).fit(Net(), _data())
+        _trainer(tmp_path, first, [*_monitors(), Crash(7)], steps=12).fit(_net(), _data())
 
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)  # nothing of ours needs unpickling
     assert saved["global_step"] == 7
@@ -83,7 +74,7 @@ def test_crash_and_resume_continue_the_same_run(tmp_path: Path) -> None:
 
     monitors = _monitors()
     second = MLFlowLogger(experiment_name="resume", tracking_uri=uri, run_id=first.run_id)
-    model = Net()
+    model = _net()
     _trainer(tmp_path, second, monitors, steps=12).fit(model, _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert second.run_id == first.run_id
 
@@ -107,13 +98,13 @@ def test_steps_replayed_from_an_older_checkpoint_are_not_logged_twice(tmp_path: 
     uri, art = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri()
     first = MLFlowLogger(experiment_name="replay", tracking_uri=uri, artifact_location=art)
     with pytest.raises(RuntimeError, match="simulated crash at step 7"):
-        _trainer(tmp_path, first, [*_monitors(), Crash(7)], steps=12, every=4).fit(Net(), _data())
+        _trainer(tmp_path, first, [*_monitors(), Crash(7)], steps=12, every=4).fit(_net(), _data())
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
 
     second = MLFlowLogger(experiment_name="replay", tracking_uri=uri, run_id=first.run_id)
     with pytest.warns(UserWarning, match=f"MLflow run {first.run_id} already holds step 6 of ") as caught:
         _trainer(tmp_path, second, _monitors(), steps=12, every=4).fit(
-            Net(), _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+            _net(), _data(), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
         )
     assert sum("already holds step" in str(w.message) for w in caught) == 1  # once, by the run's one writer
     client = MlflowClient(uri)
