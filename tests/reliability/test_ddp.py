@@ -7,34 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor, analyze
 
-
-class Net(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(6, 5)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.fc(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+from scaffold import Toy, quiet_trainer, random_loader
 
 
-def _fit(tmp: Path, devices: int) -> tuple[MlflowClient, str, Net]:
+def _fit(tmp: Path, devices: int) -> tuple[MlflowClient, str, Toy]:
     torch.manual_seed(0)
-    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))
-    data = DataLoader(TensorDataset(x, x[:, :5].cos()), batch_size=16)  # every rank: the same batches
+    data = random_loader(32, 6, batch_size=16, seed=0, target=lambda x: x[:, :5].cos())  # every rank: the same batches
     uri = f"sqlite:///{tmp}/mlflow.db"
     logger = MLFlowLogger(experiment_name="ddp", tracking_uri=uri, artifact_location=(tmp / "art").as_uri())
     run_id = logger.run_id  # create the run here: spawned ranks get the logger with its id, not a run of their own
@@ -45,12 +30,11 @@ def _fit(tmp: Path, devices: int) -> tuple[MlflowClient, str, Net]:
         DysonMonitor(every_n_train_steps=1, log_every_n_steps=2, window=4, overhead_budget=None),
     ]
     strategy = "ddp_spawn" if devices > 1 else "auto"
-    trainer = pl.Trainer(
-        max_steps=6, default_root_dir=tmp, logger=logger, callbacks=callbacks, accelerator="cpu", devices=devices,
-        strategy=strategy, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = quiet_trainer(
+        max_steps=6, default_root_dir=tmp, logger=logger, callbacks=callbacks, devices=devices, strategy=strategy,
         use_distributed_sampler=False,  # both ranks see the same batches: DDP's averaged gradient = one process's
     )  # fmt: skip
-    model = Net()
+    model = Toy(6, 5, lr=0.1)
     trainer.fit(model, data)
     return MlflowClient(uri), run_id, model
 
