@@ -145,13 +145,14 @@ def test_a_bar_only_on_a_terminal_and_never_with_no_progress(
     os.close(leader)
 
 
-def test_step_bar_is_one_bar_over_all_steps_across_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_step_bar_is_one_bar_over_all_steps_across_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    import lightning.pytorch as pl
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     from rmt_callbacks.reproduce.console import StepBar
+
+    from scaffold import quiet_trainer
 
     terminal = io.StringIO()
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -163,16 +164,7 @@ def test_step_bar_is_one_bar_over_all_steps_across_epochs(tmp_path: Path, monkey
         counts.append((self._bar.n, self._bar.total))
 
     monkeypatch.setattr(StepBar, "on_train_batch_end", spy)
-    trainer = pl.Trainer(
-        max_steps=6,
-        limit_train_batches=2,  # three epochs
-        callbacks=[StepBar("boring")],
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_steps=6, limit_train_batches=2, callbacks=[StepBar("boring")])  # three epochs
     trainer.fit(BoringModel())
     assert trainer.current_epoch == 3
     text = terminal.getvalue()
