@@ -21,10 +21,10 @@ import pytest
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks.sinks.spool import MlflowWriter, replay
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 pytestmark = pytest.mark.slow
 
@@ -136,21 +136,6 @@ def test_unreachable_from_the_start_then_replayed_into_a_started_server(server: 
     print(f"write calls with the server unreachable: max {max(calls) * 1e3:.1f} ms")
 
 
-class Regression(pl.LightningModule):
-    """y = w·x + b on random data; it does not call ``self.log``, so the Trainer never calls the logger mid-fit."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(3, 1)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.fc(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
 class WritesEveryStep(pl.Callback):
     """Logs through the logger's shared writer after every batch; kills the server at one step, restarts it later."""
 
@@ -165,7 +150,7 @@ class WritesEveryStep(pl.Callback):
             trainer.logger, spool_dir=self.spool_dir, warn=self.messages.append, retry_interval_s=0.5
         )
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Regression, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Toy, *args: Any) -> None:
         step = trainer.global_step
         began = time.perf_counter()
         writer = self._writer(trainer)
@@ -178,21 +163,16 @@ class WritesEveryStep(pl.Callback):
         if step == self.restart_at:
             self.server.start()  # blocks this test's training while the server boots, not the writer
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Regression) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Toy) -> None:
         self.delivered = self._writer(trainer).close(timeout_s=120)
 
 
 def test_lightning_training_through_an_outage(server: Any, tmp_path: Path) -> None:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(240, 3, generator=g)
-    data = DataLoader(TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5]])), batch_size=8)
+    data = random_loader(240, 3, batch_size=8, seed=0, target=lambda x: x @ torch.tensor([[1.0], [-2.0], [0.5]]))
     logger = MLFlowLogger(experiment_name="lightning-outage", tracking_uri=server.url)
     writes = WritesEveryStep(server, tmp_path / "spool", kill_at=10, restart_at=25)
-    trainer = pl.Trainer(
-        max_steps=40, default_root_dir=tmp_path, logger=logger, callbacks=[writes], accelerator="cpu",
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(Regression(), data)
+    trainer = quiet_trainer(max_steps=40, default_root_dir=tmp_path, logger=logger, callbacks=[writes])
+    trainer.fit(Toy(3, 1), data)  # y = w·x + b; no self.log: the Trainer never calls the logger mid-fit
 
     assert trainer.state.finished and writes.delivered
     client = MlflowClient(server.url)
@@ -229,22 +209,6 @@ class Outage(pl.Callback):
             self.hook_s[trainer.global_step] = time.perf_counter() - self.began  # monitor hooks + data loading
 
 
-class TwoLayers(pl.LightningModule):
-    """Two Linear layers on random regression data; never calls ``self.log``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 4)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.fc2(self.fc1(x).tanh()), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
 def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SpectrumMonitor and DysonMonitor with an MLFlowLogger on a server that dies at step 6 and is back at 16:
     training never waits for it, every analysed step and every artifact is in the run exactly once, and the
@@ -254,9 +218,7 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
     from rmt_callbacks import DysonMonitor, SpectrumMonitor
 
     monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/<run id>, goes here
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(256, 8, generator=g)
-    data = DataLoader(TensorDataset(x, torch.randn(256, 4, generator=g)), batch_size=8)
+    data = random_loader(256, 8, 4, batch_size=8, seed=1)
     logger = MLFlowLogger(experiment_name="monitors-outage", tracking_uri=server.url)
     outage = Outage(server, kill_at=6, restart_at=16)
     spectrum = SpectrumMonitor(  # in the hook: every due step exactly (a background worker drawing figures falls
@@ -266,13 +228,10 @@ def test_monitors_train_through_an_outage(server: Any, tmp_path: Path, monkeypat
         background=False,  # behind, late)
     )
     dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=5, window=4, overhead_budget=None)
-    trainer = pl.Trainer(
-        max_steps=24, default_root_dir=tmp_path, logger=logger, callbacks=[outage, spectrum, dyson],
-        accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_steps=24, default_root_dir=tmp_path, logger=logger, callbacks=[outage, spectrum, dyson])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(TwoLayers(), data)
+        trainer.fit(Toy(8, 12, 4, seed=0), data)  # two Linear layers; never calls self.log
 
     client = MlflowClient(server.url)
     run_id = logger.run_id
