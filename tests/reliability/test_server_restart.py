@@ -29,15 +29,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import pytest
-import torch
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from mlflow import MlflowClient
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks import DysonMonitor, SpectrumMonitor
 from rmt_callbacks.sinks import SpoolingMLFlowLogger
 from rmt_callbacks.sinks.spool import MlflowWriter
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 pytestmark = pytest.mark.slow
 
@@ -77,31 +76,12 @@ class Remembers(Logger):
         pass
 
 
-class Quiet(pl.LightningModule):
-    """Two Linear layers on random regression data. It never calls ``self.log``: with Lightning's own
-    ``MLFlowLogger`` a logged metric is sent from the training thread, which then sits in MLflow's retry loop for
-    minutes while the server is down. That is Lightning's logger, not ours (``SpoolingMLFlowLogger`` is the cure)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 4)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.fc2(self.fc1(x).tanh()), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
-class Logs(Quiet):
-    """:class:`Quiet` that logs its loss every step (through the Trainer's loggers)."""
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
-        self.log("loss", loss)
-        return loss
+def _two_layers(log: str | None = None) -> Toy:
+    """Two Linear layers on random regression data; ``log``: the name under which it logs its loss every step
+    (through the Trainer's loggers). Without it, it never calls ``self.log``: with Lightning's own ``MLFlowLogger`` a
+    logged metric is sent from the training thread, which then sits in MLflow's retry loop for minutes while the
+    server is down. That is Lightning's logger, not ours (``SpoolingMLFlowLogger`` is the cure)."""
+    return Toy(8, 12, 4, seed=0, log=log)
 
 
 class Outage(pl.Callback):
@@ -160,19 +140,16 @@ def _fit(
 ) -> tuple[Remembers, Outage, list[tuple[float, str]], float, float]:
     """Fit 60 steps with both monitors through the outage; returns the oracle, the phases, the timed warnings, and
     when the fit began and returned."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(8 * MAX_STEPS, 8, generator=g)
-    data = DataLoader(TensorDataset(x, torch.randn(8 * MAX_STEPS, 4, generator=g)), batch_size=8)
+    data = random_loader(8 * MAX_STEPS, 8, 4, batch_size=8, seed=1)
     remembers, outage = Remembers(), Outage(server)
     # the default cadence (a snapshot every step), logged every step so that the outage has Dyson records to spool
     # (the default, every 50 steps, logs only at 50 and 60); no budget: on steps this short, "auto" stretches the
     # stride past the run and nothing but the level spacing would be logged
     dyson = DysonMonitor(log_every_n_steps=1, overhead_budget=None)
     callbacks = [SpectrumMonitor(every_n_train_steps=5, overhead_budget=None), dyson, outage]
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_steps=MAX_STEPS, default_root_dir=root, logger=[logger, remembers], callbacks=callbacks,
-        log_every_n_steps=1, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
+        log_every_n_steps=1,
     )  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -260,7 +237,7 @@ def test_lightning_mlflow_logger_server_restarted_mid_fit(
     returns (the train-end flush waits for the writer's catch-up); nobody is told 'not delivered'."""
     monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-spool/<run id>/..., goes here
     logger = MLFlowLogger(experiment_name="restart-lightning", tracking_uri=server.url)
-    remembers, outage, seen, began, returned = _fit(server, logger, Quiet(), tmp_path)
+    remembers, outage, seen, began, returned = _fit(server, logger, _two_layers(), tmp_path)
     _report("Lightning MLFlowLogger", outage, seen, began, returned)
 
     _check_run(MlflowClient(server.url), logger.run_id, remembers)
@@ -274,7 +251,7 @@ def test_spooling_logger_server_restarted_mid_fit(server: Any, tmp_path: Path, m
     and its own metrics and the monitors' are all in the run, which is FINISHED, when fit returns."""
     monkeypatch.chdir(tmp_path)
     logger = SpoolingMLFlowLogger(experiment_name="restart-spooling", tracking_uri=server.url)
-    remembers, outage, seen, began, returned = _fit(server, logger, Logs(), tmp_path)
+    remembers, outage, seen, began, returned = _fit(server, logger, _two_layers(log="loss"), tmp_path)
     _report("SpoolingMLFlowLogger", outage, seen, began, returned)
 
     assert sorted(remembers.steps["loss"]) == list(range(MAX_STEPS))  # logged at every step (before it counts)
