@@ -27,24 +27,24 @@ import torch
 import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from rmt_callbacks.analysis import resolve_views
 from rmt_callbacks.monitors._gather import is_sharded, snapshot_module, user_name
+
+from scaffold import Toy, quiet_trainer, random_loader
 
 MAX_STEPS = 3
 TIMEOUT_S = 600  # a hung collective fails the test instead of hanging the suite
 
 
-class Net(pl.LightningModule):
+class Net(Toy):
     """A Linear, a Conv1d and a multi-head attention, sharded in ``configure_model`` according to ``layout``."""
 
     def __init__(self, layout: str = "local") -> None:
-        super().__init__()
+        super().__init__(
+            fc=nn.Linear(6, 5), conv=nn.Conv1d(1, 2, 3), attn=nn.MultiheadAttention(4, 2, batch_first=True), lr=0.1
+        )
         self.layout = layout
-        self.fc = nn.Linear(6, 5)
-        self.conv = nn.Conv1d(1, 2, 3)
-        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
 
     def configure_model(self) -> None:
         parts = ("fc", "conv", "attn")
@@ -71,9 +71,6 @@ class Net(pl.LightningModule):
         q = x[:, :4].reshape(-1, 1, 4)  # (B, 1, 4)
         a, _ = self.attn(q, q, q)  # (B, 1, 4)
         return self.fc(x).pow(2).mean() + h.pow(2).mean() + a.pow(2).mean()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 class Record(pl.Callback):
@@ -110,8 +107,7 @@ class Record(pl.Callback):
 
 def _fit(layout: str, devices: int, tmp: Path, callback: Record) -> None:
     torch.manual_seed(0)  # the same initial weights in every process
-    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
-    data = DataLoader(TensorDataset(x), batch_size=8)  # every rank: the same batches
+    data = random_loader(16, 6, batch_size=8, seed=1)  # every rank: the same batches
     strategies = {
         "local": lambda: "auto",
         "ddp": lambda: DDPStrategy(process_group_backend="gloo"),
@@ -119,10 +115,9 @@ def _fit(layout: str, devices: int, tmp: Path, callback: Record) -> None:
         "fsdp1_flat": lambda: _CPUFSDPStrategy(process_group_backend="gloo"),
         "fsdp2": lambda: ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1),
     }
-    trainer = pl.Trainer(
-        max_steps=MAX_STEPS, default_root_dir=tmp, logger=False, callbacks=[callback], accelerator="cpu",
-        devices=devices, strategy=strategies[layout](), enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False,
+    trainer = quiet_trainer(
+        max_steps=MAX_STEPS, default_root_dir=tmp, callbacks=[callback], devices=devices,
+        strategy=strategies[layout](), use_distributed_sampler=False,
     )  # fmt: skip
     trainer.fit(Net(layout), data)
 
@@ -250,7 +245,6 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
     from rmt_callbacks import DysonMonitor, SpectrumMonitor
 
     torch.manual_seed(0)
-    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
     strategies = {
         "local": lambda: "auto",
         "fsdp1": lambda: _CPUFSDPStrategy(process_group_backend="gloo"),
@@ -260,13 +254,12 @@ def _fit_monitored(layout: str, devices: int, tmp: Path, budget: float | None) -
         every_n_train_steps=1, overhead_budget=budget, analyses=["summary", "marchenko_pastur"], background=False
     )
     dyson = DysonMonitor(every_n_train_steps=1, log_every_n_steps=1, window=4, overhead_budget=budget)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_steps=MAX_STEPS, default_root_dir=tmp, logger=CSVLogger(tmp, name="csv", version=0), callbacks=[monitor],
-        accelerator="cpu", devices=devices, strategy=strategies[layout](), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+        devices=devices, strategy=strategies[layout](), use_distributed_sampler=False,
     )  # fmt: skip
     trainer.callbacks.append(dyson)
-    trainer.fit(Net(layout), DataLoader(TensorDataset(x), batch_size=8))
+    trainer.fit(Net(layout), random_loader(16, 6, batch_size=8, seed=1))
 
 
 def _monitor_worker(rank: int, world: int, layout: str, port: int, out: str, budget: float | None) -> None:
