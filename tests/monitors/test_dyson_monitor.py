@@ -126,7 +126,7 @@ def test_the_solver_decomposes_the_snapshots(tmp_path: Path) -> None:
     for solver in ("torch", "scipy"):
         monitor = DysonMonitor(log_every_n_steps=5, window=4, overhead_budget=None, solver=solver)
         torch.manual_seed(0)  # the same initial weights in both runs
-        _fit(_Regression(lr=0.05), monitor, 5, tmp_path / solver, _loader(8))
+        _fit(_regression(lr=0.05), monitor, 5, tmp_path / solver, _loader(8))
         runs[solver] = torch.stack(
             [s[2] for s in monitor.state_dict()["snapshots"]["layer.weight"]]
         )  # (step, t, levels)
