@@ -51,11 +51,11 @@ import torch
 
 from rmt_callbacks import SpectrumMonitor
 from rmt_callbacks.sinks import SpoolingMLFlowLogger
-from rmt_callbacks.sinks.spool import MlflowWriter
+from rmt_callbacks.sinks._delivery import _Delivery
 
-queued = []  # every operation the writer was given (to check the count of those spooled or dropped)
-_put = MlflowWriter._put
-MlflowWriter._put = lambda self, op: (queued.append(op["kind"]), _put(self, op))[1]
+queued = []  # every operation queued for delivery (to check the count of those spooled or dropped); counted where
+_put = _Delivery._put  # they enter the queue, not where a monitor's worker builds them (MlflowWriter.prepared)
+_Delivery._put = lambda self, op: (queued.append(op["kind"]), _put(self, op))[1]
 
 sys.path.insert(0, sys.argv[2])
 from scaffold import Toy, quiet_trainer, random_loader
