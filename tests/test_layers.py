@@ -238,3 +238,34 @@ def test_the_checker_allows_downward_internal_and_lazy_framework_imports() -> No
     assert _one("rmt_callbacks.monitors.dyson", source) == []
     assert _one("rmt_callbacks.analysis._engine", "from . import _tails\ndef f():\n    import mlflow\n") == []
     assert _one("rmt_callbacks.reproduce.rbm", "from reference_models import GaussianRBM\n") == []
+
+
+def private_reaches(modules: Mapping[str, tuple[ast.Module, bool]]) -> list[str]:
+    """Imports that reach into another package's private module or name (``analysis._result``,
+    ``fits._result.MarchenkoPasturFit``, ``from ..figures import _canvas``): across packages only public names
+    pass, so a package may reorganise its private modules without breaking another. The base module ``_checks``
+    is the one private module every package may import."""
+    found = []
+    for module, (tree, is_package) in sorted(modules.items()):
+        for line, target, written in imports_of(module, tree, is_package):
+            parts = target.split(".")
+            if parts[0] != PACKAGE or len(parts) < 3 or parts[1] == _component(module):
+                continue
+            private = [p for p in parts[2:] if p.startswith("_") and not p.startswith("__")]
+            if private:
+                found.append(f"{module}:{line}: `{written}` ({target}) reaches into {parts[1]}'s private {private[0]}")
+    return found
+
+
+def test_packages_import_each_other_by_public_names_only() -> None:
+    found = private_reaches(_parsed(PACKAGE))
+    assert not found, "export the name from the package (or make its module public):\n" + "\n".join(found)
+
+
+def test_the_private_reach_checker_catches_and_allows() -> None:
+    [reach] = private_reaches({"rmt_callbacks.monitors.x": (ast.parse("from ..analysis._result import f\n"), False)})
+    assert "reaches into analysis's private _result" in reach
+    [name] = private_reaches({"rmt_callbacks.monitors.x": (ast.parse("from ..fits import _helper\n"), False)})
+    assert "private _helper" in name
+    allowed = "from . import _gather\nfrom .._checks import positive\nfrom ..analysis import analyze\n"
+    assert private_reaches({"rmt_callbacks.monitors.x": (ast.parse(allowed), False)}) == []

@@ -70,6 +70,7 @@ from ._result import (
     MatrixResult,
     Outcome,
     is_stepwise,
+    nonstructural,
     to_rows,
     validate_analyses,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "analyze_views",
     "invalid_reason",
     "is_stepwise",
+    "nonstructural",
     "resolve_views",
     "skip_reason",
     "to_rows",

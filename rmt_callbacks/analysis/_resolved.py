@@ -9,8 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from ..fits import MIN_VALUES, fit_marchenko_pastur
-from ..fits._result import MarchenkoPasturFit
+from ..fits import MIN_VALUES, MarchenkoPasturFit, fit_marchenko_pastur
 from ..laws import MarchenkoPastur
 from ..spectral import nonstructural_levels, numerical_rank, spacing_resolution
 

@@ -5,15 +5,16 @@ arXiv:1810.01075): the levels on log-spaced bins, the fitted Marchenko–Pastur 
 tail :math:`p(x) \propto x^{-\alpha}` from :math:`x_{\min}` (``"power_law"`` analysis) drawn as a density of all
 the levels. :func:`esd_figure` draws it, or every panel the monitor logs, for any analysed matrix.
 
-Private modules, each importing only the pure layers (spectral, laws, analysis) and matplotlib:
+Its modules, each importing only the pure layers (spectral, laws, analysis) and matplotlib (the monitors and
+``rmt-reproduce`` import them by name; each loads matplotlib):
 
-* ``_canvas``: the primitives: a ``Figure`` on an Agg canvas (matplotlib's object API, never pyplot), the one
+* ``canvas``: the primitives: a ``Figure`` on an Agg canvas (matplotlib's object API, never pyplot), the one
   binning rule of every histogram (:func:`~rmt_callbacks.spectral.freedman_diaconis_edges`, capped), a law's
   density on a grid, saving, rendering to PNG and releasing a figure;
-* ``_matrix``: one matrix's figure at one step, one histogram panel per view (``matrix_figure``);
-* ``_evolution``: a matrix's spectrum over training (``evolution_figure``);
-* ``_recipes``: from an analysis result to its panels (``panels_of``, ``evolution_curves``);
-* ``_reproduction``: the papers' figures drawn by ``rmt-reproduce``.
+* ``matrix``: one matrix's figure at one step, one histogram panel per view (``matrix_figure``);
+* ``evolution``: a matrix's spectrum over training (``evolution_figure``);
+* ``recipes``: from an analysis result to its panels (``panels_of``, ``evolution_curves``);
+* ``reproduction``: the papers' figures drawn by ``rmt-reproduce``.
 
 Importing this package loads no matplotlib; :func:`esd_figure` imports it on first use.
 """
@@ -59,8 +60,8 @@ def esd_figure(result: MatrixResult, *, kind: Literal["all", "loglog"] = "all") 
         >>> [ax.get_title().split("\n")[0] for ax in esd_figure(r, kind="loglog").axes]
         ['ESD, log-log']
     """
-    from ._matrix import matrix_figure
-    from ._recipes import panels_of
+    from .matrix import matrix_figure
+    from .recipes import panels_of
 
     if not isinstance(result, MatrixResult):
         raise TypeError(f"esd_figure: result must be a MatrixResult from analyze(), got {type(result).__name__}")

@@ -15,8 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..analysis import MatrixResult, is_stepwise, to_rows
-from ..analysis._result import nonstructural
+from ..analysis import MatrixResult, is_stepwise, nonstructural, to_rows
 from ..sinks.keys import artifact_path, tag_key
 from ._history import LevelHistory
 
@@ -35,9 +34,9 @@ MEAN_ROW = "(model mean)"
 
 def render_step(results: Sequence[MatrixResult], *, step: int) -> dict[str, Any]:
     """Each analysed matrix's figure at ``step``, rendered: ``{matrix: Rendered}`` (none for estimated spectra)."""
-    from ..figures._canvas import render  # imports matplotlib: only when figures are due
-    from ..figures._matrix import matrix_figure
-    from ..figures._recipes import panels_of
+    from ..figures.canvas import render  # imports matplotlib: only when figures are due
+    from ..figures.matrix import matrix_figure
+    from ..figures.recipes import panels_of
 
     out = {}
     for r in results:
@@ -49,9 +48,9 @@ def render_step(results: Sequence[MatrixResult], *, step: int) -> dict[str, Any]
 
 def render_evolution(history: LevelHistory, last: Mapping[str, MatrixResult]) -> dict[str, Any]:
     """Each matrix's spectrum over the run (``evolution_figure``, :mod:`rmt_callbacks.figures`), rendered."""
-    from ..figures._canvas import render
-    from ..figures._evolution import evolution_figure
-    from ..figures._recipes import evolution_curves
+    from ..figures.canvas import render
+    from ..figures.evolution import evolution_figure
+    from ..figures.recipes import evolution_curves
 
     out = {}
     for name in history.names():

@@ -143,7 +143,7 @@ def _rbm_grid(
 
 
 def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
-    from ..figures._reproduction import pair_density_figure, rbm_spectra_figure
+    from ..figures.reproduction import pair_density_figure, rbm_spectra_figure
     from ..laws import GOEPairDensity
 
     results = results or _rbm_grid(args, FIG2_SETTINGS, settings)
@@ -164,7 +164,7 @@ def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
 
 
 def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
-    from ..figures._reproduction import spacing_figure
+    from ..figures.reproduction import spacing_figure
 
     results = results or _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
     fit = scaling_fit(results)
@@ -184,7 +184,7 @@ def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
 
 
 def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[HiddenLayerName, ...]) -> Outcome:
-    from ..figures._reproduction import dynamics_figure, two_species_figure
+    from ..figures.reproduction import dynamics_figure, two_species_figure
     from ..laws import GOEPairDensity, TwoSpeciesPairDensity
 
     sizes = _sizes(args).hidden

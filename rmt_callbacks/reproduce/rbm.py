@@ -134,7 +134,7 @@ def run_rbm(
     result = analyse_rbm(model.eigenvalues(), lr=lr, batch_size=batch_size, kappa=kappa)
     figs = {}
     if figures:
-        from ..figures._reproduction import rbm_spectra_figure
+        from ..figures.reproduction import rbm_spectra_figure
 
         figs[name] = rbm_spectra_figure({name: MU2 - result.x}, [kappa[i] for i in range(10)], xlabel="λ = μ² − x")
     record(

@@ -169,7 +169,7 @@ def record(
     Returns:
         The path of the ``summary.json`` written.
     """
-    from ..figures._canvas import save_figure
+    from ..figures.canvas import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     client, run_id = run.logger.experiment, run.run_id

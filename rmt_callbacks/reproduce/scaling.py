@@ -80,7 +80,7 @@ def _slope_fits(
 
 def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epochs: int = 10) -> Outcome:
     """Run both grids as runs nested under ``settings.parent_run_id``; return the fits and the collapse figures."""
-    from ..figures._reproduction import spacing_figure
+    from ..figures.reproduction import spacing_figure
 
     rbm: list[RBMResult] = rbm_grid(settings)
     ts = [run_ts2x2(lr, bs, eps, ts_networks, settings, epochs=ts_epochs) for lr, bs, eps in TS_SCANS]

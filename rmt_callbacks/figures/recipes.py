@@ -28,12 +28,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..analysis import MatrixResult
-from ..analysis._result import nonstructural
+from ..analysis import MatrixResult, nonstructural
 from ..fits import ParetoTail
 from ..laws import PoissonSpacing, SpectralLaw, WignerSurmise
-from ._canvas import Curve, Marker, law_curve
-from ._matrix import Panel
+from .canvas import Curve, Marker, law_curve
+from .matrix import Panel
 
 __all__ = ["evolution_curves", "panels_of"]
 

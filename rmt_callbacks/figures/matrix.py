@@ -1,7 +1,7 @@
 r"""The figure of one matrix at one step: one histogram panel per view of it, the fitted laws drawn on top.
 
 A :class:`Panel` holds plain arrays and pre-evaluated curves (the recipes that turn an analysis into panels are
-:mod:`._recipes`); :func:`matrix_figure` draws them side by side. The bulk is binned by the one rule
+:mod:`.recipes`); :func:`matrix_figure` draws them side by side. The bulk is binned by the one rule
 (``histogram_edges``); outliers above a fitted bulk edge are marked one by one instead of squeezing the bulk into
 one bar, and log-log panels (how heavy tails are read) get log-spaced bins, the same rule on :math:`\log_{10} x`.
 
@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, LogLocator, NullLocator
 
-from ._canvas import PANEL_SIZE, Curve, Marker, finite, histogram_edges, new_figure
+from .canvas import PANEL_SIZE, Curve, Marker, finite, histogram_edges, new_figure
 
 __all__ = ["Y_HEADROOM", "Panel", "matrix_figure"]
 
@@ -139,7 +139,7 @@ def matrix_figure(panels: Sequence[Panel], *, title: str | None = None) -> Figur
     References: arXiv:2412.20496 (spectral and spacing histograms against the semicircle and surmise).
 
     Examples:
-        >>> from rmt_callbacks.figures._canvas import close_figure
+        >>> from rmt_callbacks.figures.canvas import close_figure
         >>> x = np.linspace(0.0, 3.0, 50)
         >>> fig = matrix_figure([Panel("spectrum", np.random.default_rng(0).exponential(size=200)),
         ...                      Panel("spacings", np.ones(10), [Curve("Poisson", x, np.exp(-x))])])

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..laws import BetaSurmise, PoissonSpacing, SpectralLaw, WignerSurmise
-from ._canvas import histogram_edges, law_curve, new_figure
+from .canvas import histogram_edges, law_curve, new_figure
 
 __all__ = ["dynamics_figure", "pair_density_figure", "rbm_spectra_figure", "spacing_figure", "two_species_figure"]
 

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from ._canvas import PANEL_SIZE, Curve, finite, histogram_edges, new_figure
+from .canvas import PANEL_SIZE, Curve, finite, histogram_edges, new_figure
 
 __all__ = ["WIDE_RANGE", "evolution_figure"]
 
@@ -53,7 +53,7 @@ def evolution_figure(
         ValueError: no step, or ``steps`` and ``samples`` of different lengths.
 
     Examples:
-        >>> from rmt_callbacks.figures._canvas import close_figure
+        >>> from rmt_callbacks.figures.canvas import close_figure
         >>> rng = np.random.default_rng(0)
         >>> fig = evolution_figure([0, 10, 20], [rng.normal(s, 1, 100) for s in range(3)], xlabel="x")
         >>> len(fig.axes)  # the image, its colour bar and the overlays
