@@ -12,9 +12,9 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from rmt_callbacks.figures._canvas import MAX_BINS, Curve, Marker, close_figure, histogram_edges
-from rmt_callbacks.figures._evolution import evolution_figure
-from rmt_callbacks.figures._matrix import Y_HEADROOM, Panel, matrix_figure
+from rmt_callbacks.figures.canvas import MAX_BINS, Curve, Marker, close_figure, histogram_edges
+from rmt_callbacks.figures.evolution import evolution_figure
+from rmt_callbacks.figures.matrix import Y_HEADROOM, Panel, matrix_figure
 from rmt_callbacks.spectral import freedman_diaconis_edges
 
 
@@ -72,9 +72,9 @@ def test_bad_input_raises() -> None:
 
 def test_plots_never_load_pyplot() -> None:
     code = (
-        "import sys, numpy as np\nfrom rmt_callbacks.figures._matrix import Panel, matrix_figure\n"
+        "import sys, numpy as np\nfrom rmt_callbacks.figures.matrix import Panel, matrix_figure\n"
         "matrix_figure([Panel('p', np.arange(10.0))]).savefig('/dev/null', format='png')\n"
-        "from rmt_callbacks.figures._reproduction import pair_density_figure\n"  # tight_layout, mathtext
+        "from rmt_callbacks.figures.reproduction import pair_density_figure\n"  # tight_layout, mathtext
         "pair_density_figure(np.arange(10.0), {}, title='$x$', xlabel='x').savefig('/dev/null', format='png')\n"
         "print('matplotlib.pyplot' in sys.modules)"
     )
@@ -148,8 +148,8 @@ def test_panels_bin_by_the_fits_rule() -> None:
 
 
 def test_reproduction_figures_use_the_one_rule_and_are_released_once_saved(tmp_path) -> None:
-    from rmt_callbacks.figures._canvas import save_figure
-    from rmt_callbacks.figures._reproduction import (
+    from rmt_callbacks.figures.canvas import save_figure
+    from rmt_callbacks.figures.reproduction import (
         SPECTRA_MAX_BINS,
         dynamics_figure,
         pair_density_figure,

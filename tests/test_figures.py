@@ -8,8 +8,8 @@ import torch
 
 from rmt_callbacks.analysis import analyze_views
 from rmt_callbacks.figures import esd_figure
-from rmt_callbacks.figures._canvas import close_figure
-from rmt_callbacks.figures._recipes import panels_of
+from rmt_callbacks.figures.canvas import close_figure
+from rmt_callbacks.figures.recipes import panels_of
 from rmt_callbacks.spectral import MatrixView
 
 
