@@ -269,3 +269,17 @@ def test_the_private_reach_checker_catches_and_allows() -> None:
     assert "private _helper" in name
     allowed = "from . import _gather\nfrom .._checks import positive\nfrom ..analysis import analyze\n"
     assert private_reaches({"rmt_callbacks.monitors.x": (ast.parse(allowed), False)}) == []
+
+
+MAX_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("package", [PACKAGE, SIBLING])
+def test_every_module_fits_on_a_few_screens(package: str) -> None:
+    """A module of more than :data:`MAX_MODULE_LINES` lines holds more than one concept: split it."""
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"

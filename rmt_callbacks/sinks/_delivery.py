@@ -247,11 +247,10 @@ class _Delivery:
             op = self._inflight = self._pending.popleft()
             self._inflight_spooled = False
         fresh = time.monotonic() - self._answered_at < _FRESH_S  # it answered a request a moment ago: no probe
-        error: BaseException | None = (
-            None if fresh or self._reachable() else ConnectionError(f"{self.tracking_uri}/health does not answer")
-        )
-        if error is None:
+        if fresh or self._reachable():
             error = self._attempt(op, replaying=False, generation=generation)
+        else:
+            error = ConnectionError(f"{self.tracking_uri}/health does not answer")
         if self._stale(generation):
             return False  # a newer thread took over while this request hung; the spool holds the operation
         if error is None or not _is_outage(error):
