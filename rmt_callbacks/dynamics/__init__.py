@@ -33,3 +33,13 @@ __all__ = [
     "window_statistics",
     "wishart_repulsion",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Where a name that moved went (a clear error instead of a bare ``AttributeError``)."""
+    if name == "fit_slope_through_origin":
+        raise AttributeError(
+            "rmt_callbacks.dynamics.fit_slope_through_origin moved to rmt_callbacks.fits.fit_through_origin, the one "
+            "home of the fits; it returns a ThroughOriginFit (.slope, .slope_std, .chi2_dof) instead of a tuple"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

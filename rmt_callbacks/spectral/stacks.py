@@ -151,3 +151,13 @@ def stacked_levels(flats: list[torch.Tensor], kind: str, solver: Solver = "auto"
                 levels = torch.cat([levels.new_zeros(levels.shape[0], n - m), levels], dim=-1)
         out.append(levels.to(torch.float64))
     return out
+
+
+def __getattr__(name: str) -> object:
+    """Where a name that went away went (a clear error instead of a bare ``AttributeError``)."""
+    if name == "EIGENSOLVER":
+        raise AttributeError(
+            "rmt_callbacks.spectral.stacks.EIGENSOLVER is gone: pass solver='torch' | 'scipy' | 'auto' to analyze(), "
+            "SpectrumMonitor or DysonMonitor instead (rmt_callbacks.eigensolver)"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
