@@ -3,10 +3,11 @@ r"""Which LAPACK decomposes a stack of symmetric matrices, torch's or scipy's: t
 On a CPU, ``torch.linalg.eigvalsh`` calls the LAPACK torch was built with (MKL in the x86 wheels) and
 ``scipy.linalg.eigh`` the OpenBLAS that scipy's wheel bundles. Both run the same algorithm for eigenvalues only
 (Householder tridiagonalisation, then the root-free QR of ``sterf``) and agree to rounding (≈ 1e-14 relative), not
-to the last bit; scipy's works in place where torch copies the stack. Which is faster depends on the size: on the
-project's AMD EPYC test machine (one thread, float64 and float32 alike) scipy's takes 100 × torch's time per matrix
-at :math:`n = 2`, 2.8 × at 32, 1.3 × at 128, 0.96 × at 256, 0.7–0.8 × at 512 and 0.6–0.7 × at 1024
-(``benchmarks/bench_solvers.py``).
+to the last bit; what is computed from the levels agrees to its own precision, no better (a fit optimised to a
+tolerance, e.g. the surmise's β to ≈ 1e-8; the semicircle on a float32 symmetric part to ≈ 1e-5). scipy's works in
+place where torch copies the stack. Which is faster depends on the size: on the project's AMD EPYC test machine (one
+thread, float64 and float32 alike) scipy's takes 100 × torch's time per matrix at :math:`n = 2`, 2.8 × at 32, 1.3 ×
+at 128, 0.96 × at 256, 0.7–0.8 × at 512 and 0.6–0.7 × at 1024 (``benchmarks/bench_solvers.py``).
 
 Every entry point that decomposes (:func:`rmt_callbacks.analyze`, :func:`rmt_callbacks.analysis.analyze_views`,
 :class:`~rmt_callbacks.SpectrumMonitor`, :class:`~rmt_callbacks.DysonMonitor`) takes ``solver``:

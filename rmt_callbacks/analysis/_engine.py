@@ -127,7 +127,8 @@ def analyze_views(
             exact levels (default :data:`~rmt_callbacks.spectral.DENSE_LIMIT`, 8192).
         solver: which LAPACK decomposes on a CPU: ``"auto"`` (default: torch's below
             :data:`~rmt_callbacks.eigensolver.SCIPY_FROM` rows, scipy's from there where it is offered),
-            ``"torch"`` or ``"scipy"`` (:mod:`rmt_callbacks.eigensolver`); the numbers differ only in rounding.
+            ``"torch"`` or ``"scipy"`` (:mod:`rmt_callbacks.eigensolver`): the levels differ in rounding, the
+            fitted numbers to their optimisers' tolerance (surmise β ≈ 1e-8).
 
     Returns:
         One :class:`MatrixResult` per view, in order; bad matrices come back with ``skipped`` set, matrices with

@@ -5,7 +5,7 @@ arXiv:1810.01075): the levels on log-spaced bins, the fitted Marchenko–Pastur 
 tail :math:`p(x) \propto x^{-\alpha}` from :math:`x_{\min}` (``"power_law"`` analysis) drawn as a density of all
 the levels. :func:`esd_figure` draws it, or every panel the monitor logs, for any analysed matrix.
 
-Its modules, each importing only the pure layers (spectral, laws, analysis) and matplotlib (the monitors and
+Its modules, each importing only the pure layers (spectral, laws, fits, analysis) and matplotlib (the monitors and
 ``rmt-reproduce`` import them by name; each loads matplotlib):
 
 * ``canvas``: the primitives: a ``Figure`` on an Agg canvas (matplotlib's object API, never pyplot), the one

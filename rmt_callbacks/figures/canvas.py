@@ -144,7 +144,7 @@ def histogram_edges(
     sample = torch.from_numpy(np.asarray(values, dtype=np.float64).ravel())
     span = sample if value_range is None else torch.tensor(value_range, dtype=torch.float64)
     lo, hi = float(span.min()), float(span.max())
-    if hi <= lo:
+    if hi <= lo:  # a drawn bin needs a width: numpy's [v - 1/2, v + 1/2] (the rule's own is the point mass [v, v])
         return np.array([lo - 0.5, lo + 0.5])
     width = None if value_range is None else sample  # None: the width from the range's own values
     if width_from is not None:

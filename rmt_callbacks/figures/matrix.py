@@ -111,7 +111,8 @@ def _draw(ax: Axes, panel: Panel) -> None:
     ax.set_title(f"{panel.title}\n{panel.note}" if panel.note else panel.title, fontsize="medium")
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel("density")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # an empty panel (no positive level on log axes) has nothing to name
+        ax.legend(fontsize="small")
 
 
 def _log_subs(lo: float, hi: float) -> tuple[float, ...]:

@@ -21,6 +21,7 @@ __all__ = ["ks_distance", "l1_distance"]
 
 _STRIDE = 64  # ks_sorted evaluates the cdf at every _STRIDE-th order statistic first
 _EVALUATIONS = 1 << 18  # density evaluations l1_distance spends on its midpoint rules, at most
+_MAX_BINS = _EVALUATIONS // 4  # Freedman–Diaconis bins, at most: four evaluations each
 
 
 def ks_distance(values: torch.Tensor, law: SpectralLaw) -> float:
@@ -109,8 +110,9 @@ def l1_distance(values: torch.Tensor, law: SpectralLaw, *, bins: int | None = No
     first part exact from the cdf and the bounded second part by a midpoint rule. :math:`L_1 \in [0, 2]`.
 
     The default bins are the papers' Freedman–Diaconis bins (width :math:`2\,\mathrm{IQR}/n^{1/3}` over
-    :math:`[\min, \max]`, :func:`rmt_callbacks.spectral.freedman_diaconis_edges`); ``bins=K`` gives ``K``
-    equal bins over :math:`[\min, \max]`.
+    :math:`[\min, \max]`, :func:`rmt_callbacks.spectral.freedman_diaconis_edges`), at most 65 536 of them (a far
+    outlier of a narrow sample would ask for trillions); ``bins=K`` gives ``K`` equal bins over
+    :math:`[\min, \max]`.
 
     Args:
         values: sample, any non-empty shape (pooled).
@@ -166,7 +168,7 @@ def _positive_part_integral(law: SpectralLaw, edges: torch.Tensor, heights: torc
 
 def _edges(x: torch.Tensor, bins: int | None) -> torch.Tensor:
     if bins is None:
-        return freedman_diaconis_edges(x)
+        return freedman_diaconis_edges(x, max_bins=_MAX_BINS)
     if isinstance(bins, bool) or not isinstance(bins, int):
         raise TypeError(f"bins must be an int or None, got {bins!r}")
     if bins < 1:

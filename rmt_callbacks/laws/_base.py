@@ -8,6 +8,7 @@ caller's dtype and device, and zeroes the density outside the support.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 
 import torch
@@ -22,7 +23,7 @@ class SpectralLaw:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's scalars too
                 raise TypeError(f"{type(self).__name__}: {f.name} must be a real number, got {value!r}")
             object.__setattr__(self, f.name, float(value))
         self._validate()

@@ -4,7 +4,8 @@ A :class:`Recorder` holds what a run accumulates (each matrix's spectrum over ti
 sent, the monitor's measured time). Its jobs, :meth:`Recorder.analyse` and :meth:`Recorder.close` (run on the
 monitor's worker thread, or in the hook with ``background=False``), only compute: the analysis, the figures, and
 each MLflow run's writes built ready to queue (``.npz`` and PNG bytes, tables, tags, metrics:
-:meth:`~rmt_callbacks.sinks.spool.MlflowWriter.prepared`); each returns a :class:`Report` and touches no sink.
+:meth:`~rmt_callbacks.sinks.spool.MlflowWriter.prepared`); each returns a :class:`Report` and hands nothing to a
+sink (it only finds each run's writer, which may create the run on the server: kept off the training thread).
 :meth:`Recorder.deliver`, called by the training thread for every report in step order, is the one place a result
 reaches a sink: MLflow's writes are queued into each run's writer (which sends them from its own thread), then the
 other loggers get the metrics, histograms and images.

@@ -56,8 +56,10 @@ def check_count(arg: str, value: object, *, allow_zero: bool = False) -> None:
     low = 0 if allow_zero else 1
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{arg} must be None or an int >= {low}, got {value!r}")
+    try:
+        at_least(arg, value, low)  # numpy's integers too, like the other monitor arguments
+    except ValueError:
+        raise ValueError(f"{arg} must be None or an int >= {low}, got {value!r}") from None
 
 
 def check_int(arg: str, value: object, *, low: int = 1) -> int:

@@ -111,7 +111,7 @@ class DysonMonitor(Labelled, Callback):
         overhead_budget: ``"auto"``, ``None`` or the largest fraction of training time snapshots may take, in
             ``(0, 1]``; ``"auto"`` is 0.02 with ``every_n_train_steps=1`` and no pacing otherwise.
         solver: ``"auto"``, ``"torch"`` or ``"scipy"``: the CPU eigensolver (:mod:`rmt_callbacks.eigensolver`). Not
-            in :attr:`state_key`, like ``overhead_budget``: it moves the levels only in their last bits.
+            in :attr:`state_key`, like ``overhead_budget``: it moves the levels only by rounding.
 
     Raises:
         ValueError, TypeError: a bad argument (in ``__init__``); at fit start, a selection matching no matrix.

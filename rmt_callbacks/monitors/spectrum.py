@@ -113,7 +113,7 @@ class SpectrumMonitor(Labelled, Callback):
     analyse or log (cadence, ``include``, ``exclude``, ``param_filter``, ``analyses``, ``log_key_prefix``,
     ``dense_limit``, ``figure_every_n_analyses``): all of these are in :attr:`state_key`, so each restores its own
     state from a checkpoint. Two that differ in none (in ``background``, ``overhead_budget`` or ``solver`` only:
-    the same records, at most last bits apart) would log the same records twice; Lightning refuses them. The label
+    the same records, up to rounding) would log the same records twice; Lightning refuses them. The label
     is ``monitor``, ``monitor-2``, … for the first, second, … with the same ``log_key_prefix`` in the callbacks
     (said at setup); per-matrix keys do not carry it: monitors sharing a prefix should not share matrices (warned).
 

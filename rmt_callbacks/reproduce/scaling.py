@@ -74,6 +74,8 @@ def _slope_fits(
     ):
         e = scale * np.maximum(np.asarray(err, dtype=np.float64), 1e-12)
         fit = fit_through_origin(x, scale * np.asarray(y, dtype=np.float64), e)
+        if not fit.converged:  # as the old fit raised: no NaN slope in summary.json
+            raise ValueError(f"the scaling fit of {key} failed: {fit.message}")
         out[f"a_fit_{key}"], out[f"a_fit_{key}_err"] = fit.slope, fit.slope_std
     return out
 

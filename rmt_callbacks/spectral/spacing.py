@@ -314,11 +314,13 @@ def freedman_diaconis_edges(
         h = \frac{2\,\mathrm{IQR}}{n^{1/3}},\qquad K = \max\Big(1, \Big\lfloor \frac{\max - \min}{h} \Big\rfloor\Big),
 
     :math:`K` equal bins on :math:`[\min, \max]` (one bin when the IQR vanishes), as ``numpy.histogram`` with
-    ``bins=K, range=(min, max)`` makes them. Values of any shape are pooled. The one binning rule of the package:
-    the fits use it as it is; figures cap :math:`K` at ``max_bins`` (a far outlier would otherwise ask for
-    millions of bins), and take :math:`h` from one sample and the range from others with ``width_from`` (the
-    papers' spectra: the width of one level's distribution over the pooled range of all levels). numpy's
-    ``bins="fd"`` has the same :math:`h` but rounds :math:`K` up.
+    ``bins=K, range=(min, max)`` makes them, except for equal values :math:`v`: one bin of width zero, :math:`[v,v]`
+    (a point mass, whose L1 distance to any density is 2; numpy widens it to :math:`[v-1/2,v+1/2]`, as the figures
+    do). Values of any shape are pooled. The one binning rule of the package: the fits use it as it is
+    (``l1_distance`` caps it at :math:`2^{16}` bins); figures cap :math:`K` at ``max_bins`` (a far outlier would
+    otherwise ask for millions of bins), and take :math:`h` from one sample and the range from others with
+    ``width_from`` (the papers' spectra: the width of one level's distribution over the pooled range of all levels).
+    numpy's ``bins="fd"`` has the same :math:`h` but rounds :math:`K` up.
 
     Args:
         values: samples, any non-empty shape; their range is the histogram's, and they give :math:`h` and
