@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rmt_callbacks.analysis import analyze_views
+from rmt_callbacks.analysis import analyze, analyze_views
 from rmt_callbacks.figures import esd_figure
 from rmt_callbacks.figures.canvas import close_figure
 from rmt_callbacks.figures.recipes import panels_of
@@ -58,3 +58,16 @@ def test_no_overlay_without_a_converged_fit_and_clear_errors() -> None:
         esd_figure(flat, kind="linear")
     with pytest.raises(TypeError, match="MatrixResult"):
         esd_figure([flat])
+
+
+def test_an_all_zero_weight_draws_without_warnings(tmp_path) -> None:
+    """Nothing positive to put on log axes: the panel stays empty and unlabelled, no legend warning."""
+    import warnings
+
+    layer = torch.nn.Linear(20, 30)
+    torch.nn.init.zeros_(layer.weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = esd_figure(analyze(layer)[0])
+        figure.savefig(tmp_path / "zero.png")
+    assert figure.axes[0].get_legend() is not None and figure.axes[1].get_legend() is None

@@ -367,3 +367,11 @@ def test_two_species_is_symmetric_in_its_widths() -> None:
     a = TwoSpeciesPairDensity(center=0.5, sigma1=0.4, sigma2=0.9)
     b = TwoSpeciesPairDensity(center=0.5, sigma1=0.9, sigma2=0.4)
     torch.testing.assert_close(a.pdf(x), b.pdf(x), rtol=1e-13, atol=0.0)
+
+
+def test_laws_take_numpy_scalars_and_refuse_bools() -> None:
+    import numpy as np
+
+    assert MarchenkoPastur(sigma2=np.float64(2.0), ratio=np.float32(0.5)).ratio == 0.5
+    with pytest.raises(TypeError, match="ratio must be a real number"):
+        MarchenkoPastur(sigma2=1.0, ratio=True)

@@ -84,3 +84,14 @@ def test_figure_cadence() -> None:
     assert [i for i in range(10) if figure_due(i, 4)] == [0, 4, 8]
     assert [i for i in range(3) if figure_due(i, 1)] == [0, 1, 2]
     assert not any(figure_due(i, 0) or figure_due(i, None) for i in range(5))
+
+
+def test_cadences_take_numpy_integers_in_both_monitors() -> None:
+    import numpy as np
+
+    from rmt_callbacks import DysonMonitor, SpectrumMonitor
+
+    assert SpectrumMonitor(every_n_train_steps=np.int64(10)).every_n_train_steps == 10
+    assert DysonMonitor(log_every_n_steps=np.int64(10)).log_every_n_steps == 10
+    with pytest.raises(ValueError, match="every_n_train_steps must be None or an int >= 1, got True"):
+        SpectrumMonitor(every_n_train_steps=True)

@@ -82,3 +82,10 @@ def test_scaling_command_nests_every_setting_under_one_parent(tmp_path: Path) ->
         "figures/scaling_rbm.png",
         "figures/scaling_ts.png",
     }
+
+
+def test_a_scaling_fit_that_cannot_be_made_raises_rather_than_writing_nan() -> None:
+    from rmt_callbacks.reproduce.scaling import _slope_fits
+
+    with pytest.raises(ValueError, match="scaling fit of mean_spacing failed: too few points"):
+        _slope_fits([0.5], [1.0], [0.1], [0.6], [0.1])
