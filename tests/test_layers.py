@@ -25,6 +25,7 @@ SIBLING = "reference_models"
 # Higher may import lower; equal rank between different packages is sideways and forbidden.
 LAYERS: dict[str, int] = {
     "_checks": 0,  # argument validators
+    "_moved": 0,  # the error of a public name that moved
     "eigensolver": 1,  # the choice of eigensolver (validates its argument with _checks)
     "laws": 2,
     "spectral": 2,

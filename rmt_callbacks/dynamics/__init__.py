@@ -6,6 +6,7 @@ Conventions (orientation, ordering, the papers' pair spacing): :mod:`rmt_callbac
 Langevin time: :mod:`rmt_callbacks.dynamics.estimators`.
 """
 
+from .._moved import moved_names
 from .estimators import (
     coulomb_repulsion,
     diffusion_coefficient,
@@ -35,11 +36,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Where a name that moved went (a clear error instead of a bare ``AttributeError``)."""
-    if name == "fit_slope_through_origin":
-        raise AttributeError(
-            "rmt_callbacks.dynamics.fit_slope_through_origin moved to rmt_callbacks.fits.fit_through_origin, the one "
-            "home of the fits; it returns a ThroughOriginFit (.slope, .slope_std, .chi2_dof) instead of a tuple"
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(
+    __name__,
+    {
+        "fit_slope_through_origin": "moved to rmt_callbacks.fits.fit_through_origin, the one home of the fits; it "
+        "returns a ThroughOriginFit (.slope, .slope_std, .chi2_dof) instead of a tuple"
+    },
+)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
+from .._moved import moved_names
 from ..eigensolver import Solver, backend_for, validate_solver
 from ._solvers import eigvalsh_stack
 
@@ -153,11 +154,10 @@ def stacked_levels(flats: list[torch.Tensor], kind: str, solver: Solver = "auto"
     return out
 
 
-def __getattr__(name: str) -> object:
-    """Where a name that went away went (a clear error instead of a bare ``AttributeError``)."""
-    if name == "EIGENSOLVER":
-        raise AttributeError(
-            "rmt_callbacks.spectral.stacks.EIGENSOLVER is gone: pass solver='torch' | 'scipy' | 'auto' to analyze(), "
-            "SpectrumMonitor or DysonMonitor instead (rmt_callbacks.eigensolver)"
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(
+    __name__,
+    {
+        "EIGENSOLVER": "is gone: pass solver='torch' | 'scipy' | 'auto' to analyze(), SpectrumMonitor or "
+        "DysonMonitor instead (rmt_callbacks.eigensolver)"
+    },
+)
