@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.fabric.utilities.data import AttributeDict
 from torch.utils.data import DataLoader, Dataset
@@ -36,6 +37,7 @@ __all__ = [
     "require_float",
     "require_int",
     "step_index_loader",
+    "stream_seed",
 ]
 
 _RNG_KEY = "reference_models_rng"
@@ -93,6 +95,20 @@ def require_float(name: str, value: object, *, positive: bool = True) -> float:
     if not (math.isfinite(value) and bound_ok):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
+
+
+def stream_seed(seed: int, purpose: int, block: int = 0) -> int:
+    """A 63-bit seed for stream ``block`` of kind ``purpose`` in a run seeded with ``seed``.
+
+    Hashed by ``numpy.random.SeedSequence([seed, purpose, block])`` (entropy mixing, so nearby triples give
+    unrelated seeds), reduced to 63 bits (``torch.Generator.manual_seed`` takes a signed 64-bit value).
+
+    Example:
+        >>> stream_seed(0, 1, 2) == stream_seed(0, 1, 2), stream_seed(0, 1, 2) != stream_seed(0, 2, 1)
+        (True, True)
+    """
+    state = np.random.SeedSequence([int(seed), int(purpose), int(block)]).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
 
 
 def derive_seed(seed: int, stream: int) -> int:
@@ -270,8 +286,11 @@ def fit_reference(
     logger: Any = False,
     enable_progress_bar: bool = False,
     accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: Any = "auto",
 ) -> pl.Trainer:
-    """Train ``module`` for ``steps`` optimizer steps on one device and return the finished ``Trainer``.
+    """Train ``module`` for ``steps`` optimizer steps and return the finished ``Trainer``.
 
     The one place a reference model's ``Trainer`` is built (``rmt_callbacks.reproduce`` trains through it too):
     no checkpoints, model summary or sanity steps, no epoch limit. A ``logger`` gets about 50 logging points
@@ -286,6 +305,9 @@ def fit_reference(
         logger: a Lightning logger, or ``False`` for none.
         enable_progress_bar: Lightning's own progress bar.
         accelerator: Lightning's accelerator name.
+        devices: devices per node (Lightning's ``devices``: a count, ``"auto"`` or a list as a string).
+        num_nodes: machines (Lightning's ``num_nodes``).
+        strategy: Lightning's strategy (``"auto"``, ``"ddp"``, ``"ddp_spawn"``, or a strategy object).
 
     Raises:
         ValueError: if ``steps < 1``.
@@ -297,7 +319,9 @@ def fit_reference(
         max_steps=steps,
         max_epochs=-1,
         accelerator=accelerator,
-        devices=1,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
         callbacks=list(callbacks),
         logger=logger,
         enable_checkpointing=False,

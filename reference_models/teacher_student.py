@@ -2,10 +2,14 @@ r"""The 2×2 linear teacher–student model with explicit GOE gradient noise (do
 
 Teacher :math:`W_T = 2\cdot\mathbb 1_2`, student :math:`W \in \mathbb R^{2\times2}` with i.i.d.
 :math:`\mathcal N(0, 0.1^2)` entries, inputs :math:`x \sim \mathcal N(0, \mathbb 1_2)` (a data set of
-``batches_per_epoch · |B|`` points drawn once per run, shared by all networks, visited in order every epoch,
-consecutive mini-batches, no shuffling), labels :math:`y = W_T x`. Each sample carries a symmetric GOE
-noise matrix :math:`a_b` (off-diagonal variance :math:`\varepsilon^2`, diagonal :math:`2\varepsilon^2`),
-drawn once per network and reused every epoch. Update per mini-batch (E25):
+``batches_per_epoch · |B|`` points drawn once per run, visited in order every epoch, consecutive
+mini-batches, no shuffling), labels :math:`y = W_T x`. The networks are split into ``data_sets`` contiguous
+groups (network :math:`e` of :math:`E` in group :math:`\lfloor e D / E\rfloor`, :math:`D` = ``data_sets``);
+each group draws its own data set from its own seed stream and all networks of a group share it (the default
+:math:`D = 1`: one data set shared by all networks). Independent data sets expose the run-to-run variance a
+single data set hides (a run's :math:`\langle S\rangle` carries a factor set by its data). Each sample
+carries a symmetric GOE noise matrix :math:`a_b` (off-diagonal variance :math:`\varepsilon^2`, diagonal
+:math:`2\varepsilon^2`), drawn once per network and reused every epoch. Update per mini-batch (E25):
 
 .. math::
 
@@ -36,9 +40,16 @@ import math
 
 import torch
 
-from .data import EnsembleModule, derive_seed, goe_noise, require_float, require_int
+from .data import EnsembleModule, derive_seed, goe_noise, require_float, require_int, stream_seed
 
 __all__ = ["TeacherStudent2x2", "input_moment", "predicted_mean_spacing", "teacher_student_loss"]
+
+
+_DATA = 2  # stream_seed purpose of the data sets
+
+
+def _generator(seed: int, purpose: int, block: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, purpose, block))
 
 
 def input_moment(x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +78,8 @@ def teacher_student_loss(
 
     Args:
         w: students, shape (E, 2, 2).
-        x_moment: :math:`\hat C_x` of the shared mini-batch, shape (2, 2).
+        x_moment: :math:`\hat C_x` of the mini-batch: shape (2, 2) when all networks share it, or (E, 2, 2)
+            with each network's own (:math:`\hat C_{x,e}` in place of :math:`\hat C_x` above).
         teacher: :math:`W_T`, shape (2, 2).
         noise_mean: mini-batch mean noise :math:`\bar a` per network, shape (E, 2, 2).
 
@@ -109,19 +121,30 @@ class TeacherStudent2x2(EnsembleModule):
         batches_per_epoch: mini-batches in the data set (the papers: 500).
         teacher_scale: κ in :math:`W_T = \\kappa\\mathbb 1`.
         init_std: standard deviation of the i.i.d. Gaussian W₀.
+        data_sets: number D of independent data sets, ``1 <= D <= networks``; network e trains on data set
+            ``e * D // networks`` (contiguous groups, :attr:`data_set_index`).
+
+    Attributes:
+        inputs: the data sets, (D, batches_per_epoch, |B|, 2).
+        input_moments: their mini-batch moments :math:`\\hat C_x`, (D, batches_per_epoch, 2, 2).
+        data_set_index: each network's data set, (E,) int64.
+        noise_mean: each network's mini-batch mean noise :math:`\\bar a`, (batches_per_epoch, E, 2, 2).
 
     Raises:
         TypeError, ValueError: for a hyper-parameter of the wrong type or out of range (the message names it).
 
     Example:
-        >>> ts = TeacherStudent2x2(networks=3, batch_size=4, seed=0)
+        >>> ts = TeacherStudent2x2(networks=3, batch_size=4, seed=0, data_sets=2)
         >>> ts.weight.shape, ts.inputs.shape, ts.noise_mean.shape, ts.total_steps
-        (torch.Size([3, 2, 2]), torch.Size([500, 4, 2]), torch.Size([500, 3, 2, 2]), 5000)
+        (torch.Size([3, 2, 2]), torch.Size([2, 500, 4, 2]), torch.Size([500, 3, 2, 2]), 5000)
+        >>> ts.data_set_index.tolist()
+        [0, 0, 1]
     """
 
     teacher: torch.Tensor  # buffers (registered in __init__)
     inputs: torch.Tensor
     input_moments: torch.Tensor
+    data_set_index: torch.Tensor
     noise_mean: torch.Tensor
 
     def __init__(
@@ -136,22 +159,32 @@ class TeacherStudent2x2(EnsembleModule):
         batches_per_epoch: int = 500,
         teacher_scale: float = 2.0,
         init_std: float = 0.1,
+        data_sets: int = 1,
     ) -> None:
         super().__init__()
         networks, batch_size = require_int("networks", networks, 1), require_int("batch_size", batch_size, 1)
+        if require_int("data_sets", data_sets, 1) > networks:
+            raise ValueError(f"data_sets must be an int <= networks ({networks}), got {data_sets!r}")
         require_int("seed", seed, 0), require_int("epochs", epochs, 1)
         n_batches = require_int("batches_per_epoch", batches_per_epoch, 1)
         require_float("lr", lr), require_float("teacher_scale", teacher_scale)
         noise = require_float("noise", noise, positive=False)
         require_float("init_std", init_std, positive=False)
         self.save_hyperparameters()
-        g_init, g_data, g_noise = (torch.Generator().manual_seed(derive_seed(seed, s)) for s in (0, 2, 3))
+        g_init, g_noise = (torch.Generator().manual_seed(derive_seed(seed, s)) for s in (0, 3))
         w0 = init_std * torch.randn(networks, 2, 2, generator=g_init, dtype=torch.float64)
         self.weight = torch.nn.Parameter(w0)  # (E, 2, 2)
         self.register_buffer("teacher", teacher_scale * torch.eye(2, dtype=torch.float64), persistent=False)
-        inputs = torch.randn(n_batches, batch_size, 2, generator=g_data, dtype=torch.float64)
-        self.register_buffer("inputs", inputs, persistent=False)  # (n_batches, B, 2), shared by all networks
-        self.register_buffer("input_moments", input_moment(inputs), persistent=False)  # (n_batches, 2, 2)
+        inputs = torch.stack(  # data set g from its own stream (seed, DATA, g)
+            [
+                torch.randn(n_batches, batch_size, 2, generator=_generator(seed, _DATA, g), dtype=torch.float64)
+                for g in range(data_sets)
+            ]
+        )
+        self.register_buffer("inputs", inputs, persistent=False)  # (D, n_batches, B, 2)
+        self.register_buffer("input_moments", input_moment(inputs), persistent=False)  # (D, n_batches, 2, 2)
+        index = torch.arange(networks) * data_sets // networks  # contiguous groups
+        self.register_buffer("data_set_index", index, persistent=False)  # (E,) network → data set
         noise_mean = goe_noise((n_batches, networks), noise / math.sqrt(batch_size), generator=g_noise)
         self.register_buffer("noise_mean", noise_mean, persistent=False)  # (n_batches, E, 2, 2): ā per network
 
@@ -169,7 +202,9 @@ class TeacherStudent2x2(EnsembleModule):
         # Mini-batch j of the fixed data set: consecutive, in order, wrapping every epoch. Taken from the global
         # step (equal to ``batch`` in a fresh run) so that a run resumed mid-epoch keeps the data order.
         j = self.global_step % self.hparams.batches_per_epoch
-        return teacher_student_loss(self.weight, self.input_moments[j], self.teacher, self.noise_mean[j])
+        moments = self.input_moments[:, j]  # (D, 2, 2)
+        moment = moments[0] if moments.shape[0] == 1 else moments[self.data_set_index]  # (2, 2) or (E, 2, 2)
+        return teacher_student_loss(self.weight, moment, self.teacher, self.noise_mean[j])
 
     @torch.no_grad()
     def singular_values(self) -> torch.Tensor:

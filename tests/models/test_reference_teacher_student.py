@@ -26,22 +26,56 @@ class _Weights(pl.Callback):
         self.after.append(pl_module.weight.detach().numpy().copy())
 
 
-def test_every_sgd_step_is_the_explicit_e25_update_over_consecutive_wrapping_batches() -> None:
-    lr, batch, n_batches = 0.3, 5, 3
-    ts = TeacherStudent2x2(networks=4, lr=lr, batch_size=batch, noise=0.2, seed=1, batches_per_epoch=n_batches)
+@pytest.mark.parametrize("data_sets", [1, 3])
+def test_every_sgd_step_is_the_explicit_e25_update_over_consecutive_wrapping_batches(data_sets: int) -> None:
+    lr, batch, n_batches, e = 0.3, 5, 3, 4
+    ts = TeacherStudent2x2(
+        networks=e, lr=lr, batch_size=batch, noise=0.2, seed=1, batches_per_epoch=n_batches, data_sets=data_sets
+    )
     rec = _Weights()
     fit_reference(ts, 8, callbacks=[rec])  # 2⅔ epochs: the data set and the noise are reused in order
     x, a, w_t = ts.inputs.numpy(), ts.noise_mean.numpy(), 2.0 * np.eye(2)
+    groups = [net * data_sets // e for net in range(e)]  # network → its data set
     for n, (w, w_next) in enumerate(zip(rec.before, rec.after, strict=True)):
-        xb = x[n % n_batches]  # (B, 2), mini-batch n mod 3
-        expected = w + lr * ((w_t - w) @ (xb.T @ xb / batch) + a[n % n_batches])  # (E25), ā = mean_b a_b
-        np.testing.assert_allclose(w_next, expected, rtol=0, atol=1e-12)
+        for net, g in enumerate(groups):
+            xb = x[g, n % n_batches]  # (B, 2), mini-batch n mod 3 of the network's own data set
+            expected = w[net] + lr * ((w_t - w[net]) @ (xb.T @ xb / batch) + a[n % n_batches, net])  # (E25)
+            np.testing.assert_allclose(w_next[net], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("networks", "data_sets"), [(1, 1), (5, 1), (5, 2), (7, 3), (7, 5), (6, 6), (10, 4)])
+def test_networks_are_split_into_contiguous_nearly_equal_data_set_groups(networks: int, data_sets: int) -> None:
+    ts = TeacherStudent2x2(networks=networks, batch_size=2, batches_per_epoch=3, data_sets=data_sets)
+    index = ts.data_set_index.tolist()
+    assert ts.data_set_index.dtype == torch.int64
+    assert index == [e * data_sets // networks for e in range(networks)]  # the documented rule
+    assert index == sorted(index) and set(index) == set(range(data_sets))  # contiguous, every group used
+    sizes = np.bincount(index)
+    assert sizes.max() - sizes.min() <= 1
+    assert ts.inputs.shape == (data_sets, 3, 2, 2) and ts.input_moments.shape == (data_sets, 3, 2, 2)
+    assert "data_set_index" not in ts.state_dict()
+
+
+def test_each_data_set_has_the_papers_statistics_and_the_data_sets_are_independent() -> None:
+    d, batch, n_batches = 4, 16, 500
+    ts = TeacherStudent2x2(networks=8, batch_size=batch, seed=3, data_sets=d)
+    x = ts.inputs.reshape(d, -1, 2).numpy()  # (D, n, 2)
+    n = x.shape[1]
+    for g in range(d):  # 𝔼 x xᵀ = 𝟙 within 5 standard errors (each entry's is ≤ √(2/n))
+        np.testing.assert_allclose(x[g].T @ x[g] / n, np.eye(2), atol=5 * math.sqrt(2 / n))
+        moments = np.einsum("jbi,jbk->jik", x[g].reshape(n_batches, batch, 2), x[g].reshape(n_batches, batch, 2))
+        np.testing.assert_allclose(ts.input_moments[g].numpy(), moments / batch, rtol=1e-12)
+    for g in range(d):  # independent: the cross moment of two data sets is 0 within 5 standard errors (1/√n)
+        for h in range(g + 1, d):
+            np.testing.assert_allclose(x[g].T @ x[h] / n, np.zeros((2, 2)), atol=5 / math.sqrt(n))
+    # the data sets do not depend on how many there are: data set g is drawn from its own stream
+    assert torch.equal(TeacherStudent2x2(networks=8, batch_size=batch, seed=3, data_sets=2).inputs, ts.inputs[:2])
 
 
 def test_data_and_noise_are_drawn_once_with_the_papers_statistics() -> None:
     e, batch, eps = 200, 16, 0.1
     ts = TeacherStudent2x2(networks=e, batch_size=batch, noise=eps, seed=0)
-    assert ts.inputs.shape == (500, batch, 2)  # one data set of 500·|B| points, shared by the networks
+    assert ts.inputs.shape == (1, 500, batch, 2)  # one data set of 500·|B| points, shared by the networks
     assert ts.noise_mean.shape == (500, e, 2, 2)  # per network and mini-batch
     x = ts.inputs.reshape(-1, 2).numpy()
     n = x.shape[0]
@@ -96,6 +130,10 @@ def test_bad_hyper_parameters_are_rejected_by_name() -> None:
         TeacherStudent2x2(batches_per_epoch=0)
     with pytest.raises(TypeError, match=r"networks must be an int"):
         TeacherStudent2x2(networks="10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"data_sets must be an int >= 1, got 0"):
+        TeacherStudent2x2(networks=4, data_sets=0)
+    with pytest.raises(ValueError, match=r"data_sets must be an int <= networks \(4\), got 5"):
+        TeacherStudent2x2(networks=4, data_sets=5)
 
 
 def _runs(lr: float, batch: int, eps: float, runs: int, networks: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
