@@ -25,15 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from ..laws import SpectralLaw
 from ..spectral import freedman_diaconis_edges
 
 __all__ = [
+    "FLAG_COLOR",
     "GRID_POINTS",
     "MAX_BINS",
+    "NOT_RELAXED",
     "PANEL_SIZE",
     "Curve",
     "Marker",
@@ -42,6 +46,7 @@ __all__ = [
     "finite",
     "histogram_edges",
     "law_curve",
+    "legend_outside",
     "new_figure",
     "render",
     "save_figure",
@@ -51,6 +56,10 @@ MAX_BINS: int = 200
 """The most bins a histogram of a figure gets (a far outlier would ask the Freedman–Diaconis rule for millions)."""
 GRID_POINTS: int = 400
 PANEL_SIZE: tuple[float, float] = (4.5, 3.6)  # inches
+FLAG_COLOR: str = "tab:red"
+"""The colour of what failed an equilibration check (hollow markers, dashed histograms), in every figure."""
+NOT_RELAXED: str = " (not relaxed)"
+"""The suffix of a flagged series' legend entry and of a flagged panel's title."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +161,21 @@ def histogram_edges(
     return freedman_diaconis_edges(span, width_from=width, max_bins=max_bins).numpy()
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """An empty ``Figure`` of ``width`` × ``height`` inches on its own Agg canvas (never registered with pyplot)."""
-    fig = Figure(figsize=(width, height))
+def new_figure(width: float, height: float, *, constrained: bool = False) -> Figure:
+    """An empty ``Figure`` of ``width`` × ``height`` inches on its own Agg canvas (never registered with pyplot).
+
+    ``constrained`` lays it out with matplotlib's constrained layout, which makes room for legends outside the axes
+    (:func:`legend_outside`); it costs a layout pass per draw, so the monitor's figures use fixed margins.
+    """
+    fig = Figure(figsize=(width, height), layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
+
+
+def legend_outside(ax: Axes, *, fontsize: float = 7.0) -> Legend:
+    """``ax``'s legend to the right of the axes, top-aligned, so that it covers no data (a figure made with
+    ``new_figure(..., constrained=True)`` widens its margin to fit it)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=fontsize)
 
 
 def close_figure(figure: Figure) -> None:
