@@ -8,13 +8,16 @@ the levels. :func:`esd_figure` draws it, or every panel the monitor logs, for an
 Its modules, each importing only the pure layers (spectral, laws, fits, analysis) and matplotlib (the monitors and
 ``rmt-reproduce`` import them by name; each loads matplotlib):
 
-* ``canvas``: the primitives: a ``Figure`` on an Agg canvas (matplotlib's object API, never pyplot), the one
-  binning rule of every histogram (:func:`~rmt_callbacks.spectral.freedman_diaconis_edges`, capped), a law's
-  density on a grid, saving, rendering to PNG and releasing a figure;
+* ``canvas``: the primitives: a ``Figure`` on an Agg canvas (matplotlib's object API, never pyplot), a legend
+  outside its axes, the one binning rule of every histogram (:func:`~rmt_callbacks.spectral.freedman_diaconis_edges`,
+  capped), a law's density on a grid, saving, rendering to PNG and releasing a figure;
 * ``matrix``: one matrix's figure at one step, one histogram panel per view (``matrix_figure``);
 * ``evolution``: a matrix's spectrum over training (``evolution_figure``);
 * ``recipes``: from an analysis result to its panels (``panels_of``, ``evolution_curves``);
-* ``reproduction``: the papers' figures drawn by ``rmt-reproduce``.
+* ``reproduction``: the papers' figures drawn by ``rmt-reproduce``, each line in a legend outside the axes and
+  what failed an equilibration check drawn red (``flagged``);
+* ``spacings``: its spacing figure (fig3, scaling): the collapse on the surmise, and ⟨S⟩ against the predictor
+  with the through-origin fit over its stated range and the residuals.
 
 Importing this package loads no matplotlib; :func:`esd_figure` imports it on first use.
 """
