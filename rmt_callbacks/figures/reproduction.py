@@ -19,7 +19,9 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..laws import SpectralLaw
 from .canvas import FLAG_COLOR, NOT_RELAXED, histogram_edges, law_curve, legend_outside, new_figure
@@ -182,5 +184,7 @@ def dynamics_figure(
             ax.plot(t, fitted[:, k], color=dark, ls="--", lw=1.0, label=f"relaxation fit, mode {k + 1}")
         ax.autoscale_view()
         ax.set(xlabel="epoch", ylabel=r"squared singular value $\xi$", title=title)
-        legend_outside(ax)
+        for handle in legend_outside(ax).legend_handles:  # the faint networks, legible in the legend
+            if isinstance(handle, Line2D) and to_rgba(handle.get_color())[3] < 0.5:
+                handle.set_color(to_rgba(handle.get_color(), 0.6))
     return fig
