@@ -3,7 +3,9 @@
 Each model keeps its ensemble of E networks in one ``nn.Parameter`` named ``weight`` of shape
 ``(E, rows, cols)`` (the way the project's monitors see an ensemble), is stepped by ``torch.optim.SGD(lr=α)``
 with one optimizer step per ``training_step``, reads its mini-batch size from ``hparams.batch_size``, and
-draws its randomness from a module-owned generator seeded by ``hparams.seed``.
+draws its randomness per block of ``hparams.networks_per_stream`` networks from generators seeded by
+``hparams.seed`` (reference_models.streams), so that an ensemble can be sharded over data-parallel ranks with
+the same networks for any number of ranks (:class:`EnsembleModule`).
 
 * :class:`GaussianRBM` — the Gaussian RBM learning a free lattice field (docs/science.md#gaussian-rbm), float64.
 * :class:`TeacherStudent2x2` — the 2×2 teacher–student model with GOE gradient noise (docs/science.md#teacher-student).
@@ -22,7 +24,8 @@ References: arXiv:2407.16427, arXiv:2412.20496.
 
 from __future__ import annotations
 
-from .data import EnsembleModule, StepIndexDataset, fit_reference, goe_noise, lattice_kinetic_operator, lattice_spectrum
+from .data import StepIndexDataset, fit_reference, goe_noise, lattice_kinetic_operator, lattice_spectrum
+from .ensemble import EnsembleModule
 from .gaussian_rbm import MU, MU2, TARGET_KAPPA, TARGET_X, GaussianRBM
 from .hidden_layer import HIDDEN_LAYERS, HiddenLayerNetwork
 from .teacher_student import TeacherStudent2x2, predicted_mean_spacing

@@ -1,4 +1,4 @@
-r"""Shared plumbing of the reference models: step-index data, GOE noise, the lattice operator, the ensemble base.
+r"""Shared plumbing of the reference models: step-index data, GOE noise, the lattice operator, the Trainer.
 
 The reference models train an *ensemble* of :math:`E` independent small networks at once: one
 ``nn.Parameter`` named ``weight`` of shape ``(E, rows, cols)``, stepped by ``torch.optim.SGD(lr=α)``. Because
@@ -6,9 +6,8 @@ the data either do not exist (the RBM's positive phase is exact) or live in the 
 the seed, the data loader only yields an index per step (:class:`StepIndexDataset`); a ``Trainer(max_steps=N)``
 then drives N optimizer steps with no per-step host work beyond Lightning's own.
 
-Randomness during training comes from one module-owned ``torch.Generator`` on the module's device, seeded
-from the ``seed`` hyper-parameter (:meth:`EnsembleModule.generator`); initial weights and fixed data sets are
-drawn on the CPU from ``seed`` so that they are the same on every device.
+The ensemble base class (per-network random streams, data-parallel shards) is in reference_models.ensemble,
+the streams themselves in reference_models.streams.
 
 References: arXiv:2407.16427, arXiv:2412.20496.
 """
@@ -18,29 +17,23 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from lightning.fabric.utilities.data import AttributeDict
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
-    "EnsembleModule",
     "StepIndexDataset",
-    "derive_seed",
     "fit_reference",
+    "goe_from_normals",
     "goe_noise",
     "lattice_kinetic_operator",
     "lattice_spectrum",
     "require_float",
     "require_int",
     "step_index_loader",
-    "stream_seed",
 ]
-
-_RNG_KEY = "reference_models_rng"
 
 
 class StepIndexDataset(Dataset[int]):
@@ -97,30 +90,6 @@ def require_float(name: str, value: object, *, positive: bool = True) -> float:
     return float(value)
 
 
-def stream_seed(seed: int, purpose: int, block: int = 0) -> int:
-    """A 63-bit seed for stream ``block`` of kind ``purpose`` in a run seeded with ``seed``.
-
-    Hashed by ``numpy.random.SeedSequence([seed, purpose, block])`` (entropy mixing, so nearby triples give
-    unrelated seeds), reduced to 63 bits (``torch.Generator.manual_seed`` takes a signed 64-bit value).
-
-    Example:
-        >>> stream_seed(0, 1, 2) == stream_seed(0, 1, 2), stream_seed(0, 1, 2) != stream_seed(0, 2, 1)
-        (True, True)
-    """
-    state = np.random.SeedSequence([int(seed), int(purpose), int(block)]).generate_state(1, np.uint64)
-    return int(state[0]) >> 1
-
-
-def derive_seed(seed: int, stream: int) -> int:
-    """A 63-bit seed for random ``stream`` of a run seeded with ``seed`` (distinct streams never share seeds).
-
-    Example:
-        >>> derive_seed(0, 1) != derive_seed(1, 0)
-        True
-    """
-    return (int(seed) * 1_000_003 + int(stream) * 7_919 + 1) % (2**63 - 1)
-
-
 def goe_noise(
     shape: Sequence[int],
     noise: float,
@@ -161,7 +130,22 @@ def goe_noise(
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
-    g = torch.randn((*shape, n, n), generator=generator, dtype=dtype, device=device)
+    return goe_from_normals(torch.randn((*shape, n, n), generator=generator, dtype=dtype, device=device), noise)
+
+
+def goe_from_normals(g: torch.Tensor, noise: float) -> torch.Tensor:
+    r"""GOE matrices from i.i.d. standard normals ``g`` of shape (..., n, n): the strict upper triangle mirrored.
+
+    .. math::
+
+        a_{ij} = a_{ji} = \varepsilon\, g_{ij}\ (i < j), \qquad a_{ii} = \sqrt2\,\varepsilon\, g_{ii};
+
+    the strict lower triangle of ``g`` is not used. :func:`goe_noise` draws ``g`` and calls this.
+
+    Example:
+        >>> goe_from_normals(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64), 0.5).tolist()
+        [[0.7071067811865476, 1.0], [1.0, 2.8284271247461903]]
+    """
     upper = torch.triu(g, diagonal=1)
     return noise * (upper + upper.mT + math.sqrt(2.0) * torch.diag_embed(g.diagonal(dim1=-2, dim2=-1)))
 
@@ -217,65 +201,6 @@ def lattice_spectrum(n_sites: int, mass: float) -> tuple[float, ...]:
     if n_sites < 3:
         raise ValueError(f"n_sites must be >= 3, got {n_sites!r}")
     return tuple(sorted(mass**2 + 4.0 * math.sin(math.pi * n / n_sites) ** 2 for n in range(n_sites)))
-
-
-class EnsembleModule(pl.LightningModule):
-    """Base of the reference models: ``weight`` (E, rows, cols), ``SGD(lr)``, step-index loader, device generator.
-
-    Subclasses call :meth:`save_hyperparameters` (with at least ``lr`` and ``seed``), create ``self.weight``,
-    and implement ``training_step``. The generator state is saved in checkpoints and restored on load.
-    """
-
-    weight: torch.nn.Parameter
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._generator: torch.Generator | None = None
-        self._pending_rng: dict[str, Any] | None = None
-
-    @property
-    def hparams(self) -> AttributeDict:
-        """The saved hyper-parameters, read as attributes (``self.hparams.lr``).
-
-        ``save_hyperparameters`` stores an ``AttributeDict``; Lightning annotates the property with the looser
-        ``AttributeDict | MutableMapping``, on which an attribute is a type error.
-        """
-        return cast(AttributeDict, super().hparams)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per Lightning epoch (length of the training loader)."""
-        raise NotImplementedError
-
-    def generator(self) -> torch.Generator:
-        """The training generator on the module's device; (re)created, seeded from ``seed``, after a device move."""
-        gen = self._generator
-        if gen is None or gen.device != self.device:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(derive_seed(self.hparams["seed"], 1))
-            pending = self._pending_rng
-            if pending is not None and pending["device_type"] == self.device.type:
-                gen.set_state(pending["state"])
-                self._pending_rng = None
-            self._generator = gen
-        return gen
-
-    def on_fit_start(self) -> None:
-        self.generator()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
-
-    def train_dataloader(self) -> DataLoader[int]:
-        return step_index_loader(self.steps_per_epoch)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        gen = self.generator()
-        checkpoint[_RNG_KEY] = {"device_type": gen.device.type, "state": gen.get_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng = checkpoint.get(_RNG_KEY)
-        self._generator = None
 
 
 def fit_reference(

@@ -40,9 +40,13 @@ References: arXiv:2407.16427 (Sections on the Gaussian RBM), arXiv:2412.20496, a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from .data import EnsembleModule, derive_seed, lattice_kinetic_operator, lattice_spectrum, require_float, require_int
+from .data import lattice_kinetic_operator, lattice_spectrum, require_float, require_int
+from .ensemble import EnsembleModule
+from .streams import INIT, block_count, normal_by_block_, randn_by_block
 
 __all__ = [
     "MU",
@@ -73,7 +77,8 @@ def pcd_sweep(
     k: int,
     mu: float,
     sigma_h: float,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    networks_per_stream: int | None = None,
     noise_dtype: torch.dtype | None = None,
     workspace: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
@@ -86,11 +91,15 @@ def pcd_sweep(
 
     The hidden sample after the k-th visible sample is not drawn (it is unused).
 
-    **Noise stream.** All :math:`n = E\,|B|\,k\,(N_h + N_v)` standard normals of the sweep are drawn by one
-    ``normal_`` call into one buffer, then consumed in order: the first hidden sample's block, then the
-    visible and hidden blocks alternately. Each block is laid out (E, n, B) row-major (network, unit, chain),
-    and each half-step overwrites its own block in place, :math:`h^\top \leftarrow \sigma_h \xi^\top +
-    \sigma_h^2 W \phi^\top` (one ``baddbmm_``), so a sweep allocates nothing beyond ``workspace``.
+    **Noise streams.** The networks form consecutive stream blocks of :math:`S` = ``networks_per_stream``
+    (one block of all E if ``generator`` is a single generator); block b draws all its normals of the sweep by
+    one ``normal_`` call on ``generator[b]``, for a full block of S networks (the rows past E are drawn and
+    dropped): an (S, L) row-major array, :math:`L = |B|\,k\,(N_h + N_v)`, one row per network. A network's
+    row is consumed in order: the first hidden sample's block, then the visible and hidden blocks alternately,
+    each laid out (n, B) row-major (unit, chain). So a network's noise depends only on its block's generator
+    and its place in the block. Each half-step is one ``baddbmm`` from its (E, n, B) noise view into a state
+    buffer in the workspace, :math:`h^\top = \sigma_h \xi^\top + \sigma_h^2 W \phi^\top`, so a sweep
+    allocates nothing beyond ``workspace``.
 
     Args:
         phi: chains, shape (E, B, N_v).
@@ -98,11 +107,15 @@ def pcd_sweep(
         k: number of visible samples (k >= 1).
         mu: visible mass μ.
         sigma_h: hidden standard deviation σ_h.
-        generator: source of the Gaussian noise, on ``phi``'s device.
+        generator: source of the Gaussian noise, on ``phi``'s device: one generator (one stream for all
+            networks), or one per stream block (``networks_per_stream`` given).
+        networks_per_stream: S, the networks per stream block, when ``generator`` is a sequence of
+            :math:`\lceil E/S\rceil` generators.
         noise_dtype: dtype of the normals *and of the sweep's arithmetic* (default ``phi.dtype``); the result
             is returned in ``phi.dtype``. ``torch.float32`` on float64 chains halves the matrix-product cost and
             makes the draws 4–6× faster on CPUs; see :class:`GaussianRBM` (``float32_noise``) for its accuracy.
-        workspace: optional 1-D buffer of at least n elements of dtype ``noise_dtype`` on ``phi``'s device,
+        workspace: optional 1-D buffer of at least :math:`n = (\text{blocks}\cdot S)\,L + E\,|B|\,(N_h + N_v)`
+            elements (the normals, then the states) of dtype ``noise_dtype`` on ``phi``'s device,
             overwritten by the sweep (pass the same buffer every step to avoid a large allocation per step).
             It must not share memory with ``phi`` or ``out``; the result may be a view of it.
         out: optional tensor of ``phi``'s shape to write the result into (converted in the same pass); it may
@@ -113,7 +126,8 @@ def pcd_sweep(
         tensor of dtype ``phi.dtype``.
 
     Raises:
-        ValueError: if ``k < 1``, the shapes of ``phi`` and ``w`` do not match, or ``workspace`` is too small,
+        ValueError: if ``k < 1``, the shapes of ``phi`` and ``w`` do not match, the generators do not cover
+            the blocks, or ``workspace`` is too small,
             of another dtype or device, or overlaps ``phi``, or ``out`` has another shape.
 
     References: arXiv:2407.16427.
@@ -134,7 +148,19 @@ def pcd_sweep(
     e, b, n_v = phi.shape
     n_h = w.shape[1]
     dtype = noise_dtype or phi.dtype
-    n = e * b * k * (n_h + n_v)
+    if isinstance(generator, torch.Generator) or generator is None:
+        gens: Sequence[torch.Generator | None] = [generator]
+        per = e
+    else:
+        gens, per = generator, int(networks_per_stream or 0)
+        if per < 1 or len(gens) != block_count(e, per):
+            raise ValueError(
+                f"{len(gens)} generators do not cover {e} networks in blocks of networks_per_stream="
+                f"{networks_per_stream!r}"
+            )
+    row = b * k * (n_h + n_v)  # normals per network and sweep
+    n_noise = len(gens) * per * row
+    n = n_noise + e * b * (n_h + n_v)  # the normals, then one hidden and one visible state
     if workspace is None:
         workspace = torch.empty(n, dtype=dtype, device=phi.device)
     elif (
@@ -152,20 +178,27 @@ def pcd_sweep(
         t is not None and workspace.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for t in (phi, out)
     ):
         raise ValueError("workspace must not share memory with phi or out")
-    noise = workspace[:n].normal_(generator=generator)
+    noise = workspace[:n_noise].view(len(gens) * per, row)  # network-major: one row per network
+    normal_by_block_(noise, gens, per)
+    h_buf, v_buf = workspace[n_noise:n].split([e * n_h * b, e * n_v * b])
+    h_buf, v_buf = h_buf.view(e, n_h, b), v_buf.view(e, n_v, b)  # contiguous: fast batched products
     w_d = w.to(dtype)  # (E, N_h, N_v); a copy only when the sweep runs in another dtype
     w_t = w_d.mT  # (E, N_v, N_h), a view: the matrix products read it transposed
-    blocks = iter(noise.split([e * m * b for _ in range(k) for m in (n_h, n_v)]))
+    offset = 0
 
-    def block(m: int) -> torch.Tensor:  # the next (E, m, B) block of standard normals
-        return next(blocks).view(e, m, b)
+    def block(m: int) -> torch.Tensor:  # the next (E, m, B) block of each network's normals (a strided view)
+        nonlocal offset
+        offset += m * b
+        return noise[:e, offset - m * b : offset].view(e, m, b)
 
+    # Each half-step reads its noise block and writes its own contiguous state buffer (an in-place baddbmm_ on
+    # the strided noise view would be ~10x slower on CPUs).
     phi_t = phi.mT.to(dtype)  # (E, N_v, B), a view unless the dtype changes
-    h_t = block(n_h).baddbmm_(w_d, phi_t, beta=sigma_h, alpha=sigma_h**2)  # (E, N_h, B)
+    h_t = torch.baddbmm(block(n_h), w_d, phi_t, beta=sigma_h, alpha=sigma_h**2, out=h_buf)  # (E, N_h, B)
     for step in range(k):
-        phi_t = block(n_v).baddbmm_(w_t, h_t, beta=1.0 / mu, alpha=1.0 / mu**2)  # (E, N_v, B)
+        phi_t = torch.baddbmm(block(n_v), w_t, h_t, beta=1.0 / mu, alpha=1.0 / mu**2, out=v_buf)  # (E, N_v, B)
         if step < k - 1:
-            h_t = block(n_h).baddbmm_(w_d, phi_t, beta=sigma_h, alpha=sigma_h**2)
+            h_t = torch.baddbmm(block(n_h), w_d, phi_t, beta=sigma_h, alpha=sigma_h**2, out=h_buf)
     return phi_t.mT.to(phi.dtype) if out is None else out.copy_(phi_t.mT)
 
 
@@ -221,7 +254,7 @@ class GaussianRBM(EnsembleModule):
         networks: ensemble size E.
         lr: learning rate α.
         batch_size: persistent chains per network |B|.
-        seed: seeds W₀ and the training generator.
+        seed: seeds W₀ and the training generators (reference_models.streams).
         n_sites: lattice sites = visible nodes N_v.
         n_hidden: hidden nodes N_h.
         mu: visible mass μ (not trained).
@@ -236,6 +269,10 @@ class GaussianRBM(EnsembleModule):
             (spectral radius :math:`\\sigma_h^2 x_{\\max}/\\mu^2 < 1`), so the rounding does not accumulate and
             changes the chain covariance by ~1e-7 relative, far below its 1/√|B| sampling noise. Off by
             default (the papers' float64 throughout).
+        networks_per_stream: networks per random-stream block (W₀ and the Gibbs noise of a network depend only
+            on the seed, this and its index; data-parallel ranks train whole blocks, :class:`EnsembleModule`).
+            Each step draws whole blocks, so up to ``networks_per_stream - 1`` networks' noise is drawn and
+            dropped when it does not divide E.
 
     Raises:
         TypeError, ValueError: for a hyper-parameter of the wrong type or out of range (the message names it).
@@ -248,6 +285,7 @@ class GaussianRBM(EnsembleModule):
 
     chains: torch.Tensor  # buffers (registered in __init__)
     k_inv: torch.Tensor
+    sharded_buffers = ("chains",)
 
     def __init__(
         self,
@@ -264,18 +302,19 @@ class GaussianRBM(EnsembleModule):
         gibbs_steps: int = 3,
         init_std: float = 0.1,
         float32_noise: bool = False,
+        networks_per_stream: int = 16,
     ) -> None:
         super().__init__()
         networks, batch_size = require_int("networks", networks, 1), require_int("batch_size", batch_size, 1)
         require_int("seed", seed, 0), require_int("n_sites", n_sites, 3), require_int("n_hidden", n_hidden, 1)
         require_int("gibbs_steps", gibbs_steps, 1), require_float("init_std", init_std, positive=False)
+        require_int("networks_per_stream", networks_per_stream, 1)
         if not isinstance(float32_noise, bool):
             raise TypeError(f"float32_noise must be a bool, got {float32_noise!r}")
         for name, value in (("lr", lr), ("mu", mu), ("lattice_mass", lattice_mass), ("sigma_h", sigma_h)):
             require_float(name, value)
         self.save_hyperparameters()
-        init = torch.Generator().manual_seed(derive_seed(seed, 0))
-        w0 = init_std * torch.randn(networks, n_hidden, n_sites, generator=init, dtype=torch.float64)
+        w0 = init_std * randn_by_block(networks, networks_per_stream, (n_hidden, n_sites), seed=seed, purpose=INIT)
         self.weight = torch.nn.Parameter(w0)  # (E, N_h, N_v)
         self.register_buffer("chains", torch.ones(networks, batch_size, n_sites, dtype=torch.float64))  # (E, B, N_v)
         k_inv = torch.linalg.inv(lattice_kinetic_operator(n_sites, lattice_mass))
@@ -283,9 +322,10 @@ class GaussianRBM(EnsembleModule):
         self._noise: torch.Tensor | None = None  # the sweep's workspace, reused every step (not state)
 
     def _workspace(self, dtype: torch.dtype) -> torch.Tensor:
-        """The buffer for one sweep's normals, (re)allocated on a change of device, dtype or size."""
+        """The shard's sweep workspace (:func:`pcd_sweep`), (re)allocated on a change of device, dtype or size."""
         hp = self.hparams
-        n = hp.networks * hp.batch_size * hp.gibbs_steps * (hp.n_hidden + hp.n_sites)
+        rows, shard = len(self.shard_blocks) * hp.networks_per_stream, self.shard
+        n = (rows * hp.gibbs_steps + shard.stop - shard.start) * hp.batch_size * (hp.n_hidden + hp.n_sites)
         ws = self._noise
         if ws is None or ws.numel() != n or ws.dtype != dtype or ws.device != self.device:
             ws = self._noise = torch.empty(n, dtype=dtype, device=self.device)
@@ -300,22 +340,25 @@ class GaussianRBM(EnsembleModule):
         return 1
 
     def training_step(self, batch: int, batch_idx: int) -> torch.Tensor:
-        hp = self.hparams
+        hp, shard = self.hparams, self.shard
+        w = self.weight[shard]  # (E_shard, N_h, N_v): this rank's networks (all in one process)
         with torch.no_grad():
             noise_dtype = torch.float32 if hp.float32_noise else self.chains.dtype
-            phi = pcd_sweep(  # phi is self.chains, updated in place
-                self.chains,
-                self.weight,
+            chains = self.chains[shard]  # a view: updated in place
+            phi = pcd_sweep(
+                chains,
+                w,
                 k=hp.gibbs_steps,
                 mu=hp.mu,
                 sigma_h=hp.sigma_h,
-                generator=self.generator(),
+                generator=self.generators(),
+                networks_per_stream=hp.networks_per_stream,
                 noise_dtype=noise_dtype,
                 workspace=self._workspace(noise_dtype),
-                out=self.chains,
+                out=chains,
             )
-            c_hat = chain_covariance(phi)  # (E, N_v, N_v), from the stored float64 state
-        return rbm_surrogate_loss(self.weight, self.k_inv, c_hat, hp.sigma_h)
+            c_hat = chain_covariance(phi)  # (E_shard, N_v, N_v), from the stored float64 state
+        return self.scaled(rbm_surrogate_loss(w, self.k_inv, c_hat, hp.sigma_h))
 
     @torch.no_grad()
     def eigenvalues(self) -> torch.Tensor:

@@ -6,8 +6,9 @@ Theory and provenance: docs/science.md#hidden-layer.
 the same phenomena. Student :math:`f(x) = Z W x` with trained :math:`W \in \mathbb R^{2\times2}`
 (W₀ i.i.d. :math:`\mathcal N(0, 0.1^2)`) and a fixed hidden → output layer Z; teacher :math:`f_T(x) = Z W_T x`,
 :math:`W_T = \kappa\mathbb 1_2`, κ = 2. Online SGD: fresh inputs :math:`x \sim \mathcal N(0, \mathbb 1_2)` for
-every mini-batch (independently per network) and fresh per-sample GOE noise :math:`a_b` (off-diagonal
-variance :math:`\varepsilon^2`, diagonal :math:`2\varepsilon^2`) every step. Update (E28):
+every mini-batch (independently per network, from its stream block, reference_models.streams) and fresh
+per-sample GOE noise :math:`a_b` (off-diagonal variance :math:`\varepsilon^2`, diagonal :math:`2\varepsilon^2`)
+every step. Update (E28):
 
 .. math::
 
@@ -34,7 +35,9 @@ from typing import Literal
 
 import torch
 
-from .data import EnsembleModule, derive_seed, goe_noise, require_float, require_int
+from .data import goe_from_normals, require_float, require_int
+from .ensemble import EnsembleModule
+from .streams import INIT, normal_by_block_, randn_by_block
 
 __all__ = ["HIDDEN_LAYERS", "HiddenLayerName", "HiddenLayerNetwork", "hidden_layer_loss", "predicted_rates"]
 
@@ -105,10 +108,12 @@ class HiddenLayerNetwork(EnsembleModule):
         lr: learning rate α.
         batch_size: mini-batch size |B|.
         noise: GOE noise scale ε.
-        seed: seeds W₀ and the training generator (inputs and noise).
+        seed: seeds W₀ and the training generators (inputs and noise; reference_models.streams).
         steps_per_epoch: SGD steps per epoch (the time unit of the rates).
         teacher_scale: κ in :math:`W_T = \\kappa\\mathbb 1`.
         init_std: standard deviation of the i.i.d. Gaussian W₀.
+        networks_per_stream: networks per random-stream block (a network's W₀, inputs and noise depend only on
+            the seed, this and its index; data-parallel ranks train whole blocks, :class:`EnsembleModule`).
 
     Raises:
         TypeError, ValueError: for a hyper-parameter of the wrong type or out of range (the message names it).
@@ -134,6 +139,7 @@ class HiddenLayerNetwork(EnsembleModule):
         steps_per_epoch: int = 10,
         teacher_scale: float = 2.0,
         init_std: float = 0.1,
+        networks_per_stream: int = 16,
     ) -> None:
         super().__init__()
         if z not in HIDDEN_LAYERS:
@@ -142,9 +148,9 @@ class HiddenLayerNetwork(EnsembleModule):
         require_int("seed", seed, 0), require_int("steps_per_epoch", steps_per_epoch, 1)
         require_float("lr", lr), require_float("teacher_scale", teacher_scale)
         require_float("noise", noise, positive=False), require_float("init_std", init_std, positive=False)
+        require_int("networks_per_stream", networks_per_stream, 1)
         self.save_hyperparameters()
-        init = torch.Generator().manual_seed(derive_seed(seed, 0))
-        w0 = init_std * torch.randn(networks, 2, 2, generator=init, dtype=torch.float64)
+        w0 = init_std * randn_by_block(networks, networks_per_stream, (2, 2), seed=seed, purpose=INIT)
         self.weight = torch.nn.Parameter(w0)  # (E, 2, 2)
         self.register_buffer("z", torch.tensor(HIDDEN_LAYERS[z], dtype=torch.float64), persistent=False)  # (2, 2)
         self.register_buffer("teacher", teacher_scale * torch.eye(2, dtype=torch.float64), persistent=False)
@@ -159,11 +165,15 @@ class HiddenLayerNetwork(EnsembleModule):
         return predicted_rates(self.z, self.hparams.lr, self.steps_per_epoch)
 
     def training_step(self, batch: int, batch_idx: int) -> torch.Tensor:
-        hp, gen = self.hparams, self.generator()
-        e = self.weight.shape[0]
-        x = torch.randn(e, hp.batch_size, 2, generator=gen, dtype=self.weight.dtype, device=self.device)  # (E, B, 2)
-        a = goe_noise((e,), hp.noise / math.sqrt(hp.batch_size), generator=gen, device=self.device)  # (E, 2, 2)
-        return hidden_layer_loss(self.weight, x.mT @ x / hp.batch_size, self.z, self.teacher, a)
+        hp, w = self.hparams, self.weight[self.shard]  # this rank's networks (all in one process)
+        e, b, gens = w.shape[0], hp.batch_size, self.generators()
+        # Each block draws (S, 2|B| + 4) normals by one call: per network its inputs (|B|, 2), then 2×2 normals
+        # made GOE with ε/√|B| (the batch-mean noise ā).
+        z = torch.empty(len(gens) * hp.networks_per_stream, 2 * b + 4, dtype=w.dtype, device=self.device)
+        normal_by_block_(z, gens, hp.networks_per_stream)
+        x = z[:e, : 2 * b].view(e, b, 2)  # (E, B, 2)
+        a = goe_from_normals(z[:e, 2 * b :].view(e, 2, 2), hp.noise / math.sqrt(b))  # (E, 2, 2)
+        return self.scaled(hidden_layer_loss(w, x.mT @ x / b, self.z, self.teacher, a))
 
     @torch.no_grad()
     def singular_values(self) -> torch.Tensor:

@@ -40,16 +40,15 @@ import math
 
 import torch
 
-from .data import EnsembleModule, derive_seed, goe_noise, require_float, require_int, stream_seed
+from .data import goe_from_normals, require_float, require_int
+from .ensemble import EnsembleModule
+from .streams import DATA, INIT, NOISE, randn_by_block, stream_seed
 
 __all__ = ["TeacherStudent2x2", "input_moment", "predicted_mean_spacing", "teacher_student_loss"]
 
 
-_DATA = 2  # stream_seed purpose of the data sets
-
-
-def _generator(seed: int, purpose: int, block: int) -> torch.Generator:
-    return torch.Generator().manual_seed(stream_seed(seed, purpose, block))
+def _data_generator(seed: int, data_set: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, DATA, data_set))
 
 
 def input_moment(x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +121,10 @@ class TeacherStudent2x2(EnsembleModule):
         teacher_scale: κ in :math:`W_T = \\kappa\\mathbb 1`.
         init_std: standard deviation of the i.i.d. Gaussian W₀.
         data_sets: number D of independent data sets, ``1 <= D <= networks``; network e trains on data set
-            ``e * D // networks`` (contiguous groups, :attr:`data_set_index`).
+            ``e * D // networks`` (contiguous groups, :attr:`data_set_index`); data set g is drawn from its
+            own stream ``(seed, DATA, g)``, the same whatever D.
+        networks_per_stream: networks per random-stream block (a network's W₀ and noise depend only on the seed,
+            this and its index; data-parallel ranks train whole blocks, :class:`EnsembleModule`).
 
     Attributes:
         inputs: the data sets, (D, batches_per_epoch, |B|, 2).
@@ -160,6 +162,7 @@ class TeacherStudent2x2(EnsembleModule):
         teacher_scale: float = 2.0,
         init_std: float = 0.1,
         data_sets: int = 1,
+        networks_per_stream: int = 16,
     ) -> None:
         super().__init__()
         networks, batch_size = require_int("networks", networks, 1), require_int("batch_size", batch_size, 1)
@@ -171,13 +174,13 @@ class TeacherStudent2x2(EnsembleModule):
         noise = require_float("noise", noise, positive=False)
         require_float("init_std", init_std, positive=False)
         self.save_hyperparameters()
-        g_init, g_noise = (torch.Generator().manual_seed(derive_seed(seed, s)) for s in (0, 3))
-        w0 = init_std * torch.randn(networks, 2, 2, generator=g_init, dtype=torch.float64)
+        per = require_int("networks_per_stream", networks_per_stream, 1)
+        w0 = init_std * randn_by_block(networks, per, (2, 2), seed=seed, purpose=INIT)
         self.weight = torch.nn.Parameter(w0)  # (E, 2, 2)
         self.register_buffer("teacher", teacher_scale * torch.eye(2, dtype=torch.float64), persistent=False)
         inputs = torch.stack(  # data set g from its own stream (seed, DATA, g)
             [
-                torch.randn(n_batches, batch_size, 2, generator=_generator(seed, _DATA, g), dtype=torch.float64)
+                torch.randn(n_batches, batch_size, 2, generator=_data_generator(seed, g), dtype=torch.float64)
                 for g in range(data_sets)
             ]
         )
@@ -185,7 +188,8 @@ class TeacherStudent2x2(EnsembleModule):
         self.register_buffer("input_moments", input_moment(inputs), persistent=False)  # (D, n_batches, 2, 2)
         index = torch.arange(networks) * data_sets // networks  # contiguous groups
         self.register_buffer("data_set_index", index, persistent=False)  # (E,) network → data set
-        noise_mean = goe_noise((n_batches, networks), noise / math.sqrt(batch_size), generator=g_noise)
+        normals = randn_by_block(networks, per, (n_batches, 2, 2), seed=seed, purpose=NOISE)  # per network
+        noise_mean = goe_from_normals(normals.transpose(0, 1), noise / math.sqrt(batch_size)).contiguous()
         self.register_buffer("noise_mean", noise_mean, persistent=False)  # (n_batches, E, 2, 2): ā per network
 
     @property
@@ -202,9 +206,10 @@ class TeacherStudent2x2(EnsembleModule):
         # Mini-batch j of the fixed data set: consecutive, in order, wrapping every epoch. Taken from the global
         # step (equal to ``batch`` in a fresh run) so that a run resumed mid-epoch keeps the data order.
         j = self.global_step % self.hparams.batches_per_epoch
+        shard = self.shard  # this rank's networks (all in one process)
         moments = self.input_moments[:, j]  # (D, 2, 2)
-        moment = moments[0] if moments.shape[0] == 1 else moments[self.data_set_index]  # (2, 2) or (E, 2, 2)
-        return teacher_student_loss(self.weight, moment, self.teacher, self.noise_mean[j])
+        moment = moments[0] if moments.shape[0] == 1 else moments[self.data_set_index[shard]]  # (2, 2) | (E, 2, 2)
+        return self.scaled(teacher_student_loss(self.weight[shard], moment, self.teacher, self.noise_mean[j, shard]))
 
     @torch.no_grad()
     def singular_values(self) -> torch.Tensor:

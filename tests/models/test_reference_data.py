@@ -126,9 +126,12 @@ def test_fit_reference_with_a_logger_logs_about_fifty_times_and_at_least_once_pe
     assert trainer.max_epochs == -1 and trainer.checkpoint_callback is None and trainer.num_sanity_val_steps == 0
 
 
-def test_generator_lives_on_the_module_device_and_is_seeded() -> None:
-    a, b = TeacherStudent2x2(networks=2, seed=5), TeacherStudent2x2(networks=2, seed=5)
-    ga, gb = a.generator(), b.generator()
-    assert ga.device == a.device == torch.device("cpu")
-    assert ga is a.generator()  # created once, reused while the device does not change
-    assert torch.equal(torch.rand(4, generator=ga), torch.rand(4, generator=gb))
+def test_generators_live_on_the_module_device_one_per_block_seeded_from_the_stream_hash() -> None:
+    a, b = TeacherStudent2x2(networks=5, seed=5, networks_per_stream=2), TeacherStudent2x2(networks=5, seed=5)
+    ga = a.generators()
+    assert len(ga) == 3 and len(b.generators()) == 1  # ⌈5/2⌉ blocks; one block of the default 16
+    assert all(g.device == a.device == torch.device("cpu") for g in ga)
+    assert all(g is h for g, h in zip(ga, a.generators(), strict=True))  # created once, reused on the same device
+    for block, g in enumerate(ga):  # seeded from SeedSequence([seed, TRAIN = 1, block]), reduced to 63 bits
+        seed = int(np.random.SeedSequence([5, 1, block]).generate_state(1, np.uint64)[0]) >> 1
+        assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=torch.Generator().manual_seed(seed)))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.optimize import curve_fit
 
-from reference_models import HiddenLayerNetwork, fit_reference, goe_noise
+from reference_models import HiddenLayerNetwork, fit_reference
 from reference_models.hidden_layer import hidden_layer_loss
 
 Z = {"mat_1": np.diag([1.0, 0.5]), "mat_2": np.array([[1.0, 1.0], [0.0, 1.0]])}
@@ -32,15 +32,15 @@ def test_loss_gradient_is_the_e28_update_for_given_inputs_and_noise() -> None:
 
 
 class _Replay(pl.Callback):
-    """Generator state and weights before each step, weights after."""
+    """Every block generator's state and the weights before each step, weights after."""
 
     def __init__(self) -> None:
-        self.states: list[torch.Tensor] = []
+        self.states: list[list[torch.Tensor]] = []
         self.before: list[np.ndarray] = []
         self.after: list[np.ndarray] = []
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
-        self.states.append(pl_module.generator().get_state())
+        self.states.append([g.get_state() for g in pl_module.generators()])
         self.before.append(pl_module.weight.detach().numpy().copy())
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
@@ -49,17 +49,23 @@ class _Replay(pl.Callback):
 
 @pytest.mark.parametrize("z", ["mat_1", "mat_2"])
 def test_every_module_step_is_e28_with_fresh_inputs_and_noise(z: str) -> None:
-    e, batch, lr, eps = 3, 5, 0.2, 0.1
-    net = HiddenLayerNetwork(networks=e, z=z, lr=lr, batch_size=batch, noise=eps, seed=4)
+    e, batch, lr, eps, per = 5, 5, 0.2, 0.1, 2  # 3 stream blocks, the last one short
+    net = HiddenLayerNetwork(networks=e, z=z, lr=lr, batch_size=batch, noise=eps, seed=4, networks_per_stream=per)
     rec = _Replay()
     fit_reference(net, 4, callbacks=[rec])
     zz, w_t = Z[z].T @ Z[z], 2.0 * np.eye(2)
     inputs = []
-    for state, w, w_next in zip(rec.states, rec.before, rec.after, strict=True):
-        g = torch.Generator()
-        g.set_state(state)  # replay the step's draws: inputs (E, B, 2), then the batch-mean noise (E, 2, 2)
-        x = torch.randn(e, batch, 2, generator=g, dtype=torch.float64).numpy()
-        a = goe_noise((e,), eps / math.sqrt(batch), generator=g).numpy()
+    for states, w, w_next in zip(rec.states, rec.before, rec.after, strict=True):
+        draws = []
+        for state in states:  # replay each block's one draw: per network 2|B| input normals, then 4 for the noise
+            g = torch.Generator()
+            g.set_state(state)
+            draws.append(torch.randn(per, 2 * batch + 4, generator=g, dtype=torch.float64).numpy())
+        d = np.concatenate(draws)[:e]  # the short last block's extra row is dropped
+        x = d[:, : 2 * batch].reshape(e, batch, 2)
+        g4 = d[:, 2 * batch :].reshape(e, 2, 2)  # GOE from the upper triangle: ε/√|B| off-diagonal, √2 that on it
+        s = eps / math.sqrt(batch)
+        a = s * np.stack([[[math.sqrt(2) * m[0, 0], m[0, 1]], [m[0, 1], math.sqrt(2) * m[1, 1]]] for m in g4])
         c = np.swapaxes(x, 1, 2) @ x / batch
         np.testing.assert_allclose(w_next, w + lr * (zz @ (w_t - w) @ c + a), rtol=0, atol=1e-12)
         inputs.append(x)

@@ -70,7 +70,7 @@ def test_on_cuda_the_generator_follows_the_module_and_steps_stay_e21() -> None:
     rbm = GaussianRBM(networks=5, batch_size=7, seed=3)
     rec = _Record()
     fit_reference(rbm, 3, callbacks=[rec], accelerator="gpu")
-    assert rbm._generator is not None and rbm._generator.device.type == "cuda"
+    assert all(g.device.type == "cuda" for g in rbm.generators())
     k_inv = _k_phi_inverse()
     for w, w_next, phi in zip(rec.before, rec.after, rec.chains, strict=True):
         c_hat = np.einsum("ebi,ebj->eij", phi, phi) / phi.shape[1]
@@ -118,23 +118,43 @@ def test_persistent_chains_sample_the_rbm_visible_law(noise_dtype: torch.dtype |
         np.testing.assert_array_less(np.abs(cov[e] - target), 6 * math.sqrt(2 / chains) * scale)
 
 
-def test_the_sweep_consumes_one_draw_in_the_documented_block_order() -> None:
-    """One normal_ call of E|B|k(N_h + N_v) draws; blocks h, φ, h, φ, …, each laid out (E, n, B).
+@pytest.mark.parametrize("per", [2, 3, 5])
+def test_the_sweep_consumes_one_draw_per_stream_block_in_the_documented_order(per: int) -> None:
+    """Block b draws one (S, |B|k(N_h + N_v)) array from generator b (full S rows, the extra dropped); a network's
+    row is h, φ, h, φ, …, each (n, B) row-major.
 
-    With W = 0 the visible sample is its noise block over μ, so the k-th visible block is read off exactly.
+    With W = 0 the visible sample is its noise over μ, so the k-th visible block is read off exactly.
     """
-    e, b, n_h, n_v, k, mu = 3, 5, 4, 6, 2, 3.0
+    e, b, n_h, n_v, k, mu = 5, 5, 4, 6, 2, 3.0
+    blocks = -(-e // per)
     phi = pcd_sweep(
         torch.ones(e, b, n_v, dtype=torch.float64),
         torch.zeros(e, n_h, n_v, dtype=torch.float64),
         k=k,
         mu=mu,
         sigma_h=1.0,
-        generator=torch.Generator().manual_seed(5),
+        generator=[torch.Generator().manual_seed(10 + i) for i in range(blocks)],
+        networks_per_stream=per,
     )
-    z = torch.randn(e * b * k * (n_h + n_v), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    last_visible = z[-e * n_v * b :].view(e, n_v, b).mT  # blocks: h, φ, h, φ → the last one
+    row = b * k * (n_h + n_v)
+    z = torch.cat(
+        [
+            torch.randn(per, row, generator=torch.Generator().manual_seed(10 + i), dtype=torch.float64)
+            for i in range(blocks)
+        ]
+    )[:e]
+    last_visible = z[:, -n_v * b :].reshape(e, n_v, b).mT  # each row: h, φ, h, φ → the last one
     torch.testing.assert_close(phi, last_visible / mu, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match=r"generators do not cover 5 networks in blocks of networks_per_stream="):
+        pcd_sweep(
+            phi,
+            torch.zeros(e, n_h, n_v, dtype=torch.float64),
+            k=k,
+            mu=mu,
+            sigma_h=1.0,
+            generator=[torch.Generator()] * (blocks + 1),
+            networks_per_stream=per,
+        )
 
 
 def test_a_reused_workspace_gives_the_same_chains_and_bad_ones_are_rejected() -> None:
@@ -143,7 +163,7 @@ def test_a_reused_workspace_gives_the_same_chains_and_bad_ones_are_rejected() ->
     phi0 = torch.randn(4, 7, 10, generator=g, dtype=torch.float64)
     kw: dict[str, Any] = {"k": 3, "mu": 3.0, "sigma_h": 1.0}
     plain = pcd_sweep(phi0, w, generator=torch.Generator().manual_seed(1), **kw)
-    ws = torch.full((4 * 7 * 60 + 3,), float("nan"), dtype=torch.float64)  # larger than needed is allowed
+    ws = torch.full((4 * 7 * 80 + 3,), float("nan"), dtype=torch.float64)  # normals, states; more is allowed
     reused = pcd_sweep(phi0, w, generator=torch.Generator().manual_seed(1), workspace=ws, **kw)
     assert torch.equal(plain, reused) and reused.dtype == torch.float64
     in_place = phi0.clone()  # out = phi: the chains are read before the result is written over them
@@ -155,7 +175,7 @@ def test_a_reused_workspace_gives_the_same_chains_and_bad_ones_are_rejected() ->
     for bad in (ws[:100], ws.float(), strided):
         with pytest.raises(ValueError, match="workspace must be a contiguous 1-D"):
             pcd_sweep(phi0, w, generator=g, workspace=bad, **kw)
-    alias = torch.zeros(4 * 7 * 60 + 4 * 7 * 10, dtype=torch.float64)
+    alias = torch.zeros(4 * 7 * 80 + 4 * 7 * 10, dtype=torch.float64)
     with pytest.raises(ValueError, match="out must have phi's shape"):
         pcd_sweep(phi0, w, generator=g, out=phi0[:, :3], **kw)
     with pytest.raises(ValueError, match="must not share memory with phi or out"):
