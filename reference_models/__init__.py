@@ -24,8 +24,8 @@ References: arXiv:2407.16427, arXiv:2412.20496.
 
 from __future__ import annotations
 
-from .data import StepIndexDataset, fit_reference, goe_noise, lattice_kinetic_operator, lattice_spectrum
-from .ensemble import EnsembleModule
+from .data import StepIndexDataset, goe_noise, lattice_kinetic_operator, lattice_spectrum
+from .ensemble import EnsembleModule, fit_reference
 from .gaussian_rbm import MU, MU2, TARGET_KAPPA, TARGET_X, GaussianRBM
 from .hidden_layer import HIDDEN_LAYERS, HiddenLayerNetwork
 from .teacher_student import TeacherStudent2x2, predicted_mean_spacing

@@ -1,4 +1,4 @@
-r"""Shared plumbing of the reference models: step-index data, GOE noise, the lattice operator, the Trainer.
+r"""Shared plumbing of the reference models: step-index data, GOE noise, the lattice operator, validators.
 
 The reference models train an *ensemble* of :math:`E` independent small networks at once: one
 ``nn.Parameter`` named ``weight`` of shape ``(E, rows, cols)``, stepped by ``torch.optim.SGD(lr=α)``. Because
@@ -6,8 +6,8 @@ the data either do not exist (the RBM's positive phase is exact) or live in the 
 the seed, the data loader only yields an index per step (:class:`StepIndexDataset`); a ``Trainer(max_steps=N)``
 then drives N optimizer steps with no per-step host work beyond Lightning's own.
 
-The ensemble base class (per-network random streams, data-parallel shards) is in reference_models.ensemble,
-the streams themselves in reference_models.streams.
+The ensemble base class (per-network random streams, data-parallel shards) and :func:`fit_reference` are in
+reference_models.ensemble, the streams themselves in reference_models.streams.
 
 References: arXiv:2407.16427, arXiv:2412.20496.
 """
@@ -15,17 +15,13 @@ References: arXiv:2407.16427, arXiv:2412.20496.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "StepIndexDataset",
-    "fit_reference",
     "goe_from_normals",
     "goe_noise",
     "lattice_kinetic_operator",
@@ -201,62 +197,3 @@ def lattice_spectrum(n_sites: int, mass: float) -> tuple[float, ...]:
     if n_sites < 3:
         raise ValueError(f"n_sites must be >= 3, got {n_sites!r}")
     return tuple(sorted(mass**2 + 4.0 * math.sin(math.pi * n / n_sites) ** 2 for n in range(n_sites)))
-
-
-def fit_reference(
-    module: pl.LightningModule,
-    steps: int,
-    *,
-    callbacks: Sequence[pl.Callback] = (),
-    logger: Any = False,
-    enable_progress_bar: bool = False,
-    accelerator: str = "auto",
-    devices: int | str = 1,
-    num_nodes: int = 1,
-    strategy: Any = "auto",
-) -> pl.Trainer:
-    """Train ``module`` for ``steps`` optimizer steps and return the finished ``Trainer``.
-
-    The one place a reference model's ``Trainer`` is built (``rmt_callbacks.reproduce`` trains through it too):
-    no checkpoints, model summary or sanity steps, no epoch limit. A ``logger`` gets about 50 logging points
-    per run and at least one per epoch: ``log_every_n_steps = max(1, min(steps // 50, module.steps_per_epoch))``.
-    Lightning's advisory warnings about data-loader workers and logging intervals do not apply to the
-    step-index loaders and are silenced for this call only.
-
-    Args:
-        module: the model to train.
-        steps: optimizer steps, ``>= 1``.
-        callbacks: Lightning callbacks (monitors, progress bars, recorders).
-        logger: a Lightning logger, or ``False`` for none.
-        enable_progress_bar: Lightning's own progress bar.
-        accelerator: Lightning's accelerator name.
-        devices: devices per node (Lightning's ``devices``: a count, ``"auto"`` or a list as a string).
-        num_nodes: machines (Lightning's ``num_nodes``).
-        strategy: Lightning's strategy (``"auto"``, ``"ddp"``, ``"ddp_spawn"``, or a strategy object).
-
-    Raises:
-        ValueError: if ``steps < 1``.
-    """
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
-    steps = int(steps)
-    trainer = pl.Trainer(
-        max_steps=steps,
-        max_epochs=-1,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        callbacks=list(callbacks),
-        logger=logger,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=enable_progress_bar,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(steps // 50, getattr(module, "steps_per_epoch", steps))),
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*log_every_n_steps.*")
-        trainer.fit(module)
-    return trainer

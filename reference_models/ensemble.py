@@ -1,6 +1,6 @@
-r"""The ensemble base of the reference models: per-block random streams and data-parallel shards of whole blocks.
+r"""The ensemble base of the reference models (per-block random streams, data-parallel shards) and their Trainer.
 
-See :class:`EnsembleModule`; the streams are described in reference_models.streams.
+See :class:`EnsembleModule` and :func:`fit_reference`; the streams are described in reference_models.streams.
 
 References: arXiv:2407.16427, arXiv:2412.20496.
 """
@@ -8,6 +8,7 @@ References: arXiv:2407.16427, arXiv:2412.20496.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any, cast
 
 import lightning.pytorch as pl
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 from .data import step_index_loader
 from .streams import TRAIN, block_count, shard_blocks, stream_seed
 
-__all__ = ["EnsembleModule"]
+__all__ = ["EnsembleModule", "fit_reference"]
 
 _RNG_KEY = "reference_models_rng"
 
@@ -116,15 +117,28 @@ class EnsembleModule(pl.LightningModule):
             )
         self._blocks, self._world_size = shard_blocks(blocks, world_size, rank), int(world_size)
 
+    def check_trainer(self, trainer: pl.Trainer) -> None:
+        """Raise the errors :meth:`setup` would raise under ``trainer``, without changing the shard.
+
+        Raises:
+            ValueError: several ranks under a strategy other than DDP, or more ranks than stream blocks.
+        """
+        world = trainer.world_size
+        if world > 1 and not isinstance(trainer.strategy, DDPStrategy):
+            raise ValueError(
+                f"strategy {type(trainer.strategy).__name__} on {world} ranks is not supported: the reference "
+                "models shard their networks over data-parallel ranks; use strategy='ddp' or 'ddp_spawn'"
+            )
+        blocks, current = self._blocks, self._world_size
+        try:
+            self.set_shard(world, 0)
+        finally:
+            self._blocks, self._world_size = blocks, current
+
     def setup(self, stage: str) -> None:
         """Take this rank's shard from ``trainer.world_size`` and ``trainer.global_rank``."""
-        trainer = self.trainer
-        if trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
-            raise ValueError(
-                f"strategy {type(trainer.strategy).__name__} on {trainer.world_size} ranks is not supported: "
-                "the reference models shard their networks over data-parallel ranks; use strategy='ddp' or 'ddp_spawn'"
-            )
-        self.set_shard(trainer.world_size, trainer.global_rank)
+        self.check_trainer(self.trainer)
+        self.set_shard(self.trainer.world_size, self.trainer.global_rank)
 
     def scaled(self, loss: torch.Tensor) -> torch.Tensor:
         """The shard's loss times the world size, so that DDP's gradient average is each network's gradient."""
@@ -159,7 +173,7 @@ class EnsembleModule(pl.LightningModule):
                 if pending is not None:
                     if b not in pending["states"]:
                         raise ValueError(f"the checkpoint holds no generator state for stream block {b}")
-                    gen.set_state(pending["states"].pop(b))
+                    gen.set_state(pending["states"].pop(b).clone())  # a view at an offset crashes set_state
                 self._generators[b] = gen
             gens.append(gen)
         if pending is not None and not pending["states"]:
@@ -200,7 +214,7 @@ class EnsembleModule(pl.LightningModule):
             table = torch.zeros(self.stream_blocks, states[blocks.start].numel(), dtype=torch.uint8)
             for b, state in states.items():
                 table[b] = state
-            states = dict(enumerate(self._gathered_rows(table, blocks)))
+            states = {b: row.clone() for b, row in enumerate(self._gathered_rows(table, blocks))}
             for name in self.sharded_buffers:
                 checkpoint["state_dict"][name] = self._gathered_rows(getattr(self, name), self.shard)
         checkpoint[_RNG_KEY] = {
@@ -226,3 +240,66 @@ class EnsembleModule(pl.LightningModule):
                 f"this model's of networks_per_stream={per}: build the model with the checkpoint's hyper-parameters"
             )
         self._pending_rng = {"device_type": rng["device_type"], "states": dict(rng["states"])}
+
+
+def fit_reference(
+    module: pl.LightningModule,
+    steps: int,
+    *,
+    callbacks: Sequence[pl.Callback] = (),
+    logger: Any = False,
+    enable_progress_bar: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: Any = "auto",
+) -> pl.Trainer:
+    """Train ``module`` for ``steps`` optimizer steps and return the finished ``Trainer``.
+
+    The one place a reference model's ``Trainer`` is built (``rmt_callbacks.reproduce`` trains through it too):
+    no checkpoints, model summary or sanity steps, no epoch limit. A ``logger`` gets about 50 logging points
+    per run and at least one per epoch: ``log_every_n_steps = max(1, min(steps // 50, module.steps_per_epoch))``.
+    Lightning's advisory warnings about data-loader workers and logging intervals do not apply to the
+    step-index loaders and are silenced for this call only.
+
+    Args:
+        module: the model to train.
+        steps: optimizer steps, ``>= 1``.
+        callbacks: Lightning callbacks (monitors, progress bars, recorders).
+        logger: a Lightning logger, or ``False`` for none.
+        enable_progress_bar: Lightning's own progress bar.
+        accelerator: Lightning's accelerator name.
+        devices: devices per node (Lightning's ``devices``: a count, ``"auto"`` or a list as a string).
+        num_nodes: machines (Lightning's ``num_nodes``).
+        strategy: Lightning's strategy (``"auto"``, ``"ddp"``, ``"ddp_spawn"``, or a strategy object).
+
+    Raises:
+        ValueError: if ``steps < 1``, or (for an :class:`EnsembleModule`) the Trainer has more ranks than the
+            module has stream blocks or several ranks under a strategy other than DDP: raised here, before any
+            process is launched.
+    """
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    steps = int(steps)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        max_epochs=-1,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        callbacks=list(callbacks),
+        logger=logger,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=enable_progress_bar,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(steps // 50, getattr(module, "steps_per_epoch", steps))),
+    )
+    if isinstance(module, EnsembleModule):
+        module.check_trainer(trainer)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*log_every_n_steps.*")
+        trainer.fit(module)
+    return trainer

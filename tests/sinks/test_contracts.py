@@ -21,7 +21,8 @@ of each range is not covered by a run:
 * mlflow: no private name of MLflow itself is used (``MlflowClient.tracking_uri`` and the run-name tag are public);
   its private validator named in ``rmt_callbacks/sinks/keys.py`` is cited, not called.
 
-``ssl._create_unverified_context`` (standard library, ``rmt_callbacks/sinks/_probe.py``) is checked too.
+``ssl._create_unverified_context`` (standard library, ``rmt_callbacks/sinks/_probe.py``) is checked too, and torch
+DDP's ``_ddp_params_and_buffers_to_ignore`` opt-out, which ``reference_models/ensemble.py`` sets.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ SELECTION = "rmt_callbacks/spectral/selection.py"
 MATRICES = "rmt_callbacks/spectral/matrices.py"
 INPUTS = "rmt_callbacks/analysis/_inputs.py"
 PROBE = "rmt_callbacks/sinks/_probe.py"
+ENSEMBLE = "reference_models/ensemble.py"
 
 
 def _broken(name: str, user: str, what: str) -> str:
@@ -223,6 +225,38 @@ def test_wrapper_attribute_names() -> None:
     )
     assert FSDP_WRAPPED_MODULE == "_fsdp_wrapped_module", _broken("FSDP1's _fsdp_wrapped_module", SELECTION, "renamed")
     assert set(WRAPPER_ATTRS) == {"_orig_mod", "_checkpoint_wrapped_module", FSDP_WRAPPED_MODULE}
+
+
+# -- DDP's buffer opt-out: reference_models/ensemble.py keeps every ensemble buffer out of DDP's broadcast -----------
+
+
+def test_ddp_params_and_buffers_to_ignore(tmp_path: Path) -> None:
+    """``DistributedDataParallel`` reads ``module._ddp_params_and_buffers_to_ignore`` (names relative to the module).
+
+    Checked on a real DDP wrapper in a one-process gloo group: the reference model's buffers are left out of the
+    buffers DDP broadcasts from rank 0, a plain module's are not.
+    """
+    if not torch.distributed.is_available() or torch.distributed.is_initialized():
+        pytest.skip("needs torch.distributed and no process group already running in this process")
+    from torch.nn.parallel import DistributedDataParallel
+
+    from reference_models import GaussianRBM
+
+    torch.distributed.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        rbm, plain = GaussianRBM(networks=2, batch_size=2), nn.BatchNorm1d(2)
+        ignored, kept = DistributedDataParallel(rbm), DistributedDataParallel(plain)
+        names = {name for name, _ in rbm.named_buffers()}
+        assert names == {"chains", "k_inv"}
+        assert getattr(ignored, "parameters_to_ignore", None) == names, _broken(
+            "DistributedDataParallel.parameters_to_ignore", ENSEMBLE, "module._ddp_params_and_buffers_to_ignore unread"
+        )
+        assert ignored.modules_buffers == [] and not ignored.will_sync_module_buffers(), _broken(
+            "DDP's buffer sync", ENSEMBLE, "ignored buffers still broadcast"
+        )
+        assert len(kept.modules_buffers) == 3 and kept.will_sync_module_buffers()  # the check can fail
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 # -- torch.load(weights_only=True) refusals: analysis/_inputs.py catches torch._weights_only_unpickler's class -----
