@@ -78,9 +78,11 @@ def draw_case(n: int, dtype: torch.dtype, steps: int, device: str) -> Case:
     return wall(run, device)
 
 
-def raw_loop_case(networks: int, batch: int, steps: int, f32: bool, device: str) -> Case:
+def raw_loop_case(networks: int, batch: int, steps: int, f32: bool, device: str, per: int = 16) -> Case:
     """``steps`` of training_step + backward + SGD, as the Trainer would call them, without the Trainer."""
-    rbm = GaussianRBM(networks=networks, lr=0.1, batch_size=batch, seed=0, float32_noise=f32).to(device)
+    rbm = GaussianRBM(
+        networks=networks, lr=0.1, batch_size=batch, seed=0, float32_noise=f32, networks_per_stream=per
+    ).to(device)
     opt = rbm.configure_optimizers()
 
     def run() -> None:
@@ -113,12 +115,16 @@ class _SteadyClock(pl.Callback):
         self.end = time.perf_counter()
 
 
-def trainer_case(networks: int, batch: int, steps: int, f32: bool, device: str, startup: list[float]) -> Case:
+def trainer_case(
+    networks: int, batch: int, steps: int, f32: bool, device: str, startup: list[float], per: int = 16
+) -> Case:
     """Steady-state seconds of ``steps - TRAINER_SKIP`` Trainer steps; the start-up goes to ``startup``."""
 
     def run() -> float:
         clock = _SteadyClock(TRAINER_SKIP, device)
-        rbm = GaussianRBM(networks=networks, lr=0.1, batch_size=batch, seed=0, float32_noise=f32)
+        rbm = GaussianRBM(
+            networks=networks, lr=0.1, batch_size=batch, seed=0, float32_noise=f32, networks_per_stream=per
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fit_reference(rbm, steps, callbacks=[clock], accelerator=device)
@@ -134,7 +140,7 @@ def per_network_case(networks: int, batch: int, steps: int, f32: bool, device: s
     w0, k_inv, hp = ref.weight.detach().clone(), ref.k_inv, ref.hparams
     gen = torch.Generator(device=device).manual_seed(1)
     dtype = torch.float32 if f32 else torch.float64
-    ws = torch.empty(batch * hp.gibbs_steps * (hp.n_hidden + hp.n_sites), dtype=dtype, device=device)
+    ws = torch.empty(batch * (hp.gibbs_steps + 1) * (hp.n_hidden + hp.n_sites), dtype=dtype, device=device)
 
     def run() -> None:
         for e in range(networks):
@@ -161,6 +167,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--networks", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--networks-per-stream", type=int, default=16, help="the models' random-stream block size")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (rmt-reproduce's default: 1)")
     p.add_argument("--repeats", type=int, default=None, help="default 5 (3 with --quick)")
     args = p.parse_args()
@@ -169,17 +176,17 @@ def main() -> None:
     steps = 50 if args.quick else 300
     loop_nets, loop_steps = (4, 100) if args.quick else (10, 200)
     full_steps = TRAINER_SKIP + (5 if args.quick else 20)  # Trainer steps at E = FULL_NETWORKS
-    e, b, dev = args.networks, args.batch_size, args.device
+    e, b, dev, per = args.networks, args.batch_size, args.device, args.networks_per_stream
     per_step = 60 * b  # normals per network-step (k (N_h + N_v) |B| with k = 3, N_h = N_v = 10)
     draws = per_step * e  # normals per vectorised step
     startup: dict[str, list[float]] = {"f64": [], "f32": [], "full": []}
     cases: dict[str, tuple[Case, float]] = {  # name: (callable, network-steps per call)
         "randn float64": (draw_case(draws, torch.float64, steps, dev), e * steps),
         "randn float32": (draw_case(draws, torch.float32, steps, dev), e * steps),
-        "raw loop f64 noise": (raw_loop_case(e, b, steps, False, dev), e * steps),
-        "raw loop f32 noise": (raw_loop_case(e, b, steps, True, dev), e * steps),
-        "Trainer f64 noise": (trainer_case(e, b, steps, False, dev, startup["f64"]), e * (steps - TRAINER_SKIP)),
-        "Trainer f32 noise": (trainer_case(e, b, steps, True, dev, startup["f32"]), e * (steps - TRAINER_SKIP)),
+        "raw loop f64 noise": (raw_loop_case(e, b, steps, False, dev, per), e * steps),
+        "raw loop f32 noise": (raw_loop_case(e, b, steps, True, dev, per), e * steps),
+        "Trainer f64 noise": (trainer_case(e, b, steps, False, dev, startup["f64"], per), e * (steps - TRAINER_SKIP)),
+        "Trainer f32 noise": (trainer_case(e, b, steps, True, dev, startup["f32"], per), e * (steps - TRAINER_SKIP)),
         "per-network loop f64": (per_network_case(loop_nets, b, loop_steps, False, dev), loop_nets * loop_steps),
         "per-network loop f32": (per_network_case(loop_nets, b, loop_steps, True, dev), loop_nets * loop_steps),
         f"randn float64, E={FULL_NETWORKS}": (
@@ -191,11 +198,11 @@ def main() -> None:
             FULL_NETWORKS * (full_steps - TRAINER_SKIP),
         ),
         f"Trainer f64, E={FULL_NETWORKS}": (
-            trainer_case(FULL_NETWORKS, b, full_steps, False, dev, startup["full"]),
+            trainer_case(FULL_NETWORKS, b, full_steps, False, dev, startup["full"], per),
             FULL_NETWORKS * (full_steps - TRAINER_SKIP),
         ),
         f"Trainer f32, E={FULL_NETWORKS}": (
-            trainer_case(FULL_NETWORKS, b, full_steps, True, dev, startup["full"]),
+            trainer_case(FULL_NETWORKS, b, full_steps, True, dev, startup["full"], per),
             FULL_NETWORKS * (full_steps - TRAINER_SKIP),
         ),
     }
@@ -220,8 +227,8 @@ def main() -> None:
 
     loop = rate["per-network loop f64"]
     print(
-        f"# bench_ensembles: GaussianRBM E={e}, |B|={b}, {steps} steps per call, device={dev}, "
-        f"torch {torch.__version__}, threads={torch.get_num_threads()}, repeats={repeats} (median)"
+        f"# bench_ensembles: GaussianRBM E={e}, |B|={b}, networks_per_stream={per}, {steps} steps per call, "
+        f"device={dev}, torch {torch.__version__}, threads={torch.get_num_threads()}, repeats={repeats} (median)"
     )
     print(f"# load average before {load0[0]:.2f}, after {load1[0]:.2f} (1-min)")
     print(

@@ -34,8 +34,10 @@ class EnsembleModule(pl.LightningModule):
 
     **Random streams.** The networks form stream blocks of ``networks_per_stream`` (reference_models.streams).
     Training noise comes from one generator per block on the module's device (:meth:`generators`), seeded from
-    ``(seed, TRAIN, block)``; W₀ and fixed data are drawn on the CPU per block, the same on every device. A
-    network's numbers depend on the seed, ``networks_per_stream`` and its index only. The generators' states
+    ``(seed, TRAIN, block)``; W₀ and fixed data are drawn on the CPU per block, the same on every device (each
+    rank builds them whole at construction, before it knows its shard: a one-off, seconds for the
+    teacher–student's noise of 7 500 networks). A network's numbers depend on the seed,
+    ``networks_per_stream`` and its index only. The generators' states
     are saved in checkpoints, every block's, and restored on load (on the same device type).
 
     **Data-parallel shards.** Under Lightning's DDP (``strategy="ddp"``, ``"ddp_spawn"``; CPU gloo or GPU NCCL;
@@ -57,8 +59,8 @@ class EnsembleModule(pl.LightningModule):
     ranks. A checkpoint-free continuation of a sharded fit in the same process restarts the generators of the
     blocks that process did not train: resume from a checkpoint instead.
 
-    Raises (in :meth:`setup`):
-        ValueError: if there are more ranks than stream blocks, or several ranks under a strategy other than DDP.
+    :meth:`setup` (and :func:`fit_reference`, before launching processes) raises a ``ValueError`` if there are
+    more ranks than stream blocks, or several ranks under a strategy other than DDP.
     """
 
     weight: torch.nn.Parameter

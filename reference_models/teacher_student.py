@@ -189,7 +189,7 @@ class TeacherStudent2x2(EnsembleModule):
         index = torch.arange(networks) * data_sets // networks  # contiguous groups
         self.register_buffer("data_set_index", index, persistent=False)  # (E,) network → data set
         normals = randn_by_block(networks, per, (n_batches, 2, 2), seed=seed, purpose=NOISE)  # per network
-        noise_mean = goe_from_normals(normals.transpose(0, 1), noise / math.sqrt(batch_size)).contiguous()
+        noise_mean = goe_from_normals(normals, noise / math.sqrt(batch_size)).transpose(0, 1).contiguous()
         self.register_buffer("noise_mean", noise_mean, persistent=False)  # (n_batches, E, 2, 2): ā per network
 
     @property
