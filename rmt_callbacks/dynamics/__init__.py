@@ -1,4 +1,4 @@
-"""Dyson-Brownian-motion observables: trajectory estimators, near-degenerate pairs, jackknife.
+"""Dyson-Brownian-motion observables: trajectory estimators, near-degenerate pairs, jackknife, relaxation checks.
 
 The scaling fit through the origin is :func:`rmt_callbacks.fits.fit_through_origin`.
 
@@ -7,6 +7,7 @@ Langevin time: :mod:`rmt_callbacks.dynamics.estimators`.
 """
 
 from .._moved import moved_names
+from .equilibration import Relaxation, check_relaxation, ks_normal
 from .estimators import (
     coulomb_repulsion,
     diffusion_coefficient,
@@ -21,11 +22,14 @@ from .window import level_spacing, normalized, window_statistics
 
 __all__ = [
     "PairSummary",
+    "Relaxation",
+    "check_relaxation",
     "coulomb_repulsion",
     "diffusion_coefficient",
     "drift",
     "fluctuation_width",
     "jackknife",
+    "ks_normal",
     "level_spacing",
     "noise_temperature",
     "normalized",
