@@ -19,6 +19,7 @@ import numpy as np
 
 from reference_models import MU2
 
+from .equilibration import flagged_modes
 from .hidden import HiddenSizes, run_hidden
 from .rbm import PAIRS, RBMResult, run_rbm
 from .runs import Outcome, Settings, parent_run, record, write_summary
@@ -38,6 +39,12 @@ ALPHA_SCAN = ((0.01, 16), (0.02, 16), (0.04, 16), (0.06, 16), (0.08, 16), (0.1, 
 BATCH_SCAN = ((0.1, 4), (0.1, 8), (0.1, 32), (0.1, 64))
 FIG2_SETTINGS = ((0.01, 16), (0.04, 16), (0.08, 16))
 HIDDEN_ZS: tuple[HiddenLayerName, ...] = ("mat_1", "mat_2")
+#: What the errors of the scaling fit contain (docs/science.md#analysis-recipe, step 6).
+FIT_ERRORS = {
+    "a_fit_mean_spacing_err": "weighted least squares through the origin on the pairs' jackknife errors (each: "
+    "W₀ and chain noise), scaled by √(χ²/dof): the scatter of the points about the line sets it",
+    "a_fit_sqrt_pi_sigma_err": "as a_fit_mean_spacing_err, for √π σ",
+}
 
 
 @dataclass(frozen=True)
@@ -160,7 +167,8 @@ def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
             MU2 - closeup.x[:, [i, j]], {"E12 fit": law}, title=f"pair κ = {kappa[i]:.3f}", xlabel="λ = μ² − x"
         ),
     }
-    return Outcome({"fig2": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in chosen}}, figures)
+    section = {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in chosen}
+    return Outcome({"fig2": {**section, "flagged": flagged_modes(section)}}, figures)
 
 
 def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
@@ -180,7 +188,9 @@ def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
     pooled = np.concatenate([r.normalised_spacings for r in results])
     measured = {**fit, "mean_s2": float((pooled**2).mean())}
     settings_summary = {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in results}
-    return Outcome({"fig3": {**measured, "settings": settings_summary}}, {"fig3_spacings": fig}, measured)
+    flagged = flagged_modes(settings_summary)
+    section = {**measured, "settings": settings_summary, "errors": FIT_ERRORS, "flagged": flagged}
+    return Outcome({"fig3": section}, {"fig3_spacings": fig}, {**measured, "flagged_modes": float(len(flagged))})
 
 
 def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[HiddenLayerName, ...]) -> Outcome:
@@ -209,7 +219,11 @@ def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[Hidd
         "fig5_hidden_density": two_species_figure(panels, xlabel="singular value"),
     }
     summaries = {z: r["summary"] for z, r in results.items()}
-    return Outcome({"hidden": summaries if len(zs) > 1 else summaries[zs[0]]}, figures)
+    if len(zs) == 1:
+        return Outcome({"hidden": summaries[zs[0]]}, figures)
+    return Outcome(
+        {"hidden": {**summaries, "flagged": [f"{z}/{m}" for z, v in summaries.items() for m in v["flagged"]]}}, figures
+    )
 
 
 def _hidden(args: argparse.Namespace, settings: Settings) -> Outcome:

@@ -2,11 +2,13 @@
 
 Eigenvalues ``x`` of :math:`W^\\top W` are handled in the papers' descending order; the four doubly
 degenerate target pairs sit at indices (1, 2), (3, 4), (5, 6), (7, 8) and the two single modes at 0 and 9.
+Each of these six modes gets an equilibration verdict from the eigenvalues half-way through the run and at its end
+(:func:`rmt_callbacks.dynamics.check_relaxation`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,15 +16,22 @@ import torch
 
 from reference_models import MU2
 
-from ..dynamics import PairSummary, summarize_pair
+from ..dynamics import PairSummary, Relaxation, check_relaxation, summarize_pair
 from ..fits import fit_surmise
 from ..spectral import histogram_mean
+from .equilibration import mid_run_snapshot
 from .runs import Settings, record, train
+from .seeds import setting_seed
 
-__all__ = ["PAIRS", "SINGLES", "RBMResult", "analyse_rbm", "run_rbm"]
+__all__ = ["ERRORS", "MODES", "PAIRS", "SINGLES", "RBMResult", "analyse_rbm", "run_rbm"]
 
 PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8))
 SINGLES = (0, 9)
+#: The six modes' names in ``summary.json`` and MLflow: the pairs, then the single levels.
+MODES = (*(f"pair{k + 1}" for k in range(len(PAIRS))), *(f"single{k + 1}" for k in range(len(SINGLES))))
+#: What the RBM's errors contain. Every network has its own W₀ and chains and the positive phase is exact (no
+#: data set), so a jackknife over networks holds every source of variance of one setting.
+ERRORS = "jackknife over 50 blocks of networks, each its own W₀ and chains (no data set): W₀ and chain noise"
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,13 @@ class RBMResult:
     kappa: tuple[float, ...]
     normalised_spacings: np.ndarray
     surmise_beta: float
+    seed: int | None = None
+    equilibration: dict[str, Relaxation] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> list[str]:
+        """The modes (:data:`MODES`) whose equilibration check failed."""
+        return [mode for mode, verdict in self.equilibration.items() if not verdict.relaxed]
 
     @property
     def predictor(self) -> np.ndarray:
@@ -66,6 +82,10 @@ class RBMResult:
             "single_stds": list(self.single_stds),
             "mean_s2": float((self.normalised_spacings**2).mean()),
             "surmise_beta": self.surmise_beta,
+            "seed": self.seed,
+            "errors": {k: ERRORS for k in ("pair_means_err", "pair_mean_spacing_err", "pair_sigma_err")},
+            "equilibration": {mode: verdict.to_summary() for mode, verdict in self.equilibration.items()},
+            "flagged": self.flagged,
         }
 
     def metrics(self) -> dict[str, float]:
@@ -77,6 +97,8 @@ class RBMResult:
             out[f"single{k + 1}_mean"], out[f"single{k + 1}_std"] = m, s
         out["mean_s2"] = float((self.normalised_spacings**2).mean())
         out["surmise_beta"] = self.surmise_beta
+        for mode, verdict in self.equilibration.items():
+            out.update(verdict.to_metrics(f"{mode}_"))
         return out
 
     def params(self) -> dict[str, float]:
@@ -87,10 +109,30 @@ class RBMResult:
         return out
 
 
-def analyse_rbm(x: torch.Tensor, *, lr: float, batch_size: int, kappa: tuple[float, ...]) -> RBMResult:
-    """Analyse final eigenvalues ``x`` (E, 10), descending, as the papers do (docs/science.md#analysis-recipe)."""
+def analyse_rbm(
+    x: torch.Tensor,
+    *,
+    lr: float,
+    batch_size: int,
+    kappa: tuple[float, ...],
+    mid: torch.Tensor | None = None,
+    seed: int | None = None,
+) -> RBMResult:
+    """Analyse final eigenvalues ``x`` (E, 10), descending, as the papers do (docs/science.md#analysis-recipe).
+
+    With ``mid``, the same networks' eigenvalues half-way through the run, every mode gets an equilibration
+    verdict (:func:`rmt_callbacks.dynamics.check_relaxation`; a pair's law is its E12 fit). ``seed`` is the
+    setting's seed, recorded with the result.
+    """
     x = x.detach().to("cpu", torch.float64)
     pairs = tuple(summarize_pair(x[:, [i, j]]) for i, j in PAIRS)
+    equilibration: dict[str, Relaxation] = {}
+    if mid is not None:
+        mid = mid.detach().to("cpu", torch.float64)
+        for mode, (i, j), pair in zip(MODES, PAIRS, pairs, strict=False):
+            equilibration[mode] = check_relaxation(mid[:, [i, j]], x[:, [i, j]], ks=pair.ks)
+        for mode, i in zip(MODES[len(PAIRS) :], SINGLES, strict=True):
+            equilibration[mode] = check_relaxation(mid[:, i], x[:, i])
     spacings = [(x[:, i] - x[:, j]).abs() for i, j in PAIRS]
     normalised = torch.cat([s / histogram_mean(s) for s in spacings])
     beta = fit_surmise(torch.cat([s / s.mean() for s in spacings])).beta
@@ -104,6 +146,8 @@ def analyse_rbm(x: torch.Tensor, *, lr: float, batch_size: int, kappa: tuple[flo
         kappa=kappa,
         normalised_spacings=normalised.numpy(),
         surmise_beta=float(beta),
+        seed=seed,
+        equilibration=equilibration,
     )
 
 
@@ -119,19 +163,24 @@ def run_rbm(
 ) -> RBMResult:
     r"""Train one ensemble at (α, |B|), analyse it, and record it as an MLflow run.
 
+    The model's seed is the setting's (:func:`~rmt_callbacks.reproduce.seeds.setting_seed` of the run seed, α and
+    |B|; the run's ``seed`` param, ``run_seed`` the command's); the eigenvalues after half the steps feed the
+    equilibration check.
+
     ``float32_noise`` runs the Gibbs sweep (its normals and arithmetic) in float32, about 3–4× faster on CPUs;
     the chain covariance changes by far less than its 1/√|B| sampling noise, and the weights, :math:`\hat C_B` and
     the update stay float64 (:class:`reference_models.GaussianRBM`).
     """
     from reference_models import GaussianRBM
 
-    model = GaussianRBM(
-        networks=networks, lr=lr, batch_size=batch_size, seed=settings.seed, float32_noise=float32_noise
-    )
+    seed = setting_seed(settings.seed, "rbm", lr, batch_size)
+    model = GaussianRBM(networks=networks, lr=lr, batch_size=batch_size, seed=seed, float32_noise=float32_noise)
     name = f"rbm_lr{lr:g}_bs{batch_size}"
-    run = train(model, steps, settings, run_name=name, tags={"model": "GaussianRBM"})
+    mid = mid_run_snapshot(steps // 2, lambda m: m.eigenvalues())
+    run = train(model, steps, settings, run_name=name, tags={"model": "GaussianRBM"}, extra_callbacks=[mid])
     kappa = tuple(float(k) for k in model.target_kappa_descending_x())
-    result = analyse_rbm(model.eigenvalues(), lr=lr, batch_size=batch_size, kappa=kappa)
+    x = model.eigenvalues()
+    result = analyse_rbm(x, lr=lr, batch_size=batch_size, kappa=kappa, mid=mid.values, seed=seed)
     figs = {}
     if figures:
         from ..figures.reproduction import rbm_spectra_figure
@@ -142,7 +191,7 @@ def run_rbm(
         settings.out / name,
         summary=result.summary(),
         metrics=result.metrics(),
-        params=result.params(),
+        params={**result.params(), "run_seed": settings.seed},
         figures=figs,
         arrays={"eigenvalues": result.x},
     )
