@@ -107,13 +107,27 @@ def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epoch
         xlabel=r"$\sqrt{\alpha\varepsilon^2/|B|}$",
     )
     authors = {"rbm_a_fit": [2.2750, 0.0326], "ts_a_fit": [1.8785, 0.0338]}
+    rbm_flagged = [f"lr{r.lr:g}_bs{r.batch_size}/{mode}" for r in rbm for mode in r.flagged]
+    ts_flagged = [f"lr{s['lr']:g}_bs{s['batch_size']}_n{s['noise']:g}/{mode}" for s in ts for mode in s["flagged"]]
     return Outcome(
         summary={
-            "rbm": {**rbm_fit, "settings": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in rbm}},
-            "teacher_student": {**ts_fit, "settings": ts},
+            "rbm": {
+                **rbm_fit,
+                "settings": {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in rbm},
+                "flagged": rbm_flagged,
+            },
+            "teacher_student": {**ts_fit, "settings": ts, "flagged": ts_flagged},
+            "errors": {
+                "a_fit_*_err": "weighted least squares through the origin on each setting's errors (their own "
+                "'errors' say what they contain), scaled by √(χ²/dof)",
+            },
             "authors": authors,
         },
         figures={"scaling_rbm": fig_rbm, "scaling_ts": fig_ts},
-        metrics={**{f"rbm_{k}": v for k, v in rbm_fit.items()}, **{f"ts_{k}": v for k, v in ts_fit.items()}},
+        metrics={
+            **{f"rbm_{k}": v for k, v in rbm_fit.items()},
+            **{f"ts_{k}": v for k, v in ts_fit.items()},
+            "flagged_modes": float(len(rbm_flagged) + len(ts_flagged)),
+        },
         params={f"authors_{k}": f"{a:.4f} ± {e:.4f}" for k, (a, e) in authors.items()},
     )
