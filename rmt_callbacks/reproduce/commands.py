@@ -49,7 +49,20 @@ FIT_ERRORS = {
 
 @dataclass(frozen=True)
 class Sizes:
-    """Ensemble sizes and lengths. ``quick`` finishes ``all`` in minutes on two CPU cores."""
+    """Ensemble sizes and lengths. ``quick`` finishes ``all`` in minutes on two CPU cores.
+
+    **Quick RBM lengths.** Every mode should pass the equilibration check (rmt_callbacks.dynamics.check_relaxation)
+    at α ≥ 0.02. The slow part is not the relaxation near the targets (Langevin time ≈ 30) but the growth of the
+    κ = 8 level and the lowest pair (x* ≈ 1) from a nearly singular W₀: the update multiplies W from the right,
+    so a level grows only as fast as it is already large, at ≈ 0.025 per unit of Langevin time t = α·steps.
+    Measured at 128–512 networks (α = 0.02, 0.1; |B| = 16, 64): networks still far behind at t = 400 (5–7 %),
+    600 (≈ 1 %), up to t ≈ 1000 (1 in ≈ 1000 networks); the drift between mid-run and the end, and the stragglers,
+    clear from t ≈ 800. Hence t = 1200 per setting (α = 0.1: 12 000 steps; α = 0.02: 60 000), and at most 60 000
+    steps, so α = 0.01 stops at t = 600 and is marked not relaxed rather than costing another 60 000 steps. The
+    teacher–student relaxes in ≈ 10 steps and its data and noise repeat every epoch, so its state at the end of
+    each epoch is the previous epoch's to rounding: one epoch is the papers' ten, and its mid-run snapshot
+    (mid-epoch) is an independent draw.
+    """
 
     rbm_networks: int
     rbm_steps_times_lr: float
@@ -67,12 +80,12 @@ class Sizes:
 
 QUICK = Sizes(
     rbm_networks=128,
-    rbm_steps_times_lr=250.0,
+    rbm_steps_times_lr=1200.0,
     rbm_min_steps=4000,
-    rbm_max_steps=20_000,
+    rbm_max_steps=60_000,
     rbm_float32_noise=True,
     ts_networks=500,
-    ts_epochs=2,
+    ts_epochs=1,
     hidden=HiddenSizes(dynamics_networks=500, density_networks=2000, density_steps=3000),
 )
 #: The papers' sizes: 7500 networks and 100 000 steps per RBM setting, 3000 teacher–student networks.

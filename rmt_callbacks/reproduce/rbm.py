@@ -56,6 +56,12 @@ class RBMResult:
         return [mode for mode, verdict in self.equilibration.items() if not verdict.relaxed]
 
     @property
+    def flagged_columns(self) -> list[int]:
+        """The columns of ``x`` (descending levels) of the flagged modes."""
+        columns = dict(zip(MODES, [*PAIRS, *((i,) for i in SINGLES)], strict=True))
+        return sorted(c for mode in self.flagged for c in columns[mode])
+
+    @property
     def predictor(self) -> np.ndarray:
         """The authors' x-axis :math:`\\sqrt{\\alpha(\\mu^2 - \\kappa)/|B|}` per pair."""
         x_star = MU2 - np.array([self.kappa[i] for i, _ in PAIRS])
