@@ -23,15 +23,21 @@ from .equilibration import mid_run_snapshot
 from .runs import Settings, record, train
 from .seeds import setting_seed
 
-__all__ = ["ERRORS", "MODES", "PAIRS", "SINGLES", "RBMResult", "analyse_rbm", "run_rbm"]
+__all__ = ["MODES", "PAIRS", "SINGLES", "RBMResult", "analyse_rbm", "run_rbm"]
 
 PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8))
 SINGLES = (0, 9)
 #: The six modes' names in ``summary.json`` and MLflow: the pairs, then the single levels.
 MODES = (*(f"pair{k + 1}" for k in range(len(PAIRS))), *(f"single{k + 1}" for k in range(len(SINGLES))))
-#: What the RBM's errors contain. Every network has its own W₀ and chains and the positive phase is exact (no
-#: data set), so a jackknife over networks holds every source of variance of one setting.
-ERRORS = "jackknife over 50 blocks of networks, each its own W₀ and chains (no data set): W₀ and chain noise"
+
+
+def _errors(networks: int) -> str:
+    """What the RBM's errors contain. Every network has its own W₀ and chains and the positive phase is exact (no
+    data set), so a jackknife over networks holds every source of variance of one setting."""
+    return (
+        f"jackknife over {min(50, networks)} blocks of networks, each its own W₀ and chains (no data set): W₀ and "
+        "chain noise"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,9 @@ class RBMResult:
             "mean_s2": float((self.normalised_spacings**2).mean()),
             "surmise_beta": self.surmise_beta,
             "seed": self.seed,
-            "errors": {k: ERRORS for k in ("pair_means_err", "pair_mean_spacing_err", "pair_sigma_err")},
+            "errors": {
+                k: _errors(self.x.shape[0]) for k in ("pair_means_err", "pair_mean_spacing_err", "pair_sigma_err")
+            },
             "equilibration": {mode: verdict.to_summary() for mode, verdict in self.equilibration.items()},
             "flagged": self.flagged,
         }

@@ -52,8 +52,8 @@ def _errors(data_sets: int, networks: int) -> str:
             "network noise and W₀, and the draw of the data set"
         )
     return (
-        "jackknife over 50 blocks of networks that all share one data set: network noise and W₀ only, not the draw "
-        "of the data set (several times larger at small |B|, docs/science.md#teacher-student)"
+        f"jackknife over {min(50, networks)} blocks of networks that all share one data set: network noise and W₀ "
+        "only, not the draw of the data set (several times larger at small |B|, docs/science.md#analysis-recipe)"
     )
 
 

@@ -90,6 +90,7 @@ def test_an_rbm_run_too_short_is_flagged_and_a_long_enough_one_is_not(tmp_path: 
     summary = long.summary()
     assert set(summary["equilibration"]) == set(MODES)
     assert summary["seed"] == setting_seed(0, "rbm", 0.2, 16)
+    assert summary["errors"]["pair_mean_spacing_err"].startswith("jackknife over 16 blocks of networks")
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("rmt-reproduce").experiment_id])
     by_steps = {r.data.params["max_steps"]: r.data for r in runs}
