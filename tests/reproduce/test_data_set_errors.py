@@ -61,7 +61,7 @@ def test_errors_over_data_sets_match_the_spread_of_independent_runs_and_within_o
     assert found[1] > high, (found, (low, high))  # the within-one-data-set error misses the data-set term
 
 
-@pytest.mark.slow  # ≈ 2 min: 2 × 12 runs of 1500 networks through run_ts2x2 into a real MLflow store
+@pytest.mark.slow  # 3–7 min: 2 × 12 runs of 1500 networks through run_ts2x2 into a real MLflow store
 def test_reported_ts_errors_match_the_spread_of_independent_seeds(tmp_path: Path) -> None:
     from rmt_callbacks.reproduce.teacher_student import run_ts2x2
 
