@@ -175,9 +175,18 @@ def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
     pair = closeup.pairs[0]
     law = GOEPairDensity(center=MU2 - pair.center, sigma=pair.sigma)
     figures = {
-        "fig2_rbm_spectra": rbm_spectra_figure(spectra, kappa, xlabel="λ = μ² − x"),
+        "fig2_rbm_spectra": rbm_spectra_figure(
+            spectra,
+            kappa,
+            xlabel="λ = μ² − x",
+            flagged={f"α = {r.lr:g}, |B| = {r.batch_size}": r.flagged_columns for r in chosen},
+        ),
         "fig2_pair_closeup": pair_density_figure(
-            MU2 - closeup.x[:, [i, j]], {"E12 fit": law}, title=f"pair κ = {kappa[i]:.3f}", xlabel="λ = μ² − x"
+            MU2 - closeup.x[:, [i, j]],
+            {"E12 fit": law},
+            title=f"pair κ = {kappa[i]:.3f}",
+            xlabel="λ = μ² − x",
+            flagged="pair1" in closeup.flagged,
         ),
     }
     section = {f"lr{r.lr:g}_bs{r.batch_size}": r.summary() for r in chosen}
@@ -197,6 +206,8 @@ def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
         normalised,
         (x, y, err, fit["a_fit_mean_spacing"], fit["a_fit_mean_spacing_err"]),
         xlabel=r"$\sqrt{\alpha(\mu^2-\kappa)/|B|}$",
+        flagged=np.array([f for r in results for f in r.pair_flags]),
+        flagged_series=[f"α={r.lr:g}, |B|={r.batch_size}" for r in results if any(r.pair_flags)],
     )
     pooled = np.concatenate([r.normalised_spacings for r in results])
     measured = {**fit, "mean_s2": float((pooled**2).mean())}
@@ -229,7 +240,9 @@ def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[Hidd
         panels[f"Z = {z}"] = (values, fits)
     figures = {
         "fig4_hidden_dynamics": dynamics_figure({f"Z = {z}": r["trajectory"] for z, r in results.items()}),
-        "fig5_hidden_density": two_species_figure(panels, xlabel="singular value"),
+        "fig5_hidden_density": two_species_figure(
+            panels, xlabel="singular value", flagged=[f"Z = {z}" for z, r in results.items() if r["summary"]["flagged"]]
+        ),
     }
     summaries = {z: r["summary"] for z, r in results.items()}
     if len(zs) == 1:

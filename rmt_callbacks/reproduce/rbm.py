@@ -62,6 +62,11 @@ class RBMResult:
         return [mode for mode, verdict in self.equilibration.items() if not verdict.relaxed]
 
     @property
+    def pair_flags(self) -> list[bool]:
+        """Per pair (the points of the scaling figure), whether it failed its equilibration check."""
+        return [f"pair{k + 1}" in self.flagged for k in range(len(PAIRS))]
+
+    @property
     def flagged_columns(self) -> list[int]:
         """The columns of ``x`` (descending levels) of the flagged modes."""
         columns = dict(zip(MODES, [*PAIRS, *((i,) for i in SINGLES)], strict=True))
@@ -199,7 +204,9 @@ def run_rbm(
     if figures:
         from ..figures.reproduction import rbm_spectra_figure
 
-        figs[name] = rbm_spectra_figure({name: MU2 - result.x}, [kappa[i] for i in range(10)], xlabel="λ = μ² − x")
+        figs[name] = rbm_spectra_figure(
+            {name: MU2 - result.x}, kappa, xlabel="λ = μ² − x", flagged={name: result.flagged_columns}
+        )
     record(
         run,
         settings.out / name,

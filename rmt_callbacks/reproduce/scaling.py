@@ -94,6 +94,8 @@ def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epoch
         {f"α={r.lr:g}, |B|={r.batch_size}": r.normalised_spacings for r in rbm},
         (x, y, err, rbm_fit["a_fit_mean_spacing"], rbm_fit["a_fit_mean_spacing_err"]),
         xlabel=r"$\sqrt{\alpha(\mu^2-\kappa)/|B|}$",
+        flagged=np.array([f for r in rbm for f in r.pair_flags]),
+        flagged_series=[f"α={r.lr:g}, |B|={r.batch_size}" for r in rbm if any(r.pair_flags)],
     )
     fig_ts = spacing_figure(
         {},
@@ -105,6 +107,7 @@ def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epoch
             ts_fit["a_fit_mean_spacing_err"],
         ),
         xlabel=r"$\sqrt{\alpha\varepsilon^2/|B|}$",
+        flagged=np.array([bool(s["flagged"]) for s in ts]),
     )
     authors = {"rbm_a_fit": [2.2750, 0.0326], "ts_a_fit": [1.8785, 0.0338]}
     rbm_flagged = [f"lr{r.lr:g}_bs{r.batch_size}/{mode}" for r in rbm for mode in r.flagged]
