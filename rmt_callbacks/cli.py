@@ -5,7 +5,11 @@ experiments for scripting. Each writes PNG figures and ``summary.json`` into ``-
 experiment into ``--tracking-uri`` (default: the embedded ``sqlite:///mlflow.db``); a command that spans several
 runs nests them under a parent run holding its figures and ``summary.json``. It prints one line per finished
 experiment (its name, steps, seconds, folder and MLflow run) and, when stderr is a terminal, one progress bar
-per experiment while it trains.
+per experiment while it trains (with ``--jobs 1``: worker processes draw none).
+
+Independent training runs go to ``--jobs`` worker processes (default: the CPUs this process may use, divided by
+``--threads``); ``--devices``, ``--num-nodes`` and ``--strategy`` are Lightning's, for each run. Under ``ddp`` or
+``srun`` every rank executes the command and only global rank zero records (README, "Running at scale").
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ def _common(quick_default: bool = True) -> argparse.ArgumentParser:
         default=1,
         help="torch CPU threads (default: 1; the ensembles are many tiny matrices, where more threads cost time)",
     )
+    common.add_argument(
+        "--jobs",
+        type=_positive(int),
+        default=None,
+        help="worker processes for independent training runs (default: the CPUs this process may use, "
+        "divided by --threads; 1: one after another in this process)",
+    )
+    common.add_argument(
+        "--devices",
+        type=_devices,
+        default=1,
+        help="Lightning devices per node for each run: a count or 'auto' (default: 1)",
+    )
+    common.add_argument(
+        "--num-nodes", type=_positive(int), default=1, help="Lightning nodes (machines) for each run (default: 1)"
+    )
+    common.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp, ddp_spawn (default: auto)")
     size = common.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="full", action="store_false", help="small ensembles, minutes on a CPU (default)")
     size.add_argument("--full", dest="full", action="store_true", help="the papers' sizes (meant for a GPU)")
@@ -61,6 +82,21 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float | int]:
     return parse
 
 
+def _devices(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(_positive(int)(text))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
+def _strategies() -> list[str]:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return ["auto", *StrategyRegistry.available_strategies()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rmt-reproduce`` (every subcommand takes the common options)."""
     parser = argparse.ArgumentParser(prog="rmt-reproduce", description=__doc__.split("\n\n")[0])
@@ -74,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("fig5", "hidden-layer network: stationary density with one- and two-species fits (arXiv:2412.20496)"),
         ("scaling", "the linear scaling rule over the RBM and teacher–student grids, as nested MLflow runs"),
     ):
-        sub.add_parser(name, parents=[common], help=text)
+        command = sub.add_parser(name, parents=[common], help=text)
+        if name in ("fig2", "fig3", "scaling"):
+            command.add_argument(
+                "--steps",
+                type=_positive(int),
+                default=None,
+                help="SGD steps of every RBM setting (default: set by --quick/--full for each learning rate)",
+            )
     rbm = sub.add_parser("rbm", parents=[common], help="one Gaussian RBM experiment (arXiv:2407.16427)")
     rbm.add_argument("--lr", type=_positive(float), default=0.1)
     rbm.add_argument("--batch-size", type=_positive(int), default=16)
@@ -97,16 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rmt-reproduce`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.strategy not in (strategies := _strategies()):
+        parser.error(f"argument --strategy: {args.strategy!r} is not a Lightning strategy; one of {strategies}")
     import torch
 
     from .reproduce import commands
     from .reproduce.console import console
+    from .reproduce.runs import global_rank
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with console():
         summary_path = commands.run(args)
+    if global_rank(args.devices) != 0:  # every rank ran the command; rank zero wrote it and says so
+        return 0
     print(
         f"rmt-reproduce {args.command}: wrote {summary_path} in {time.perf_counter() - start:.0f} s; "
         f"MLflow experiment {args.experiment!r} in {args.tracking_uri}"

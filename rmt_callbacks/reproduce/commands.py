@@ -4,16 +4,23 @@
 its training runs nest under it (MLflow's UI groups them), and it holds what spans several of them: the
 figures written to ``--out`` (``figures/*.png``), the whole ``summary.json``, and the fits over the grid
 (``summary/<name>`` metrics).
+
+Independent training runs go through :func:`~rmt_callbacks.reproduce.pool.run_calls` as plain calls of ``run_rbm``,
+``run_ts2x2`` and ``run_hidden``: one after another (``--jobs 1``) or in ``--jobs`` worker processes, the results
+in a fixed order either way. With several devices or nodes, each run spans them all, and the runs go one after
+another (``--jobs 1``): every rank executes the whole command, and only rank zero records
+(:class:`~rmt_callbacks.reproduce.runs.Settings`).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,8 +28,9 @@ from reference_models import MU2
 
 from .equilibration import flagged_modes
 from .hidden import HiddenSizes, run_hidden
+from .pool import Call, available_cpus, estimated_seconds, run_calls
 from .rbm import PAIRS, RBMResult, run_rbm
-from .runs import Outcome, Settings, parent_run, record, write_summary
+from .runs import Outcome, Settings, end_children, global_rank, parent_run, record, write_summary
 from .scaling import scaling_fit
 from .teacher_student import run_ts2x2
 
@@ -32,6 +40,8 @@ if TYPE_CHECKING:
     from ..laws import SpectralLaw
 
 __all__ = ["ALPHA_SCAN", "BATCH_SCAN", "NESTED", "Sizes", "run"]
+
+log = logging.getLogger(__name__)
 
 #: The authors' RBM grid for arXiv:2407.16427 (docs/science.md#reference-numbers): α scan at |B| = 16 and |B| scan
 #: at α = 0.1.
@@ -102,6 +112,17 @@ FULL = Sizes(
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    devices, num_nodes = getattr(args, "devices", 1), getattr(args, "num_nodes", 1)
+    threads, jobs = getattr(args, "threads", 1), getattr(args, "jobs", None)
+    rank = global_rank(devices)
+    if _several_devices(args.accelerator, devices, num_nodes):
+        if jobs is not None and jobs > 1 and rank == 0:
+            log.warning(
+                "--jobs %d: with --devices %s --num-nodes %d each training run spans every device, so the runs go "
+                "one after another (--jobs 1); with --devices 1 --num-nodes 1 they run in %d processes at once",
+                jobs, devices, num_nodes, jobs,
+            )  # fmt: skip
+        jobs = 1
     return Settings(
         out=args.out,
         seed=args.seed,
@@ -109,7 +130,29 @@ def _settings(args: argparse.Namespace) -> Settings:
         experiment=args.experiment,
         progress=not args.no_progress and sys.stderr.isatty(),
         accelerator=args.accelerator,
+        jobs=jobs or max(1, available_cpus() // threads),
+        threads=threads,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=getattr(args, "strategy", "auto"),
+        rank=rank,
     )
+
+
+def _several_devices(accelerator: str, devices: int | str, num_nodes: int) -> bool:
+    """Whether a run would span several processes: several nodes, devices, or ``"auto"`` devices on a multi-GPU host."""
+    if num_nodes > 1 or (isinstance(devices, int) and devices > 1):
+        return True
+    if devices == "auto" and accelerator in ("auto", "gpu", "cuda"):
+        import torch
+
+        return torch.cuda.device_count() > 1
+    return False
+
+
+def _calls(calls: list[Call], settings: Settings) -> list[Any]:
+    """The results of ``calls``, in their order, run as ``settings.jobs`` and ``settings.threads`` say."""
+    return run_calls(calls, jobs=settings.jobs, threads=settings.threads)
 
 
 def _sizes(args: argparse.Namespace) -> Sizes:
@@ -123,14 +166,17 @@ def run(args: argparse.Namespace) -> Path:
     sizes = "full" if args.full else "quick"
     parent = parent_run(settings, args.command) if args.command in NESTED else None
     if parent is not None:
-        settings = replace(settings, out=args.out / "runs", parent_run_id=parent.run_id)
+        settings = replace(settings, out=args.out / "runs", parent_run_id=parent.run_id or None)
     try:
         outcome = _COMMANDS[args.command](args, settings)
     except BaseException:
-        if parent is not None:
+        if parent is not None and parent.run_id:
+            end_children(settings, parent.run_id)  # runs a killed worker could not end
             parent.logger.finalize("failed")
         raise
     summary = {**outcome.summary, "seconds": round(time.perf_counter() - start, 1), "sizes": sizes}
+    if settings.rank != 0:  # every rank ran the command; rank zero records it
+        return args.out / "summary.json"
     if parent is None:
         return write_summary(args.out, summary)
     params = {"sizes": sizes, "seed": args.seed, **outcome.params}
@@ -142,7 +188,8 @@ def _rbm(args: argparse.Namespace, settings: Settings) -> Outcome:
     networks = args.networks or sizes.rbm_networks
     steps = args.steps or sizes.rbm_steps(args.lr)
     result = run_rbm(args.lr, args.batch_size, steps, networks, settings, float32_noise=sizes.rbm_float32_noise)
-    np.savez(args.out / "eigenvalues.npz", eigenvalues=result.x)
+    if settings.rank == 0:
+        np.savez(args.out / "eigenvalues.npz", eigenvalues=result.x)
     return Outcome({**result.summary(), "steps": steps})
 
 
@@ -151,15 +198,26 @@ def _ts2x2(args: argparse.Namespace, settings: Settings) -> Outcome:
     return Outcome(run_ts2x2(args.lr, args.batch_size, args.noise, networks, settings, epochs=args.epochs))
 
 
+def _rbm_calls(
+    args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...], settings: Settings
+) -> list[Call]:
+    """One ``run_rbm`` call per (α, |B|); ``--steps``, where the command has it, overrides the sizes' step counts."""
+    sizes = _sizes(args)
+    networks = args.networks or sizes.rbm_networks
+    calls = []
+    for lr, bs in settings_list:
+        steps = getattr(args, "steps", None) or sizes.rbm_steps(lr)
+        kwargs = {"figures": False, "float32_noise": sizes.rbm_float32_noise}
+        calls.append(
+            Call(run_rbm, (lr, bs, steps, networks, settings), kwargs, cost=estimated_seconds("rbm", networks, steps))
+        )
+    return calls
+
+
 def _rbm_grid(
     args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...], settings: Settings
 ) -> list[RBMResult]:
-    sizes = _sizes(args)
-    networks = args.networks or sizes.rbm_networks
-    return [
-        run_rbm(lr, bs, sizes.rbm_steps(lr), networks, settings, figures=False, float32_noise=sizes.rbm_float32_noise)
-        for lr, bs in settings_list
-    ]
+    return _calls(_rbm_calls(args, settings_list, settings), settings)
 
 
 def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
@@ -217,10 +275,11 @@ def _fig3(args: argparse.Namespace, settings: Settings, results: list[RBMResult]
     return Outcome({"fig3": section}, {"fig3_spacings": fig}, {**measured, "flagged_modes": float(len(flagged))})
 
 
-def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[HiddenLayerName, ...]) -> Outcome:
-    from ..figures.reproduction import dynamics_figure, two_species_figure
-    from ..laws import GOEPairDensity, TwoSpeciesPairDensity
+_HIDDEN_STEPS_PER_EPOCH = 10  # HiddenLayerNetwork's default steps_per_epoch (reference_models.hidden_layer)
 
+
+def _hidden_calls(args: argparse.Namespace, settings: Settings, zs: tuple[HiddenLayerName, ...]) -> list[Call]:
+    """One ``run_hidden`` call (its dynamics and density runs) per fixed layer ``z``."""
     sizes = _sizes(args).hidden
     sizes = HiddenSizes(
         dynamics_networks=args.networks or sizes.dynamics_networks,
@@ -228,7 +287,23 @@ def _hidden_figures(args: argparse.Namespace, settings: Settings, zs: tuple[Hidd
         density_networks=args.networks or sizes.density_networks,
         density_steps=getattr(args, "steps", None) or sizes.density_steps,
     )
-    results = {z: run_hidden(z, sizes, settings) for z in zs}
+    dynamics_steps = sizes.dynamics_epochs * _HIDDEN_STEPS_PER_EPOCH
+    cost = estimated_seconds("hidden", sizes.dynamics_networks, dynamics_steps)
+    cost += estimated_seconds("hidden", sizes.density_networks, sizes.density_steps)
+    return [Call(run_hidden, (z, sizes, settings), cost=cost) for z in zs]
+
+
+def _hidden_figures(
+    args: argparse.Namespace,
+    settings: Settings,
+    zs: tuple[HiddenLayerName, ...],
+    results: dict[HiddenLayerName, dict] | None = None,
+) -> Outcome:
+    from ..figures.reproduction import dynamics_figure, two_species_figure
+    from ..laws import GOEPairDensity, TwoSpeciesPairDensity
+
+    if results is None:
+        results = dict(zip(zs, _calls(_hidden_calls(args, settings, zs), settings), strict=True))
     panels = {}
     for z, r in results.items():
         values, one, two = r["density"]
@@ -260,18 +335,22 @@ def _hidden(args: argparse.Namespace, settings: Settings) -> Outcome:
 def _scaling(args: argparse.Namespace, settings: Settings) -> Outcome:
     from .scaling import run_scaling
 
-    def grid(child: Settings) -> list[RBMResult]:
-        return _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, child)
-
     sizes = _sizes(args)
     ts_networks = args.networks or sizes.ts_networks
-    outcome = run_scaling(grid, ts_networks, settings, ts_epochs=sizes.ts_epochs)
+    rbm = _rbm_calls(args, ALPHA_SCAN + BATCH_SCAN, settings)
+    outcome = run_scaling(rbm, ts_networks, settings, ts_epochs=sizes.ts_epochs)
     return replace(outcome, summary={"scaling": outcome.summary})
 
 
 def _all(args: argparse.Namespace, settings: Settings) -> Outcome:
-    results = _rbm_grid(args, ALPHA_SCAN + BATCH_SCAN, settings)
-    parts = (_fig2(args, settings, results), _fig3(args, settings, results), _hidden_figures(args, settings, HIDDEN_ZS))
+    rbm = _rbm_calls(args, ALPHA_SCAN + BATCH_SCAN, settings)
+    done = _calls([*rbm, *_hidden_calls(args, settings, HIDDEN_ZS)], settings)  # one queue: the runs pack the cores
+    results, hidden = done[: len(rbm)], dict(zip(HIDDEN_ZS, done[len(rbm) :], strict=True))
+    parts = (
+        _fig2(args, settings, results),
+        _fig3(args, settings, results),
+        _hidden_figures(args, settings, HIDDEN_ZS, hidden),
+    )
     return Outcome(
         summary={k: v for p in parts for k, v in p.summary.items()},
         figures={k: v for p in parts for k, v in p.figures.items()},

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ __all__ = [
     "Outcome",
     "Run",
     "Settings",
+    "end_children",
+    "global_rank",
     "parent_run",
     "record",
     "summary_metrics",
@@ -47,7 +50,13 @@ SUMMARY_PREFIX = "summary/"
 
 @dataclass(frozen=True)
 class Settings:
-    """What every experiment shares: where results go, the seed, the tracking store, whether to draw a bar."""
+    """What every experiment shares: where results go, the seed, the tracking store, whether to draw a bar, and how
+    to spread the work: ``jobs`` worker processes of ``threads`` torch threads each for independent runs
+    (:mod:`~rmt_callbacks.reproduce.pool`), and each run over ``devices`` × ``num_nodes`` with Lightning's ``strategy``.
+
+    ``rank`` is this process's global rank (:func:`global_rank`): every rank of a multi-process run executes the
+    whole command and trains, and only rank zero records (MLflow runs, files under ``out``, the printed lines).
+    """
 
     out: Path
     seed: int = 0
@@ -57,21 +66,54 @@ class Settings:
     monitor: bool = True
     accelerator: str = "auto"
     parent_run_id: str | None = None
+    jobs: int = 1
+    threads: int = 1
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    rank: int = 0
+
+
+def global_rank(devices: int | str = 1) -> int:
+    """This process's global rank, read from the environment as Lightning reads it before a ``Trainer`` exists.
+
+    ``RANK`` (torchrun); else ``NODE_RANK`` (or ``GROUP_RANK``) × ``devices`` + ``LOCAL_RANK`` (Lightning's ``ddp``
+    launcher re-runs the command with them; a node started by hand has ``NODE_RANK``); else ``SLURM_PROCID`` (``srun``
+    starts every rank; checked after ``LOCAL_RANK`` because a SLURM job that lets Lightning start its processes
+    passes its own ``SLURM_PROCID`` on to them, as Lightning's ``rank_zero_only`` notes); else 0. After ``fit``,
+    ``trainer.global_rank`` says the same. With ``devices="auto"`` the number of a node's rank is only a label:
+    whether it is zero is exact.
+
+    Example:
+        >>> import os
+        >>> os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0" or global_rank() == 0
+        True
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if {"LOCAL_RANK", "NODE_RANK", "GROUP_RANK"} & set(env):
+        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")))
+        return node * (devices if isinstance(devices, int) else 1) + int(env.get("LOCAL_RANK", "0"))
+    return int(env.get("SLURM_PROCID", "0"))
 
 
 @dataclass(frozen=True)
 class Run:
-    """One experiment's MLflow run: its ``MLFlowLogger``, name, optimizer steps (0 for a parent run), start time."""
+    """One experiment's MLflow run: its ``MLFlowLogger``, name, optimizer steps (0 for a parent run), start time,
+    and the global rank of the process that holds it (only rank zero records; a parent run elsewhere has no logger).
+    """
 
     logger: Any
     name: str
     steps: int = 0
     started: float = field(default_factory=time.perf_counter)
+    rank: int = 0
 
     @property
     def run_id(self) -> str:
-        """The MLflow run id."""
-        return self.logger.run_id
+        """The MLflow run id (``""`` where this rank has no run)."""
+        return (self.logger.run_id or "") if self.logger is not None and self.rank == 0 else ""
 
 
 @dataclass(frozen=True)
@@ -97,30 +139,69 @@ def train(
 
     The monitor aims at ten analyses per run but is paced to a quarter of the training time (``overhead_budget``),
     so a short run on a slow machine gets fewer rather than a warning. With ``settings.progress`` a
-    :class:`~rmt_callbacks.reproduce.console.StepBar` shows one bar over all steps. The ``Trainer`` is
-    :func:`reference_models.fit_reference`'s.
+    :class:`~rmt_callbacks.reproduce.bars.StepBar` shows one bar over all steps. The ``Trainer`` is
+    :func:`reference_models.fit_reference`'s, on ``settings.devices`` × ``settings.num_nodes`` with
+    ``settings.strategy``. Every rank builds the same logger and callbacks (Lightning's convention: they are
+    rank-aware); the returned run carries the rank the ``Trainer`` gave this process.
     """
     from reference_models import fit_reference
 
     from ..monitors import SpectrumMonitor
-    from .console import StepBar
+    from .bars import StepBar
+    from .pool import in_worker
 
-    run = Run(_mlflow_logger(settings, run_name, tags), run_name, steps)
-    run.logger.log_hyperparams({"max_steps": steps})
+    run = Run(_mlflow_logger(settings, run_name, tags), run_name, steps, rank=settings.rank)
+    if run.rank == 0:
+        run.logger.log_hyperparams({"max_steps": steps})
     callbacks = list(extra_callbacks)
     if settings.monitor:
         callbacks.append(SpectrumMonitor(every_n_train_steps=max(1, steps // 10), overhead_budget=MONITOR_BUDGET))
-    if settings.progress:
+    if settings.progress and settings.rank == 0 and not in_worker():
         callbacks.append(StepBar(run_name))
-    fit_reference(module, steps, callbacks=callbacks, logger=run.logger, accelerator=settings.accelerator)
-    return run
+    trainer = fit_reference(
+        module,
+        steps,
+        callbacks=callbacks,
+        logger=run.logger,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
+    )
+    return replace(run, rank=trainer.global_rank)
 
 
 def parent_run(settings: Settings, run_name: str, *, tags: Mapping[str, str] | None = None) -> Run:
-    """A new run to nest others under: pass its ``run_id`` as ``Settings.parent_run_id``."""
+    """A new run to nest others under: pass its ``run_id`` as ``Settings.parent_run_id``.
+
+    Created now, in this process, before any worker or ``Trainer`` starts: the experiment and the sqlite store's
+    tables then exist before several processes write to them. Off rank zero there is none (``run_id`` is ``""``).
+    """
+    if settings.rank != 0:
+        return Run(None, run_name, rank=settings.rank)
     run = Run(_mlflow_logger(settings, run_name, tags), run_name)
     _ = run.logger.experiment  # creates the run now, so children can point at it
     return run
+
+
+def end_children(settings: Settings, parent_run_id: str, status: str = "KILLED") -> list[str]:
+    """Mark the runs nested under ``parent_run_id`` that are still ``RUNNING`` as ``status``; their ids.
+
+    After a failed command: a worker killed mid-run (:mod:`~rmt_callbacks.reproduce.pool`) could not end its run.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if settings.rank != 0 or not parent_run_id:
+        return []
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return []
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    running = [r.info.run_id for r in client.search_runs([experiment.experiment_id], query)]
+    for run_id in running:
+        client.set_terminated(run_id, status)
+    return running
 
 
 def _mlflow_logger(settings: Settings, run_name: str, tags: Mapping[str, str] | None) -> Any:
@@ -128,9 +209,10 @@ def _mlflow_logger(settings: Settings, run_name: str, tags: Mapping[str, str] | 
     from lightning.pytorch.loggers import MLFlowLogger
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
-    if client.get_experiment_by_name(settings.experiment) is None:
-        client.create_experiment(settings.experiment)
+    if settings.rank == 0:  # elsewhere the logger exists (every rank builds the same Trainer) and records nothing
+        client = MlflowClient(tracking_uri=settings.tracking_uri)
+        if client.get_experiment_by_name(settings.experiment) is None:
+            client.create_experiment(settings.experiment)
     return MLFlowLogger(
         experiment_name=settings.experiment,
         run_name=run_name,
@@ -167,10 +249,13 @@ def record(
         arrays: arrays for ``arrays.npz``, also an artifact.
 
     Returns:
-        The path of the ``summary.json`` written.
+        The path of the ``summary.json`` written; off rank zero (``run.rank``) nothing is written or logged, and
+        the path is where rank zero writes it.
     """
     from ..figures.canvas import save_figure
 
+    if run.rank != 0:
+        return out / "summary.json"
     out.mkdir(parents=True, exist_ok=True)
     client, run_id = run.logger.experiment, run.run_id
     if params:

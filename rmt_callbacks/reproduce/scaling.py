@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..fits import fit_through_origin
+from .pool import Call, estimated_seconds, run_calls
 from .rbm import RBMResult
 from .runs import Outcome, Settings
 from .teacher_student import run_ts2x2
@@ -58,6 +59,7 @@ def ts_scaling_fit(summaries: list[dict[str, Any]]) -> dict[str, float]:
 
 
 _TS_KEYS = ("predictor", "mean_spacing", "mean_spacing_err", "sigma", "sigma_err")
+_TS_BATCHES_PER_EPOCH = 500  # TeacherStudent2x2's mini-batches per epoch (the papers'): the queue's cost estimate
 
 
 def _slope_fits(
@@ -80,12 +82,22 @@ def _slope_fits(
     return out
 
 
-def run_scaling(rbm_grid: Any, ts_networks: int, settings: Settings, *, ts_epochs: int = 10) -> Outcome:
-    """Run both grids as runs nested under ``settings.parent_run_id``; return the fits and the collapse figures."""
+def run_scaling(rbm_calls: Sequence[Call], ts_networks: int, settings: Settings, *, ts_epochs: int = 10) -> Outcome:
+    """Run both grids as runs nested under ``settings.parent_run_id``; return the fits and the collapse figures.
+
+    ``rbm_calls`` train the RBM grid (each returns an :class:`~rmt_callbacks.reproduce.rbm.RBMResult`); they and
+    the teacher–student settings go into one queue (:func:`~rmt_callbacks.reproduce.pool.run_calls`, as
+    ``settings.jobs`` and ``settings.threads`` say), so that the runs of both grids share the cores.
+    """
     from ..figures.reproduction import spacing_figure
 
-    rbm: list[RBMResult] = rbm_grid(settings)
-    ts = [run_ts2x2(lr, bs, eps, ts_networks, settings, epochs=ts_epochs) for lr, bs, eps in TS_SCANS]
+    cost = estimated_seconds("ts2x2", ts_networks, ts_epochs * _TS_BATCHES_PER_EPOCH)
+    ts_calls = [
+        Call(run_ts2x2, (lr, bs, eps, ts_networks, settings), {"epochs": ts_epochs}, cost) for lr, bs, eps in TS_SCANS
+    ]
+    done = run_calls([*rbm_calls, *ts_calls], jobs=settings.jobs, threads=settings.threads)
+    rbm: list[RBMResult] = done[: len(rbm_calls)]
+    ts: list[dict[str, Any]] = done[len(rbm_calls) :]
     rbm_fit, ts_fit = scaling_fit(rbm), ts_scaling_fit(ts)
     x = np.concatenate([r.predictor for r in rbm])
     y = np.array([p.mean_spacing for r in rbm for p in r.pairs])

@@ -150,7 +150,7 @@ def test_step_bar_is_one_bar_over_all_steps_across_epochs(monkeypatch: pytest.Mo
 
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from rmt_callbacks.reproduce.console import StepBar
+    from rmt_callbacks.reproduce.bars import StepBar
 
     from scaffold import quiet_trainer
 

@@ -42,6 +42,7 @@ def test_ts_mean_spacing_follows_sqrt_alpha_eps2_over_b_in_nested_runs(tmp_path:
 
 @pytest.mark.slow  # ≈ 1 min: 14 teacher–student settings and two tiny RBM runs
 def test_scaling_command_nests_every_setting_under_one_parent(tmp_path: Path) -> None:
+    from rmt_callbacks.reproduce.pool import Call
     from rmt_callbacks.reproduce.rbm import run_rbm
     from rmt_callbacks.reproduce.scaling import TS_SCANS, run_scaling
 
@@ -50,10 +51,8 @@ def test_scaling_command_nests_every_setting_under_one_parent(tmp_path: Path) ->
     parent = parent_run(settings, "scaling")
     child = replace(settings, out=settings.out / "runs", parent_run_id=parent.run_id)
 
-    def grid(child: Settings) -> list:
-        return [run_rbm(lr, bs, 300, 16, child, figures=False) for lr, bs in ((0.1, 16), (0.05, 8))]
-
-    outcome = run_scaling(grid, 20, child, ts_epochs=1)
+    rbm = [Call(run_rbm, (lr, bs, 300, 16, child), {"figures": False}) for lr, bs in ((0.1, 16), (0.05, 8))]
+    outcome = run_scaling(rbm, 20, child, ts_epochs=1)
     figures = set(outcome.figures)
     record(
         parent,
