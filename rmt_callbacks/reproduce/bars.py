@@ -1,17 +1,23 @@
-"""The progress bar of ``rmt-reproduce`` on a terminal: one ``tqdm`` bar per training run, over all its steps.
+"""The Lightning callbacks of ``rmt-reproduce``'s output: a progress bar per run, and quiet spawned processes.
 
-Lightning's own bar restarts every epoch. Only the main process of rank zero draws bars: a worker process
-(:mod:`~.pool`) or another rank would draw over them.
+:class:`StepBar` is one ``tqdm`` bar per training run, over all its steps (Lightning's own bar restarts every epoch).
+Only the main process of rank zero draws bars: a worker process (:mod:`~.pool`) or another rank would draw over
+them. :class:`QuietSpawned` lowers Lightning's chatter in the processes that ``ddp_spawn`` starts, as
+:func:`~.console.console` does in the command's own.
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 import lightning.pytorch as pl
 
-__all__ = ["StepBar"]
+__all__ = ["QuietSpawned", "StepBar"]
+
+_SPAWNED_CONSOLE = ExitStack()  # a spawned process's console(): entered once, kept for the process's life
+_SPAWNED_CONSOLE_ENTERED = False
 
 
 class StepBar(pl.Callback):
@@ -51,3 +57,26 @@ class StepBar(pl.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class QuietSpawned(pl.Callback):
+    """Quietens the process that unpickles it, for that process's life, as :func:`~.console.console` does.
+
+    ``ddp_spawn`` starts fresh interpreters and sends them the ``Trainer`` with its callbacks; they inherit no logging
+    set-up, and Lightning's banners ("Initializing distributed", "``Trainer.fit`` stopped") would print from each.
+    Unpickling happens before the strategy sets up, so this callback quietens them before the first banner.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _quiet_spawned, ()
+
+
+def _quiet_spawned() -> QuietSpawned:
+    """Unpickles a :class:`QuietSpawned`: enters :func:`~.console.console` once in this process, for its life."""
+    global _SPAWNED_CONSOLE_ENTERED
+    from .console import console
+
+    if not _SPAWNED_CONSOLE_ENTERED:
+        _SPAWNED_CONSOLE.enter_context(console(sys.stderr))
+        _SPAWNED_CONSOLE_ENTERED = True
+    return QuietSpawned()

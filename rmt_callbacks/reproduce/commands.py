@@ -5,10 +5,10 @@ its training runs nest under it (MLflow's UI groups them), and it holds what spa
 figures written to ``--out`` (``figures/*.png``), the whole ``summary.json``, and the fits over the grid
 (``summary/<name>`` metrics).
 
-Independent training runs go through :func:`~rmt_callbacks.reproduce.pool.run_calls` as plain calls of ``run_rbm``,
-``run_ts2x2`` and ``run_hidden``: one after another (``--jobs 1``) or in ``--jobs`` worker processes, the results
-in a fixed order either way. With several devices or nodes, each run spans them all, and the runs go one after
-another (``--jobs 1``): every rank executes the whole command, and only rank zero records
+Independent training runs go through :func:`~rmt_callbacks.reproduce.runs.run_concurrently` as plain calls of
+``run_rbm``, ``run_ts2x2`` and ``run_hidden``: one after another (``--jobs 1``) or in ``--jobs`` worker processes,
+the results in a fixed order either way. With several devices or nodes, each run spans them all, and the runs go
+one after another (``--jobs 1``): every rank executes the whole command, and only rank zero records
 (:class:`~rmt_callbacks.reproduce.runs.Settings`).
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,9 +28,18 @@ from reference_models import MU2
 
 from .equilibration import flagged_modes
 from .hidden import HiddenSizes, run_hidden
-from .pool import Call, available_cpus, estimated_seconds, run_calls
+from .pool import Call, available_cpus, estimated_seconds
 from .rbm import PAIRS, RBMResult, run_rbm
-from .runs import Outcome, Settings, end_children, global_rank, parent_run, record, write_summary
+from .runs import (
+    Outcome,
+    Settings,
+    end_children,
+    global_rank,
+    parent_run,
+    record,
+    run_concurrently,
+    write_summary,
+)
 from .scaling import scaling_fit
 from .teacher_student import run_ts2x2
 
@@ -150,11 +159,6 @@ def _several_devices(accelerator: str, devices: int | str, num_nodes: int) -> bo
     return False
 
 
-def _calls(calls: list[Call], settings: Settings) -> list[Any]:
-    """The results of ``calls``, in their order, run as ``settings.jobs`` and ``settings.threads`` say."""
-    return run_calls(calls, jobs=settings.jobs, threads=settings.threads)
-
-
 def _sizes(args: argparse.Namespace) -> Sizes:
     return FULL if args.full else QUICK
 
@@ -217,7 +221,7 @@ def _rbm_calls(
 def _rbm_grid(
     args: argparse.Namespace, settings_list: tuple[tuple[float, int], ...], settings: Settings
 ) -> list[RBMResult]:
-    return _calls(_rbm_calls(args, settings_list, settings), settings)
+    return run_concurrently(_rbm_calls(args, settings_list, settings), settings)
 
 
 def _fig2(args: argparse.Namespace, settings: Settings, results: list[RBMResult] | None = None) -> Outcome:
@@ -303,7 +307,7 @@ def _hidden_figures(
     from ..laws import GOEPairDensity, TwoSpeciesPairDensity
 
     if results is None:
-        results = dict(zip(zs, _calls(_hidden_calls(args, settings, zs), settings), strict=True))
+        results = dict(zip(zs, run_concurrently(_hidden_calls(args, settings, zs), settings), strict=True))
     panels = {}
     for z, r in results.items():
         values, one, two = r["density"]
@@ -344,7 +348,8 @@ def _scaling(args: argparse.Namespace, settings: Settings) -> Outcome:
 
 def _all(args: argparse.Namespace, settings: Settings) -> Outcome:
     rbm = _rbm_calls(args, ALPHA_SCAN + BATCH_SCAN, settings)
-    done = _calls([*rbm, *_hidden_calls(args, settings, HIDDEN_ZS)], settings)  # one queue: the runs pack the cores
+    hidden_calls = _hidden_calls(args, settings, HIDDEN_ZS)
+    done = run_concurrently([*rbm, *hidden_calls], settings)  # one queue: the runs of both models share the cores
     results, hidden = done[: len(rbm)], dict(zip(HIDDEN_ZS, done[len(rbm) :], strict=True))
     parts = (
         _fig2(args, settings, results),

@@ -22,9 +22,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .pool import Call
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ __all__ = [
     "global_rank",
     "parent_run",
     "record",
+    "run_concurrently",
     "summary_metrics",
     "train",
     "write_summary",
@@ -142,12 +146,13 @@ def train(
     :class:`~rmt_callbacks.reproduce.bars.StepBar` shows one bar over all steps. The ``Trainer`` is
     :func:`reference_models.fit_reference`'s, on ``settings.devices`` × ``settings.num_nodes`` with
     ``settings.strategy``. Every rank builds the same logger and callbacks (Lightning's convention: they are
-    rank-aware); the returned run carries the rank the ``Trainer`` gave this process.
+    rank-aware); the returned run carries the rank the ``Trainer`` gave this process (or the environment's, where
+    the ``Trainer`` has one process: :func:`global_rank`).
     """
     from reference_models import fit_reference
 
     from ..monitors import SpectrumMonitor
-    from .bars import StepBar
+    from .bars import QuietSpawned, StepBar
     from .pool import in_worker
 
     run = Run(_mlflow_logger(settings, run_name, tags), run_name, steps, rank=settings.rank)
@@ -158,6 +163,8 @@ def train(
         callbacks.append(SpectrumMonitor(every_n_train_steps=max(1, steps // 10), overhead_budget=MONITOR_BUDGET))
     if settings.progress and settings.rank == 0 and not in_worker():
         callbacks.append(StepBar(run_name))
+    if "spawn" in str(settings.strategy):
+        callbacks.append(QuietSpawned())
     trainer = fit_reference(
         module,
         steps,
@@ -168,7 +175,7 @@ def train(
         num_nodes=settings.num_nodes,
         strategy=settings.strategy,
     )
-    return replace(run, rank=trainer.global_rank)
+    return replace(run, rank=trainer.global_rank or settings.rank)  # records only where both say rank zero
 
 
 def parent_run(settings: Settings, run_name: str, *, tags: Mapping[str, str] | None = None) -> Run:
@@ -204,15 +211,35 @@ def end_children(settings: Settings, parent_run_id: str, status: str = "KILLED")
     return running
 
 
-def _mlflow_logger(settings: Settings, run_name: str, tags: Mapping[str, str] | None) -> Any:
-    """An ``MLFlowLogger`` for a new run; the experiment is created first, so Lightning has nothing to announce."""
-    from lightning.pytorch.loggers import MLFlowLogger
+def run_concurrently(calls: Sequence[Call], settings: Settings) -> list[Any]:
+    """The results of ``calls``, in their order, run as ``settings.jobs`` and ``settings.threads`` say.
+
+    The tracking store and the experiment are made here first: worker processes that each found a new sqlite store
+    would each create its tables, and collide ("duplicate column name"; MLflow's ``busy_timeout`` covers writes to
+    tables that exist, not their creation).
+    """
+    from .pool import run_calls
+
+    if settings.jobs > 1 and len(calls) > 1:
+        _ensure_experiment(settings)
+    return run_calls(calls, jobs=settings.jobs, threads=settings.threads)
+
+
+def _ensure_experiment(settings: Settings) -> None:
+    """Create the experiment (and with it a new store's tables) unless it exists; only on rank zero."""
     from mlflow.tracking import MlflowClient
 
     if settings.rank == 0:  # elsewhere the logger exists (every rank builds the same Trainer) and records nothing
         client = MlflowClient(tracking_uri=settings.tracking_uri)
         if client.get_experiment_by_name(settings.experiment) is None:
             client.create_experiment(settings.experiment)
+
+
+def _mlflow_logger(settings: Settings, run_name: str, tags: Mapping[str, str] | None) -> Any:
+    """An ``MLFlowLogger`` for a new run; the experiment is created first, so Lightning has nothing to announce."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    _ensure_experiment(settings)
     return MLFlowLogger(
         experiment_name=settings.experiment,
         run_name=run_name,

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..fits import fit_through_origin
-from .pool import Call, estimated_seconds, run_calls
+from .pool import Call, estimated_seconds
 from .rbm import RBMResult
-from .runs import Outcome, Settings
+from .runs import Outcome, Settings, run_concurrently
 from .teacher_student import run_ts2x2
 
 __all__ = ["TS_SCANS", "run_scaling", "scaling_fit", "ts_scaling_fit"]
@@ -86,8 +86,8 @@ def run_scaling(rbm_calls: Sequence[Call], ts_networks: int, settings: Settings,
     """Run both grids as runs nested under ``settings.parent_run_id``; return the fits and the collapse figures.
 
     ``rbm_calls`` train the RBM grid (each returns an :class:`~rmt_callbacks.reproduce.rbm.RBMResult`); they and
-    the teacher–student settings go into one queue (:func:`~rmt_callbacks.reproduce.pool.run_calls`, as
-    ``settings.jobs`` and ``settings.threads`` say), so that the runs of both grids share the cores.
+    the teacher–student settings go into one queue (:func:`~rmt_callbacks.reproduce.runs.run_concurrently`), so
+    that the runs of both grids share the cores.
     """
     from ..figures.reproduction import spacing_figure
 
@@ -95,7 +95,7 @@ def run_scaling(rbm_calls: Sequence[Call], ts_networks: int, settings: Settings,
     ts_calls = [
         Call(run_ts2x2, (lr, bs, eps, ts_networks, settings), {"epochs": ts_epochs}, cost) for lr, bs, eps in TS_SCANS
     ]
-    done = run_calls([*rbm_calls, *ts_calls], jobs=settings.jobs, threads=settings.threads)
+    done = run_concurrently([*rbm_calls, *ts_calls], settings)
     rbm: list[RBMResult] = done[: len(rbm_calls)]
     ts: list[dict[str, Any]] = done[len(rbm_calls) :]
     rbm_fit, ts_fit = scaling_fit(rbm), ts_scaling_fit(ts)
