@@ -148,12 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .reproduce import commands
     from .reproduce.console import console
-    from .reproduce.runs import global_rank
+    from .reproduce.launch import global_rank
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    with console():
-        summary_path = commands.run(args)
+    try:
+        with console():
+            summary_path = commands.run(args)
+    except KeyboardInterrupt:  # the workers are stopped and the runs marked; a traceback of where would say nothing
+        print("rmt-reproduce: interrupted", file=sys.stderr)
+        return 130
     if global_rank(args.devices) != 0:  # every rank ran the command; rank zero wrote it and says so
         return 0
     print(

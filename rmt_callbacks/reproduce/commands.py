@@ -15,8 +15,6 @@ one after another (``--jobs 1``): every rank executes the whole command, and onl
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,13 +26,13 @@ from reference_models import MU2
 
 from .equilibration import flagged_modes
 from .hidden import HiddenSizes, run_hidden
-from .pool import Call, available_cpus, estimated_seconds
+from .launch import settings_from_args
+from .pool import Call, estimated_seconds
 from .rbm import PAIRS, RBMResult, run_rbm
 from .runs import (
     Outcome,
     Settings,
     end_children,
-    global_rank,
     parent_run,
     record,
     run_concurrently,
@@ -49,8 +47,6 @@ if TYPE_CHECKING:
     from ..laws import SpectralLaw
 
 __all__ = ["ALPHA_SCAN", "BATCH_SCAN", "NESTED", "Sizes", "run"]
-
-log = logging.getLogger(__name__)
 
 #: The authors' RBM grid for arXiv:2407.16427 (docs/science.md#reference-numbers): α scan at |B| = 16 and |B| scan
 #: at α = 0.1.
@@ -120,45 +116,6 @@ FULL = Sizes(
 )
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    devices, num_nodes = getattr(args, "devices", 1), getattr(args, "num_nodes", 1)
-    threads, jobs = getattr(args, "threads", 1), getattr(args, "jobs", None)
-    rank = global_rank(devices)
-    if _several_devices(args.accelerator, devices, num_nodes):
-        if jobs is not None and jobs > 1 and rank == 0:
-            log.warning(
-                "--jobs %d: with --devices %s --num-nodes %d each training run spans every device, so the runs go "
-                "one after another (--jobs 1); with --devices 1 --num-nodes 1 they run in %d processes at once",
-                jobs, devices, num_nodes, jobs,
-            )  # fmt: skip
-        jobs = 1
-    return Settings(
-        out=args.out,
-        seed=args.seed,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        accelerator=args.accelerator,
-        jobs=jobs or max(1, available_cpus() // threads),
-        threads=threads,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=getattr(args, "strategy", "auto"),
-        rank=rank,
-    )
-
-
-def _several_devices(accelerator: str, devices: int | str, num_nodes: int) -> bool:
-    """Whether a run would span several processes: several nodes, devices, or ``"auto"`` devices on a multi-GPU host."""
-    if num_nodes > 1 or (isinstance(devices, int) and devices > 1):
-        return True
-    if devices == "auto" and accelerator in ("auto", "gpu", "cuda"):
-        import torch
-
-        return torch.cuda.device_count() > 1
-    return False
-
-
 def _sizes(args: argparse.Namespace) -> Sizes:
     return FULL if args.full else QUICK
 
@@ -166,7 +123,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
 def run(args: argparse.Namespace) -> Path:
     """Run the subcommand in ``args``; return the path of the ``summary.json`` it wrote."""
     start = time.perf_counter()
-    settings = _settings(args)
+    settings = settings_from_args(args)
     sizes = "full" if args.full else "quick"
     parent = parent_run(settings, args.command) if args.command in NESTED else None
     if parent is not None:

@@ -10,6 +10,11 @@ what a reader looks for:
 * metrics ``summary/<name>``, one value each: the measured numbers, in a chart section of their own in the
   MLflow UI (which groups metrics by the key up to its last ``/``), apart from the monitor's per-step metrics;
 * params: the model's hyper-parameters, ``max_steps``, and numbers fixed by construction (targets, predictions).
+
+With several processes per run (``--devices``, ``--num-nodes``: every rank executes the whole command) only global
+rank zero records: :func:`parent_run`, :func:`record` and the experiment's creation do nothing elsewhere, while
+every rank trains with the same logger and callbacks. :func:`run_concurrently` runs independent experiments in
+worker processes (``--jobs``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,7 +41,6 @@ __all__ = [
     "Run",
     "Settings",
     "end_children",
-    "global_rank",
     "parent_run",
     "record",
     "run_concurrently",
@@ -58,8 +61,9 @@ class Settings:
     to spread the work: ``jobs`` worker processes of ``threads`` torch threads each for independent runs
     (:mod:`~rmt_callbacks.reproduce.pool`), and each run over ``devices`` × ``num_nodes`` with Lightning's ``strategy``.
 
-    ``rank`` is this process's global rank (:func:`global_rank`): every rank of a multi-process run executes the
-    whole command and trains, and only rank zero records (MLflow runs, files under ``out``, the printed lines).
+    ``rank`` is this process's global rank (:func:`~rmt_callbacks.reproduce.launch.global_rank`): every rank of a
+    multi-process run executes the whole command and trains, and only rank zero records (MLflow runs, files under
+    ``out``, the printed lines).
     """
 
     out: Path
@@ -76,30 +80,6 @@ class Settings:
     num_nodes: int = 1
     strategy: str = "auto"
     rank: int = 0
-
-
-def global_rank(devices: int | str = 1) -> int:
-    """This process's global rank, read from the environment as Lightning reads it before a ``Trainer`` exists.
-
-    ``RANK`` (torchrun); else ``NODE_RANK`` (or ``GROUP_RANK``) × ``devices`` + ``LOCAL_RANK`` (Lightning's ``ddp``
-    launcher re-runs the command with them; a node started by hand has ``NODE_RANK``); else ``SLURM_PROCID`` (``srun``
-    starts every rank; checked after ``LOCAL_RANK`` because a SLURM job that lets Lightning start its processes
-    passes its own ``SLURM_PROCID`` on to them, as Lightning's ``rank_zero_only`` notes); else 0. After ``fit``,
-    ``trainer.global_rank`` says the same. With ``devices="auto"`` the number of a node's rank is only a label:
-    whether it is zero is exact.
-
-    Example:
-        >>> import os
-        >>> os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0" or global_rank() == 0
-        True
-    """
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"])
-    if {"LOCAL_RANK", "NODE_RANK", "GROUP_RANK"} & set(env):
-        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")))
-        return node * (devices if isinstance(devices, int) else 1) + int(env.get("LOCAL_RANK", "0"))
-    return int(env.get("SLURM_PROCID", "0"))
 
 
 @dataclass(frozen=True)
@@ -147,7 +127,7 @@ def train(
     :func:`reference_models.fit_reference`'s, on ``settings.devices`` × ``settings.num_nodes`` with
     ``settings.strategy``. Every rank builds the same logger and callbacks (Lightning's convention: they are
     rank-aware); the returned run carries the rank the ``Trainer`` gave this process (or the environment's, where
-    the ``Trainer`` has one process: :func:`global_rank`).
+    the ``Trainer`` has one process: :func:`~rmt_callbacks.reproduce.launch.global_rank`).
     """
     from reference_models import fit_reference
 

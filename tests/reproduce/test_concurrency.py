@@ -19,7 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rmt_callbacks.cli import build_parser
-from rmt_callbacks.reproduce.commands import _rbm_grid, _settings
+from rmt_callbacks.reproduce.commands import _rbm_grid
+from rmt_callbacks.reproduce.launch import settings_from_args
 
 #: The monitor's timing and pacing metrics: they measure the machine, not the run.
 TIMING = "rmt/monitor/"
@@ -53,7 +54,7 @@ def test_two_workers_train_the_same_rbm_settings_as_one_process(tmp_path: Path) 
         uri = f"sqlite:///{tmp_path / f'mlflow{jobs}.db'}"
         argv = ["fig3", "--networks", "8", "--steps", "20", "--jobs", str(jobs), "--no-progress"]
         args = build_parser().parse_args([*argv, "--out", str(tmp_path / f"out{jobs}"), "--tracking-uri", uri])
-        settings = replace(_settings(args), monitor=False)  # its final analysis is half of a 20-step run
+        settings = replace(settings_from_args(args), monitor=False)  # its final analysis is half of a 20-step run
         assert settings.jobs == jobs
         results[jobs] = [r.summary() for r in _rbm_grid(args, grid, settings)]
         stores[jobs] = _runs(uri)
@@ -104,13 +105,13 @@ def test_jobs_default_to_the_cpus_per_thread_and_several_devices_run_one_after_a
     from rmt_callbacks.reproduce.pool import available_cpus
 
     parser = build_parser()
-    assert _settings(parser.parse_args(["all"])).jobs == available_cpus()
-    assert _settings(parser.parse_args(["all", "--threads", "64"])).jobs == 1
-    assert _settings(parser.parse_args(["all", "--jobs", "3"])).jobs == 3
+    assert settings_from_args(parser.parse_args(["all"])).jobs == available_cpus()
+    assert settings_from_args(parser.parse_args(["all", "--threads", "64"])).jobs == 1
+    assert settings_from_args(parser.parse_args(["all", "--jobs", "3"])).jobs == 3
     with caplog.at_level("WARNING", logger="rmt_callbacks.reproduce"):
-        settings = _settings(parser.parse_args(["all", "--devices", "2", "--strategy", "ddp"]))
+        settings = settings_from_args(parser.parse_args(["all", "--devices", "2", "--strategy", "ddp"]))
         assert settings.jobs == 1 and not caplog.records  # the default: nothing was asked that is not done
-        settings = _settings(parser.parse_args(["all", "--num-nodes", "2", "--jobs", "4"]))
+        settings = settings_from_args(parser.parse_args(["all", "--num-nodes", "2", "--jobs", "4"]))
     assert (settings.jobs, settings.num_nodes, settings.devices) == (1, 2, 1)
     (warning,) = caplog.records  # said once, with the numbers and the way out
     assert "--jobs 4" in warning.getMessage() and "--devices 1 --num-nodes 1" in warning.getMessage()
@@ -139,6 +140,54 @@ def test_bad_sharding_flags_are_refused_naming_the_argument(
 
 def test_devices_and_strategy_reach_the_settings() -> None:
     args = build_parser().parse_args(["rbm", "--devices", "auto", "--num-nodes", "3", "--strategy", "ddp_spawn"])
-    settings = _settings(args)
+    settings = settings_from_args(args)
     assert (settings.devices, settings.num_nodes, settings.strategy, settings.jobs) == ("auto", 3, "ddp_spawn", 1)
-    assert _settings(build_parser().parse_args(["rbm", "--devices", "4"])).devices == 4
+    assert settings_from_args(build_parser().parse_args(["rbm", "--devices", "4"])).devices == 4
+
+
+@pytest.mark.slow  # ≈ 30–60 s: a fresh process, two workers that start training, then Ctrl-C
+def test_ctrl_c_stops_the_workers_and_marks_the_runs(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    argv, uri = _command(tmp_path, 2)
+    argv[argv.index("--steps") + 1] = "100000"  # longer than the test
+    with subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline, running = time.monotonic() + 300, []
+        while len(running) < 2 and time.monotonic() < deadline:  # both workers are training
+            time.sleep(1)
+            if (tmp_path / "mlflow2.db").exists():
+                runs = _runs(uri) if _has_experiment(uri) else {}
+                running = [n for n, r in runs.items() if r["nested"] and r["status"] == "RUNNING"]
+        workers = _children(proc.pid)
+        assert len(running) == 2 and len(workers) >= 2, (running, workers)
+        proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the command (the workers ignore theirs)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "rmt-reproduce: interrupted" in stderr, stderr
+    assert "Traceback" not in stderr
+    runs = _runs(uri)
+    assert runs["fig3"]["status"] == "FAILED"
+    assert {runs[n]["status"] for n in running} == {"KILLED"}
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"]
+
+
+def _has_experiment(uri: str) -> bool:
+    try:
+        return MlflowClient(tracking_uri=uri).get_experiment_by_name("rmt-reproduce") is not None
+    except Exception:  # the store is being created by the command
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux: /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return "gone"

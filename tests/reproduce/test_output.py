@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rmt_callbacks.cli import build_parser
-from rmt_callbacks.reproduce.commands import _settings
+from rmt_callbacks.reproduce.launch import settings_from_args
 
 #: What Lightning and MLflow print unless told not to; none of it may reach the output.
 NOISE = (
@@ -49,6 +49,8 @@ def _command(uri: str, experiment: str, *argv: str) -> list[str]:
 def test_a_log_gets_one_line_per_run_and_the_parent_run_holds_figures_and_summary(
     tmp_path: Path, store: tuple[str, Path]
 ) -> None:
+    # at the default --jobs (2 on a two-core CI machine) too: `hidden` is one call (its dynamics run, then its
+    # density run), so the lines keep this order; the lines of runs in several workers: tests/reproduce/test_concurrency
     argv = _command(store[0], "log", *HIDDEN)
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -137,11 +139,11 @@ def test_a_bar_only_on_a_terminal_and_never_with_no_progress(
     argv: list[str], bar: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = build_parser().parse_args(argv)
-    assert _settings(args).progress is False  # pytest's stderr is not a terminal
+    assert settings_from_args(args).progress is False  # pytest's stderr is not a terminal
     leader, follower = os.openpty()
     with open(follower, "w") as terminal:
         monkeypatch.setattr(sys, "stderr", terminal)
-        assert _settings(args).progress is bar
+        assert settings_from_args(args).progress is bar
     os.close(leader)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rmt_callbacks.reproduce.runs import global_rank
+from rmt_callbacks.reproduce.launch import global_rank
 
 LINE = r"(?P<name>[\w.]+): (?:(?P<steps>\d+) steps in )?\d+ s -> (?P<out>\S+) \(MLflow run (?P<run>[0-9a-f]{32})\)"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
