@@ -104,7 +104,7 @@ def _run_density(z: HiddenLayerName, sizes: HiddenSizes, settings: Settings) -> 
     seed = setting_seed(settings.seed, "hidden", z, "density")
     model = HiddenLayerNetwork(networks=sizes.density_networks, z=z, lr=0.1, batch_size=16, noise=0.1, seed=seed)
     name = f"hidden_{z}_density"
-    mid = mid_run_snapshot(sizes.density_steps // 2, lambda m: m.singular_values())
+    mid = mid_run_snapshot(sizes.density_steps // 2, "singular_values")
     run = train(model, sizes.density_steps, settings, run_name=name, extra_callbacks=[mid])
     pairs = model.singular_values().detach().to("cpu", torch.float64)  # (E, 2)
     sv = pairs.reshape(-1)

@@ -195,7 +195,7 @@ def run_rbm(
     seed = setting_seed(settings.seed, "rbm", lr, batch_size)
     model = GaussianRBM(networks=networks, lr=lr, batch_size=batch_size, seed=seed, float32_noise=float32_noise)
     name = f"rbm_lr{lr:g}_bs{batch_size}"
-    mid = mid_run_snapshot(steps // 2, lambda m: m.eigenvalues())
+    mid = mid_run_snapshot(steps // 2, "eigenvalues")
     run = train(model, steps, settings, run_name=name, tags={"model": "GaussianRBM"}, extra_callbacks=[mid])
     kappa = tuple(float(k) for k in model.target_kappa_descending_x())
     x = model.eigenvalues()

@@ -155,6 +155,9 @@ def train(
         num_nodes=settings.num_nodes,
         strategy=settings.strategy,
     )
+    for callback in callbacks:  # what a spawned rank zero sent back (equilibration.MidRunSnapshot)
+        if hasattr(callback, "recover"):
+            callback.recover(trainer)
     return replace(run, rank=trainer.global_rank or settings.rank)  # records only where both say rank zero
 
 

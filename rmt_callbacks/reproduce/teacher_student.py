@@ -82,7 +82,7 @@ def run_ts2x2(
     )
     groups = model.data_set_index if data_sets > 1 else None
     name = f"ts2x2_lr{lr:g}_bs{batch_size}_n{noise:g}"
-    mid = mid_run_snapshot(model.total_steps // 2, lambda m: m.singular_values())
+    mid = mid_run_snapshot(model.total_steps // 2, "singular_values")
     run = train(
         model, model.total_steps, settings, run_name=name, tags={"model": "TeacherStudent2x2"}, extra_callbacks=[mid]
     )

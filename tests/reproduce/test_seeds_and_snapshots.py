@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import zlib
 from pathlib import Path
 
@@ -51,16 +52,23 @@ def test_the_mid_run_snapshot_is_the_state_after_that_many_steps() -> None:
     def model() -> TeacherStudent2x2:
         return TeacherStudent2x2(networks=5, batch_size=4, seed=9, epochs=1, batches_per_epoch=100)
 
-    snap, start = mid_run_snapshot(37, lambda m: m.singular_values()), mid_run_snapshot(0, lambda m: m.weight)
+    snap, start = mid_run_snapshot(37, "singular_values"), mid_run_snapshot(0, "singular_values")
     long = model()
     fit_reference(long, 80, callbacks=[snap, start], accelerator="cpu")
     short = model()
     fit_reference(short, 37, accelerator="cpu")
     assert snap.values is not None and torch.equal(snap.values, short.singular_values())
     assert not torch.equal(snap.values, long.singular_values())
-    assert torch.equal(start.values, model().weight.detach())  # step 0: before the first update
+    assert torch.equal(start.values, model().singular_values())  # step 0: before the first update
+    # ddp_spawn trains in new processes: the callback pickles, and its snapshot comes back through the trainer's
+    # callback_metrics (what Lightning returns from a spawned rank zero), where recover() finds it
+    trainer = fit_reference(model(), 80, callbacks=[mid_run_snapshot(37, "singular_values")], accelerator="cpu")
+    unpickled = pickle.loads(pickle.dumps(mid_run_snapshot(37, "singular_values")))
+    assert unpickled.values is None
+    unpickled.recover(trainer)
+    assert unpickled.values is not None and torch.equal(unpickled.values, short.singular_values())
     with pytest.raises(ValueError, match="step must be >= 0"):
-        mid_run_snapshot(-1, lambda m: m.weight)
+        mid_run_snapshot(-1, "singular_values")
 
 
 def test_flagged_modes_walks_settings_and_lists() -> None:
