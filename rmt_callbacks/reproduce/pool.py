@@ -37,9 +37,11 @@ from typing import Any
 
 __all__ = ["STEP_COST", "Call", "available_cpus", "estimated_seconds", "in_worker", "run_calls"]
 
-#: Seconds per optimizer step (Lightning's loop, the monitor, MLflow) and per network-step of each reference model on
-#: one CPU thread (1000-step runs at 8 to 2000 networks under the monitor): they only order the queue of runs.
-STEP_COST = {"rbm": (4.5e-3, 2.0e-5), "hidden": (5.0e-3, 2.8e-6), "ts2x2": (5.0e-3, 1.0e-7)}
+#: Seconds per run (analysis, MLflow, the monitor's last analysis), per optimizer step (Lightning's loop, the
+#: monitor) and per network-step of each reference model on one CPU thread, from the runs of
+#: ``rmt-reproduce all --quick --jobs 1`` (RBM 4 000 to 20 000 steps; hidden-layer 1 000 and 3 000): they only order
+#: the queue of runs, longest first.
+STEP_COST = {"rbm": (15.0, 3.5e-3, 2.0e-6), "hidden": (10.0, 4.9e-3, 4.2e-6), "ts2x2": (5.0, 3.0e-3, 1.0e-7)}
 _IN_WORKER = False
 _WORKER_CONSOLE = ExitStack()  # a worker's console(): entered once, kept for the worker's life
 
@@ -66,14 +68,16 @@ class Call:
 
 
 def estimated_seconds(model: str, networks: int, steps: int) -> float:
-    """A run's cost for :attr:`Call.cost`: ``steps`` × (per step + ``networks`` × per network-step), :data:`STEP_COST`.
+    """A run's cost for :attr:`Call.cost`: per run + ``steps`` × (per step + ``networks`` × per network-step).
+
+    The three numbers per model are :data:`STEP_COST`'s.
 
     Example:
-        >>> estimated_seconds("rbm", 128, 4000) < estimated_seconds("rbm", 128, 20_000)
-        True
+        >>> round(estimated_seconds("rbm", 128, 20_000)), round(estimated_seconds("rbm", 128, 4000))
+        (90, 30)
     """
-    per_step, per_network_step = STEP_COST[model]
-    return steps * (per_step + networks * per_network_step)
+    per_run, per_step, per_network_step = STEP_COST[model]
+    return per_run + steps * (per_step + networks * per_network_step)
 
 
 def available_cpus() -> int:
