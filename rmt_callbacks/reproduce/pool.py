@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from logging.handlers import QueueHandler, QueueListener
@@ -42,6 +42,9 @@ __all__ = ["STEP_COST", "Call", "available_cpus", "estimated_seconds", "in_worke
 #: ``rmt-reproduce all --quick --jobs 1`` (RBM 4 000 to 20 000 steps; hidden-layer 1 000 and 3 000): they only order
 #: the queue of runs, longest first.
 STEP_COST = {"rbm": (15.0, 3.5e-3, 2.0e-6), "hidden": (10.0, 4.9e-3, 4.2e-6), "ts2x2": (5.0, 3.0e-3, 1.0e-7)}
+POLL_S = 0.5
+"""The longest the main process waits on its workers at a time: a Ctrl-C is handled at the latest then (a signal
+that another of its threads received does not interrupt a wait without a timeout)."""
 _IN_WORKER = False
 _WORKER_CONSOLE = ExitStack()  # a worker's console(): entered once, kept for the worker's life
 
@@ -119,8 +122,11 @@ def run_calls(calls: Sequence[Call], *, jobs: int, threads: int = 1) -> list[Any
     results: list[Any] = [None] * len(calls)
     try:
         futures: dict[Future[Any], int] = {pool.submit(_run, calls[i], threads): i for i in order}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
+        pending = set(futures)
+        while pending:  # never an untimed wait: Ctrl-C caught by another thread only wakes this one at a timeout
+            done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[futures[future]] = future.result()
     except BaseException:
         _kill_workers(pool)
         raise

@@ -107,7 +107,11 @@ def test_a_failing_call_fails_at_once_with_the_workers_traceback_and_kills_the_o
 def test_ctrl_c_stops_the_workers(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
+        import signal
         import sys
+        # a terminal's Python: a shell's background job (CI, nohup) starts it with SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_pool import _record_pid_then_hang
         from rmt_callbacks.reproduce.pool import Call, run_calls
@@ -118,9 +122,15 @@ def test_ctrl_c_stops_the_workers(tmp_path: Path) -> None:
     )
     (tmp_path / "main.py").write_text(script)
     with subprocess.Popen([sys.executable, "main.py"], cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
-        pids = _wait_for_pids(tmp_path, 2, timeout=120)
-        proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C also reaches the workers, which ignore it
-        _, stderr = proc.communicate(timeout=60)
+        try:
+            pids = _wait_for_pids(tmp_path, 2, timeout=120)
+            proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C also reaches the workers, which ignore it
+            _, stderr = proc.communicate(timeout=60)
+        finally:  # a failure here must not leave Popen's exit waiting on the 600 s the workers sleep
+            if proc.poll() is None:
+                for pid in [int(f.read_text()) for f in tmp_path.glob("*.pid") if f.read_text()]:
+                    os.kill(pid, signal.SIGKILL)
+                proc.kill()
     assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
     assert not [pid for pid in pids if _alive(pid)]
 
