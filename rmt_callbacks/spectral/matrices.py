@@ -36,6 +36,7 @@ PROJECTION = re.compile(r"weight_hr_l\d+(_reverse)?")
 _KIND_BY_NAME = {
     "Linear": "linear",
     "NonDynamicallyQuantizableLinear": "linear",
+    "Conv1D": "linear_t",  # Hugging Face's (GPT-2's) linear layer: weight (in, out), y = x W + b
     "Bilinear": None,
     "Embedding": "embedding",
     "EmbeddingBag": "embedding",
@@ -201,8 +202,9 @@ def _no_grad(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 
 def module_kind(module: Any) -> str | None:
-    """What a module is, for the views of its weights: ``"linear"``, ``"conv"``, ``"conv_transpose"``,
-    ``"embedding"``, ``"attention"``, ``"lstm"``/``"gru"``/``"rnn"`` or their ``*_cell``, or ``None``.
+    """What a module is, for the views of its weights: ``"linear"`` (``"linear_t"``: weight stored ``(in, out)``),
+    ``"conv"``, ``"conv_transpose"``, ``"embedding"``, ``"attention"``, ``"lstm"``/``"gru"``/``"rnn"`` or their
+    ``*_cell``, or ``None``.
 
     Eager modules by type (subclasses and parametrized modules included); a ``torch.jit`` scripted or traced
     module by its ``original_name`` (``"Linear"``, ``"LSTM"``, ``"ParametrizedLinear"``, ...).
@@ -224,6 +226,8 @@ def module_kind(module: Any) -> str | None:
         return "conv_transpose" if module.transposed else "conv"
     if isinstance(module, nn.Embedding | nn.EmbeddingBag):
         return "embedding"
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # transformers.pytorch_utils.Conv1D, by name
+        return "linear_t"
     if isinstance(module, nn.RNNBase):
         return _RNN_MODES.get(module.mode)
     return next((kind for cls, kind in _CELLS if isinstance(module, cls)), None)
@@ -258,6 +262,8 @@ def views_of(
         return [MatrixView(name, _conv_view(w, conv, transposed=kind == "conv_transpose", groups=groups or 1), "conv")]
     if kind in ("linear", "embedding") and attr == "weight":
         return [MatrixView(name, w, kind)]
+    if kind == "linear_t" and attr == "weight" and w.ndim == 2:  # read as the Linear it is: (out, in)
+        return [MatrixView(name, w.T, "linear")]
     if w.ndim == 2 and (kind in GATES or kind == "recurrent"):
         if PROJECTION.fullmatch(attr):
             return [MatrixView(name, w, "recurrent")]

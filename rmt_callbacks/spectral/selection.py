@@ -21,8 +21,8 @@ with the kind of the module that owns it (:func:`~rmt_callbacks.spectral.matrice
 
 The default rule selects
 
-* the ``weight`` of Linear, ConvNd, ConvTransposeNd, Embedding and EmbeddingBag;
-* the ``in_proj_weight`` (or ``q/k/v_proj_weight``) of MultiheadAttention;
+* the ``weight`` of Linear, ConvNd, ConvTransposeNd, Embedding, EmbeddingBag, Hugging Face's ``Conv1D`` (GPT-2's
+  Linear, read transposed: ``(out, in)``); MultiheadAttention's ``in_proj_weight`` (or ``q/k/v_proj_weight``);
 * every ``weight_ih_l*``, ``weight_hh_l*`` (``_reverse`` included) and ``weight_hr_l*`` of RNN/LSTM/GRU, and the
   ``weight_ih``, ``weight_hh`` of their cells (each gate block becomes its own matrix);
 * every parameter named ``weight`` with three or more dimensions (an ensemble ``(E, M, N)``).
@@ -74,7 +74,7 @@ ParamFilter = Callable[[str, torch.Tensor], bool]
 WRAPPER_ATTRS: tuple[str, ...] = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
 """Child names under which wrappers (FSDP1, activation checkpointing, ``torch.compile``) hold the wrapped module."""
 _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
-_WEIGHT_KINDS = ("linear", "conv", "conv_transpose", "embedding")
+_WEIGHT_KINDS = ("linear", "linear_t", "conv", "conv_transpose", "embedding")
 
 
 @dataclass(frozen=True)
