@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "sinks": 6,
     "monitors": 7,
     "reproduce": 8,
+    "integrations": 8,  # the monitors in plain loops and Hugging Face Trainer
     "cli": 9,
 }
 FACADE = PACKAGE  # rmt_callbacks/__init__.py: the lazy facade, exempt

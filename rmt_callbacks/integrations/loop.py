@@ -1,0 +1,313 @@
+r"""``rmt_callbacks.watch``: the monitors in a plain PyTorch loop, logging to MLflow or to a function.
+
+.. code-block:: python
+
+    with rmt_callbacks.watch(model, optimizer, every_n_steps=50, batch_size=32) as watcher:
+        for x, y in loader:
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            watcher.step()          # after each optimizer step (before or after scheduler.step(): α is read
+                                    # by a pre-hook on the optimizer, at the update itself)
+
+The watcher runs the very :class:`~rmt_callbacks.SpectrumMonitor` and :class:`~rmt_callbacks.DysonMonitor` a
+Lightning ``Trainer`` runs, driven through their hooks with a :class:`~._host.LoopHost` in place of the Trainer:
+the same cadence, background analysis, pacing, keys, values and MLflow artifacts (``tests/integrations`` compares
+the three stacks record for record). Where it logs (:func:`resolve_sinks`): the run ``run_id``; else the active
+MLflow run (``mlflow.start_run()``), unless ``tracking_uri`` names another store; else a new run on
+``tracking_uri`` (or MLflow's current one, ``sqlite:///mlflow.db`` by default), which :meth:`Watcher.close`
+ends; and ``log(metrics, step)`` too when given (with ``log`` alone and no active run, no MLflow at all).
+
+A watcher that is never closed is closed at interpreter exit: the final weights are analysed and every pending
+analysis is logged, with a warning that says so; what cannot be delivered then is said to be lost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from ..monitors._gather import is_sharded
+from ..monitors.dyson import DysonMonitor
+from ..monitors.spectrum import SpectrumMonitor
+from ..sinks.callable import CallableLogger, MetricsFn
+from ._host import LoopHost, LoopStrategy, world
+
+__all__ = ["Watcher", "build_monitors", "resolve_sinks", "watch"]
+
+SHARED = ("include", "exclude", "param_filter", "log_key_prefix", "solver")
+"""Arguments of :func:`watch` that both monitors take (the selection, the key prefix, the eigensolver)."""
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside a wrapper (Accelerate's ``AcceleratedOptimizer``, Lightning's
+    ``LightningOptimizer``): the one whose class says what its noise temperature is."""
+    while not type(optimizer).__module__.startswith("torch.") and isinstance(
+        getattr(optimizer, "optimizer", None), torch.optim.Optimizer
+    ):
+        optimizer = optimizer.optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"watch: expected a torch.optim.Optimizer, got {type(optimizer).__name__} ({optimizer!r})")
+    return optimizer
+
+
+def unwrap_model(model: Any) -> nn.Module:
+    """The user's module inside ``DistributedDataParallel`` / ``DataParallel`` (parameter names without
+    ``module.``); a sharded model (FSDP) is refused: its weights need a collective gather per analysis."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"watch: model must be a torch.nn.Module, got {type(model).__name__}")
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    if is_sharded(model):
+        raise ValueError(
+            "watch: the model is sharded (FSDP or DTensor parameters); gathering its weights is a collective the "
+            "plain-loop watcher does not run. Train it with Lightning and SpectrumMonitor / DysonMonitor, which "
+            "gather FSDP models, or watch an unsharded copy."
+        )
+    return model
+
+
+def build_monitors(
+    every_n_steps: int | None, dyson: bool | dict[str, Any], batch_size: int | None, **options: Any
+) -> list[Any]:
+    """The monitors of :func:`watch`: a SpectrumMonitor with ``options``, and a DysonMonitor unless ``dyson`` is
+    ``False`` (a dict: its own arguments). Bad arguments raise here, before training."""
+    shared = {k: options[k] for k in SHARED if k in options}
+    monitors: list[Any] = [SpectrumMonitor(every_n_train_steps=every_n_steps, **options)]
+    if not isinstance(dyson, (bool, dict)):
+        raise TypeError(f"dyson must be True, False or a dict of DysonMonitor arguments, got {dyson!r}")
+    if dyson is not False:
+        monitors.append(
+            DysonMonitor(**{"batch_size": batch_size, **shared, **(dyson if isinstance(dyson, dict) else {})})
+        )
+    return monitors
+
+
+def resolve_sinks(
+    *,
+    tracking_uri: str | None,
+    run_id: str | None,
+    experiment: str | None,
+    log: MetricsFn | None,
+    rank: int,
+    create: bool = True,
+) -> tuple[list[Any], Any, str]:
+    """Where the records go (module docstring): ``(loggers, the logger of a run this watcher created or None, what
+    was chosen in words)``; with ``create=False`` no run is created (no MLflow when none is active). Other ranks
+    than zero get a no-op logger: only rank zero analyses."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from lightning.pytorch.loggers.logger import DummyLogger
+
+    if rank != 0:
+        return [DummyLogger()], None, ""
+    loggers: list[Any] = [] if log is None else [CallableLogger(log)]
+    import mlflow
+
+    current = mlflow.get_tracking_uri()
+    uri, active = tracking_uri or current, mlflow.active_run()
+    if run_id is not None:
+        return [MLFlowLogger(tracking_uri=uri, run_id=run_id), *loggers], None, f"MLflow run {run_id} on {uri}"
+    if active is not None and uri == current and experiment is None:
+        said = f"the active MLflow run {active.info.run_id} on {uri}"
+        return [MLFlowLogger(tracking_uri=uri, run_id=active.info.run_id), *loggers], None, said
+    if not create or (log is not None and tracking_uri is None and experiment is None):
+        return loggers, None, "log(metrics, step) only (no active MLflow run, no tracking_uri)"
+    created = MLFlowLogger(experiment_name=experiment or "Default", tracking_uri=uri)
+    said = f"a new MLflow run {created.run_id} in experiment {experiment or 'Default'!r} on {uri}"
+    return [created, *loggers], created, said
+
+
+class Watcher:
+    """The monitors of one model in a loop without Lightning; made by :func:`watch` (see there)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizers: Any,
+        monitors: Sequence[Any],
+        *,
+        accumulation: int = 1,
+        dataloader: Any = None,
+        max_steps: int | None = None,
+        replicas: int | None = None,
+        start_step: int = 0,
+        sinks: tuple[list[Any], Any, str] | None = None,
+        tracking_uri: str | None = None,
+        run_id: str | None = None,
+        experiment: str | None = None,
+        log: MetricsFn | None = None,
+    ) -> None:
+        self.model = unwrap_model(model)
+        optimizers = [optimizers] if not isinstance(optimizers, (list, tuple)) else list(optimizers)
+        self.optimizers = [unwrap_optimizer(o) for o in optimizers]
+        rank, size = world()
+        if isinstance(accumulation, bool) or not isinstance(accumulation, int) or accumulation < 1:
+            raise ValueError(f"accumulation must be an int >= 1, got {accumulation!r}")
+        if sinks is None:
+            sinks = resolve_sinks(tracking_uri=tracking_uri, run_id=run_id, experiment=experiment, log=log, rank=rank)
+        loggers, self._owned, self.destination = sinks
+        strategy = LoopStrategy(replicas=size if replicas is None else replicas, model=self.model)
+        self.host = LoopHost(
+            self.optimizers, loggers, list(monitors), accumulation, dataloader, max_steps, rank, strategy, start_step
+        )
+        self.monitors = list(monitors)
+        self._closed, self._handles = False, []
+        trainer = cast(Any, self.host)
+        for monitor in self.monitors:
+            monitor.setup(trainer, self.model, "fit")
+        for monitor in self.monitors:
+            monitor.on_fit_start(trainer, self.model)  # a selection that matches nothing raises here
+        for monitor in self.monitors:
+            if isinstance(monitor, DysonMonitor):  # α of each update, read at the update (schedulers included)
+                self._handles += [o.register_step_pre_hook(self._before_update(monitor)) for o in self.optimizers]
+        for monitor in self.monitors:
+            monitor.on_train_start(trainer, self.model)  # the initial spectrum
+        atexit.register(self._at_exit)
+        self._step_fns = [m.on_train_batch_end for m in self.monitors]
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps counted so far (:meth:`step`)."""
+        return self.host.global_step
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run the records go to, if any."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return next((lg.run_id for lg in self.host.loggers if isinstance(lg, MLFlowLogger)), None)
+
+    def _before_update(self, monitor: DysonMonitor) -> Callable[..., None]:
+        def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if not self._closed:
+                monitor.on_before_optimizer_step(cast(Any, self.host), cast(Any, self.model), optimizer)
+
+        return hook
+
+    def step(self, global_step: int | None = None) -> None:
+        """Count one optimizer step (or set the count to ``global_step``), and analyse if one is due."""
+        if self._closed:
+            warnings.warn("watch: step() after close(); nothing more is recorded", RuntimeWarning, stacklevel=2)
+            return
+        self.host.global_step = self.host.global_step + 1 if global_step is None else int(global_step)
+        for on_step in self._step_fns:
+            on_step(cast(Any, self.host), self.model, None, None, 0)
+
+    def close(self) -> None:
+        """Analyse the final weights (unless that step was just analysed), log everything pending and wait (bounded)
+        for MLflow to take it; end the run if this watcher created it. Idempotent."""
+        self._end(None)
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        for handle in self._handles:
+            handle.remove()
+        trainer = cast(Any, self.host)
+        for monitor in self.monitors:
+            if error is None:
+                monitor.on_train_end(trainer, self.model)
+            else:  # what was analysed before the error is still logged
+                monitor.on_exception(trainer, self.model, error)
+        for monitor in self.monitors:
+            monitor.teardown(trainer, self.model, "fit")
+        if self._owned is not None:
+            self._owned.finalize("success" if error is None else "failed")
+
+    def _at_exit(self) -> None:
+        step = self.host.global_step
+        warnings.warn(
+            f"watch: the watcher logging to {self.destination or 'its sinks'} was never closed; at exit, analysing "
+            f"the final weights (step {step}) and logging every pending analysis. Call watcher.close() after "
+            "training, or use `with rmt_callbacks.watch(...) as watcher:`.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        try:
+            self.close()
+        except Exception as exc:  # at exit nothing can be retried: say what is lost
+            warnings.warn(
+                f"watch: the analyses pending at exit (up to step {step}) are lost: {exc!r}",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    every_n_steps: int | None = None,
+    *,
+    dyson: bool | dict[str, Any] = True,
+    batch_size: int | None = None,
+    accumulation: int = 1,
+    dataloader: Any = None,
+    max_steps: int | None = None,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    log: MetricsFn | None = None,
+    **options: Any,
+) -> Watcher:
+    r"""Watch ``model``'s weight matrices in a plain training loop: spectra, fits and Dyson Brownian motion.
+
+    Call :meth:`Watcher.step` after each optimizer step and :meth:`Watcher.close` at the end (or use the watcher as
+    a context manager). The records are those of :class:`~rmt_callbacks.SpectrumMonitor` (analysed at the start,
+    every ``every_n_steps`` steps and on the final weights) and :class:`~rmt_callbacks.DysonMonitor`, under the same
+    keys, at ``step`` = optimizer steps counted.
+
+    Args:
+        model: the module trained (``DistributedDataParallel`` is unwrapped; only rank zero analyses).
+        optimizer: its optimizer, or several (each matrix's :math:`\alpha` is that of the group that trains it).
+        every_n_steps: analyse every this many optimizer steps; ``None``: every 50, within
+            ``overhead_budget`` (SpectrumMonitor's ``every_n_train_steps``).
+        dyson: also run a DysonMonitor (``True``), or not (``False``), or one with these arguments (a dict).
+        batch_size: the per-device batch size, a factor of the noise temperature :math:`\alpha/|B|`;
+            or ``dataloader`` (its ``batch_size`` is read). :math:`|B|` = batch × ``accumulation`` × world size.
+        accumulation: micro-batches per optimizer step (gradient accumulation).
+        max_steps: the run's length, if known (spaces the per-step figures, about 5 a run).
+        tracking_uri, run_id, experiment: where in MLflow (module docstring); ``log``: ``log(metrics, step)``.
+        options: any other SpectrumMonitor argument (``include``, ``exclude``, ``param_filter``, ``analyses``,
+            ``log_key_prefix``, ``solver``, …); the selection, prefix and solver apply to the DysonMonitor too.
+
+    Returns:
+        The :class:`Watcher`; it has analysed the initial weights (step 0) already.
+
+    Raises:
+        ValueError, TypeError: a bad argument, a sharded model, or a selection that matches no matrix.
+
+    Example:
+        >>> net, seen = torch.nn.Linear(64, 32), []
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> with watch(net, opt, every_n_steps=2, batch_size=8, log=lambda m, s: seen.append(s)) as w:
+        ...     for _ in range(4):
+        ...         net(torch.randn(8, 64)).square().mean().backward(); opt.step(); opt.zero_grad(); w.step()
+        >>> sorted(set(seen))
+        [0, 2, 4]
+    """
+    monitors = build_monitors(every_n_steps, dyson, batch_size, **options)
+    return Watcher(
+        model,
+        optimizer,
+        monitors,
+        accumulation=accumulation,
+        dataloader=dataloader,
+        max_steps=max_steps,
+        tracking_uri=tracking_uri,
+        run_id=run_id,
+        experiment=experiment,
+        log=log,
+    )
