@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 import torch
@@ -78,13 +79,17 @@ def build_monitors(
     """The monitors of :func:`watch`: a SpectrumMonitor with ``options``, and a DysonMonitor unless ``dyson`` is
     ``False`` (a dict: its own arguments). Bad arguments raise here, before training."""
     shared = {k: options[k] for k in SHARED if k in options}
-    monitors: list[Any] = [SpectrumMonitor(every_n_train_steps=every_n_steps, **options)]
+    try:
+        monitors: list[Any] = [SpectrumMonitor(every_n_train_steps=every_n_steps, **options)]
+    except ValueError as exc:  # its words are the Lightning callback's: say which argument of watch() it was
+        raise ValueError(str(exc).replace("every_n_train_steps", "every_n_steps")) from None
+    monitors[0].cadence_arg = "every_n_steps"  # what its messages tell the user to change
     if not isinstance(dyson, (bool, dict)):
         raise TypeError(f"dyson must be True, False or a dict of DysonMonitor arguments, got {dyson!r}")
     if dyson is not False:
-        monitors.append(
-            DysonMonitor(**{"batch_size": batch_size, **shared, **(dyson if isinstance(dyson, dict) else {})})
-        )
+        own = dyson if isinstance(dyson, dict) else {}
+        monitors.append(DysonMonitor(**{"batch_size": batch_size, **shared, **own}))
+        monitors[-1].batch_hint = "batch_size=... (or dataloader=...) to watch()"
     return monitors
 
 
@@ -216,16 +221,20 @@ class Watcher:
         atexit.unregister(self._at_exit)
         for handle in self._handles:
             handle.remove()
-        trainer = cast(Any, self.host)
-        for monitor in self.monitors:
-            if error is None:
-                monitor.on_train_end(trainer, self.model)
-            else:  # what was analysed before the error is still logged
-                monitor.on_exception(trainer, self.model, error)
-        for monitor in self.monitors:
-            monitor.teardown(trainer, self.model, "fit")
+        trainer, failure = cast(Any, self.host), None
+        ends = [partial(m.on_train_end, trainer, self.model) for m in self.monitors]
+        if error is not None:  # what was analysed before the error is still logged
+            ends = [partial(m.on_exception, trainer, self.model, error) for m in self.monitors]
+        ends += [partial(m.teardown, trainer, self.model, "fit") for m in self.monitors]  # stops the worker threads
+        for end in ends:  # each runs, whatever the one before did: a worker left running aborts the interpreter
+            try:
+                end()
+            except Exception as exc:
+                failure = failure or exc
         if self._owned is not None:
-            self._owned.finalize("success" if error is None else "failed")
+            self._owned.finalize("success" if error is None and failure is None else "failed")
+        if failure is not None:
+            raise failure
 
     def _at_exit(self) -> None:
         step = self.host.global_step

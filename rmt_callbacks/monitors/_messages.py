@@ -83,8 +83,12 @@ def late_message(cadence: str, *, cost: float, due: int, step: int, previous: in
     )
 
 
-def deferred_message(why: str, *, fraction: float, step: int, key: str, explicit: bool = False) -> str:
-    """What the overhead budget says when it defers a due step (of the default cadence, or of one asked for)."""
+def deferred_message(
+    why: str, *, fraction: float, step: int, key: str, explicit: bool = False, cadence: str = "every_n_train_steps"
+) -> str:
+    """What the overhead budget says when it defers a due step (of the default cadence, or of one asked for);
+    ``cadence``: the argument that sets the cadence where the user configures the monitor."""
+    epochs = " (or every_n_epochs)" if cadence == "every_n_train_steps" else ""
     if explicit:
         return (
             f"SpectrumMonitor: {why}; overhead_budget={fraction:g} was passed, so it paces the cadence you asked for "
@@ -95,7 +99,7 @@ def deferred_message(why: str, *, fraction: float, step: int, key: str, explicit
     return (
         f"SpectrumMonitor: {why}; to keep analyses within overhead_budget={fraction:g} of training time the one due "
         f"at step {step} is deferred: the default cadence stretches, and each analysis logs the interval it ran at as "
-        f"{key!r}. Pass every_n_train_steps (or every_n_epochs) to analyse on that cadence, or overhead_budget=None "
+        f"{key!r}. Pass {cadence}{epochs} to analyse on that cadence, or overhead_budget=None "
         "to analyse at every due step."
     )
 
@@ -105,9 +109,9 @@ def dyson_message(kind: str, **v: object) -> str:
     ``short`` (the run ended before the window filled) and ``stride`` (the budget stretched the stride)."""
     texts = {
         "guess": "guessed a per-device batch size of {size} from the leading dimension of the first tensor of a batch "
-        "(wrong for time-major, channel-first or per-sample-first batches); set it with DysonMonitor(batch_size=...)",
+        "(wrong for time-major, channel-first or per-sample-first batches); set it with {how}",
         "no_batch": "cannot tell the batch size |B| (no DataLoader batch_size, hparams.batch_size or batch tensor); "
-        "pass DysonMonitor(batch_size=...); until then only raw widths and diffusion are logged",
+        "pass {how}; until then only raw widths and diffusion are logged",
         "adaptive": "{optimizer} is not plain SGD, so α/|B| is not its noise temperature (the Dyson picture and the "
         "linear scaling rule of arXiv:2412.20496 are for SGD; adaptive optimizers precondition the noise); only the "
         "raw fluctuation widths and diffusion are logged, no …_normalized and no noise_temperature",

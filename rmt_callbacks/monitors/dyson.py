@@ -125,6 +125,7 @@ class DysonMonitor(Labelled, Callback):
     """
 
     SECTION, RUN_STATS = "dyson", ("stride", "window", "batch_size", "lr", "noise_temperature")
+    batch_hint = "DysonMonitor(batch_size=...)"  # how to give |B|, in the words of the stack that runs the monitor
     IDENTITY: ClassVar[tuple[str, ...]] = ("every_n_train_steps", "log_every_n_steps", "window", "include")
     IDENTITY += ("exclude", "param_filter", "lr", "batch_size", "log_key_prefix")
 
@@ -327,10 +328,10 @@ class DysonMonitor(Labelled, Callback):
     def _global_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> batches.GlobalBatch | None:
         batch = batches.global_batch(trainer, pl_module, explicit=self.batch_size, guess=self._guess)
         if batch is None:
-            self._said.once(("no batch",), dyson_message("no_batch"))
+            self._said.once(("no batch",), dyson_message("no_batch", how=self.batch_hint))
             return None
         if batch.source == "guessed":
-            self._said.once(("guess",), partial(dyson_message, "guess", size=batch.per_device))
+            self._said.once(("guess",), partial(dyson_message, "guess", size=batch.per_device, how=self.batch_hint))
         self._said.once(("batch", str(batch.size)), lambda: f"DysonMonitor: {batch.describe()}", info=True)
         return batch
 

@@ -155,6 +155,7 @@ class SpectrumMonitor(Labelled, Callback):
     """  # noqa: E501
 
     SECTION, RUN_STATS = "monitor", ("analysis_seconds", "analysis_interval", "overhead")
+    cadence_arg = "every_n_train_steps"  # its name where the user sets it (rmt_callbacks.watch: every_n_steps)
     ARTIFACTS = "spectra/, fits/, figures/, summary/"
     IDENTITY: ClassVar[tuple[str, ...]] = ("every_n_train_steps", "every_n_epochs", "include", "exclude")
     IDENTITY += ("param_filter", "analyses", "log_key_prefix", "dense_limit", "figure_every_n_analyses")
@@ -189,11 +190,10 @@ class SpectrumMonitor(Labelled, Callback):
         self._budget = OverheadBudget(schedule.resolve_budget(overhead_budget, explicit_cadence=explicit))
         if not isinstance(background, bool):
             raise TypeError(f"background must be a bool, got {type(background).__name__} ({background!r})")
-        self.background = background
+        self.background, self._num_analyses = background, 0
         schedule.check_count("dense_limit", dense_limit)
         self.dense_limit, self.solver = dense_limit, validate_solver(solver)
         self._last_step: int | None = None
-        self._num_analyses = 0
         self._owed: int | None = None  # a due step not analysed yet: two were pending
         self._fresh()
         self._sharded = False  # FSDP / FSDP2 parameters: set at fit start, the same on every rank
@@ -377,7 +377,7 @@ class SpectrumMonitor(Labelled, Callback):
 
     def _warn_late(self, due: int, step: int, previous: int | None) -> None:
         keys = self.run_key("analysis_interval"), self.run_key("overhead")
-        asked = f"every_n_train_steps={self.every_n_train_steps}"
+        asked = f"{self.cadence_arg}={self.every_n_train_steps}"
         asked = f"every_n_epochs={self.every_n_epochs}" if self.every_n_epochs else asked
         said = late_message(asked, cost=self._budget.last_cost, due=due, step=step, previous=previous, keys=keys)
         self._said.once(("late",), said)
@@ -385,8 +385,8 @@ class SpectrumMonitor(Labelled, Callback):
     def _note_deferred(self, step: int) -> None:
         why = f"an analysis takes {self._budget.last_cost:.3g} s"
         why = "the previous analysis is still running" if self._worker.busy else why
-        key, fraction = self.run_key("analysis_interval"), self._budget.fraction or 0.0
-        said = deferred_message(why, fraction=fraction, step=step, key=key, explicit=self._explicit)
+        key, fraction, explicit = self.run_key("analysis_interval"), self._budget.fraction or 0.0, self._explicit
+        said = deferred_message(why, fraction=fraction, step=step, key=key, explicit=explicit, cadence=self.cadence_arg)
         self._said.once(("budget",), said, info=not self._explicit)  # a cadence asked for and not kept: a warning
 
     def _views(self, model: torch.nn.Module, *, strict: bool) -> list[MatrixView]:
