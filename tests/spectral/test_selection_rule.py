@@ -267,3 +267,36 @@ def test_a_parametrization_that_raises_is_skipped_with_its_reason() -> None:
     by_name = {r.name: r for r in analyze(net)}
     assert "could not be computed: RuntimeError: tensors on two devices" in by_name["0.weight"].skipped
     assert by_name["1.weight"].skipped is None
+
+
+class Conv1D(nn.Module):
+    """Hugging Face's ``transformers.pytorch_utils.Conv1D`` as GPT-2 uses it: ``y = x W + b``, ``W`` of shape
+    ``(in, out)`` (a stand-in with its name and attributes; ``tests/integrations`` uses the real one)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        self.weight = nn.Parameter(torch.randn(nx, nf) / nx**0.5)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+def test_hugging_face_conv1d_is_read_as_the_linear_it_is() -> None:
+    """GPT-2's Conv1D and the nn.Linear computing the same map (weight transposed) give the same matrix, shape and
+    numbers; the default rule selects it (before, GPT-2 was analysed on its embeddings only)."""
+    torch.manual_seed(0)
+    conv = Conv1D(nf=24, nx=40)
+    linear = nn.Linear(40, 24)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.T)
+    x = torch.randn(5, 40)
+    torch.testing.assert_close(conv(x), linear(x) - linear.bias + conv.bias)  # the same map
+    (view,) = select_views(nn.Sequential(conv))
+    assert view.name == "0.weight" and tuple(view.matrix.shape) == (24, 40) and view.source == "linear"
+    torch.testing.assert_close(view.matrix, linear.weight.detach())
+    ours, reference = analyze(nn.Sequential(conv))[0], analyze(nn.Sequential(linear))[0]
+    assert ours.metrics == pytest.approx(reference.metrics, rel=1e-12, nan_ok=True)
+    scripted = torch.jit.script(nn.Sequential(Conv1D(nf=24, nx=40)))
+    assert [tuple(v.matrix.shape) for v in select_views(scripted)] == [(24, 40)]
