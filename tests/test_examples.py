@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -34,6 +36,20 @@ def in_store(store: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> tuple[
     monkeypatch.chdir(store[0])  # the default artifact root of a sqlite store is ./mlruns
     monkeypatch.syspath_prepend(str(EXAMPLES))  # cli.py imports its sibling mlp.py, as when run as a script
     return store
+
+
+@pytest.fixture
+def tracking(in_store: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
+    """For the examples that log through MLflow's process-wide state (``mlflow.set_tracking_uri``, the
+    ``MLFLOW_*`` variables Hugging Face reads): that state is the store's during the test and put back after."""
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", in_store[1])  # the examples set these; monkeypatch restores them
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "rmt-examples")
+    mlflow.set_tracking_uri(in_store[1])  # else Hugging Face's MLflowCallback ignores MLFLOW_TRACKING_URI
+    yield in_store
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)
 
 
 def _lambda_max_keys(uri: str, run_id: str) -> set[str]:
@@ -67,6 +83,43 @@ def test_transformer_example(in_store: tuple[Path, str]) -> None:
     assert "rmt/model.embedding.weight/lambda_max" in keys
     assert "rmt/model.transformer.encoder.layers.0.self_attn.in_proj_weight.q/lambda_max" in keys
     assert "rmt/model.transformer.decoder.layers.0.multihead_attn.out_proj.weight/lambda_max" in keys
+
+
+def _spectra(client: MlflowClient, run_id: str) -> set[str]:
+    return {f.path for f in client.list_artifacts(run_id, "rmt/monitor/spectra")}
+
+
+def test_plain_loop_example(tracking: tuple[Path, str]) -> None:
+    pytest.importorskip("sklearn", reason="the digits data ship with scikit-learn (the `examples` extra)")
+    _, uri = tracking
+    argv = ["--max-steps", "10", "--every-n-steps", "5", "--width", "16", "--tracking-uri", uri]
+    run_id = _load("plain_loop").main(argv)
+    assert mlflow.active_run() is None  # the example's run is ended, and the watcher opened none of its own
+    client = MlflowClient(tracking_uri=uri)
+    assert _lambda_max_keys(uri, run_id) == {f"rmt/{i}.weight/lambda_max" for i in (0, 2, 4)}
+    steps = [m.step for m in client.get_metric_history(run_id, "rmt/0.weight/lambda_max")]
+    assert steps[0] == 0 and steps[-1] == 10 and set(steps) <= set(range(11))
+    assert {f"rmt/monitor/spectra/step_{s:08d}.npz" for s in steps} <= _spectra(client, run_id)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["rmt/dyson/batch_size"] == 32  # read from the DataLoader
+    assert "train/loss" in metrics  # the loop's own metrics and the monitors' share the run
+
+
+def test_hf_trainer_example(tracking: tuple[Path, str]) -> None:
+    pytest.importorskip("transformers", reason="RMTCallback needs the `transformers` extra")
+    root, uri = tracking
+    argv = ["--max-steps", "4", "--every-n-steps", "4", "--hidden-size", "16", "--batch-size", "4"]
+    run_id = _load("hf_trainer").main([*argv, "--accumulation", "2", "--tracking-uri", uri, "--output-dir", str(root)])
+    client = MlflowClient(tracking_uri=uri)
+    layer = [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
+    matrices = ["model.embed_tokens", "lm_head"] + [f"model.layers.{i}.{m}" for i in (0, 1) for m in layer]
+    assert _lambda_max_keys(uri, run_id) == {f"rmt/{m}.weight/lambda_max" for m in matrices}
+    steps = [m.step for m in client.get_metric_history(run_id, "rmt/lm_head.weight/lambda_max")]
+    assert steps == [0, 4]  # the initial and the final weights
+    assert {f"rmt/monitor/spectra/step_{s:08d}.npz" for s in steps} <= _spectra(client, run_id)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["rmt/dyson/batch_size"] == 4 * 2  # per_device_train_batch_size × gradient_accumulation_steps
+    assert "train_loss" in metrics  # the run is Hugging Face's own (report_to=["mlflow"]), not one of the callback's
 
 
 def test_cli_example_with_its_yaml(in_store: tuple[Path, str]) -> None:
