@@ -19,6 +19,7 @@ _LAZY = {
     "DysonMonitor": "rmt_callbacks.monitors",
     "SpectrumMonitor": "rmt_callbacks.monitors",
     "analyze": "rmt_callbacks.analysis",
+    "compare": "rmt_callbacks.comparison",
     "watch": "rmt_callbacks.integrations.loop",
 }
 

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "monitors": 7,
     "reproduce": 8,
     "integrations": 8,  # the monitors in plain loops and Hugging Face Trainer
+    "comparison": 8,  # several MLflow runs side by side (rmt_callbacks.compare)
     "cli": 9,
 }
 FACADE = PACKAGE  # rmt_callbacks/__init__.py: the lazy facade, exempt

@@ -33,7 +33,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..monitors._gather import is_sharded
+from ..monitors import is_sharded
 from ..monitors.dyson import DysonMonitor
 from ..monitors.spectrum import SpectrumMonitor
 from ..sinks.callable import CallableLogger, MetricsFn

@@ -30,7 +30,7 @@ from typing import Any, cast
 from transformers import TrainerCallback
 from transformers.integrations import get_reporting_integration_callbacks
 
-from ..monitors._messages import OnceMessages
+from ..monitors import OnceMessages
 from ._host import world
 from .loop import Watcher, build_monitors, resolve_sinks
 

@@ -1,7 +1,7 @@
 """Lightning callbacks that watch the spectra of weight matrices during training.
 
-:class:`SpectrumMonitor` and :class:`DysonMonitor` are imported on first use, so that the pure helpers of this package
-(``_schedule``, ``_selection``) load without Lightning.
+:class:`SpectrumMonitor` and :class:`DysonMonitor` (and the helpers the integrations share) are imported on first
+use, so that the pure helpers of this package (``_schedule``, ``_selection``) load without Lightning.
 """
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["DysonMonitor", "SpectrumMonitor"]
+__all__ = ["DysonMonitor", "OnceMessages", "SpectrumMonitor", "is_sharded"]
 
-_LAZY = {"DysonMonitor": "rmt_callbacks.monitors.dyson", "SpectrumMonitor": "rmt_callbacks.monitors.spectrum"}
+_LAZY = {
+    "DysonMonitor": "rmt_callbacks.monitors.dyson",
+    "SpectrumMonitor": "rmt_callbacks.monitors.spectrum",
+    "OnceMessages": "rmt_callbacks.monitors._messages",  # what the integrations say, once each
+    "is_sharded": "rmt_callbacks.monitors._gather",  # the integrations refuse sharded models
+}
 
 
 def __getattr__(name: str) -> Any:
