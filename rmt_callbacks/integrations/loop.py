@@ -14,9 +14,10 @@ The watcher runs the very :class:`~rmt_callbacks.SpectrumMonitor` and :class:`~r
 Lightning ``Trainer`` runs, driven through their hooks with a :class:`~._host.LoopHost` in place of the Trainer:
 the same cadence, background analysis, pacing, keys, values and MLflow artifacts (``tests/integrations`` compares
 the three stacks record for record). Where it logs (:func:`resolve_sinks`): the run ``run_id``; else the active
-MLflow run (``mlflow.start_run()``), unless ``tracking_uri`` names another store; else a new run on
-``tracking_uri`` (or MLflow's current one, ``sqlite:///mlflow.db`` by default), which :meth:`Watcher.close`
-ends; and ``log(metrics, step)`` too when given (with ``log`` alone and no active run, no MLflow at all).
+MLflow run (``mlflow.start_run()``), unless ``tracking_uri`` names another store or ``experiment`` is given; else a
+new run in ``experiment`` on ``tracking_uri`` (or MLflow's current one, ``sqlite:///mlflow.db`` by default), which
+:meth:`Watcher.close` ends; and ``log(metrics, step)`` too when given (with ``log`` alone and no active run, no
+MLflow at all).
 
 A watcher that is never closed is closed at interpreter exit: the final weights are analysed and every pending
 analysis is logged, with a warning that says so; what cannot be delivered then is said to be lost.
@@ -25,6 +26,7 @@ analysis is logged, with a warning that says so; what cannot be delivered then i
 from __future__ import annotations
 
 import atexit
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -41,8 +43,12 @@ from ._host import LoopHost, LoopStrategy, world
 
 __all__ = ["Watcher", "build_monitors", "resolve_sinks", "watch"]
 
-SHARED = ("include", "exclude", "param_filter", "log_key_prefix", "solver")
-"""Arguments of :func:`watch` that both monitors take (the selection, the key prefix, the eigensolver)."""
+SHARED = ("include", "exclude", "param_filter", "log_key_prefix", "solver", "overhead_budget")
+"""Arguments of :func:`watch` that both monitors take (the selection, the key prefix, the eigensolver, the budget)."""
+WORDS = {  # per entry point: how to give |B|, and what that stack calls the batch size and the accumulation
+    "watch()": ("batch_size=... (or dataloader=...) to watch()", ("batch_size=", "accumulation=")),
+    "RMTCallback()": ("per_device_train_batch_size", ("per_device_train_batch_size", "gradient_accumulation_steps")),
+}
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -73,11 +79,28 @@ def unwrap_model(model: Any) -> nn.Module:
     return model
 
 
+def _check_options(who: str, options: dict[str, Any]) -> None:
+    """Refuse an argument neither monitor takes here, saying where it belongs."""
+    spectrum = [p for p in inspect.signature(SpectrumMonitor).parameters if p != "every_n_train_steps"]
+    dyson = [p for p in inspect.signature(DysonMonitor).parameters if p not in spectrum]
+    for key in options:
+        if key in ("every_n_train_steps", "every_n_epochs"):
+            raise TypeError(f"{who} takes every_n_steps (optimizer steps), not {key}")
+        if key not in spectrum:
+            where = f"a DysonMonitor argument: pass dyson={{{key!r}: ...}}" if key in dyson else "not an argument"
+            raise TypeError(f"{who} got {key}=: {where}; SpectrumMonitor's arguments it takes: {', '.join(spectrum)}")
+
+
 def build_monitors(
-    every_n_steps: int | None, dyson: bool | dict[str, Any], batch_size: int | None, **options: Any
+    every_n_steps: int | None,
+    dyson: bool | dict[str, Any],
+    batch_size: int | None,
+    who: str = "watch()",
+    **options: Any,
 ) -> list[Any]:
-    """The monitors of :func:`watch`: a SpectrumMonitor with ``options``, and a DysonMonitor unless ``dyson`` is
-    ``False`` (a dict: its own arguments). Bad arguments raise here, before training."""
+    """The monitors of :func:`watch` (``who``: the entry point, for messages): a SpectrumMonitor with ``options``,
+    and a DysonMonitor unless ``dyson`` is ``False`` (a dict: its own arguments). Bad arguments raise here."""
+    _check_options(who, options)
     shared = {k: options[k] for k in SHARED if k in options}
     try:
         monitors: list[Any] = [SpectrumMonitor(every_n_train_steps=every_n_steps, **options)]
@@ -89,7 +112,7 @@ def build_monitors(
     if dyson is not False:
         own = dyson if isinstance(dyson, dict) else {}
         monitors.append(DysonMonitor(**{"batch_size": batch_size, **shared, **own}))
-        monitors[-1].batch_hint = "batch_size=... (or dataloader=...) to watch()"
+        monitors[-1].batch_hint, monitors[-1].batch_words = WORDS[who]
     return monitors
 
 
@@ -170,6 +193,8 @@ class Watcher:
         for monitor in self.monitors:
             if isinstance(monitor, DysonMonitor):  # α of each update, read at the update (schedulers included)
                 self._handles += [o.register_step_pre_hook(self._before_update(monitor)) for o in self.optimizers]
+        self._start, self._updates = start_step, 0  # updates: to tell a loop that never calls step()
+        self._handles += [o.register_step_post_hook(self._counted) for o in self.optimizers]
         for monitor in self.monitors:
             monitor.on_train_start(trainer, self.model)  # the initial spectrum
         atexit.register(self._at_exit)
@@ -193,6 +218,9 @@ class Watcher:
                 monitor.on_before_optimizer_step(cast(Any, self.host), cast(Any, self.model), optimizer)
 
         return hook
+
+    def _counted(self, *args: Any) -> None:
+        self._updates += 1
 
     def step(self, global_step: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``global_step``), and analyse if one is due."""
@@ -221,6 +249,14 @@ class Watcher:
         atexit.unregister(self._at_exit)
         for handle in self._handles:
             handle.remove()
+        if error is None and self._updates and self.host.global_step == self._start:
+            warnings.warn(
+                f"watch: the optimizer stepped {self._updates} times but watcher.step() was never called, so only the "
+                f"weights at step {self._start} were analysed (the trained ones were not). Call watcher.step() after "
+                "each optimizer.step().",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         trainer, failure = cast(Any, self.host), None
         ends = [partial(m.on_train_end, trainer, self.model) for m in self.monitors]
         if error is not None:  # what was analysed before the error is still logged

@@ -60,7 +60,10 @@ class RMTCallback(TrainerCallback):
         trainer: Any = None,
         **options: Any,
     ) -> None:
-        build_monitors(every_n_steps, dyson, None, **options)  # bad arguments raise now, not at train begin
+        for key in ("batch_size", "accumulation", "dataloader", "max_steps", "tracking_uri", "run_id", "experiment"):
+            if key in options:
+                raise TypeError(f"RMTCallback takes no {key}=: the Trainer's arguments and MLflow run supply it")
+        build_monitors(every_n_steps, dyson, None, "RMTCallback()", **options)  # bad arguments raise now
         self.every_n_steps, self.dyson, self.options, self.trainer = every_n_steps, dyson, options, trainer
         self.watcher: Watcher | None = None
         self._said = OnceMessages()
@@ -91,7 +94,8 @@ class RMTCallback(TrainerCallback):
                 "reporter is reachable, so nothing is analysed. Set report_to=['mlflow'], or start an MLflow run.",
             )
         self._said.emit()
-        monitors = build_monitors(self.every_n_steps, self.dyson, args.per_device_train_batch_size, **self.options)
+        size = args.per_device_train_batch_size
+        monitors = build_monitors(self.every_n_steps, self.dyson, size, "RMTCallback()", **self.options)
         self.watcher = Watcher(
             model,
             kwargs["optimizer"],

@@ -116,6 +116,7 @@ class GlobalBatch:
     source: str
     accumulation: int = 1
     replicas: int = 1
+    accumulation_name: str = "accumulate_grad_batches"  # what the user's stack calls it
 
     @property
     def size(self) -> int:
@@ -123,23 +124,32 @@ class GlobalBatch:
 
     def describe(self) -> str:
         return (
-            f"|B| = {self.per_device} ({self.source}) × {self.accumulation} (accumulate_grad_batches) × "
+            f"|B| = {self.per_device} ({self.source}) × {self.accumulation} ({self.accumulation_name}) × "
             f"{self.replicas} (data-parallel processes) = {self.size}"
         )
 
 
-def global_batch(trainer: Any, module: object, *, explicit: int | None, guess: int | None) -> GlobalBatch | None:
+def global_batch(
+    trainer: Any,
+    module: object,
+    *,
+    explicit: int | None,
+    guess: int | None,
+    words: tuple[str, str] = ("batch_size=", "accumulate_grad_batches"),
+) -> GlobalBatch | None:
     """The run's :class:`GlobalBatch`, its per-device factor from the first source that has one (module doc).
 
-    ``guess`` is :func:`batch_size_of` of a batch; a batch made from it has ``source == "guessed"``.
+    ``guess`` is :func:`batch_size_of` of a batch; a batch made from it has ``source == "guessed"``. ``words``: the
+    names of the explicit batch size and of the accumulation in the user's stack (for :meth:`GlobalBatch.describe`).
     """
     sources: tuple[tuple[str, Callable[[], int | None]], ...] = (  # read lazily: this runs at every step
-        ("batch_size=", lambda: explicit),
+        (words[0], lambda: explicit),
         ("the training DataLoader's batch_size", lambda: loader_batch_size(trainer.train_dataloader)),
         ("hparams.batch_size", lambda: hparams_batch_size(module)),
         ("guessed", lambda: guess),
     )
     for source, read in sources:
         if (size := read()) is not None:
-            return GlobalBatch(size, source, int(trainer.accumulate_grad_batches), replicas(trainer.strategy))
+            accumulation, processes = int(trainer.accumulate_grad_batches), replicas(trainer.strategy)
+            return GlobalBatch(size, source, accumulation, processes, accumulation_name=words[1])
     return None

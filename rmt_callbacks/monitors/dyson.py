@@ -126,6 +126,7 @@ class DysonMonitor(Labelled, Callback):
 
     SECTION, RUN_STATS = "dyson", ("stride", "window", "batch_size", "lr", "noise_temperature")
     batch_hint = "DysonMonitor(batch_size=...)"  # how to give |B|, in the words of the stack that runs the monitor
+    batch_words = ("batch_size=", "accumulate_grad_batches")  # and what it calls the batch size and accumulation
     IDENTITY: ClassVar[tuple[str, ...]] = ("every_n_train_steps", "log_every_n_steps", "window", "include")
     IDENTITY += ("exclude", "param_filter", "lr", "batch_size", "log_key_prefix")
 
@@ -326,7 +327,8 @@ class DysonMonitor(Labelled, Callback):
             buffer.append(snap)
 
     def _global_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> batches.GlobalBatch | None:
-        batch = batches.global_batch(trainer, pl_module, explicit=self.batch_size, guess=self._guess)
+        explicit, guess, words = self.batch_size, self._guess, self.batch_words
+        batch = batches.global_batch(trainer, pl_module, explicit=explicit, guess=guess, words=words)
         if batch is None:
             self._said.once(("no batch",), dyson_message("no_batch", how=self.batch_hint))
             return None

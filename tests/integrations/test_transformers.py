@@ -94,3 +94,7 @@ def test_bad_arguments_fail_when_the_callback_is_made() -> None:
         RMTCallback(every_n_steps=0)
     with pytest.raises(ValueError, match="analyses"):
         RMTCallback(analyses=["nonsense"])
+    with pytest.raises(TypeError, match="RMTCallback takes no batch_size=: the Trainer's arguments"):
+        RMTCallback(batch_size=8)
+    with pytest.raises(TypeError, match=r"RMTCallback\(\) got window=: a DysonMonitor argument"):
+        RMTCallback(window=8)

@@ -208,3 +208,32 @@ def test_importing_the_package_never_imports_transformers() -> None:
             if any(n == "transformers" or n.startswith("transformers.") for n in names):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert sorted(set(importers)) == ["rmt_callbacks/integrations/transformers.py"]
+
+
+def test_arguments_in_the_wrong_place_say_where_they_belong(tracking: str) -> None:
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    with pytest.raises(TypeError, match=r"window=: a DysonMonitor argument: pass dyson=\{'window': ...\}"):
+        rmt_callbacks.watch(net, opt, window=10, log=print)
+    with pytest.raises(TypeError, match="takes every_n_steps"):
+        rmt_callbacks.watch(net, opt, every_n_train_steps=5, log=print)
+    with pytest.raises(TypeError, match="lr_typo=: not an argument"):
+        rmt_callbacks.watch(net, opt, lr_typo=1, log=print)
+
+
+def test_a_loop_that_never_calls_step_is_told(tracking: str) -> None:
+    net, seen = _net(), []
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    watcher = rmt_callbacks.watch(net, opt, every_n_steps=2, log=lambda m, s: seen.append(s), background=False)
+    for _ in range(3):
+        net(torch.randn(4, 48)).square().mean().backward()
+        opt.step()
+    with pytest.warns(RuntimeWarning, match=r"stepped 3 times but watcher.step\(\) was never called"):
+        watcher.close()
+
+
+def test_overhead_budget_reaches_both_monitors(tracking: str) -> None:
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    with rmt_callbacks.watch(net, opt, overhead_budget=None, log=print) as watcher:
+        assert [m.overhead_budget for m in watcher.monitors] == [None, None]
