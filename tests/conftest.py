@@ -57,8 +57,36 @@ def _single_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A sqlite MLflow tracking store per test module (its schema migration is the slow part) and an artifact root."""
+    """A sqlite MLflow tracking store per test module (its schema migration is the slow part) and an artifact root.
+
+    The store is first opened from inside its folder: experiments made without an artifact location (by Hugging
+    Face's MLflowCallback, ``mlflow.set_experiment``, ``rmt_callbacks.watch``) get ``<folder>/mlruns``, as MLflow
+    resolves ``./mlruns`` once per store, never a checkout's."""
     root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema
+    uri, here = f"sqlite:///{root}/mlflow.db", os.getcwd()
+    os.chdir(root)
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema
+    finally:
+        os.chdir(here)
     return uri, root / "artifacts"
+
+
+@pytest.fixture
+def tracking(store: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """MLflow's process-wide tracking URI (and ``MLFLOW_TRACKING_URI``, which Hugging Face's MLflowCallback reads) is
+    the module's store for the test, with its ``Default`` experiment active; no run is left active, and the URI and
+    the ``MLFLOW_EXPERIMENT_*`` variables (``mlflow.set_experiment`` sets one) are put back after."""
+    import mlflow
+
+    uri, _ = store
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("Default")  # not the active experiment an earlier test set in another store
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)

@@ -118,7 +118,9 @@ def load(client: Any, run: StoredRun, step: int, *, prefix: str) -> Records:
     """The records of ``run`` at ``step`` (which must be one of ``run.steps``)."""
     stem = f"step_{step:08d}"
     with tempfile.TemporaryDirectory() as tmp:
-        arrays = np.load(client.download_artifacts(run.run_id, f"{run.root}/spectra/{stem}.npz", tmp))
+        arrays = np.load(
+            client.download_artifacts(run.run_id, f"{run.root}/spectra/{stem}.npz", tmp), allow_pickle=False
+        )
         raw = {name: np.asarray(arrays[name], dtype=np.float64) for name in arrays.files}
         table_path = Path(tmp) / "fits"
         table_path.mkdir()

@@ -52,13 +52,15 @@ def _train(name: str, lr: float, batch: int, steps: int, experiment: str, extra:
 
 
 def _populate(uri: str, experiment: str) -> dict[str, str]:
-    previous = mlflow.get_tracking_uri()
+    previous, environment = mlflow.get_tracking_uri(), dict(os.environ)
     mlflow.set_tracking_uri(uri)
     try:
         ids = {name: _train(name, *setting, experiment) for name, setting in SETTINGS.items()}
         ids[EXTRA] = _train(EXTRA, 0.1, 16, 40, experiment, extra=True)
-    finally:
+    finally:  # mlflow.set_experiment sets MLFLOW_EXPERIMENT_ID, which later tests' processes would inherit
         mlflow.set_tracking_uri(previous)
+        os.environ.clear()
+        os.environ.update(environment)
     return ids
 
 

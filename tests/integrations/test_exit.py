@@ -3,6 +3,7 @@ logged, with a warning that says so; what cannot be logged then is said to be lo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,7 +35,10 @@ for _ in range(10):
 def _run(tmp_path: Path, sabotage: str = "") -> tuple[str, str, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent(SCRIPT).format(uri=uri, sabotage=sabotage)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # a fresh process's MLflow state
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return uri, done.stdout.split()[0], done.stderr
 
