@@ -26,94 +26,37 @@ analysis is logged, with a warning that says so; what cannot be delivered then i
 from __future__ import annotations
 
 import atexit
-import inspect
 import warnings
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from ..monitors import is_sharded
 from ..monitors.dyson import DysonMonitor
-from ..monitors.spectrum import SpectrumMonitor
 from ..sinks.callable import CallableLogger, MetricsFn
+from ._build import build_monitors, check_selection, unwrap_model, unwrap_optimizer
 from ._host import LoopHost, LoopStrategy, world
 
 __all__ = ["Watcher", "build_monitors", "resolve_sinks", "watch"]
 
-SHARED = ("include", "exclude", "param_filter", "log_key_prefix", "solver", "overhead_budget")
-"""Arguments of :func:`watch` that both monitors take (the selection, the key prefix, the eigensolver, the budget)."""
-WORDS = {  # per entry point: how to give |B|, and what that stack calls the batch size and the accumulation
-    "watch()": ("batch_size=... (or dataloader=...) to watch()", ("batch_size=", "accumulation=")),
-    "RMTCallback()": ("per_device_train_batch_size", ("per_device_train_batch_size", "gradient_accumulation_steps")),
-}
+_OPEN: weakref.WeakSet[Watcher] = weakref.WeakSet()  # the watchers not closed yet, in this process
 
 
-def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The torch optimizer inside a wrapper (Accelerate's ``AcceleratedOptimizer``, Lightning's
-    ``LightningOptimizer``): the one whose class says what its noise temperature is."""
-    while not type(optimizer).__module__.startswith("torch.") and isinstance(
-        getattr(optimizer, "optimizer", None), torch.optim.Optimizer
-    ):
-        optimizer = optimizer.optimizer
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"watch: expected a torch.optim.Optimizer, got {type(optimizer).__name__} ({optimizer!r})")
-    return optimizer
+@contextmanager
+def uri_kept() -> Iterator[None]:
+    """Lightning's ``MLFlowLogger`` points mlflow's process-wide tracking URI at its store whenever it touches its
+    run; put the user's back (their active run, their later ``mlflow`` calls)."""
+    import mlflow
 
-
-def unwrap_model(model: Any) -> nn.Module:
-    """The user's module inside ``DistributedDataParallel`` / ``DataParallel`` (parameter names without
-    ``module.``); a sharded model (FSDP) is refused: its weights need a collective gather per analysis."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"watch: model must be a torch.nn.Module, got {type(model).__name__}")
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    if is_sharded(model):
-        raise ValueError(
-            "watch: the model is sharded (FSDP or DTensor parameters); gathering its weights is a collective the "
-            "plain-loop watcher does not run. Train it with Lightning and SpectrumMonitor / DysonMonitor, which "
-            "gather FSDP models, or watch an unsharded copy."
-        )
-    return model
-
-
-def _check_options(who: str, options: dict[str, Any]) -> None:
-    """Refuse an argument neither monitor takes here, saying where it belongs."""
-    spectrum = [p for p in inspect.signature(SpectrumMonitor).parameters if p != "every_n_train_steps"]
-    dyson = [p for p in inspect.signature(DysonMonitor).parameters if p not in spectrum]
-    for key in options:
-        if key in ("every_n_train_steps", "every_n_epochs"):
-            raise TypeError(f"{who} takes every_n_steps (optimizer steps), not {key}")
-        if key not in spectrum:
-            where = f"a DysonMonitor argument: pass dyson={{{key!r}: ...}}" if key in dyson else "not an argument"
-            raise TypeError(f"{who} got {key}=: {where}; SpectrumMonitor's arguments it takes: {', '.join(spectrum)}")
-
-
-def build_monitors(
-    every_n_steps: int | None,
-    dyson: bool | dict[str, Any],
-    batch_size: int | None,
-    who: str = "watch()",
-    **options: Any,
-) -> list[Any]:
-    """The monitors of :func:`watch` (``who``: the entry point, for messages): a SpectrumMonitor with ``options``,
-    and a DysonMonitor unless ``dyson`` is ``False`` (a dict: its own arguments). Bad arguments raise here."""
-    _check_options(who, options)
-    shared = {k: options[k] for k in SHARED if k in options}
+    current = mlflow.get_tracking_uri()
     try:
-        monitors: list[Any] = [SpectrumMonitor(every_n_train_steps=every_n_steps, **options)]
-    except ValueError as exc:  # its words are the Lightning callback's: say which argument of watch() it was
-        raise ValueError(str(exc).replace("every_n_train_steps", "every_n_steps")) from None
-    monitors[0].cadence_arg = "every_n_steps"  # what its messages tell the user to change
-    if not isinstance(dyson, (bool, dict)):
-        raise TypeError(f"dyson must be True, False or a dict of DysonMonitor arguments, got {dyson!r}")
-    if dyson is not False:
-        own = dyson if isinstance(dyson, dict) else {}
-        monitors.append(DysonMonitor(**{"batch_size": batch_size, **shared, **own}))
-        monitors[-1].batch_hint, monitors[-1].batch_words = WORDS[who]
-    return monitors
+        yield
+    finally:
+        mlflow.set_tracking_uri(current)
 
 
 def resolve_sinks(
@@ -146,7 +89,9 @@ def resolve_sinks(
     if not create or (log is not None and tracking_uri is None and experiment is None):
         return loggers, None, "log(metrics, step) only (no active MLflow run, no tracking_uri)"
     created = MLFlowLogger(experiment_name=experiment or "Default", tracking_uri=uri)
-    said = f"a new MLflow run {created.run_id} in experiment {experiment or 'Default'!r} on {uri}"
+    with uri_kept():
+        made = created.run_id  # creates the run
+    said = f"a new MLflow run {made} in experiment {experiment or 'Default'!r} on {uri}"
     return [created, *loggers], created, said
 
 
@@ -176,6 +121,9 @@ class Watcher:
         rank, size = world()
         if isinstance(accumulation, bool) or not isinstance(accumulation, int) or accumulation < 1:
             raise ValueError(f"accumulation must be an int >= 1, got {accumulation!r}")
+        self.monitors, self._closed = list(monitors), False
+        self._handles: list[Any] = []
+        check_selection(self.model, self.monitors)  # before a run is made for records there will not be
         if sinks is None:
             sinks = resolve_sinks(tracking_uri=tracking_uri, run_id=run_id, experiment=experiment, log=log, rank=rank)
         loggers, self._owned, self.destination = sinks
@@ -183,22 +131,59 @@ class Watcher:
         self.host = LoopHost(
             self.optimizers, loggers, list(monitors), accumulation, dataloader, max_steps, rank, strategy, start_step
         )
-        self.monitors = list(monitors)
-        self._closed, self._handles = False, []
+        self._start, self._updates = start_step, 0  # updates: to tell a loop that never calls step()
+        try:
+            self._check_peers()
+            self._begin()
+        except BaseException:
+            self._abandon()
+            raise
+        _OPEN.add(self)
+        from ..sinks import spool  # noqa: F401  its exit hook (closing the run writers) must run after ours
+
+        atexit.register(self._at_exit)
+        self._step_fns = [m.on_train_batch_end for m in self.monitors]
+
+    def _begin(self) -> None:
         trainer = cast(Any, self.host)
         for monitor in self.monitors:
             monitor.setup(trainer, self.model, "fit")
         for monitor in self.monitors:
-            monitor.on_fit_start(trainer, self.model)  # a selection that matches nothing raises here
+            monitor.on_fit_start(trainer, self.model)
         for monitor in self.monitors:
             if isinstance(monitor, DysonMonitor):  # α of each update, read at the update (schedulers included)
                 self._handles += [o.register_step_pre_hook(self._before_update(monitor)) for o in self.optimizers]
-        self._start, self._updates = start_step, 0  # updates: to tell a loop that never calls step()
         self._handles += [o.register_step_post_hook(self._counted) for o in self.optimizers]
         for monitor in self.monitors:
             monitor.on_train_start(trainer, self.model)  # the initial spectrum
-        atexit.register(self._at_exit)
-        self._step_fns = [m.on_train_batch_end for m in self.monitors]
+
+    def _abandon(self) -> None:
+        """Undo a watcher that failed to start: no hooks left on the optimizers, no worker, no empty run."""
+        self._closed = True
+        for handle in self._handles:
+            handle.remove()
+        for monitor in self.monitors:
+            try:
+                monitor.teardown(cast(Any, self.host), self.model, "fit")
+            except Exception:
+                pass
+        if self._owned is not None:
+            try:
+                with uri_kept():
+                    self._owned.experiment.delete_run(self._owned.run_id)
+            except Exception:
+                pass
+
+    def _check_peers(self) -> None:
+        """Two open watchers writing one run under one key prefix would overwrite each other's records."""
+        run, prefix = self.run_id, self.monitors[0].log_key_prefix
+        for other in list(_OPEN):
+            if run is not None and other.run_id == run and other.monitors[0].log_key_prefix == prefix:
+                raise ValueError(
+                    f"watch: another open watcher already logs into MLflow run {run} under log_key_prefix="
+                    f"{prefix!r}; the two models' records would share keys and artifacts. Give each watcher its own "
+                    f"prefix (e.g. log_key_prefix={prefix + 'b/'!r}), or its own run."
+                )
 
     @property
     def global_step(self) -> int:
@@ -210,7 +195,8 @@ class Watcher:
         """The MLflow run the records go to, if any."""
         from lightning.pytorch.loggers import MLFlowLogger
 
-        return next((lg.run_id for lg in self.host.loggers if isinstance(lg, MLFlowLogger)), None)
+        # the id each logger was made with or made (reading .run_id would repoint mlflow's process-wide URI)
+        return next((lg._run_id for lg in self.host.loggers if isinstance(lg, MLFlowLogger)), None)
 
     def _before_update(self, monitor: DysonMonitor) -> Callable[..., None]:
         def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -246,6 +232,7 @@ class Watcher:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         atexit.unregister(self._at_exit)
         for handle in self._handles:
             handle.remove()
@@ -268,7 +255,8 @@ class Watcher:
             except Exception as exc:
                 failure = failure or exc
         if self._owned is not None:
-            self._owned.finalize("success" if error is None and failure is None else "failed")
+            with uri_kept():
+                self._owned.finalize("success" if error is None and failure is None else "failed")
         if failure is not None:
             raise failure
 

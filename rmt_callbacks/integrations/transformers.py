@@ -31,8 +31,9 @@ from transformers import TrainerCallback
 from transformers.integrations import get_reporting_integration_callbacks
 
 from ..monitors import OnceMessages
+from ._build import build_monitors
 from ._host import world
-from .loop import Watcher, build_monitors, resolve_sinks
+from .loop import Watcher, resolve_sinks
 
 __all__ = ["RMTCallback"]
 
@@ -87,13 +88,16 @@ class RMTCallback(TrainerCallback):
         rank = world()[0] if world()[1] > 1 else int(getattr(args, "process_index", 0))
         # no MLflow run open: none is opened behind the Trainer's back
         sinks = resolve_sinks(tracking_uri=None, run_id=None, experiment=None, log=forward, rank=rank, create=False)
-        if not sinks[0]:
+        if not sinks[0]:  # nothing to log into: no watcher (its monitors would only say the same in Lightning's words)
             self._said.once(
                 ("nowhere",),
                 "RMTCallback: no MLflow run is active (report_to has no 'mlflow', no mlflow.start_run()) and no other "
                 "reporter is reachable, so nothing is analysed. Set report_to=['mlflow'], or start an MLflow run.",
             )
         self._said.emit()
+        if not sinks[0]:
+            self.watcher = None
+            return
         size = args.per_device_train_batch_size
         monitors = build_monitors(self.every_n_steps, self.dyson, size, "RMTCallback()", **self.options)
         self.watcher = Watcher(

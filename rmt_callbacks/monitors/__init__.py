@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["DysonMonitor", "OnceMessages", "SpectrumMonitor", "is_sharded"]
+__all__ = ["DysonMonitor", "OnceMessages", "SpectrumMonitor", "has_lazy_parameters", "is_sharded"]
 
 _LAZY = {
     "DysonMonitor": "rmt_callbacks.monitors.dyson",
     "SpectrumMonitor": "rmt_callbacks.monitors.spectrum",
     "OnceMessages": "rmt_callbacks.monitors._messages",  # what the integrations say, once each
     "is_sharded": "rmt_callbacks.monitors._gather",  # the integrations refuse sharded models
+    "has_lazy_parameters": "rmt_callbacks.monitors._selection",  # and check a selection before a run is made
 }
 
 

@@ -110,7 +110,8 @@ def dyson_message(kind: str, **v: object) -> str:
     texts = {
         "guess": "guessed a per-device batch size of {size} from the leading dimension of the first tensor of a batch "
         "(wrong for time-major, channel-first or per-sample-first batches); set it with {how}",
-        "no_batch": "cannot tell the batch size |B| (no DataLoader batch_size, hparams.batch_size or batch tensor); "
+        "no_batch": "cannot tell the batch size |B| (none given, no DataLoader batch_size, hparams.batch_size or batch "
+        "tensor); "
         "pass {how}; until then only raw widths and diffusion are logged",
         "adaptive": "{optimizer} is not plain SGD, so α/|B| is not its noise temperature (the Dyson picture and the "
         "linear scaling rule of arXiv:2412.20496 are for SGD; adaptive optimizers precondition the noise); only the "
@@ -121,11 +122,13 @@ def dyson_message(kind: str, **v: object) -> str:
         "batch size={batch}); expected under a schedule (warm-up, decay), else note that the linear scaling rule keeps "
         "it fixed: at batch size {batch} that is lr={keep:g}",
         "short": "training ended at step {step} with {filled} snapshot(s) in the window, fewer than window={window}; "
-        "{what}. Train longer, or pass a smaller window or every_n_train_steps",
+        "{what}. Train longer, or pass a smaller {window_arg} or {stride_arg}",
         "old_state": "the checkpoint's window predates Langevin times; the window restarts",
         "no_logger": "the Trainer has no logger; nothing will be recorded",
         "stride": "a snapshot takes {cost:.3g} s, over overhead_budget={budget:g} of the {elapsed:.3g} s of training "
-        "between snapshots; recording every {stride} steps from step {step} (logged as {key}; overhead_budget=None "
-        "keeps every_n_train_steps)",
+        "between snapshots; recording every {stride} steps from step {step} (logged as {key}; {budget_arg}=None "
+        "keeps {stride_arg})",
     }
-    return "DysonMonitor: " + texts[kind].format(**v)
+    style = str(v.pop("style", "{}"))  # how an argument is written where the user sets it
+    names = {"window_arg": "window", "stride_arg": "every_n_train_steps", "budget_arg": "overhead_budget"}
+    return "DysonMonitor: " + texts[kind].format(**{k: style.format(n) for k, n in names.items()}, **v)

@@ -127,6 +127,7 @@ class DysonMonitor(Labelled, Callback):
     SECTION, RUN_STATS = "dyson", ("stride", "window", "batch_size", "lr", "noise_temperature")
     batch_hint = "DysonMonitor(batch_size=...)"  # how to give |B|, in the words of the stack that runs the monitor
     batch_words = ("batch_size=", "accumulate_grad_batches")  # and what it calls the batch size and accumulation
+    arg_style = "{}"  # how its own arguments are written where the user sets them (watch(): "dyson={{'{}': ...}}")
     IDENTITY: ClassVar[tuple[str, ...]] = ("every_n_train_steps", "log_every_n_steps", "window", "include")
     IDENTITY += ("exclude", "param_filter", "lr", "batch_size", "log_key_prefix")
 
@@ -269,7 +270,8 @@ class DysonMonitor(Labelled, Callback):
             self._log(trainer, self._global_batch(trainer, pl_module))
         if filled < self.window:
             what = "the estimates use those" if filled >= 3 else "no width nor diffusion was logged (they need 3)"
-            said = dyson_message("short", step=trainer.global_step, filled=filled, window=self.window, what=what)
+            step, style = trainer.global_step, self.arg_style
+            said = dyson_message("short", step=step, filled=filled, window=self.window, what=what, style=style)
             self._said.once(("short",), said)
         self._said.emit()
         flush_loggers(trainer.loggers)  # the MLflow runs hold every logged step when training returns
@@ -384,7 +386,7 @@ class DysonMonitor(Labelled, Callback):
         factor, cost, elapsed = self._budget.record(start, time.perf_counter() - start)
         if factor > 1:
             self._stretch(factor)
-            key, values = self.run_key("stride"), {"stride": self._stride, "elapsed": elapsed}
+            key, values = self.run_key("stride"), {"stride": self._stride, "elapsed": elapsed, "style": self.arg_style}
             said = dyson_message("stride", step=step, key=key, cost=cost, budget=self._budget.fraction, **values)
             self._said.once(("stride", str(self._stride)), said, info=not self._explicit_budget)
 

@@ -262,7 +262,7 @@ class SpectrumMonitor(Labelled, Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._collect(trainer, wait=True)
-        if self._owed is not None:  # a due step the worker could not take before training ended: said, not dropped
+        if self._owed not in (None, trainer.global_step):  # a due step not taken before training ended: said
             self._warn_late(self._owed, trainer.global_step, self._last_step)
         self._owed = None
         if trainer.loggers and trainer.global_step != self._last_step:  # the final weights, always

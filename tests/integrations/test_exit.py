@@ -54,6 +54,8 @@ def test_an_unclosed_watcher_logs_everything_at_exit(tmp_path: Path) -> None:
     figures = {f.path for f in client.list_artifacts(run_id, "rmt/monitor/figures/0.weight")}
     assert "rmt/monitor/figures/0.weight/evolution.png" in figures  # the closing figures too
     assert "rmt/dyson/batch_size" in client.get_run(run_id).data.metrics
+    spooled = [p for p in (tmp_path / "mlflow-spool").rglob("*") if p.is_file()]
+    assert spooled == []  # delivered, not left on disk (the run writers close after the watcher, not before)
 
 
 def test_what_cannot_be_logged_at_exit_is_said_to_be_lost(tmp_path: Path) -> None:

@@ -108,6 +108,10 @@ def test_run_id_and_tracking_uri_name_the_run(tracking: str, tmp_path: Path) -> 
             _train(w, net, [opt], 2)
     assert w.run_id == run.info.run_id
     assert "rmt/0.weight/lambda_max" in client.get_run(run.info.run_id).data.metrics
+    with rmt_callbacks.watch(net, opt, every_n_steps=2, tracking_uri=other, experiment="made-there") as made:
+        _train(made, net, [opt], 2)
+    assert client.get_run(made.run_id).info.status == "FINISHED"
+    assert mlflow.get_tracking_uri() == tracking  # the user's process-wide URI is left as it was
 
 
 def test_two_optimizers_each_matrix_gets_its_own_rate_read_at_the_update(tracking: str) -> None:
@@ -237,3 +241,28 @@ def test_overhead_budget_reaches_both_monitors(tracking: str) -> None:
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     with rmt_callbacks.watch(net, opt, overhead_budget=None, log=print) as watcher:
         assert [m.overhead_budget for m in watcher.monitors] == [None, None]
+
+
+def test_two_watchers_on_one_run_need_their_own_prefix(tracking: str) -> None:
+    a, b = _net(0), _net(1)
+    oa, ob = (torch.optim.SGD(m.parameters(), lr=0.05) for m in (a, b))
+    with mlflow.start_run() as run:
+        with rmt_callbacks.watch(a, oa, every_n_steps=2, background=False) as first:
+            with pytest.raises(ValueError, match=r"another open watcher already logs into MLflow run .*'rmt/b/'"):
+                rmt_callbacks.watch(b, ob, every_n_steps=2, background=False)
+            with rmt_callbacks.watch(b, ob, every_n_steps=2, background=False, log_key_prefix="rmt/b/") as second:
+                _train(first, a, [oa], 2)
+                _train(second, b, [ob], 2)
+    metrics = MlflowClient(tracking).get_run(run.info.run_id).data.metrics
+    assert {"rmt/0.weight/lambda_max", "rmt/b/0.weight/lambda_max"} <= set(metrics)
+    assert metrics["rmt/0.weight/lambda_max"] != metrics["rmt/b/0.weight/lambda_max"]  # each its own model
+
+
+def test_a_selection_error_leaves_no_run_behind(tracking: str) -> None:
+    before = len(_runs(tracking))
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    with pytest.raises(ValueError, match=r"watch: .*matches no matrix"):
+        rmt_callbacks.watch(net, opt, include=["encoder.*"], experiment="watch-selection")
+    assert len(_runs(tracking)) == before
+    assert opt._optimizer_step_pre_hooks == {} and opt._optimizer_step_post_hooks == {}  # no hook left behind
