@@ -1,5 +1,5 @@
 r"""The linear scaling rule on real data: an MLP on scikit-learn's digits at three (α, |B|), watched by
-``DysonMonitor``.
+``DysonMonitor`` (and ``SpectrumMonitor`` at the first and last step), compared with ``rmt_callbacks.compare``.
 
 SGD at learning rate α and batch size |B| is, in Langevin time t = α × steps, a Langevin process whose noise
 strength is the temperature T = α/|B| (arXiv:2412.20496, arXiv:2407.16427; docs/science.md, E4 and "Linear
@@ -11,7 +11,13 @@ scaling rule"). Per seed, three runs start from one network and train for the sa
 All runs go to one MLflow experiment, ``scaling-rule``. The example then reads each matrix's
 ``rmt/<m>/dyson_width`` and ``rmt/<m>/dyson_level_spacing`` (and ``rmt/dyson/noise_temperature``) back with
 ``MlflowClient``, prints the ratios of the stationary widths, what they should be and what
-``rmt_callbacks.scaling`` advises, and draws the widths against Langevin time.
+``rmt_callbacks.scaling`` advises, and draws the widths against Langevin time, averaged over the seeds
+(``<out>/scaling_rule.png``). Last, ``rmt_callbacks.compare`` puts the three runs of the first seed side by side at
+their last step (spectra with their Marchenko–Pastur fits, spacings, the Dyson width against T = α/|B| with the
+c√T prediction) and logs that as a run of its own in ``scaling-rule``, tagged ``rmt.compare_of``; the example prints
+its id and where its figures are (``compare/figures/<matrix>.png`` in that run, and a copy in ``<out>/compare/``).
+The same from the command line: ``rmt-compare "lr=0.05 bs=16 seed=0" "lr=0.1 bs=32 seed=0" "lr=0.1 bs=16 seed=0"
+--experiment scaling-rule --tracking-uri sqlite:///scaling_rule_runs/mlflow.db``.
 
     .venv/bin/python examples/scaling_rule.py             # 3 seeds, about a minute on a 2-core CPU
     .venv/bin/mlflow ui --backend-store-uri sqlite:///scaling_rule_runs/mlflow.db
@@ -31,6 +37,8 @@ Setup, and why:
   each run settles into a minimum of its own, and in trials the per-seed ratios spread about twice as wide;
 * snapshots every 0.1 Langevin time (``every_n_train_steps = round(0.1/α)``, ``overhead_budget=None``) and the
   same ``window``, so every window covers the same Langevin time; estimates logged every 2.5;
+* a ``SpectrumMonitor`` analyses the first and the last step only (no figures): it stores the spectra that
+  ``compare`` reads; the training itself (weights, mini-batches) is the same with or without it;
 * the stationary width of a run is the mean of its estimates over the second half of the run; ratios are taken
   per matrix and averaged over the two matrices, in eigenvalue units (``dyson_width × dyson_level_spacing``)
   and in the monitor's unit, the mean level spacing.
@@ -53,7 +61,8 @@ from mlflow import MlflowClient
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from rmt_callbacks import DysonMonitor  # <- rmt
+from rmt_callbacks import DysonMonitor, SpectrumMonitor, compare  # <- rmt
+from rmt_callbacks.comparison import Comparison
 from rmt_callbacks.scaling import equivalent_lr, fluctuation_ratio, noise_temperature
 
 CONFIGS: tuple[tuple[float, int], ...] = ((0.05, 16), (0.1, 32), (0.1, 16))
@@ -173,10 +182,11 @@ def train(
     monitor = DysonMonitor(  # <- rmt
         every_n_train_steps=stride, log_every_n_steps=every, window=window, overhead_budget=None
     )
+    spectra = SpectrumMonitor(every_n_train_steps=steps, figure_every_n_analyses=None)  # <- rmt: for compare
     trainer = quiet_trainer(
         steps,
         logger=logger,
-        callbacks=[monitor],  # <- rmt
+        callbacks=[monitor, spectra],  # <- rmt
         default_root_dir=root_dir,
         log_every_n_steps=every,
     )
@@ -193,6 +203,7 @@ class Widths:
     that ``width × spacing`` is the width in eigenvalue units.
     """
 
+    run_id: str
     lr: float
     batch_size: int
     temperature: float
@@ -226,6 +237,7 @@ def read_widths(client: MlflowClient, run_id: str) -> Widths:
     steps = sorted(set.intersection(*(set(h) for h in (*width.values(), *spacing.values()))))
     lr = metrics["rmt/dyson/lr"]
     return Widths(
+        run_id=run_id,
         lr=lr,
         batch_size=int(metrics["rmt/dyson/batch_size"]),
         temperature=metrics["rmt/dyson/noise_temperature"],
@@ -236,7 +248,7 @@ def read_widths(client: MlflowClient, run_id: str) -> Widths:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Ratios:
     """Per seed, the stationary widths of ``CONFIGS[1]`` and ``CONFIGS[2]`` over those of ``CONFIGS[0]``.
 
     A ratio is taken per matrix and then averaged over the matrices: ``eigenvalue`` ``(seeds, 2)`` in eigenvalue
@@ -251,14 +263,14 @@ class Comparison:
     spacing: np.ndarray
 
     @staticmethod
-    def of(seeds: Sequence[int], widths: list[list[Widths]], start: float, window_time: float) -> Comparison:
+    def of(seeds: Sequence[int], widths: list[list[Widths]], start: float, window_time: float) -> Ratios:
         def ratios(runs: list[Widths], eigenvalue_units: bool) -> tuple[float, float]:
             a, b, c = (w.stationary(start, eigenvalue_units=eigenvalue_units) for w in runs)
             return float(np.mean([b[m] / a[m] for m in a])), float(np.mean([c[m] / a[m] for m in a]))
 
         eigenvalue = np.array([ratios(runs, True) for runs in widths])
         spacing = np.array([ratios(runs, False) for runs in widths])
-        return Comparison(list(seeds), widths, start, window_time, eigenvalue, spacing)
+        return Ratios(list(seeds), widths, start, window_time, eigenvalue, spacing)
 
     @property
     def normalized(self) -> np.ndarray:
@@ -272,21 +284,21 @@ def summary(values: np.ndarray) -> str:
     return f"{values.mean():.3f}" if len(values) < 2 else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
-def report(comparison: Comparison) -> str:
+def report(ratios: Ratios) -> str:
     """The ratios, what the linear scaling rule expects, and the advisor's suggestion, as lines to print."""
     (a_lr, a_bs), (b_lr, b_bs), (c_lr, c_bs) = CONFIGS
     a = f"({a_lr:g}, {a_bs})"
     lines = [
-        f"stationary eigenvalue fluctuation widths (Langevin time >= {comparison.start:g}) over those of (α, |B|) = "
-        f"{a}, mean ± std over {len(comparison.seeds)} seed(s); in eigenvalue units (dyson_width × "
+        f"stationary eigenvalue fluctuation widths (Langevin time >= {ratios.start:g}) over those of (α, |B|) = "
+        f"{a}, mean ± std over {len(ratios.seeds)} seed(s); in eigenvalue units (dyson_width × "
         "dyson_level_spacing) and in the monitor's level spacings:",
     ]
     for column, (lr, bs) in enumerate(((b_lr, b_bs), (c_lr, c_bs))):
         expected = fluctuation_ratio(a_lr, a_bs, lr, bs)
         lines.append(
-            f"  ({lr:g}, {bs}) / {a}: {summary(comparison.eigenvalue[:, column])} (spacings: "
-            f"{summary(comparison.spacing[:, column])}); expected √(T'/T) = {expected:.3f}; divided by √T: "
-            f"{summary(comparison.normalized[:, column])} (expected 1)"
+            f"  ({lr:g}, {bs}) / {a}: {summary(ratios.eigenvalue[:, column])} (spacings: "
+            f"{summary(ratios.spacing[:, column])}); expected √(T'/T) = {expected:.3f}; divided by √T: "
+            f"{summary(ratios.normalized[:, column])} (expected 1)"
         )
     lines.append(
         f"advisor: to train at |B|={b_bs} with the temperature of {a} use lr={equivalent_lr(a_lr, a_bs, b_bs):g} "
@@ -295,21 +307,21 @@ def report(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def figure(comparison: Comparison, path: Path) -> None:
+def figure(ratios: Ratios, path: Path) -> None:
     """Per matrix, the width in eigenvalue units and the width/√T against Langevin time (mean over seeds, band
     ± one std); beside them the per-seed ratios. Saved to ``path``."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend
 
-    matrices = list(comparison.widths[0][0].width)
+    matrices = list(ratios.widths[0][0].width)
     fig = Figure(figsize=(13, 3.2 * len(matrices)), layout="constrained")
     layout = [[f"raw {m}", f"norm {m}", "ratios"] for m in matrices]
     axes = fig.subplot_mosaic(layout, width_ratios=[1, 1, 0.8])
     colours = ("tab:blue", "tab:orange", "tab:red")
     for index, ((lr, bs), colour) in enumerate(zip(CONFIGS, colours, strict=True)):
-        runs = [w[index] for w in comparison.widths]
+        runs = [w[index] for w in ratios.widths]
         steps = min(len(r.time) for r in runs)
         t = runs[0].time[:steps]
-        full = t >= comparison.window_time - 1e-9  # the first estimates come from a window still filling
+        full = t >= ratios.window_time - 1e-9  # the first estimates come from a window still filling
         label = f"α={lr:g}, |B|={bs}: T={noise_temperature(lr, bs):.2e}"
         for m in matrices:
             values = np.array([r.eigenvalue_width(m)[:steps] for r in runs])[:, full]
@@ -321,16 +333,16 @@ def figure(comparison: Comparison, path: Path) -> None:
         axes[f"raw {m}"].set(ylabel="width × spacing (eigenvalue units)", title=f"{m}: eigenvalue fluctuation width")
         axes[f"norm {m}"].set(ylabel="width / √T", title=f"{m}: divided by √T")
         for key in (f"raw {m}", f"norm {m}"):
-            axes[key].axvspan(comparison.start, axes[key].get_xlim()[1], color="0.92", zorder=0)
+            axes[key].axvspan(ratios.start, axes[key].get_xlim()[1], color="0.92", zorder=0)
             axes[key].set_xlabel("Langevin time α × steps")
             axes[key].title.set_fontsize(10)
     title = "bands: ± 1 std over seeds; grey: averaged"
     axes[f"raw {matrices[0]}"].legend(fontsize=8, title=title, title_fontsize=8, loc="upper left")
-    ratio_ax, n = axes["ratios"], len(comparison.seeds)
+    ratio_ax, n = axes["ratios"], len(ratios.seeds)
     jitter = np.linspace(-0.12, 0.12, n) if n > 1 else np.zeros(1)
     for column, target in enumerate((1.0, math.sqrt(2))):
-        ratio_ax.scatter(column + jitter, comparison.eigenvalue[:, column], color="k", s=14, zorder=3, label=None)
-        ratio_ax.scatter(column + 0.3 + jitter, comparison.spacing[:, column], color="0.6", s=10, marker="o")
+        ratio_ax.scatter(column + jitter, ratios.eigenvalue[:, column], color="k", s=14, zorder=3, label=None)
+        ratio_ax.scatter(column + 0.3 + jitter, ratios.spacing[:, column], color="0.6", s=10, marker="o")
         ratio_ax.hlines(target, column - 0.25, column + 0.45, color=colours[2 * column], lw=2)
     ratio_ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
     ratio_ax.set_xticks([0.15, 1.15], ["(0.1, 32)\n÷ (0.05, 16)\nexpected 1", "(0.1, 16)\n÷ (0.05, 16)\nexpected √2"])
@@ -351,7 +363,7 @@ def run(
     root_dir: str | Path,
     hidden: int = 16,
     stationary_from: float | None = None,
-) -> Comparison:
+) -> Ratios:
     """Train every configuration for every seed, read the widths back from MLflow, compare them over the
     estimates logged from ``stationary_from`` (default: the second half of the runs)."""
     data, client = digits(), MlflowClient(tracking_uri=tracking_uri)
@@ -365,11 +377,18 @@ def run(
         ]  # fmt: skip
         widths.append([read_widths(client, i) for i in ids])
     start_time = langevin_time / 2 if stationary_from is None else stationary_from
-    return Comparison.of(seeds, widths, start_time, window * SNAPSHOT_TIME)
+    return Ratios.of(seeds, widths, start_time, window * SNAPSHOT_TIME)
 
 
-def main(argv: Sequence[str] | None = None) -> Comparison:
-    """Train, compare, print, draw; return the comparison."""
+def compare_one_seed(ratios: Ratios, tracking_uri: str, out: Path) -> Comparison:
+    """The three runs of the first seed side by side at their last step, logged by ``rmt_callbacks.compare`` as a
+    run of its own in the same experiment (tagged ``rmt.compare_of``) and written to ``out``."""
+    run_ids = [w.run_id for w in ratios.widths[0]]
+    return compare(run_ids, tracking_uri=tracking_uri, out=out)  # <- rmt
+
+
+def main(argv: Sequence[str] | None = None) -> tuple[Ratios, Comparison]:
+    """Train, print the ratios, draw them, compare the first seed's runs; return the ratios and the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
     parser.add_argument("--first-seed", type=int, default=0)
@@ -377,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
     parser.add_argument("--warm-start-time", type=float, default=60.0, help="α × steps of the shared warm start")
     parser.add_argument("--window", type=int, default=50, help="DysonMonitor's window, in snapshots")
     parser.add_argument("--hidden", type=int, default=16, help="width of the hidden layer")
-    parser.add_argument("--out", default="scaling_rule_runs", help="directory of the MLflow store and the figure")
+    parser.add_argument("--out", default="scaling_rule_runs", help="directory of the MLflow store and the figures")
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<out>/mlflow.db")
     parser.add_argument("--figure", default=None, help="default: <out>/scaling_rule.png")
     args = parser.parse_args(argv)
@@ -388,12 +407,19 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
     uri = args.tracking_uri or f"sqlite:///{out.resolve()}/mlflow.db"
     started = time.perf_counter()
     seeds, times = range(args.first_seed, args.first_seed + args.seeds), (args.langevin_time, args.warm_start_time)
-    comparison = run(seeds, *times, window=args.window, tracking_uri=uri, root_dir=out, hidden=args.hidden)
-    print(report(comparison))
+    ratios = run(seeds, *times, window=args.window, tracking_uri=uri, root_dir=out, hidden=args.hidden)
+    print(report(ratios))
     path = Path(args.figure) if args.figure else out / "scaling_rule.png"
-    figure(comparison, path)
-    print(f"figure {path}; MLflow experiment {EXPERIMENT!r} in {uri}; {time.perf_counter() - started:.0f} s")
-    return comparison
+    figure(ratios, path)
+    print(f"figure {path} (widths against Langevin time, over the seeds)")
+    compared = compare_one_seed(ratios, uri, out / "compare")
+    artifacts = MlflowClient(tracking_uri=uri).get_run(compared.run_id).info.artifact_uri
+    print(
+        f"seed {args.first_seed}'s three runs compared at their last step: run {compared.run_id} "
+        f"(tag rmt.compare_of), figures compare/figures/<matrix>.png in {artifacts} and in {out / 'compare'}"
+    )
+    print(f"MLflow experiment {EXPERIMENT!r} in {uri}; {time.perf_counter() - started:.0f} s")
+    return ratios, compared
 
 
 if __name__ == "__main__":

@@ -150,10 +150,10 @@ def test_scaling_rule_example(in_store: tuple[Path, str]) -> None:
     root, uri = in_store
     figure = root / "scaling_rule.png"
     argv = ["--seeds", "1", "--langevin-time", "2", "--warm-start-time", "1", "--window", "5", "--out", str(root)]
-    comparison = _load("scaling_rule").main([*argv, "--tracking-uri", uri, "--figure", str(figure)])
+    ratios, compared = _load("scaling_rule").main([*argv, "--tracking-uri", uri, "--figure", str(figure)])
     assert figure.stat().st_size > 0
-    assert comparison.eigenvalue.shape == comparison.spacing.shape == (1, 2)
-    (runs,) = comparison.widths
+    assert ratios.eigenvalue.shape == ratios.spacing.shape == (1, 2)
+    (runs,) = ratios.widths
     # the monitor read each run's temperature: α from the optimizer, |B| from the DataLoader
     assert [(w.lr, w.batch_size) for w in runs] == [(0.05, 16), (0.1, 32), (0.1, 16)]
     assert [w.temperature for w in runs] == pytest.approx([0.05 / 16, 0.1 / 32, 0.1 / 16])
@@ -161,6 +161,21 @@ def test_scaling_rule_example(in_store: tuple[Path, str]) -> None:
         assert set(w.width) == {"net.0.weight", "net.2.weight"}
         assert w.time[-1] == pytest.approx(2.0)  # equal Langevin time: 40 steps at 0.05, 20 at 0.1
         assert all((v > 0).all() for v in (*w.width.values(), *w.spacing.values()))
+    # rmt_callbacks.compare logged the seed's three runs side by side as a run of the same experiment
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(compared.run_id)
+    assert run.data.tags["rmt.compare_of"].split(",") == [w.run_id for w in runs]
+    assert run.info.experiment_id == client.get_run(runs[0].run_id).info.experiment_id
+    assert compared.warnings == [] and compared.matrices == ["net.0.weight", "net.2.weight"]
+    # each run at its last step: equal Langevin time, 40 steps at α = 0.05 and 20 at 0.1
+    assert [compared.steps[w.run_id] for w in runs] == [40, 20, 20]
+    logged = {f.path for f in client.list_artifacts(compared.run_id, "compare/figures")}
+    assert logged == {f"compare/figures/{m}.png" for m in compared.matrices}
+    assert all((root / "compare" / "figures" / f"{m}.png").stat().st_size > 10_000 for m in compared.matrices)
+    assert {f.path for f in client.list_artifacts(compared.run_id, "compare")} >= {
+        "compare/table.csv",
+        "compare/table.json",
+    }
 
 
 # The slow test's margins come from the spread of the per-seed ratios over 16 other seeds (8–23) of the example's
