@@ -2,17 +2,21 @@
 
     apt-get install -y chromium                 # Debian's headless browser
     .venv/bin/python docs/screenshots.py        # about 3 minutes on 2 CPU cores; writes docs/images/mlflow_*.png
+    .venv/bin/python docs/screenshots.py --only compare_figure    # one of them (the training is the same)
 
 It trains the MLP of ``examples/mlp.py`` twice (learning rates 0.05 and 0.5, 600 steps, ``SpectrumMonitor`` every
-50 steps) into a fresh sqlite store in a temporary directory, starts ``mlflow ui`` on a free loopback port, waits
-for ``/health`` and drives headless chromium to photograph
+50 steps, ``DysonMonitor`` every 10 steps) into a fresh sqlite store in a temporary directory, starts ``mlflow ui``
+on a free loopback port, waits for ``/health`` and drives headless chromium to photograph
 
 * ``mlflow_run_metrics.png``: a run's *Model metrics* tab, charts filtered to three statistics: one section per matrix;
 * ``mlflow_step_figure.png``: the *Artifacts* tab on a per-step figure of the 128 x 128 hidden layer;
 * ``mlflow_evolution.png``: the *Artifacts* tab on that layer's ``evolution.png``;
 * ``mlflow_compare_charts.png``: the experiment's *Runs* page in chart view, both runs on every chart;
 * ``mlflow_compare_runs.png``: the *Compare* page of the two runs, parallel coordinates of the learning rate, three
-  statistics of the hidden layer and the training loss.
+  statistics of the hidden layer and the training loss;
+* ``mlflow_compare_figure.png``: last, after ``rmt_callbacks.compare`` has compared the two runs (a third run in the
+  experiment, tagged ``rmt.compare_of``, made only now so that the other pictures show the two runs alone), the
+  comparison run's *Artifacts* tab on ``compare/figures/net.2.weight.png``.
 
 Then it stops the server and removes the store (``--keep DIR`` keeps it there instead).
 
@@ -103,6 +107,8 @@ SPINNING = (
 )
 CHARTS_READY = f"{PLOTS_DRAWN} >= 9 && {SPINNING} === 0"  # three charts per section, three sections
 IMAGE_SHOWN = "[...document.images].some((i) => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)"
+SHOTS = ("run_metrics", "step_figure", "evolution", "compare_charts", "compare_runs", "compare_figure")
+COMPARE_FIGURE_HEIGHT = 900  # the comparison's figure is 11 x 7 inches, four panels: taller than a step's figure
 
 
 def store_uri(store: Path) -> str:
@@ -120,7 +126,7 @@ def train(store: Path, *, steps: int) -> tuple[str, list[str]]:
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from rmt_callbacks import SpectrumMonitor
+    from rmt_callbacks import DysonMonitor, SpectrumMonitor
 
     spec = importlib.util.spec_from_file_location("rmt_example_mlp", ROOT / "examples" / "mlp.py")
     mlp = importlib.util.module_from_spec(spec)
@@ -136,10 +142,12 @@ def train(store: Path, *, steps: int) -> tuple[str, list[str]]:
         )
         # background=False: every due step is analysed, so both runs have points at the same steps
         monitor = SpectrumMonitor(every_n_train_steps=50, background=False)
+        # for the comparison's Dyson panels: widths over windows of 20 snapshots, at T = lr/64
+        dyson = DysonMonitor(every_n_train_steps=10, window=20, log_every_n_steps=50, overhead_budget=None)
         trainer = pl.Trainer(
             max_steps=steps,
             logger=logger,
-            callbacks=[monitor],
+            callbacks=[monitor, dyson],
             default_root_dir=store,
             accelerator="cpu",
             enable_checkpointing=False,
@@ -151,6 +159,13 @@ def train(store: Path, *, steps: int) -> tuple[str, list[str]]:
         experiment_id = logger.experiment_id
         run_ids.append(logger.run_id)
     return experiment_id, run_ids
+
+
+def compare(store: Path, runs: Sequence[str]) -> str:
+    """``rmt_callbacks.compare`` on ``runs``: the comparison run's id (in the runs' experiment)."""
+    from rmt_callbacks import compare
+
+    return compare(list(runs), tracking_uri=store_uri(store)).run_id
 
 
 def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -282,37 +297,53 @@ async def filter_charts(browser: Browser, *, what: str) -> None:
     await browser.wait_for(CHARTS_READY, what=f"{what}, filtered to {CHART_FILTER!r}", polls=4)
 
 
-async def photograph(base: str, experiment: str, runs: Sequence[str], out: Path, *, steps: int) -> None:
-    """The five screenshots (module docstring) of the runs' experiment on the server at ``base``."""
+async def photograph(
+    base: str, store: Path, experiment: str, runs: Sequence[str], out: Path, *, steps: int, only: Sequence[str]
+) -> None:
+    """The screenshots in ``only`` (module docstring) of the runs' experiment in ``store``, on the server at
+    ``base``."""
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         async with chromium(Path(profile)) as browser:
             await browser.goto(f"{base}/health", height=1200)  # the UI's origin, to set its preferences
             await browser.js(PREFERENCES)
 
-            await run_page(browser, base, experiment, runs[0], "model-metrics", height=1540)
-            await filter_charts(browser, what="the run's charts")
-            await browser.shot(out / "mlflow_run_metrics.png")
+            if "run_metrics" in only:
+                await run_page(browser, base, experiment, runs[0], "model-metrics", height=1540)
+                await filter_charts(browser, what="the run's charts")
+                await browser.shot(out / "mlflow_run_metrics.png")
 
             for name, figure in (("step_figure", f"step_{steps:08d}.png"), ("evolution", "evolution.png")):
+                if name not in only:
+                    continue
                 path = f"artifacts/rmt/monitor/figures/{MATRIX}/{figure}"  # SpectrumMonitor's folder: <prefix><label>
                 await run_page(browser, base, experiment, runs[0], path, height=680)
                 await browser.wait_for(IMAGE_SHOWN, what=f"the artifact {figure}")
                 await browser.shot(out / f"mlflow_{name}.png", settle=1.0)
 
-            await browser.goto(f"{base}/#/experiments/{experiment}/runs?compareRunsMode=CHART", height=1580)
-            await browser.js(HIDE_CHART_TOOLBARS)
-            await filter_charts(browser, what="the experiment's charts")
-            await browser.shot(out / "mlflow_compare_charts.png")
+            if "compare_charts" in only:
+                await browser.goto(f"{base}/#/experiments/{experiment}/runs?compareRunsMode=CHART", height=1580)
+                await browser.js(HIDE_CHART_TOOLBARS)
+                await filter_charts(browser, what="the experiment's charts")
+                await browser.shot(out / "mlflow_compare_charts.png")
 
-            query = f"runs={json.dumps(list(runs))}&experiments={json.dumps([experiment])}"
-            await browser.goto(f"{base}/#/compare-runs?{query}", height=1000)
-            selects = "document.querySelectorAll('.du-bois-light-select-selector').length >= 2"
-            await browser.wait_for(f"{selects} && {PLOTS_DRAWN}", what="the parallel-coordinates plot")
-            await browser.js(HIDE_CHART_TOOLBARS)
-            picked = await browser.js(PICK_METRICS % json.dumps(COMPARED))
-            if picked != COMPARED:
-                raise RuntimeError(f"the Compare page's metrics are {picked}, not {COMPARED}")
-            await browser.shot(out / "mlflow_compare_runs.png")
+            if "compare_runs" in only:
+                query = f"runs={json.dumps(list(runs))}&experiments={json.dumps([experiment])}"
+                await browser.goto(f"{base}/#/compare-runs?{query}", height=1000)
+                selects = "document.querySelectorAll('.du-bois-light-select-selector').length >= 2"
+                await browser.wait_for(f"{selects} && {PLOTS_DRAWN}", what="the parallel-coordinates plot")
+                await browser.js(HIDE_CHART_TOOLBARS)
+                picked = await browser.js(PICK_METRICS % json.dumps(COMPARED))
+                if picked != COMPARED:
+                    raise RuntimeError(f"the Compare page's metrics are {picked}, not {COMPARED}")
+                await browser.shot(out / "mlflow_compare_runs.png")
+
+            if "compare_figure" in only:
+                comparison = compare(store, runs)
+                print(f"compared the runs: run {comparison}", flush=True)
+                path = f"artifacts/compare/figures/{MATRIX}.png"  # what rmt_callbacks.compare logs
+                await run_page(browser, base, experiment, comparison, path, height=COMPARE_FIGURE_HEIGHT)
+                await browser.wait_for(IMAGE_SHOWN, what=f"the comparison's figure of {MATRIX}")
+                await browser.shot(out / "mlflow_compare_figure.png", settle=1.0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -320,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
     parser.add_argument("--keep", type=Path, default=None, help="keep the store in this (new) directory")
+    parser.add_argument(
+        "--only", nargs="+", choices=SHOTS, default=list(SHOTS), help="take these screenshots only (default: all)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine; read by the server too
     args.out.mkdir(parents=True, exist_ok=True)
@@ -333,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         experiment, runs = train(store, steps=args.steps)
         print(f"trained {len(runs)} runs in {time.perf_counter() - start:.0f} s", flush=True)
         with mlflow_ui(store) as base:
-            asyncio.run(photograph(base, experiment, runs, args.out, steps=args.steps))
+            asyncio.run(photograph(base, store, experiment, runs, args.out, steps=args.steps, only=args.only))
     print(f"done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
