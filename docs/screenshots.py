@@ -35,6 +35,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,7 +106,7 @@ PLOTS_DRAWN = "document.querySelectorAll('.js-plotly-plot').length"
 SPINNING = (
     "[...document.querySelectorAll('.du-bois-light-spin-spinning')].filter((e) => e.offsetParent !== null).length"
 )
-CHARTS_READY = f"{PLOTS_DRAWN} >= 9 && {SPINNING} === 0"  # three charts per section, three sections
+CHARTS_READY = f"{PLOTS_DRAWN} >= %d && {SPINNING} === 0"  # the charts the filter leaves (charts_left) are drawn
 IMAGE_SHOWN = "[...document.images].some((i) => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)"
 SHOTS = ("run_metrics", "step_figure", "evolution", "compare_charts", "compare_runs", "compare_figure")
 COMPARE_FIGURE_HEIGHT = 900  # the comparison's figure is 11 x 7 inches, four panels: taller than a step's figure
@@ -289,12 +290,22 @@ async def run_page(browser: Browser, base: str, experiment: str, run: str, tab: 
     await browser.js(HIDE_CHART_TOOLBARS)
 
 
-async def filter_charts(browser: Browser, *, what: str) -> None:
-    """Type :data:`CHART_FILTER` into the chart search box and wait until the charts it leaves are drawn."""
+def charts_left(store: Path, runs: Sequence[str]) -> int:
+    """How many charts :data:`CHART_FILTER` leaves for ``runs``: one per metric key of any of them that it matches
+    (a statistic a matrix never logs, such as the spikes of a 4 x 128 layer too small to fit, has no chart)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store_uri(store))
+    keys = {k for run in runs for k in client.get_run(run).data.metrics}
+    return sum(1 for k in keys if re.search(CHART_FILTER, k))
+
+
+async def filter_charts(browser: Browser, *, what: str, charts: int) -> None:
+    """Type :data:`CHART_FILTER` into the chart search box and wait until the ``charts`` it leaves are drawn."""
     await browser.wait_for(f"{SEARCH_BOX} && {PLOTS_DRAWN} > 0", what=what)
     await browser.js(TYPE_IN_CHART_SEARCH % json.dumps(CHART_FILTER))
     await asyncio.sleep(1.0)  # the filtered charts replace the others
-    await browser.wait_for(CHARTS_READY, what=f"{what}, filtered to {CHART_FILTER!r}", polls=4)
+    await browser.wait_for(CHARTS_READY % charts, what=f"{what}, filtered to {CHART_FILTER!r} ({charts})", polls=4)
 
 
 async def photograph(
@@ -309,7 +320,7 @@ async def photograph(
 
             if "run_metrics" in only:
                 await run_page(browser, base, experiment, runs[0], "model-metrics", height=1540)
-                await filter_charts(browser, what="the run's charts")
+                await filter_charts(browser, what="the run's charts", charts=charts_left(store, runs[:1]))
                 await browser.shot(out / "mlflow_run_metrics.png")
 
             for name, figure in (("step_figure", f"step_{steps:08d}.png"), ("evolution", "evolution.png")):
@@ -323,7 +334,7 @@ async def photograph(
             if "compare_charts" in only:
                 await browser.goto(f"{base}/#/experiments/{experiment}/runs?compareRunsMode=CHART", height=1580)
                 await browser.js(HIDE_CHART_TOOLBARS)
-                await filter_charts(browser, what="the experiment's charts")
+                await filter_charts(browser, what="the experiment's charts", charts=charts_left(store, runs))
                 await browser.shot(out / "mlflow_compare_charts.png")
 
             if "compare_runs" in only:
