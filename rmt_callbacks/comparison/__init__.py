@@ -43,6 +43,7 @@ import torch
 
 from ..laws import MarchenkoPastur
 from ..spectral import mean_spacing_ratio, unfolded_spacings
+from ..spectral.summary import MIN_RATIOS
 from ._store import Records, StoredRun, UnknownRun, load, resolve_runs
 
 __all__ = ["Comparison", "UnknownRun", "compare"]
@@ -106,9 +107,15 @@ def compare(
     records = []
     for run in stored:
         at = (run.steps[-1] if run.steps else None) if step == "last" else (step if step in run.steps else None)
+        if at is None and not run.steps:
+            said.append(
+                f"run {run.name!r} ({run.run_id}) holds no spectra under {root}/: only a SpectrumMonitor (or "
+                "rmt_callbacks.watch) stores them; its Dyson metrics alone are not compared"
+            )
+            continue
         if at is None:
-            held = ", ".join(map(str, run.steps[-8:])) or "none"
-            said.append(f"run {run.name!r} ({run.run_id}) has no spectra at step {step} under {root}/ (steps: {held})")
+            held = ", ".join(map(str, run.steps[-8:]))
+            said.append(f"run {run.name!r} ({run.run_id}) has no spectra at step {step} (its steps: {held})")
             continue
         records.append(load(client, run, at, prefix=prefix))
     if len(records) < 2:
@@ -131,26 +138,29 @@ def _matrices(records: Sequence[Records], patterns: Sequence[str] | None, said: 
     for r in records:
         for name in r.levels:
             held.setdefault(name, []).append(r.run.run_id)
+    every = sorted(held)
     if patterns is not None:
         held = {n: ids for n, ids in held.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
     shared = [n for n, ids in held.items() if len(ids) >= 2]
     for name in sorted(held):
         lacking = [r.run.name for r in records if name not in r.levels]
         if lacking and name in shared:
-            said.append(f"matrix {name!r} is not in run(s) {', '.join(lacking)}; compared among the others")
+            runs = ", ".join(map(repr, lacking))
+            said.append(f"matrix {name!r} is not in run(s) {runs}; compared among the others")
         elif name not in shared:
             holder = next(r.run.name for r in records if name in r.levels)
             said.append(f"matrix {name!r} is held by run {holder!r} only; not compared")
     if not shared:
         asked = f" matching {list(patterns)}" if patterns is not None else ""
-        raise ValueError(f"compare: no matrix{asked} is held by two or more of the runs; held: {sorted(held)}")
+        raise ValueError(f"compare: no matrix{asked} is held by two or more of the runs; they hold: {every}")
     return sorted(shared)
 
 
 def _row(name: str, r: Records) -> dict[str, Any]:
     levels = r.levels[name]
     fit = r.fits.get(name, {})
-    ratio = float(mean_spacing_ratio(torch.from_numpy(levels))) if levels.size >= 3 else math.nan
+    # as the monitor: no ⟨r⟩ from fewer than MIN_RATIOS ratios (n levels give n - 2)
+    ratio = float(mean_spacing_ratio(torch.from_numpy(levels))) if levels.size - 2 >= MIN_RATIOS else math.nan
     row: dict[str, Any] = {
         "matrix": name, "run": r.run.name, "run_id": r.run.run_id, "step": r.step, "n_levels": int(levels.size),
         "lambda_min": float(levels.min()), "lambda_max": float(levels.max()), "lambda_mean": float(levels.mean()),

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,7 @@ def _stored(client: Any, run: Any, root: str) -> StoredRun:
 def load(client: Any, run: StoredRun, step: int, *, prefix: str) -> Records:
     """The records of ``run`` at ``step`` (which must be one of ``run.steps``)."""
     stem = f"step_{step:08d}"
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         arrays = np.load(
             client.download_artifacts(run.run_id, f"{run.root}/spectra/{stem}.npz", tmp), allow_pickle=False
         )
@@ -134,6 +136,20 @@ def load(client: Any, run: StoredRun, step: int, *, prefix: str) -> Records:
     levels = {name: nonstructural(values, fits.get(name)) for name, values in raw.items()}
     dyson = {name: _dyson(client, run, name, step, prefix) for name in levels}
     return Records(run, step, levels, fits, {k: v for k, v in dyson.items() if v})
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar per downloaded file (two per run)."""
+    name, before = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def rows_of(row: dict[str, Any] | None) -> int | None:

@@ -18,7 +18,7 @@ from . import UnknownRun, compare
 
 __all__ = ["main"]
 
-COLUMNS: tuple[str, ...] = ("matrix", "run", "step", "n_levels", "lambda_max", "mp_sigma2", "surmise_beta")
+COLUMNS: tuple[str, ...] = ("matrix", "run", "run_id", "step", "n_levels", "lambda_max", "mp_sigma2", "surmise_beta")
 COLUMNS += ("noise_temperature", "dyson_width", "dyson_width_normalized")
 
 
@@ -59,17 +59,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 step=step, out=args.out, log=not args.no_log,  # type: ignore[arg-type]
             )  # fmt: skip
     except (UnknownRun, ValueError) as exc:
-        print(f"rmt-compare: {exc}", file=sys.stderr)
+        print(f"rmt-compare: {str(exc).removeprefix('compare: ')}", file=sys.stderr)
         return 2
-    for warning in said:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    for warning in said:  # compare's own; other libraries' warnings are not this command's to repeat
+        text = str(warning.message)
+        if text.startswith("compare: "):
+            print(f"rmt-compare: warning: {text.removeprefix('compare: ')}", file=sys.stderr)
     if result.run_id is not None:
-        print(f"comparison run {result.run_id} (tag rmt.compare_of={','.join(result.steps)}), artifacts under compare/")
+        from mlflow import MlflowClient
+
+        where = MlflowClient(args.tracking_uri).get_run(result.run_id).info.artifact_uri
+        print(f"comparison run {result.run_id} (tag rmt.compare_of={','.join(result.steps)})")
+        print(f"its figures and table: {where}/compare/")
     if args.out:
         print(f"figures and table written to {args.out}")
-    print("\t".join(COLUMNS))
-    for row in result.table:
-        print("\t".join(_cell(row.get(c, "")) for c in COLUMNS))
+    rows = [[_cell(row.get(c, "")) for c in COLUMNS] for row in result.table]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    for line in [list(COLUMNS), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     return 0
 
 

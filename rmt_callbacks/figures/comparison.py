@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from ..laws import BetaSurmise, MarchenkoPastur, WignerSurmise
 from .canvas import finite, histogram_edges, law_curve, legend_outside, new_figure
+from .evolution import in_log10, log_floor
 
 __all__ = ["RunCurves", "comparison_figure", "scaling_constant"]
 
@@ -82,17 +83,29 @@ def comparison_figure(matrix: str, runs: Sequence[RunCurves], *, step: str) -> F
 
 
 def _spectra(ax: Axes, runs: Sequence[RunCurves], colors: Sequence[str]) -> None:
-    pooled = np.concatenate([finite(r.levels) for r in runs])
+    """Densities on common bins; in log10 λ when outliers sit far above the bulk (:func:`~.evolution.log_floor`),
+    the y-axis set by the histograms (a law diverging at the hard edge would flatten them)."""
+    flats = [finite(r.levels) for r in runs]
+    pooled = np.concatenate(flats)
+    floor, xlabel = log_floor(pooled), "eigenvalue λ of WᵀW/M"
+    if floor is not None:
+        flats = [np.log10(np.maximum(f, floor)) for f in flats]
+        pooled, xlabel = np.concatenate(flats), f"log10 λ (λ of WᵀW/M from {floor:.3g})"
     edges = histogram_edges(pooled)
-    for run, color in zip(runs, colors, strict=True):
-        values = finite(run.levels)
+    top = 0.0
+    for run, values, color in zip(runs, flats, colors, strict=True):
         if values.size:
-            ax.hist(values, bins=edges.tolist(), density=True, histtype="step", color=color, label=run.label)
+            heights, _, _ = ax.hist(
+                values, bins=edges.tolist(), density=True, histtype="step", color=color, label=run.label
+            )
+            top = max(top, float(np.max(heights)))
         if run.law is not None:  # the continuous part, scaled to the levels drawn (the atom at 0 is not drawn)
-            curve = law_curve(f"{run.label}: MP fit", run.law, float(edges[0]), float(edges[-1]), scale=1.0)
-            scale = 1.0 / max(1.0 - run.law.atom, 1e-12)
-            ax.plot(curve.x, curve.y * scale, color=color, linestyle="--", linewidth=1.0, label="  its MP fit")
-    ax.set(xlabel="eigenvalue λ of WᵀW/M", ylabel="density", title="(a) spectra, common bins")
+            lo, hi = (10 ** float(edges[0]), 10 ** float(edges[-1])) if floor is not None else (edges[0], edges[-1])
+            curve = law_curve("MP fit", run.law, float(lo), float(hi), scale=1.0 / max(1.0 - run.law.atom, 1e-12))
+            curve = in_log10(curve, floor) if floor is not None else curve
+            ax.plot(curve.x, curve.y, color=color, linestyle="--", linewidth=1.0, label="  its MP fit")
+    ax.set(xlabel=xlabel, ylabel="density", title="(a) spectra, common bins")
+    ax.set_ylim(0.0, 1.3 * top if top > 0 else None)
     legend_outside(ax)
 
 
@@ -117,6 +130,10 @@ def _spacings(ax: Axes, runs: Sequence[RunCurves], colors: Sequence[str]) -> Non
     goe = law_curve("GOE surmise", WignerSurmise(), *SPACING_RANGE)
     ax.plot(goe.x, goe.y, color="k", linewidth=1.5, label="GOE surmise (β = 1)")
     ax.set(xlabel="unfolded spacing s", ylabel="density", title="(b) bulk spacings", xlim=SPACING_RANGE)
+    few = [r.label for r in runs if r.spacings is None or not finite(r.spacings).size]
+    if few:
+        note = f"too few bulk levels to unfold in: {', '.join(few)}"
+        ax.text(0.98, 0.98, note, transform=ax.transAxes, fontsize=7, color="0.3", ha="right", va="top", wrap=True)
     legend_outside(ax)
 
 
@@ -139,6 +156,7 @@ def _dyson(widths: Axes, normalised: Axes, runs: Sequence[RunCurves], colors: Se
         (normalised, "width / √T", "(d) normalised width"),
     ):
         ax.set(xlabel="noise temperature T = α/|B|", ylabel=ylabel, title=title)
+        ax.margins(x=0.08, y=0.12)  # no point on the frame
         ax.set_xlim(left=0.0)
         ax.set_ylim(bottom=0.0)
         if note:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .canvas import PANEL_SIZE, Curve, finite, histogram_edges, new_figure
 
-__all__ = ["WIDE_RANGE", "evolution_figure"]
+__all__ = ["WIDE_RANGE", "evolution_figure", "in_log10", "log_floor"]
 
 WIDE_RANGE: float = 30.0
 """An evolution figure whose largest value exceeds this many times its 1 % quantile is drawn in log10."""
@@ -64,11 +64,10 @@ def evolution_figure(
         raise ValueError(f"evolution_figure: need one sample array per step, got {len(steps)} and {len(samples)}")
     flats = [finite(v) for v in samples]
     pooled = np.concatenate(flats) if any(f.size for f in flats) else np.zeros(1)
-    positive = pooled[pooled > 0]
-    floor = float(np.quantile(positive, 0.01)) if positive.size else 0.0
-    if floor > 0 and float(pooled.max()) > WIDE_RANGE * floor:  # outliers far from the bulk: read it in log10
+    floor = log_floor(pooled)
+    if floor is not None:  # outliers far from the bulk: read it in log10
         flats = [np.log10(np.maximum(f, floor)) for f in flats]
-        curves = [_in_log10(c, floor) for c in curves]
+        curves = [in_log10(c, floor) for c in curves]
         xlabel, pooled = f"log10 {xlabel}", np.concatenate(flats)
     edges = histogram_edges(pooled)
     image = np.stack([np.histogram(f, bins=edges, density=bool(f.size))[0] if f.size else 0 * edges[1:] for f in flats])
@@ -110,7 +109,20 @@ def _row_edges(steps: Sequence[int]) -> np.ndarray:
     return np.concatenate([[y[0] - (mid[0] - y[0])], mid, [y[-1] + (y[-1] - mid[-1])]])
 
 
-def _in_log10(curve: Curve, floor: float) -> Curve:
+def log_floor(pooled: np.ndarray) -> float | None:
+    """The 1 % quantile of the positive values when the largest exceeds :data:`WIDE_RANGE` times it (draw in log10
+    from there), else ``None`` (draw as is).
+
+    Examples:
+        >>> log_floor(np.linspace(1.0, 2.0, 100)) is None, log_floor(np.r_[np.linspace(1.0, 2.0, 100), 500.0])
+        (True, 1.0)
+    """
+    positive = pooled[pooled > 0]
+    floor = float(np.quantile(positive, 0.01)) if positive.size else 0.0
+    return floor if floor > 0 and float(pooled.max()) > WIDE_RANGE * floor else None
+
+
+def in_log10(curve: Curve, floor: float) -> Curve:
     r"""A density in :math:`x` as a density in :math:`\log_{10} x`: :math:`p(x)\, x \ln 10`, from ``floor`` (> 0) on."""
     keep = curve.x >= floor  # the data's range: a law's tail below it would stretch the axis
     with np.errstate(invalid="ignore", over="ignore"):  # an infinite density at an edge stays infinite, not NaN
