@@ -114,7 +114,7 @@ def log_floor(pooled: np.ndarray) -> float | None:
     from there), else ``None`` (draw as is).
 
     Examples:
-        >>> log_floor(np.linspace(1.0, 2.0, 100)) is None, log_floor(np.r_[np.linspace(1.0, 2.0, 100), 500.0])
+        >>> log_floor(np.linspace(1.0, 2.0, 100)) is None, log_floor(np.r_[np.ones(99), 500.0])
         (True, 1.0)
     """
     positive = pooled[pooled > 0]
