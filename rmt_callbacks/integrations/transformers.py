@@ -46,8 +46,8 @@ class RMTCallback(TrainerCallback):
         dyson: also run a DysonMonitor (``True``), or not, or one with these arguments (a dict).
         trainer: the ``Trainer`` this callback is added to; only needed to send the scalars to its reporters other
             than MLflow (``trainer.add_callback(RMTCallback(trainer=trainer))``).
-        options: any other :func:`rmt_callbacks.watch` / SpectrumMonitor argument (``include``, ``exclude``,
-            ``analyses``, ``log_key_prefix``, …).
+        options: any SpectrumMonitor argument (``include``, ``exclude``, ``analyses``, ``log_key_prefix``,
+            ``overhead_budget``, …); not watch's batch, accumulation or MLflow ones: the Trainer supplies those.
 
     Raises:
         ValueError, TypeError: a bad argument (here, before training); at train begin, a selection matching nothing.
