@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..sinks.keys import metric_key
+from ..spectral import nonstructural_levels
 
 __all__ = ["Records", "StoredRun", "UnknownRun", "load", "resolve_runs"]
 
@@ -124,11 +126,9 @@ def load(client: Any, run: StoredRun, step: int, *, prefix: str) -> Records:
             client.download_artifacts(run.run_id, f"{run.root}/spectra/{stem}.npz", tmp), allow_pickle=False
         )
         raw = {name: np.asarray(arrays[name], dtype=np.float64) for name in arrays.files}
-        table_path = Path(tmp) / "fits"
-        table_path.mkdir()
         try:
             table = json.loads(
-                Path(client.download_artifacts(run.run_id, f"{run.root}/fits/{stem}.json", str(table_path))).read_text()
+                Path(client.download_artifacts(run.run_id, f"{run.root}/fits/{stem}.json", tmp)).read_text()
             )
         except Exception:  # a run cut off between its arrays and its table: the levels are still compared
             table = {"columns": [], "data": []}
@@ -163,7 +163,7 @@ def rows_of(row: dict[str, Any] | None) -> int | None:
 def nonstructural(values: np.ndarray, row: dict[str, Any] | None) -> np.ndarray:
     """The stored Gram levels without the :math:`N - M` structural zeros of a wide matrix, pooled over a batch."""
     m = rows_of(row)
-    keep = values[..., max(values.shape[-1] - m, 0) :] if m is not None else values
+    keep = values if m is None else nonstructural_levels(torch.from_numpy(values), rows=m).numpy()
     return np.sort(keep.reshape(-1))
 
 
