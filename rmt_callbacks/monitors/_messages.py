@@ -111,8 +111,7 @@ def dyson_message(kind: str, **v: object) -> str:
         "guess": "guessed a per-device batch size of {size} from the leading dimension of the first tensor of a batch "
         "(wrong for time-major, channel-first or per-sample-first batches); set it with {how}",
         "no_batch": "cannot tell the batch size |B| (none given, no DataLoader batch_size, hparams.batch_size or batch "
-        "tensor); "
-        "pass {how}; until then only raw widths and diffusion are logged",
+        "tensor); pass {how}; until then only raw widths and diffusion are logged",
         "adaptive": "{optimizer} is not plain SGD, so α/|B| is not its noise temperature (the Dyson picture and the "
         "linear scaling rule of arXiv:2412.20496 are for SGD; adaptive optimizers precondition the noise); only the "
         "raw fluctuation widths and diffusion are logged, no …_normalized and no noise_temperature",
